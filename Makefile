@@ -1,0 +1,45 @@
+# hookfleet: `make demo` runs the fleet locally; `make test` runs every check. Nothing else is needed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api tests bench
+PYTEST_ARGS ?=
+
+.PHONY: install stack down status lint test demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+stack: install
+	$(BIN)/hookfleet dev up
+
+down: install
+	$(BIN)/hookfleet dev down
+
+status: install
+	$(BIN)/hookfleet dev status
+
+lint: install
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/mypy $(CODE)
+
+test: stack lint
+	$(BIN)/pytest -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
+
+demo: stack
+	$(BIN)/hookfleet db migrate
+	$(BIN)/hookfleet topics ensure
+	$(BIN)/hookfleet demo
+
+bench: stack
+	$(BIN)/python -m bench
+
+clean: down
+	rm -rf $(VENV) deploy/local/.cache

@@ -1,0 +1,185 @@
+"""`hookfleet <command>`: one CLI for every role and tool.
+
+Roles are imported only when their subcommand runs, so the runtime never depends on them. Every
+expected failure (broker or database down, bad settings, bad input) ends as one line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _lazy(target: str) -> Callable[[argparse.Namespace], int | None]:
+    """`"module:function"` resolved at call time, so `hookfleet --help` imports no role."""
+
+    def run(args: argparse.Namespace) -> int | None:
+        module, _, name = target.partition(":")
+        handler: Callable[[argparse.Namespace], int | None] = getattr(importlib.import_module(module), name)
+        return handler(args)
+
+    return run
+
+
+# ------------------------------------------------------------------------------------ runtime commands
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from hookfleet import devstack
+
+    if args.action == "up":
+        devstack.up()
+    elif args.action == "down":
+        devstack.down()
+    else:
+        return 0 if devstack.status() else EXIT_FAILURE
+    return 0
+
+
+def _topics_ensure(args: argparse.Namespace) -> int:
+    from hookfleet.kafka import TopicSpec, ensure_topics
+    from hookfleet.settings import TopicSettings
+
+    settings = TopicSettings()
+    config = {"retention.ms": str(settings.retention_ms)}
+    specs = [TopicSpec(name, settings.partitions, settings.replication_factor, config) for name in settings.topics.all()]
+    created = ensure_topics(settings.kafka_bootstrap_servers, specs)
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        print(f"{spec.name:32} {state:8} partitions={spec.partitions} replication={spec.replication_factor}")
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from hookfleet.db import describe, migrate
+    from hookfleet.settings import CommonSettings
+
+    url = CommonSettings().database_url.get_secret_value()
+    applied = migrate(url)
+    print(f"applied {len(applied)} migration(s) to {describe(url)}: {', '.join(applied) or 'up to date'}")
+    return 0
+
+
+def _schemas_export(args: argparse.Namespace) -> int:
+    from schemas.models import AttemptRecord, DeliveryTask, Event, Webhook
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for model in (Event, DeliveryTask, AttemptRecord, Webhook):
+        path = out / f"{model.__name__}.schema.json"
+        path.write_text(json.dumps(model.model_json_schema(mode="serialization"), indent=2) + "\n")
+        print(path)
+    return 0
+
+
+def _settings_show(args: argparse.Namespace) -> int:
+    module = importlib.import_module("hookfleet.settings")
+    cls = getattr(module, args.role_class)
+    print(cls())  # SecretStr fields print as '**********'
+    return 0
+
+
+_SETTINGS_CLASSES = {
+    "dispatcher": "DispatcherSettings",
+    "retry-scheduler": "RetrySchedulerSettings",
+    "recorder": "RecorderSettings",
+    "api": "ApiSettings",
+    "topics": "TopicSettings",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hookfleet", description="Outbound webhook delivery fleet on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>", parser_class=_Parser)
+
+    dev = sub.add_parser("dev", help="local stack without Docker: Kafka (KRaft) + PostgreSQL")
+    dev.add_argument("action", choices=["up", "down", "status"])
+    dev.set_defaults(handler=_dev)
+
+    topics = sub.add_parser("topics", help="Kafka topics")
+    topics.add_argument("action", choices=["ensure"], help="create every hookfleet topic that is missing")
+    topics.set_defaults(handler=_topics_ensure)
+
+    db = sub.add_parser("db", help="PostgreSQL schema")
+    db.add_argument("action", choices=["migrate"], help="apply pending migrations")
+    db.set_defaults(handler=_db_migrate)
+
+    schemas = sub.add_parser("schemas", help="wire schemas")
+    schemas_sub = schemas.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    export = schemas_sub.add_parser("export", help="write the JSON Schema of every message to DIR")
+    export.add_argument("dir")
+    export.set_defaults(handler=_schemas_export)
+
+    show = sub.add_parser("settings", help="print a role's effective settings (secrets masked)")
+    show.add_argument("role", choices=sorted(_SETTINGS_CLASSES))
+    show.set_defaults(handler=lambda a: _settings_show(argparse.Namespace(role_class=_SETTINGS_CLASSES[a.role])))
+
+    _add_role_commands(sub)
+    return parser
+
+
+def _add_role_commands(sub: Any) -> None:
+    """Subcommands whose code lives in a role package (imported only when run)."""
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from hookfleet.db import DatabaseUnavailable
+    from hookfleet.devstack import DevStackError
+    from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
+    from hookfleet.secretbox import SecretKeyError
+
+    return (CliError, KafkaUnavailable, KafkaDeliveryError, DatabaseUnavailable, DevStackError, SecretKeyError)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        return f"invalid {where}: {first['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        # Tools print their own results; only real trouble from libraries should reach the terminal.
+        from hookfleet import logs
+
+        logs.setup("ERROR", role="cli")
+    try:
+        rc = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except ValidationError as exc:
+        print(f"hookfleet: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except _known_errors() as exc:
+        print(f"hookfleet: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The local stack without Docker: Apache Kafka (KRaft) from Maven Central jars and a private PostgreSQL.
+
+`hookfleet dev up|down|status`. Everything lives in deploy/local/.cache (git-ignored): the jars, the
+broker's data and config, PostgreSQL's data directory, logs and pid files. Start is idempotent (a
+running component is left alone) and waits until each component answers; on failure the log path and
+its last lines are printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from hookfleet.kafka import KafkaUnavailable, check_broker
+
+KAFKA_PORT = 19092
+CONTROLLER_PORT = 19093
+PG_PORT = 55432
+
+
+class DevStackError(RuntimeError):
+    """A component could not be installed or started; the message says which and where its log is."""
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Paths:
+    local: Path  # deploy/local in the checkout
+
+    @property
+    def cache(self) -> Path:
+        return self.local / ".cache"
+
+    @property
+    def logs(self) -> Path:
+        return self.cache / "logs"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache / "kafka-libs"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.cache / "kafka"
+
+    @property
+    def kafka_pid(self) -> Path:
+        return self.cache / "kafka.pid"
+
+
+def default_paths() -> Path:
+    env = os.environ.get("HOOKFLEET_DEV_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "deploy" / "local"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join("    " + line for line in text)
+
+
+def _alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+# --------------------------------------------------------------------------------------------- Kafka
+
+
+def fetch_kafka_jars(paths: Paths) -> None:
+    if any(paths.kafka_libs.glob("kafka_2.13-*.jar")):
+        return
+    if shutil.which("mvn") is None:
+        raise DevStackError("maven (mvn) is needed once to fetch the Kafka jars: apt-get install -y maven")
+    say(f"fetching Apache Kafka jars from Maven Central into {paths.kafka_libs} (once)")
+    log = paths.logs / "maven.log"
+    with log.open("w") as out:
+        rc = subprocess.call(
+            [
+                "mvn", "-B", "-q", "-f", str(paths.local / "pom.xml"), "dependency:copy-dependencies",
+                f"-DoutputDirectory={paths.kafka_libs}", "-DincludeScope=runtime",
+            ],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    if rc != 0:
+        shutil.rmtree(paths.kafka_libs, ignore_errors=True)
+        raise DevStackError(f"maven could not fetch the Kafka jars (exit {rc}); log: {log}\n{_tail(log)}")
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java:
+        raise DevStackError("java 17+ is needed for the Kafka broker: apt-get install -y openjdk-17-jre-headless")
+    return java
+
+
+def _kafka_java_cmd(paths: Paths, main: str, *args: str, heap: str = "-Xmx256m") -> list[str]:
+    return [
+        _java(), heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={paths.local / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={paths.logs}",
+        "-cp", f"{paths.kafka_libs}/*", main, *args,
+    ]
+
+
+def kafka_up(paths: Paths, bootstrap: str) -> None:
+    try:
+        check_broker(bootstrap, timeout_s=2)
+        say(f"kafka already up at {bootstrap}")
+        return
+    except KafkaUnavailable:
+        pass
+    fetch_kafka_jars(paths)
+    paths.kafka_dir.mkdir(parents=True, exist_ok=True)
+    data = paths.kafka_dir / "data"
+    props = paths.kafka_dir / "server.properties"
+    template = Template((paths.local / "server.properties.template").read_text())
+    props.write_text(
+        template.substitute(broker_port=KAFKA_PORT, controller_port=CONTROLLER_PORT, data_dir=str(data))
+    )
+    if not (data / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        log = paths.logs / "kafka-format.log"
+        with log.open("w") as out:
+            rc = subprocess.call(
+                _kafka_java_cmd(paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        if rc != 0:
+            raise DevStackError(f"kafka storage format failed (exit {rc}); log: {log}\n{_tail(log)}")
+    log = paths.logs / "kafka.out"
+    say(f"starting kafka (KRaft) on {bootstrap}; logs in {paths.logs}")
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            _kafka_java_cmd(paths, "kafka.Kafka", str(props), heap="-Xmx1g"),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    paths.kafka_pid.write_text(str(proc.pid))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevStackError(
+                f"kafka exited with code {proc.returncode}; log: {paths.logs / 'kafka.log'}\n"
+                f"{_tail(log)}\n{_tail(paths.logs / 'kafka.log')}"
+            )
+        try:
+            check_broker(bootstrap, timeout_s=2)
+            say(f"kafka up at {bootstrap} (pid {proc.pid})")
+            return
+        except KafkaUnavailable:
+            time.sleep(0.5)
+    raise DevStackError(f"kafka did not answer within 90s; log: {paths.logs / 'kafka.log'}\n{_tail(log)}")
+
+
+def kafka_down(paths: Paths) -> None:
+    pid = _alive(paths.kafka_pid)
+    if pid is None:
+        say("kafka not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(paths.kafka_pid):
+        time.sleep(0.2)
+    if _alive(paths.kafka_pid):
+        os.kill(pid, signal.SIGKILL)
+        say("kafka did not stop within 30s; killed")
+    paths.kafka_pid.unlink(missing_ok=True)
+    say("kafka stopped")
+
+
+# ---------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True):
+        return candidate.parent
+    if os.geteuid() != 0:
+        raise DevStackError("postgresql server not installed: sudo apt-get install -y postgresql")
+    say("installing postgresql from Debian packages (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+        if subprocess.call(cmd, env=env, stdout=subprocess.DEVNULL) != 0:
+            raise DevStackError(f"{' '.join(cmd)} failed")
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True):
+        return candidate.parent
+    raise DevStackError("postgresql installed but pg_ctl not found under /usr/lib/postgresql")
+
+
+def _as_pg_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the `postgres` system user."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def pg_data_dir(paths: Paths) -> Path:
+    """The private data folder; as root, one the `postgres` user can reach even if the checkout can't be."""
+    preferred = paths.cache / "pgdata"
+    if os.geteuid() != 0:
+        return preferred
+    paths.cache.mkdir(parents=True, exist_ok=True)
+    if subprocess.call(_as_pg_user(["test", "-x", str(paths.cache)]), stderr=subprocess.DEVNULL) == 0:
+        return preferred
+    digest = hashlib.sha256(str(paths.local).encode()).hexdigest()[:12]
+    return Path("/var/tmp/hookfleet") / digest / "pgdata"
+
+
+def _pg_ready(bin_dir: Path) -> bool:
+    rc = subprocess.call(
+        [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return rc == 0
+
+
+def postgres_up(paths: Paths) -> None:
+    bin_dir = _pg_bin()
+    data = pg_data_dir(paths)
+    log = paths.logs / "postgres.log"
+    if _pg_ready(bin_dir):
+        say(f"postgresql already up on 127.0.0.1:{PG_PORT}")
+    else:
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(data, "postgres", "postgres")
+            say(f"initialising postgresql data directory {data}")
+            out = subprocess.run(
+                _as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "hookfleet", "--auth=trust", "-E", "UTF8"]),
+                capture_output=True, text=True,
+            )
+            if out.returncode != 0:
+                raise DevStackError(f"initdb failed: {out.stderr.strip()[-800:]}")
+        log.touch()
+        if os.geteuid() == 0:
+            shutil.chown(log, "postgres", "postgres")
+        options = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200 -c fsync=off"
+        out = subprocess.run(
+            _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]),
+            capture_output=True, text=True,
+        )
+        if out.returncode != 0:
+            raise DevStackError(f"postgresql did not start; log: {log}\n{_tail(log)}")
+        say(f"postgresql up on 127.0.0.1:{PG_PORT}; data in {data}; log {log}")
+    exists = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "hookfleet", "-d", "postgres", "-tAc",
+         "SELECT 1 FROM pg_database WHERE datname = 'hookfleet'"],
+        capture_output=True, text=True,
+    )
+    if exists.stdout.strip() != "1":
+        subprocess.check_call(
+            ["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "hookfleet", "-d", "postgres", "-qc",
+             "CREATE DATABASE hookfleet"],
+        )
+
+
+def postgres_down(paths: Paths) -> None:
+    bin_dir = _pg_bin()
+    data = pg_data_dir(paths)
+    if not _pg_ready(bin_dir) or not (data / "PG_VERSION").exists():
+        say("postgresql not running")
+        return
+    subprocess.call(
+        _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), stdout=subprocess.DEVNULL
+    )
+    say("postgresql stopped")
+
+
+# ------------------------------------------------------------------------------------------- actions
+
+
+def up(local: Path | None = None, bootstrap: str = f"127.0.0.1:{KAFKA_PORT}") -> None:
+    paths = Paths(local or default_paths())
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    postgres_up(paths)
+    kafka_up(paths, bootstrap)
+
+
+def down(local: Path | None = None) -> None:
+    paths = Paths(local or default_paths())
+    kafka_down(paths)
+    postgres_down(paths)
+
+
+def status(local: Path | None = None, bootstrap: str = f"127.0.0.1:{KAFKA_PORT}") -> bool:
+    paths = Paths(local or default_paths())
+    try:
+        brokers = check_broker(bootstrap, timeout_s=2)
+        say(f"kafka       up   {bootstrap} ({brokers} broker)")
+        kafka_ok = True
+    except KafkaUnavailable:
+        say(f"kafka       down {bootstrap}")
+        kafka_ok = False
+    pg_ok = _pg_ready(_pg_bin())
+    say(f"postgresql  {'up  ' if pg_ok else 'down'} 127.0.0.1:{PG_PORT}")
+    say(f"logs        {paths.logs}")
+    return kafka_ok and pg_ok
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0 if status() else 1)

@@ -1,0 +1,1 @@
+"""Ordered SQL migrations, applied by `hookfleet db migrate` (see hookfleet/db.py)."""

@@ -1,0 +1,62 @@
+"""Encryption at rest for webhook secrets (AES-256-GCM), keyed by HOOKFLEET_SECRET_KEY.
+
+The database never holds a usable secret: a leaked dump without the key signs nothing. The ciphertext
+is `nonce (12 bytes) || AES-GCM(secret)`; the webhook id is authenticated data, so a ciphertext copied
+onto another webhook row does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+
+class SecretKeyError(ValueError):
+    """The configured key is malformed or does not open a stored secret (wrong key)."""
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise SecretKeyError(f"HOOKFLEET_SECRET_KEY must be 32 bytes of base64 (got {len(key)} bytes)")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_b64(cls, value: str) -> SecretBox:
+        try:
+            key = base64.b64decode(value, validate=True)
+        except ValueError:
+            raise SecretKeyError("HOOKFLEET_SECRET_KEY is not valid base64") from None
+        return cls(key)
+
+    def seal(self, secret: str, webhook_id: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, secret.encode(), webhook_id.encode())
+
+    def open(self, ciphertext: bytes, webhook_id: str) -> str:
+        try:
+            return self._aead.decrypt(ciphertext[:12], ciphertext[12:], webhook_id.encode()).decode()
+        except InvalidTag:
+            raise SecretKeyError(f"secret of webhook {webhook_id} does not decrypt: wrong HOOKFLEET_SECRET_KEY?") from None
+
+
+def load(secret_key: str | None, home: str) -> SecretBox:
+    """The configured key, or for single-host development a key file created once under `home`."""
+    if secret_key:
+        return SecretBox.from_b64(secret_key)
+    path = Path(home).expanduser() / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        log.warning("event=secret_key_generated path=%s hint='set HOOKFLEET_SECRET_KEY in production'", path)
+    return SecretBox.from_b64(path.read_text().strip())

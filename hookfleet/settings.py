@@ -1,0 +1,113 @@
+"""Settings: one frozen pydantic-settings class per role, read from the environment.
+
+Every role reads `KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL` (the conventional names) and its own
+`HOOKFLEET_*` variables. Defaults point at the local stack (deploy/local) so `make demo` needs no
+configuration. Secrets are `SecretStr`, so printing a settings object masks them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.topics import Topics
+
+LOCAL_KAFKA = "127.0.0.1:19092"
+LOCAL_DATABASE_URL = "postgresql://hookfleet@127.0.0.1:55432/hookfleet"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOOKFLEET_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default=LOCAL_KAFKA,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "HOOKFLEET_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr(LOCAL_DATABASE_URL),
+        validation_alias=AliasChoices("DATABASE_URL", "HOOKFLEET_DATABASE_URL"),
+        description="may carry a password, so it is masked when printed",
+    )
+    topic_prefix: str = Field(default="", description="prepended to every topic name")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = do not serve /metrics")
+    log_level: str = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_shape(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"bootstrap servers must be host:port[,host:port] (got {value!r})")
+        return value
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.topic_prefix)
+
+
+class TopicSettings(CommonSettings):
+    """What `hookfleet topics ensure` creates."""
+
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+
+
+def _split_networks(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class DeliverySettings(CommonSettings):
+    """How one HTTP delivery is made: shared by the dispatcher and the API's Test action."""
+
+    delivery_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    ca_bundle: str | None = Field(default=None, description="PEM file of extra trusted CAs (private CAs, tests)")
+    allow_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs exempt from the SSRF guard, comma-separated (local testing, the demo)",
+    )
+
+    _split = field_validator("allow_networks", mode="before")(staticmethod(_split_networks))
+
+
+class SecretKeySettings(CommonSettings):
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="base64 32-byte key that encrypts webhook secrets at rest; "
+        "when unset a key file in HOOKFLEET_HOME is created (single-host dev only)",
+    )
+    home: str = Field(default="~/.hookfleet")
+
+
+class DispatcherSettings(DeliverySettings, SecretKeySettings):
+    group_id: str = "hookfleet-dispatcher"
+    max_in_flight: int = Field(default=5000, ge=1, description="deliveries held at once before partitions pause")
+    per_endpoint_concurrency: int = Field(default=50, ge=1)
+    per_endpoint_queue: int = Field(default=500, ge=0, description="waiting deliveries per endpoint before parking")
+    subscriptions_reload_s: float = Field(default=60.0, gt=0)
+    drain_timeout_s: float = Field(default=25.0, ge=0, description="SIGTERM drain bound; below the pod grace period")
+    retry_delays_s: tuple[float, float, float] = (10.0, 60.0, 300.0)
+
+
+class RetrySchedulerSettings(CommonSettings):
+    group_id: str = "hookfleet-retry-scheduler"
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+
+
+class RecorderSettings(CommonSettings):
+    group_id: str = "hookfleet-recorder"
+    batch_max: int = Field(default=2000, ge=1)
+    batch_wait_ms: int = Field(default=200, ge=0)
+
+
+class ApiSettings(DeliverySettings, SecretKeySettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    secret_rotation_overlap_s: int = Field(default=24 * 3600, ge=0)

@@ -1,0 +1,1 @@
+"""Wire contract of hookfleet: the event catalog, every Kafka message and the topic names."""

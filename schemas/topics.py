@@ -1,0 +1,30 @@
+"""Kafka topic names (DESIGN.md §3). A prefix lets several fleets, or tests, share one cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    events: str = "webhooks.events"
+    deliveries: str = "webhooks.deliveries"
+    retry_10s: str = "webhooks.retry.10s"
+    retry_60s: str = "webhooks.retry.60s"
+    retry_5m: str = "webhooks.retry.5m"
+    dead: str = "webhooks.dead"
+    attempts: str = "webhooks.attempts"
+    invalid: str = "webhooks.invalid"
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        """`Topics.with_prefix("t1.")` -> `t1.webhooks.events`, ... (an empty prefix is the default)."""
+        return cls(**{f.name: prefix + f.default for f in fields(cls)})  # type: ignore[operator]
+
+    def all(self) -> list[str]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    @property
+    def retries(self) -> tuple[str, str, str]:
+        """The delay topics in schedule order: after attempt 1, 2, 3."""
+        return (self.retry_10s, self.retry_60s, self.retry_5m)

@@ -1,0 +1,99 @@
+"""Fixtures for the real broker and the real database.
+
+Where they come from, in order: `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` when set; else testcontainers
+when a Docker engine answers; else the local stack (deploy/local), started if it is not running.
+Every test gets its own topics (a unique prefix) and its own PostgreSQL schema, so tests never see each
+other's messages or rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from hookfleet.db import migrate
+from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
+from schemas.topics import Topics
+
+TEST_PARTITIONS = 3
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def _docker() -> bool:
+    return os.environ.get("HOOKFLEET_TEST_NO_DOCKER") != "1" and _docker_engine_answers()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_docker: bool) -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    elif _docker:
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.0").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        from hookfleet import devstack
+
+        devstack.up()
+        yield f"127.0.0.1:{devstack.KAFKA_PORT}"
+
+
+@pytest.fixture(scope="session")
+def database_root_url(_docker: bool) -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+    elif _docker:
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver=None) as pg:
+            yield pg.get_connection_url()
+    else:
+        from hookfleet import devstack
+        from hookfleet.settings import LOCAL_DATABASE_URL
+
+        devstack.up()
+        yield LOCAL_DATABASE_URL
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """A conninfo whose sessions see only `schema` (plus pg_catalog)."""
+    return psycopg.conninfo.make_conninfo(url, options=f"-c search_path={schema}")
+
+
+@pytest.fixture
+def database_url(database_root_url: str) -> Iterator[str]:
+    """A freshly migrated private schema for this test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_root_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = with_search_path(database_root_url, schema)
+    migrate(url)
+    yield url
+    with psycopg.connect(database_root_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Iterator[Topics]:
+    """Every hookfleet topic under a prefix unique to this test."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    names = Topics.with_prefix(prefix)
+    ensure_topics(kafka_bootstrap, [TopicSpec(n, TEST_PARTITIONS, 1, {}) for n in names.all()])
+    yield names
+    delete_topics(kafka_bootstrap, names.all())
