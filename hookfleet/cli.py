@@ -63,7 +63,9 @@ def _topics_ensure(args: argparse.Namespace) -> int:
 
     settings = TopicSettings()
     config = {"retention.ms": str(settings.retention_ms)}
-    specs = [TopicSpec(name, settings.partitions, settings.replication_factor, config) for name in settings.topics.all()]
+    specs = [
+        TopicSpec(name, settings.partitions, settings.replication_factor, config) for name in settings.topics.all()
+    ]
     created = ensure_topics(settings.kafka_bootstrap_servers, specs)
     for spec in specs:
         state = "created" if spec.name in created else "exists"

@@ -38,9 +38,9 @@ def connect(url: str, *, autocommit: bool = False, timeout_s: float = 5.0) -> ps
         raise DatabaseUnavailable(f"postgresql at {describe(url)} is not reachable") from exc
 
 
-async def connect_async(url: str, *, autocommit: bool = False, timeout_s: float = 5.0) -> psycopg.AsyncConnection[
-    tuple[object, ...]
-]:
+async def connect_async(
+    url: str, *, autocommit: bool = False, timeout_s: float = 5.0
+) -> psycopg.AsyncConnection[tuple[object, ...]]:
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout_s)))
     except psycopg.OperationalError as exc:

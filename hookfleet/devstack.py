@@ -97,10 +97,17 @@ def fetch_kafka_jars(paths: Paths) -> None:
     with log.open("w") as out:
         rc = subprocess.call(
             [
-                "mvn", "-B", "-q", "-f", str(paths.local / "pom.xml"), "dependency:copy-dependencies",
-                f"-DoutputDirectory={paths.kafka_libs}", "-DincludeScope=runtime",
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(paths.local / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={paths.kafka_libs}",
+                "-DincludeScope=runtime",
             ],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     if rc != 0:
         shutil.rmtree(paths.kafka_libs, ignore_errors=True)
@@ -117,10 +124,16 @@ def _java() -> str:
 
 def _kafka_java_cmd(paths: Paths, main: str, *args: str, heap: str = "-Xmx256m") -> list[str]:
     return [
-        _java(), heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        _java(),
+        heap,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={paths.local / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={paths.logs}",
-        "-cp", f"{paths.kafka_libs}/*", main, *args,
+        "-cp",
+        f"{paths.kafka_libs}/*",
+        main,
+        *args,
     ]
 
 
@@ -136,16 +149,15 @@ def kafka_up(paths: Paths, bootstrap: str) -> None:
     data = paths.kafka_dir / "data"
     props = paths.kafka_dir / "server.properties"
     template = Template((paths.local / "server.properties.template").read_text())
-    props.write_text(
-        template.substitute(broker_port=KAFKA_PORT, controller_port=CONTROLLER_PORT, data_dir=str(data))
-    )
+    props.write_text(template.substitute(broker_port=KAFKA_PORT, controller_port=CONTROLLER_PORT, data_dir=str(data)))
     if not (data / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         log = paths.logs / "kafka-format.log"
         with log.open("w") as out:
             rc = subprocess.call(
                 _kafka_java_cmd(paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
-                stdout=out, stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         if rc != 0:
             raise DevStackError(f"kafka storage format failed (exit {rc}); log: {log}\n{_tail(log)}")
@@ -154,7 +166,10 @@ def kafka_up(paths: Paths, bootstrap: str) -> None:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             _kafka_java_cmd(paths, "kafka.Kafka", str(props), heap="-Xmx1g"),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     paths.kafka_pid.write_text(str(proc.pid))
     deadline = time.monotonic() + 90
@@ -221,13 +236,14 @@ def pg_data_dir(paths: Paths) -> Path:
     if subprocess.call(_as_pg_user(["test", "-x", str(paths.cache)]), stderr=subprocess.DEVNULL) == 0:
         return preferred
     digest = hashlib.sha256(str(paths.local).encode()).hexdigest()[:12]
-    return Path("/var/tmp/hookfleet") / digest / "pgdata"
+    return Path("/var/lib/hookfleet") / digest / "pgdata"
 
 
 def _pg_ready(bin_dir: Path) -> bool:
     rc = subprocess.call(
         [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-q"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return rc == 0
 
@@ -245,8 +261,11 @@ def postgres_up(paths: Paths) -> None:
                 shutil.chown(data, "postgres", "postgres")
             say(f"initialising postgresql data directory {data}")
             out = subprocess.run(
-                _as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "hookfleet", "--auth=trust", "-E", "UTF8"]),
-                capture_output=True, text=True,
+                _as_pg_user(
+                    [str(bin_dir / "initdb"), "-D", str(data), "-U", "hookfleet", "--auth=trust", "-E", "UTF8"]
+                ),
+                capture_output=True,
+                text=True,
             )
             if out.returncode != 0:
                 raise DevStackError(f"initdb failed: {out.stderr.strip()[-800:]}")
@@ -255,21 +274,47 @@ def postgres_up(paths: Paths) -> None:
             shutil.chown(log, "postgres", "postgres")
         options = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200 -c fsync=off"
         out = subprocess.run(
-            _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]),
-            capture_output=True, text=True,
+            _as_pg_user(
+                [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]
+            ),
+            capture_output=True,
+            text=True,
         )
         if out.returncode != 0:
             raise DevStackError(f"postgresql did not start; log: {log}\n{_tail(log)}")
         say(f"postgresql up on 127.0.0.1:{PG_PORT}; data in {data}; log {log}")
     exists = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "hookfleet", "-d", "postgres", "-tAc",
-         "SELECT 1 FROM pg_database WHERE datname = 'hookfleet'"],
-        capture_output=True, text=True,
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(PG_PORT),
+            "-U",
+            "hookfleet",
+            "-d",
+            "postgres",
+            "-tAc",
+            "SELECT 1 FROM pg_database WHERE datname = 'hookfleet'",
+        ],
+        capture_output=True,
+        text=True,
     )
     if exists.stdout.strip() != "1":
         subprocess.check_call(
-            ["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "hookfleet", "-d", "postgres", "-qc",
-             "CREATE DATABASE hookfleet"],
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(PG_PORT),
+                "-U",
+                "hookfleet",
+                "-d",
+                "postgres",
+                "-qc",
+                "CREATE DATABASE hookfleet",
+            ],
         )
 
 

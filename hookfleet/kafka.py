@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class KafkaProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it."""
@@ -144,7 +144,7 @@ class KafkaProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> asyncio.Future[Message]:
         """Produce and return a future that resolves when the broker acknowledges (acks=all)."""
         loop = asyncio.get_running_loop()
@@ -172,7 +172,8 @@ class KafkaProducer:
         error, message = result[0]
         if error is not None:
             raise KafkaDeliveryError(error)
-        return message
+        acked: Message = message
+        return acked
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding messages; returns how many are still unacknowledged."""

@@ -8,7 +8,9 @@ import sys
 
 def setup(level: str = "INFO", role: str = "hookfleet") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"ts=%(asctime)s level=%(levelname)s role={role} logger=%(name)s %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"ts=%(asctime)s level=%(levelname)s role={role} logger=%(name)s %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

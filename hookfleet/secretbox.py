@@ -45,7 +45,9 @@ class SecretBox:
         try:
             return self._aead.decrypt(ciphertext[:12], ciphertext[12:], webhook_id.encode()).decode()
         except InvalidTag:
-            raise SecretKeyError(f"secret of webhook {webhook_id} does not decrypt: wrong HOOKFLEET_SECRET_KEY?") from None
+            raise SecretKeyError(
+                f"secret of webhook {webhook_id} does not decrypt: wrong HOOKFLEET_SECRET_KEY?"
+            ) from None
 
 
 def load(secret_key: str | None, home: str) -> SecretBox:

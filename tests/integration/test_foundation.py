@@ -18,19 +18,19 @@ pytestmark = pytest.mark.integration
 
 def test_publish_and_consume_on_the_real_broker(kafka_bootstrap: str, topics: Topics) -> None:
     producer = KafkaProducer(kafka_bootstrap)
-    sent = {f"k{i}": f"v{i}".encode() for i in range(20)}
+    sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(20)}
     for key, value in sent.items():
         producer.produce(topics.events, value, key=key)
     assert producer.close() == 0
 
     consumer = new_consumer(kafka_bootstrap, f"g-{uuid.uuid4().hex[:8]}")
     consumer.subscribe([topics.events])
-    got: dict[str, bytes] = {}
+    got: dict[bytes, bytes] = {}
     try:
         for _ in range(100):
             for message in consumer.consume(50, timeout=0.5):
                 assert message.error() is None
-                got[message.key().decode()] = message.value()
+                got[message.key() or b""] = message.value() or b""
             if len(got) == len(sent):
                 break
     finally:
@@ -72,7 +72,10 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "hookfleet.cli", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "hookfleet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 
@@ -82,7 +85,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     [
         (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
         (["topics", "ensure"], {"KAFKA_BOOTSTRAP_SERVERS": "no-port-here"}, "bootstrap servers must be host:port"),
-        (["topics", "ensure"], {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "kafka broker at 127.0.0.1:1 did not answer"),
+        (
+            ["topics", "ensure"],
+            {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+            "kafka broker at 127.0.0.1:1 did not answer",
+        ),
         (["db", "migrate"], {"DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}, "postgresql at 127.0.0.1:1/x"),
     ],
 )
@@ -99,7 +106,10 @@ def test_cli_schemas_export_writes_every_schema(tmp_path) -> None:
     result = _cli("schemas", "export", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "AttemptRecord.schema.json", "DeliveryTask.schema.json", "Event.schema.json", "Webhook.schema.json",
+        "AttemptRecord.schema.json",
+        "DeliveryTask.schema.json",
+        "Event.schema.json",
+        "Webhook.schema.json",
     ]
 
 

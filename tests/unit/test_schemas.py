@@ -21,9 +21,9 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-aware = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+)
 events = st.builds(
     Event,
     id=st.from_regex(r"^evt_[0-9A-Za-z]{1,30}$", fullmatch=True),
@@ -60,9 +60,17 @@ def test_delivery_task_round_trips(event: Event, attempt: int, due_at: int, park
 @given(aware, st.sampled_from(Outcome), st.one_of(st.none(), st.integers(100, 599)))
 def test_attempt_record_round_trips(when: datetime, outcome: Outcome, status: int | None) -> None:
     record = AttemptRecord(
-        attempt_id="att_1", event_id="evt_1", event_type=EventType.CONTACT_CREATED, account_id="a",
-        webhook_id="wh_1", attempt=2, outcome=outcome, status_code=status, response_ms=12,
-        attempted_at=when, next_step="retry",
+        attempt_id="att_1",
+        event_id="evt_1",
+        event_type=EventType.CONTACT_CREATED,
+        account_id="a",
+        webhook_id="wh_1",
+        attempt=2,
+        outcome=outcome,
+        status_code=status,
+        response_ms=12,
+        attempted_at=when,
+        next_step="retry",
     )
     assert AttemptRecord.model_validate_json(record.model_dump_json()) == record
 
@@ -70,7 +78,10 @@ def test_attempt_record_round_trips(when: datetime, outcome: Outcome, status: in
 def test_created_at_is_serialised_as_rfc3339_utc_with_z() -> None:
     offset = timezone(timedelta(hours=-3))
     event = Event(
-        id="evt_1", type=EventType.MESSAGE_READ, account_id="a", data={},
+        id="evt_1",
+        type=EventType.MESSAGE_READ,
+        account_id="a",
+        data={},
         created_at=datetime(2026, 11, 27, 7, 0, 0, 123456, tzinfo=offset),
     )
     assert json.loads(event.body())["created_at"] == "2026-11-27T10:00:00.123Z"
@@ -117,8 +128,16 @@ def test_webhook_url_rules(url: str, message: str) -> None:
     now = datetime.now(UTC)
     with pytest.raises(ValidationError, match=message):
         Webhook(
-            id="wh_1", account_id="a", name="CRM Sync", url=url, events=[EventType.MESSAGE_READ], active=True,
-            status="healthy", status_changed_at=now, created_at=now, updated_at=now,
+            id="wh_1",
+            account_id="a",
+            name="CRM Sync",
+            url=url,
+            events=[EventType.MESSAGE_READ],
+            active=True,
+            status="healthy",
+            status_changed_at=now,
+            created_at=now,
+            updated_at=now,
         )
 
 
@@ -126,15 +145,30 @@ def test_webhook_needs_at_least_one_event() -> None:
     now = datetime.now(UTC)
     with pytest.raises(ValidationError, match="at least one event"):
         Webhook(
-            id="wh_1", account_id="a", name="CRM Sync", url="https://example.com/", events=[], active=True,
-            status="healthy", status_changed_at=now, created_at=now, updated_at=now,
+            id="wh_1",
+            account_id="a",
+            name="CRM Sync",
+            url="https://example.com/",
+            events=[],
+            active=True,
+            status="healthy",
+            status_changed_at=now,
+            created_at=now,
+            updated_at=now,
         )
 
 
 def test_catalog_has_the_nine_types_each_with_a_valid_sample() -> None:
     assert [e.type.value for e in CATALOG] == [
-        "message.incoming", "message.sent", "message.delivered", "message.read", "message.failed",
-        "contact.created", "contact.updated", "campaign.completed", "transfer.created",
+        "message.incoming",
+        "message.sent",
+        "message.delivered",
+        "message.read",
+        "message.failed",
+        "contact.created",
+        "contact.updated",
+        "campaign.completed",
+        "transfer.created",
     ]
     for entry in CATALOG:
         assert entry.fires_when and entry.sample_data
