@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api tests bench
+CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 
 .PHONY: install stack down status lint test demo bench clean

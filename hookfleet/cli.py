@@ -143,6 +143,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_role_commands(sub: Any) -> None:
     """Subcommands whose code lives in a role package (imported only when run)."""
+    for name, target, help_text in (
+        ("dispatcher", "dispatcher.main:run", "run a dispatcher: consume events and due retries, deliver"),
+        ("retry-scheduler", "retry_scheduler.main:run", "run a retry scheduler: hand due tasks back"),
+        ("recorder", "recorder.main:run", "run a recorder: attempt log and dead letters into PostgreSQL"),
+        ("api", "api.main:run", "run the webhook management API and settings page"),
+    ):
+        role = sub.add_parser(name, help=help_text)
+        role.set_defaults(handler=_lazy(target))
+
+    publish = sub.add_parser("publish", help="publish events to webhooks.events")
+    publish.add_argument("--account", help="account id the event belongs to")
+    publish.add_argument("--type", dest="event_type", help="event type from the catalog")
+    publish.add_argument("--data", help="JSON object: the event's data")
+    publish.add_argument("--file", help="NDJSON file, one {account_id, type, data} object per line ('-' = stdin)")
+    publish.set_defaults(handler=_lazy("producer.cli:publish"))
+
+    dead = sub.add_parser("dead-letters", help="dead-lettered deliveries")
+    dead_sub = dead.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    redrive = dead_sub.add_parser("redrive", help="re-publish a webhook's dead letters as a fresh attempt 1")
+    redrive.add_argument("--webhook", required=True, help="webhook id")
+    redrive.add_argument("--since", help="only dead letters from this RFC 3339 time on")
+    redrive.set_defaults(handler=_lazy("hookfleet.redrive:cli"))
+
+    accounts = sub.add_parser("accounts", help="customer accounts and API keys")
+    accounts_sub = accounts.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = accounts_sub.add_parser("create", help="create an account and print its API key (shown once)")
+    create.add_argument("name")
+    create.add_argument("--id", dest="account_id", help="account id (default: generated)")
+    create.set_defaults(handler=_lazy("api.accounts:cli_create"))
+
+    webhooks = sub.add_parser("webhooks", help="manage webhooks through the API (HOOKFLEET_API_URL, HOOKFLEET_API_KEY)")
+    webhooks.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|show|update|enable|disable|delete|...")
+    webhooks.set_defaults(handler=_lazy("api.client_cli:main"))
+
+    demo = sub.add_parser("demo", help="run the whole fleet locally with a demo receiver and a live table")
+    demo.add_argument("--events", type=int, default=200, help="events in the opening burst")
+    demo.set_defaults(handler=_lazy("demo.run:main"))
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
