@@ -1,0 +1,137 @@
+"""One signed HTTPS POST: the only HTTP code of the dispatcher, reused by the API's "Test" action so a
+test delivery is byte-for-byte a real one.
+
+One shared aiohttp session serves every delivery (keep-alive per host). The SSRF guard sits in the
+resolver: blocked addresses are dropped from the answer before aiohttp connects, so the address checked
+is the address used (no DNS-rebinding window), and TLS still verifies the URL's hostname.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from dispatcher.address_guard import BlockedAddressError, IPNetwork, is_blocked
+from dispatcher.outcome import classify_error, classify_status
+from dispatcher.signing import signature_headers
+from dispatcher.subscriptions import Endpoint
+from hookfleet import USER_AGENT
+from hookfleet.settings import DeliverySettings
+from schemas.models import Event, Outcome
+
+EXCERPT_BYTES = 512
+_READ_CAP = 64 * 1024  # read at most this much of a response: enough to keep the connection reusable
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    outcome: Outcome
+    status_code: int | None
+    error: str | None
+    response_ms: int
+    excerpt: str
+    attempted_at: datetime
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.SUCCESS
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver, then drops every address the SSRF guard refuses."""
+
+    def __init__(self, allow: Sequence[IPNetwork]) -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._allow = tuple(allow)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        allowed = [a for a in answers if not is_blocked(a["host"], self._allow)]
+        if not allowed:
+            raise BlockedAddressError(f"{host} resolves only to blocked addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_literal_host(url: str, allow: Sequence[IPNetwork]) -> None:
+    """aiohttp skips the resolver for IP literals, so those are checked here."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    if is_blocked(ip, allow):
+        raise BlockedAddressError(f"{host} is a blocked address")
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+class Deliverer:
+    """Owns the shared session. Create inside a running loop; `await close()` on shutdown."""
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        self._allow = tuple(settings.allow_networks)
+        self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
+        connector = aiohttp.TCPConnector(
+            limit=0,  # bounded by the dispatcher's own global and per-endpoint limits
+            ssl=tls_context(settings.ca_bundle),
+            resolver=GuardedResolver(self._allow),
+            ttl_dns_cache=30,
+            keepalive_timeout=30,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, headers={"User-Agent": USER_AGENT}, trust_env=False
+        )
+
+    async def deliver(
+        self, endpoint: Endpoint, event: Event, attempt: int, body: bytes | None = None
+    ) -> DeliveryResult:
+        """POST `event` to `endpoint`; never raises for anything the receiver or network does."""
+        payload = event.body() if body is None else body
+        attempted_at = datetime.now(UTC)
+        secret, previous = endpoint.signing_secrets(attempted_at)
+        headers: dict[str, Any] = signature_headers(
+            secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload
+        )
+        headers["Content-Type"] = "application/json"
+        started = time.monotonic()
+        try:
+            check_literal_host(endpoint.url, self._allow)
+            async with self._session.post(endpoint.url, data=payload, headers=headers, allow_redirects=False) as resp:
+                raw = await resp.content.read(_READ_CAP)
+                outcome, error = classify_status(resp.status)
+                status: int | None = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raw, status = b"", None
+            outcome, error = classify_error(exc)
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        return DeliveryResult(
+            outcome=outcome,
+            status_code=status,
+            error=error,
+            response_ms=elapsed_ms,
+            excerpt=raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")[:EXCERPT_BYTES],
+            attempted_at=attempted_at,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()

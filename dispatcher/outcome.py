@@ -1,0 +1,54 @@
+"""Classify one HTTP attempt as a delivery outcome: pure (DESIGN.md §1).
+
+Success is any 2xx. Everything else fails: another status (a 3xx too: redirects are not followed, as
+they could point inside the network), timeout, TLS error, connection error, or a blocked address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+
+from dispatcher.address_guard import BlockedAddressError
+from schemas.models import Outcome
+
+
+def classify_status(status: int) -> tuple[Outcome, str | None]:
+    if 200 <= status < 300:
+        return Outcome.SUCCESS, None
+    if 300 <= status < 400:
+        return Outcome.HTTP_ERROR, f"http {status} (redirects are not followed)"
+    return Outcome.HTTP_ERROR, f"http {status}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: aiohttp hides resolver and TLS errors one or two levels down."""
+    seen: list[BaseException] = []
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        stack.extend([getattr(current, "os_error", None), current.__cause__, current.__context__])
+    return seen
+
+
+def classify_error(exc: BaseException) -> tuple[Outcome, str]:
+    """Outcome and a short error kind (never the URL's query string or any secret)."""
+    chain = _causes(exc)
+    if any(isinstance(e, BlockedAddressError) for e in chain):
+        return Outcome.BLOCKED, "blocked address"
+    if any(isinstance(e, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)) for e in chain):
+        return Outcome.TIMEOUT, "timeout"
+    if any(isinstance(e, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)) for e in chain):
+        return Outcome.TLS_ERROR, "tls error"
+    if any(isinstance(e, aiohttp.ServerDisconnectedError) for e in chain):
+        return Outcome.CONNECTION_ERROR, "server disconnected"
+    if any(isinstance(e, aiohttp.ClientConnectorDNSError) for e in chain):
+        return Outcome.CONNECTION_ERROR, "dns lookup failed"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return Outcome.CONNECTION_ERROR, "connection refused"
+    return Outcome.CONNECTION_ERROR, f"connection error ({type(exc).__name__})"

@@ -1,0 +1,71 @@
+"""Delivery signatures: pure functions, no I/O (DESIGN.md §1).
+
+Two signatures over the same raw body bytes, with the same secret:
+- `X-Webhook-Signature`: lowercase hex HMAC-SHA256 keyed with the secret string's UTF-8 bytes, which is
+  exactly what the documented receiver check computes:
+  `crypto.createHmac('sha256', secret).update(body).digest('hex') === signature`.
+- Standard Webhooks (`webhook-signature: v1,<base64>`): HMAC-SHA256 over `"{id}.{timestamp}.{body}"` keyed
+  with the base64-decoded part of `whsec_<base64>`, so the public verifier libraries accept our deliveries.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+
+
+def new_secret() -> str:
+    """A fresh webhook secret: `whsec_` + base64 of 32 random bytes (the Standard Webhooks format)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def hex_signature(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_hex_signature(secret: str, body: bytes, signature: str) -> bool:
+    """Receiver side of `hex_signature`, in constant time."""
+    return hmac.compare_digest(hex_signature(secret, body), signature)
+
+
+def _standard_key(secret: str) -> bytes:
+    if secret.startswith(SECRET_PREFIX):
+        return base64.b64decode(secret[len(SECRET_PREFIX) :])
+    return secret.encode()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_standard_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(
+    secret: str, previous_secret: str | None, event_id: str, event_type: str, attempt: int, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Every signed header of one attempt.
+
+    `X-Webhook-Signature` always holds exactly one hex signature, made with the current secret, so the
+    documented `=== signature` check keeps working. During a secret rotation the previous secret also
+    signs: its hex signature goes in `X-Webhook-Signature-Previous`, and the Standard Webhooks header
+    carries both, space-separated, as that standard specifies.
+    """
+    headers = {
+        "X-Webhook-Signature": hex_signature(secret, body),
+        "X-Webhook-Id": event_id,
+        "X-Webhook-Event": event_type,
+        "X-Webhook-Attempt": str(attempt),
+        "X-Webhook-Timestamp": str(timestamp),
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_signature(secret, event_id, timestamp, body),
+    }
+    if previous_secret is not None:
+        headers["X-Webhook-Signature-Previous"] = hex_signature(previous_secret, body)
+        headers["webhook-signature"] += " " + standard_signature(previous_secret, event_id, timestamp, body)
+    return headers
