@@ -3,7 +3,6 @@ outcome classification and low-water-mark offsets."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -97,7 +96,7 @@ def test_route_failure_follows_the_schedule(attempt: int, stage: str, topic: str
 def test_route_failure_uses_configured_delays_and_rejects_bad_attempts() -> None:
     assert route_failure(2, 0, TOPICS, (0.5, 1.5, 3.0)).due_at_ms == 1_500
     for bad in (0, 5):
-        with pytest.raises(ValueError, match="attempt must be 1..4"):
+        with pytest.raises(ValueError, match=r"attempt must be 1\.\.4"):
             route_failure(bad, 0, TOPICS)
 
 
@@ -118,7 +117,7 @@ def test_park_keeps_the_attempt_number() -> None:
         ("192.168.1.1", True),
         ("127.0.0.1", True),
         ("127.255.255.254", True),
-        ("0.0.0.0", True),
+        ("0.0.0.0", True),  # noqa: S104 - a verdict, not a bind
         ("169.254.169.254", True),  # cloud metadata
         ("100.64.0.1", True),  # CGNAT
         ("100.128.0.1", False),
@@ -206,7 +205,7 @@ def test_classify_errors() -> None:
     dns = aiohttp.ClientConnectorDNSError(Key(), BlockedAddressError("x resolves only to blocked addresses"))  # type: ignore[arg-type]
     assert classify_error(dns) == (Outcome.BLOCKED, "blocked address")
     assert classify_error(BlockedAddressError("literal")) == (Outcome.BLOCKED, "blocked address")
-    assert classify_error(asyncio.TimeoutError()) == (Outcome.TIMEOUT, "timeout")
+    assert classify_error(TimeoutError()) == (Outcome.TIMEOUT, "timeout")
     refused = aiohttp.ClientConnectorError(Key(), ConnectionRefusedError(111, "refused"))  # type: ignore[arg-type]
     assert classify_error(refused) == (Outcome.CONNECTION_ERROR, "connection refused")
     assert classify_error(aiohttp.ServerDisconnectedError())[0] is Outcome.CONNECTION_ERROR
