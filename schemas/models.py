@@ -98,6 +98,9 @@ class AttemptRecord(_Wire):
     attempted_at: AwareDatetime
     next_step: NextStep
     test: bool = False
+    event: Event | None = Field(
+        default=None, description="the event delivered, so a row of the log can be redelivered later"
+    )
 
     _utc = field_validator("attempted_at")(staticmethod(_utc_ms))
 
