@@ -1,0 +1,84 @@
+"""`hookfleet dispatcher`: wires settings, the subscription index, Kafka, HTTP and metrics together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from dispatcher.delivery import Deliverer
+from dispatcher.subscription_store import SubscriptionSync
+from dispatcher.subscriptions import SubscriptionIndex
+from dispatcher.worker import Dispatcher
+from hookfleet import logs, metrics, secretbox
+from hookfleet.db import describe
+from hookfleet.kafka import KafkaProducer, check_broker, new_consumer
+from hookfleet.settings import DispatcherSettings
+from hookfleet.shutdown import Shutdown
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
+    """Run one dispatcher until `stop` is set. Consumption starts only once the subscription index is
+    loaded: an event consumed against an empty index would be acknowledged with no delivery."""
+    box = secretbox.load(settings.secret_key.get_secret_value() if settings.secret_key else None, settings.home)
+    database_url = settings.database_url.get_secret_value()
+    index = SubscriptionIndex()
+    sync = SubscriptionSync(database_url, box, index, settings.subscriptions_reload_s)
+    sync_stop = asyncio.Event()
+    sync_task = asyncio.create_task(sync.run(sync_stop))
+    log.info("event=waiting_for_subscriptions database=%s", describe(database_url))
+    loaded = asyncio.create_task(sync.loaded.wait())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([loaded, stopped], return_when=asyncio.FIRST_COMPLETED)
+    loaded.cancel()
+    stopped.cancel()
+    if stop.is_set():
+        sync_stop.set()
+        await sync_task
+        return
+
+    producer = KafkaProducer(settings.kafka_bootstrap_servers)
+    consumer = new_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.group_id,
+        **{
+            "statistics.interval.ms": 5000,
+            "stats_cb": metrics.stats_callback(settings.group_id),
+            "queued.max.messages.kbytes": 16384,  # bounds prefetch memory per dispatcher
+        },
+    )
+    deliverer = Deliverer(settings)
+    dispatcher = Dispatcher(settings, consumer, producer, deliverer, index)
+    health = None
+    if settings.metrics_port:
+        health = metrics.HealthServer(
+            settings.metrics_port,
+            lambda: (bool(dispatcher.assigned), "assigned" if dispatcher.assigned else "no partitions assigned"),
+        ).start()
+    try:
+        await dispatcher.run(stop)
+    finally:
+        await deliverer.close()
+        unflushed = await asyncio.get_running_loop().run_in_executor(None, producer.close)
+        sync_stop.set()
+        await sync_task
+        if health is not None:
+            health.stop()
+        log.info("event=dispatcher_exit unflushed=%d", unflushed)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = DispatcherSettings()
+    logs.setup(settings.log_level, role="dispatcher")
+    check_broker(settings.kafka_bootstrap_servers)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        shutdown = Shutdown().install(asyncio.get_running_loop())
+        shutdown.on_request(stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0
