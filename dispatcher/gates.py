@@ -1,8 +1,10 @@
 """Per-endpoint concurrency gates: one slow or hanging endpoint must not stall the others.
 
-Each endpoint gets `concurrency` deliveries at once and `queue` more waiting. Beyond that the caller
-parks the delivery in the first delay topic without counting an attempt (DESIGN.md §3), so the
-partition keeps moving and the endpoint is offered work at the pace it can take.
+Each endpoint gets `concurrency` deliveries at once and up to `queue` more waiting. When the queue is
+full, or a delivery has waited `park_after_s` (the worker's timer), the caller parks the delivery in the
+first delay topic without counting an attempt (DESIGN.md §3), so the partition keeps moving and the
+endpoint is offered work at the pace it can take. The wait rule is what tells a slow endpoint from a
+fast one that merely received a burst.
 """
 
 from __future__ import annotations

@@ -241,7 +241,12 @@ class Dispatcher:
         self._track(+1)
         try:
             try:
-                await entered
+                await asyncio.wait_for(entered, self._settings.park_after_s)
+            except TimeoutError:
+                if not entered.done() or entered.cancelled():
+                    # The endpoint is not keeping up: defer this delivery instead of holding it here.
+                    await self._park(endpoint, event, attempt)
+                    return
             except asyncio.CancelledError:
                 if entered.done() and not entered.cancelled():
                     self._gates.leave(endpoint.id)

@@ -11,7 +11,7 @@ import ipaddress
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.topics import Topics
@@ -48,6 +48,16 @@ class CommonSettings(BaseSettings):
     @cached_property
     def topics(self) -> Topics:
         return Topics.with_prefix(self.topic_prefix)
+
+
+def _prefixed_group(value: str, info: ValidationInfo) -> str:
+    """Consumer groups carry the topic prefix too, so fleets (and tests) sharing a cluster never share
+    a group."""
+    prefix = str(info.data.get("topic_prefix", ""))
+    return value if value.startswith(prefix) else prefix + value
+
+
+_group_id = field_validator("group_id")(_prefixed_group)
 
 
 class TopicSettings(CommonSettings):
@@ -87,22 +97,28 @@ class SecretKeySettings(CommonSettings):
 
 
 class DispatcherSettings(DeliverySettings, SecretKeySettings):
-    group_id: str = "hookfleet-dispatcher"
+    group_id: str = Field(default="hookfleet-dispatcher", validate_default=True)
+    _group = _group_id
     max_in_flight: int = Field(default=5000, ge=1, description="deliveries held at once before partitions pause")
     per_endpoint_concurrency: int = Field(default=50, ge=1)
-    per_endpoint_queue: int = Field(default=500, ge=0, description="waiting deliveries per endpoint before parking")
+    per_endpoint_queue: int = Field(default=1000, ge=0, description="waiting deliveries per endpoint before parking")
+    park_after_s: float = Field(
+        default=5.0, gt=0, description="a delivery that waited this long for its endpoint is parked, not held"
+    )
     subscriptions_reload_s: float = Field(default=60.0, gt=0)
     drain_timeout_s: float = Field(default=25.0, ge=0, description="SIGTERM drain bound; below the pod grace period")
     retry_delays_s: tuple[float, float, float] = (10.0, 60.0, 300.0)
 
 
 class RetrySchedulerSettings(CommonSettings):
-    group_id: str = "hookfleet-retry-scheduler"
+    group_id: str = Field(default="hookfleet-retry-scheduler", validate_default=True)
+    _group = _group_id
     drain_timeout_s: float = Field(default=10.0, ge=0)
 
 
 class RecorderSettings(CommonSettings):
-    group_id: str = "hookfleet-recorder"
+    group_id: str = Field(default="hookfleet-recorder", validate_default=True)
+    _group = _group_id
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
 

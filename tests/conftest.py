@@ -97,3 +97,64 @@ def topics(kafka_bootstrap: str) -> Iterator[Topics]:
     ensure_topics(kafka_bootstrap, [TopicSpec(n, TEST_PARTITIONS, 1, {}) for n in names.all()])
     yield names
     delete_topics(kafka_bootstrap, names.all())
+
+
+# ----------------------------------------------------------------------------- HTTPS receivers and roles
+
+
+@pytest.fixture(scope="session")
+def tls_ca():  # type: ignore[no-untyped-def]
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(tls_ca, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("tls") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def receiver(tls_ca):  # type: ignore[no-untyped-def]
+    from tests.support.receiver import HttpsReceiver
+
+    server = HttpsReceiver(tls_ca).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fleet_env(kafka_bootstrap: str, database_url: str, topics: Topics, ca_bundle: str) -> dict[str, str]:
+    """Environment for `hookfleet <role>` subprocesses bound to this test's topics and schema."""
+    from tests.support.fleet import TEST_SECRET_KEY, prefix_of
+
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DATABASE_URL": database_url,
+        "HOOKFLEET_TOPIC_PREFIX": prefix_of(topics),
+        "HOOKFLEET_SECRET_KEY": TEST_SECRET_KEY,
+        "HOOKFLEET_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
+        "HOOKFLEET_CA_BUNDLE": ca_bundle,
+        "HOOKFLEET_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def fleet(fleet_env: dict[str, str], tmp_path, request):  # type: ignore[no-untyped-def]
+    from tests.support.fleet import Fleet
+
+    running = Fleet(fleet_env, tmp_path)
+    yield running
+    running.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(running.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
