@@ -30,7 +30,13 @@ lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy $(CODE)
 
-test: stack lint
+# The observability test runs a real Prometheus: Debian's package, installed once. Its service is not
+# used (tests start their own binary with a private config, storage and port).
+/usr/bin/prometheus:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
+
+test: stack lint /usr/bin/prometheus
 	$(BIN)/pytest -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
 
 demo: stack

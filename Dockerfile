@@ -1,0 +1,35 @@
+# One image for every hookfleet role: `docker run hookfleet dispatcher|retry-scheduler|recorder|api|...`.
+# Build from the repository root: docker build -t hookfleet .
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/hookfleet
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY hookfleet/ hookfleet/
+COPY schemas/ schemas/
+COPY producer/ producer/
+COPY dispatcher/ dispatcher/
+COPY retry_scheduler/ retry_scheduler/
+COPY recorder/ recorder/
+COPY api/ api/
+COPY demo/ demo/
+# confluent-kafka and psycopg[binary] ship manylinux wheels that bundle librdkafka and libpq: no compiler needed.
+RUN /opt/hookfleet/bin/pip install . && /opt/hookfleet/bin/hookfleet --help >/dev/null
+
+FROM python:3.11-slim
+# Non-root; HOOKFLEET_HOME exists and is owned by the user so a volume mounted there inherits that owner.
+RUN groupadd --system --gid 10001 hookfleet \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/hookfleet hookfleet \
+    && install -d -o hookfleet -g hookfleet -m 0700 /home/hookfleet/.hookfleet
+COPY --from=build /opt/hookfleet /opt/hookfleet
+ENV PATH=/opt/hookfleet/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOOKFLEET_HOME=/home/hookfleet/.hookfleet \
+    HOOKFLEET_METRICS_PORT=9100
+USER 10001:10001
+WORKDIR /home/hookfleet
+# 8080: the API (HOOKFLEET_PORT); 9100: /metrics and /healthz of every role (HOOKFLEET_METRICS_PORT).
+EXPOSE 8080 9100
+ENTRYPOINT ["hookfleet"]
+CMD ["--help"]
