@@ -103,21 +103,21 @@ def topics(kafka_bootstrap: str) -> Iterator[Topics]:
 
 
 @pytest.fixture(scope="session")
-def tls_ca():  # type: ignore[no-untyped-def]
+def tls_ca():
     import trustme
 
     return trustme.CA()
 
 
 @pytest.fixture(scope="session")
-def ca_bundle(tls_ca, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+def ca_bundle(tls_ca, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tls") / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(path))
     return str(path)
 
 
 @pytest.fixture
-def receiver(tls_ca):  # type: ignore[no-untyped-def]
+def receiver(tls_ca):
     from tests.support.receiver import HttpsReceiver
 
     server = HttpsReceiver(tls_ca).start()
@@ -142,7 +142,7 @@ def fleet_env(kafka_bootstrap: str, database_url: str, topics: Topics, ca_bundle
 
 
 @pytest.fixture
-def fleet(fleet_env: dict[str, str], tmp_path, request):  # type: ignore[no-untyped-def]
+def fleet(fleet_env: dict[str, str], tmp_path, request):
     from tests.support.fleet import Fleet
 
     running = Fleet(fleet_env, tmp_path)
@@ -154,7 +154,7 @@ def fleet(fleet_env: dict[str, str], tmp_path, request):  # type: ignore[no-unty
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report

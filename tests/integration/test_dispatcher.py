@@ -9,7 +9,7 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from hookfleet.kafka import KafkaProducer, new_consumer
+from hookfleet.kafka import KafkaProducer, Message, new_consumer
 from producer.publisher import EventPublisher, build_event
 from schemas.catalog import EventType, sample_data
 from schemas.models import DeliveryTask, Event
@@ -33,7 +33,7 @@ def publisher_for(kafka_bootstrap: str, topics: Topics) -> EventPublisher:
 def consume_all(kafka_bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:  # type: ignore[type-arg]
     consumer = new_consumer(kafka_bootstrap, f"probe-{uuid.uuid4().hex[:8]}", **{"enable.auto.commit": False})
     consumer.subscribe([topic])
-    got = []
+    got: list[Message] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(got) < expected and time.monotonic() < deadline:
@@ -96,7 +96,7 @@ def test_garbage_goes_to_the_invalid_topic_and_delivery_continues(
     fleet: Fleet, receiver: HttpsReceiver, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
     seed_account(database_url, "acct_a")
-    wid, secret = seed_webhook(database_url, "acct_a", receiver.url("/hook"), ALL_TYPES)
+    _, secret = seed_webhook(database_url, "acct_a", receiver.url("/hook"), ALL_TYPES)
     receiver.expect("/hook", secret=secret)
     fleet.start_dispatcher()
 

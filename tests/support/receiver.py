@@ -82,7 +82,7 @@ class HttpsReceiver:
         with self._lock:
             return len(self.received)
 
-    def wait_for(self, predicate, timeout_s: float = 30.0, interval_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, timeout_s: float = 30.0, interval_s: float = 0.05) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if predicate():
