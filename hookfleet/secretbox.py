@@ -50,10 +50,10 @@ class SecretBox:
             ) from None
 
 
-def load(secret_key: str | None, home: str) -> SecretBox:
+def key_b64(secret_key: str | None, home: str) -> str:
     """The configured key, or for single-host development a key file created once under `home`."""
     if secret_key:
-        return SecretBox.from_b64(secret_key)
+        return secret_key
     path = Path(home).expanduser() / "secret.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,4 +61,8 @@ def load(secret_key: str | None, home: str) -> SecretBox:
         with os.fdopen(fd, "w") as out:
             out.write(base64.b64encode(secrets.token_bytes(32)).decode())
         log.warning("event=secret_key_generated path=%s hint='set HOOKFLEET_SECRET_KEY in production'", path)
-    return SecretBox.from_b64(path.read_text().strip())
+    return path.read_text().strip()
+
+
+def load(secret_key: str | None, home: str) -> SecretBox:
+    return SecretBox.from_b64(key_b64(secret_key, home))
