@@ -1,0 +1,116 @@
+"""Which delay-topic partitions are held on a not-yet-due head task, and until when.
+
+Pure bookkeeping (plain values and an explicit `now`), so the rules are unit-tested without a broker:
+
+- Each delay topic has one fixed delay, so within a partition tasks are in due order. When the head is not
+  yet due, the whole partition waits: hold it (the Kafka side pauses it and seeks back to the head) until
+  `due_at`. Other partitions keep flowing.
+- The hold, not librdkafka's pause flag, is the truth: a rebalance un-pauses partitions, so every assign
+  re-applies the holds of partitions still owned; a revoke forgets them (the next owner re-reads from the
+  committed offset, which never passes the held task).
+- A message from a held partition is one fetched before the pause took effect (or after an un-pause we did
+  not ask for): it is skipped, and will be read again after the seek back.
+- librdkafka does not wake a broker's fetcher thread on `resume`: when every partition that broker leads
+  for us is held, its thread sleeps until its next I/O or op (up to a second), and the resumed partition
+  waits with it. Such a broker needs a nudge (any request to it) right after the resume; a broker with a
+  partition still fetching wakes on its own within `fetch.wait.max.ms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+Partition = tuple[str, int]
+"""(topic, partition): the plain-value form of a Kafka TopicPartition."""
+
+
+class Step(Enum):
+    HAND_OFF = "hand_off"
+    """Due: produce it to the deliveries topic now."""
+    HOLD = "hold"
+    """Not yet due: pause the partition and seek back to this offset."""
+    SKIP = "skip"
+    """The partition is held: this message will be re-read after the seek back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    offset: int
+    """The not-yet-due head: where the partition resumes."""
+    due_at_ms: int
+
+
+class DueGate:
+    def __init__(self) -> None:
+        self._holds: dict[Partition, Hold] = {}
+        self._assigned: set[Partition] = set()
+
+    def on_message(self, partition: Partition, offset: int, due_at_ms: int, now_ms: int) -> Step:
+        if partition in self._holds:
+            return Step.SKIP
+        if due_at_ms <= now_ms:
+            return Step.HAND_OFF
+        self._holds[partition] = Hold(offset, due_at_ms)
+        return Step.HOLD
+
+    def is_held(self, partition: Partition) -> bool:
+        return partition in self._holds
+
+    def hold_of(self, partition: Partition) -> Hold | None:
+        return self._holds.get(partition)
+
+    def release_due(self, now_ms: int) -> list[tuple[Partition, Hold]]:
+        """Holds whose head is due at `now_ms`: forgotten here, to be resumed by the caller."""
+        due = [(p, h) for p, h in self._holds.items() if h.due_at_ms <= now_ms]
+        for partition, _ in due:
+            del self._holds[partition]
+        return sorted(due, key=lambda item: item[1].due_at_ms)
+
+    def to_wake(self, released: Iterable[Partition], leaders: Mapping[Partition, int]) -> list[Partition]:
+        """One just-released partition per broker that has nothing else of ours to fetch (see module doc).
+
+        Call after `release_due`. A partition whose leader is unknown is always woken: a wasted request
+        costs a millisecond, a missed wake up to a second of lateness.
+        """
+        released = list(released)
+        fetching = {leaders[p] for p in self._assigned if p not in self._holds and p not in released and p in leaders}
+        targets: list[Partition] = []
+        woken: set[int] = set()
+        for partition in released:
+            leader = leaders.get(partition)
+            if leader is None:
+                targets.append(partition)
+            elif leader not in fetching and leader not in woken:
+                woken.add(leader)
+                targets.append(partition)
+        return targets
+
+    def next_due_ms(self) -> int | None:
+        return min((h.due_at_ms for h in self._holds.values()), default=None)
+
+    def wait_s(self, now_ms: int, idle_s: float) -> float:
+        """How long the poll may block: until the next hold is due, at most `idle_s`, never negative."""
+        due = self.next_due_ms()
+        if due is None:
+            return idle_s
+        return max(0.0, min(idle_s, (due - now_ms) / 1000))
+
+    def assign(self, partitions: Iterable[Partition]) -> dict[Partition, Hold]:
+        """Record newly assigned partitions; returns every hold to re-apply (a rebalance un-pauses)."""
+        self._assigned.update(partitions)
+        return {p: h for p, h in self._holds.items() if p in self._assigned}
+
+    def revoke(self, partitions: Iterable[Partition]) -> None:
+        for partition in partitions:
+            self._assigned.discard(partition)
+            self._holds.pop(partition, None)
+
+    @property
+    def assigned(self) -> frozenset[Partition]:
+        return frozenset(self._assigned)
+
+    @property
+    def held_count(self) -> int:
+        return len(self._holds)

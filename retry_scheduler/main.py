@@ -1,0 +1,31 @@
+"""`hookfleet retry-scheduler`: hold failed deliveries in the delay topics until due, then hand them back."""
+
+from __future__ import annotations
+
+import argparse
+
+from hookfleet import logs
+from hookfleet.kafka import check_broker
+from hookfleet.metrics import HealthServer
+from hookfleet.settings import RetrySchedulerSettings
+from hookfleet.shutdown import Shutdown
+from retry_scheduler.scheduler import RetryScheduler
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = RetrySchedulerSettings()
+    logs.setup(settings.log_level, role="retry-scheduler")
+    check_broker(settings.kafka_bootstrap_servers)  # fail fast with one line instead of a silent wait
+    return run_scheduler(settings, Shutdown().install())
+
+
+def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
+    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
+    scheduler = RetryScheduler(settings, shutdown)
+    health = HealthServer(settings.metrics_port, scheduler.ready).start() if settings.metrics_port else None
+    try:
+        scheduler.run()
+    finally:
+        if health is not None:
+            health.stop()
+    return 0

@@ -1,0 +1,105 @@
+"""DueGate: which delay-topic partitions wait on a not-yet-due head, and when they resume."""
+
+from __future__ import annotations
+
+from retry_scheduler.gate import DueGate, Hold, Step
+
+P0 = ("webhooks.retry.10s", 0)
+P1 = ("webhooks.retry.10s", 1)
+NOW = 1_700_000_000_000
+
+
+def test_not_due_head_holds_the_partition_until_due_at() -> None:
+    gate = DueGate()
+    assert gate.on_message(P0, 7, NOW + 4_000, NOW) is Step.HOLD
+    assert gate.hold_of(P0) == Hold(offset=7, due_at_ms=NOW + 4_000)
+    assert gate.next_due_ms() == NOW + 4_000
+    assert gate.held_count == 1
+
+
+def test_due_task_is_handed_off_and_leaves_no_hold() -> None:
+    gate = DueGate()
+    assert gate.on_message(P0, 7, NOW - 1, NOW) is Step.HAND_OFF
+    assert gate.on_message(P0, 8, NOW, NOW) is Step.HAND_OFF  # due exactly now counts as due
+    assert gate.hold_of(P0) is None
+    assert gate.next_due_ms() is None
+
+
+def test_messages_behind_a_held_head_are_skipped_even_when_due() -> None:
+    gate = DueGate()
+    gate.on_message(P0, 7, NOW + 4_000, NOW)
+    assert gate.on_message(P0, 8, NOW - 10_000, NOW) is Step.SKIP
+    assert gate.hold_of(P0) == Hold(7, NOW + 4_000)  # the skipped message did not move the hold
+
+
+def test_a_held_partition_does_not_hold_back_another() -> None:
+    gate = DueGate()
+    gate.on_message(P0, 7, NOW + 60_000, NOW)
+    assert gate.on_message(P1, 3, NOW - 5, NOW) is Step.HAND_OFF
+
+
+def test_release_returns_only_due_holds_in_due_order() -> None:
+    gate = DueGate()
+    gate.on_message(P0, 7, NOW + 3_000, NOW)
+    gate.on_message(P1, 2, NOW + 1_000, NOW)
+    assert gate.release_due(NOW + 999) == []
+    assert gate.release_due(NOW + 1_000) == [(P1, Hold(2, NOW + 1_000))]
+    assert gate.is_held(P0) and not gate.is_held(P1)
+    assert gate.release_due(NOW + 5_000) == [(P0, Hold(7, NOW + 3_000))]
+    assert gate.held_count == 0
+
+
+def test_wait_is_bounded_by_the_next_due_hold() -> None:
+    gate = DueGate()
+    assert gate.wait_s(NOW, idle_s=0.5) == 0.5
+    gate.on_message(P0, 7, NOW + 250, NOW)
+    assert gate.wait_s(NOW, idle_s=0.5) == 0.25
+    assert gate.wait_s(NOW + 300, idle_s=0.5) == 0.0  # overdue: never negative
+    gate.on_message(P1, 1, NOW + 60_000, NOW)
+    assert gate.wait_s(NOW, idle_s=0.5) == 0.25
+
+
+def test_assign_returns_every_hold_to_reapply() -> None:
+    gate = DueGate()
+    gate.assign([P0, P1])
+    gate.on_message(P0, 7, NOW + 4_000, NOW)
+    # A rebalance that adds a partition un-pauses the ones kept: the hold on P0 must be re-applied.
+    p2 = ("webhooks.retry.60s", 2)
+    assert gate.assign([p2]) == {P0: Hold(7, NOW + 4_000)}
+    assert gate.assigned == {P0, P1, p2}
+
+
+def test_revoke_forgets_holds_of_revoked_partitions_only() -> None:
+    gate = DueGate()
+    gate.assign([P0, P1])
+    gate.on_message(P0, 7, NOW + 4_000, NOW)
+    gate.on_message(P1, 9, NOW + 8_000, NOW)
+    gate.revoke([P0])
+    assert not gate.is_held(P0)
+    assert gate.hold_of(P1) == Hold(9, NOW + 8_000)
+    assert gate.assigned == {P1}
+    assert gate.next_due_ms() == NOW + 8_000
+    # Re-assigned later: it starts clean and reads its head again from the committed offset.
+    assert gate.assign([P0]) == {P1: Hold(9, NOW + 8_000)}
+    assert gate.on_message(P0, 7, NOW + 4_000, NOW) is Step.HOLD
+
+
+def test_resumed_partition_wakes_a_broker_only_when_nothing_else_there_is_fetching() -> None:
+    gate = DueGate()
+    p2, p3 = ("webhooks.retry.60s", 0), ("webhooks.retry.60s", 1)
+    gate.assign([P0, P1, p2, p3])
+    leaders = {P0: 1, P1: 1, p2: 2, p3: 2}
+    for partition in (P0, P1, p2):
+        gate.on_message(partition, 0, NOW + 1_000, NOW)
+    released = [p for p, _ in gate.release_due(NOW + 1_000)]
+    assert released == [P0, P1, p2]
+    # Broker 1: everything of ours there was held, so one nudge for both; broker 2: p3 keeps fetching.
+    assert gate.to_wake(released, leaders) == [P0]
+
+
+def test_partition_with_unknown_leader_is_always_woken() -> None:
+    gate = DueGate()
+    gate.assign([P0, P1])
+    gate.on_message(P0, 0, NOW, NOW - 1)
+    released = [p for p, _ in gate.release_due(NOW)]
+    assert gate.to_wake(released, leaders={}) == [P0]
