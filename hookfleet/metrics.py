@@ -51,8 +51,13 @@ RECORDER_LAG = Histogram(
 )
 RECORDER_DB_ERRORS = Counter("hookfleet_recorder_db_errors", "Failed recorder transactions (retried)")
 FAILING_WEBHOOKS = Gauge("hookfleet_failing_webhooks", "Webhooks whose status is failing")
-CONSUMER_LAG = Gauge(
-    "hookfleet_consumer_lag", "High watermark minus committed offset", ["group", "topic", "partition"]
+CONSUMER_LAG = Gauge("hookfleet_consumer_lag", "High watermark minus committed offset", ["group", "topic", "partition"])
+API_REQUESTS = Counter("hookfleet_api_requests", "API requests by operation and status class", ["operation", "status"])
+API_REQUEST_DURATION = Histogram(
+    "hookfleet_api_request_duration_seconds",
+    "API request duration by operation",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
 )
 
 

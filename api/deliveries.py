@@ -1,0 +1,78 @@
+"""The delivery log of a webhook (newest first, filtered, keyset-paginated) and Redeliver of one row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from api import cursor
+from api.auth import account_of
+from api.errors import ApiError, not_found
+from api.operation import json_response, read_query
+from api.resources import resources_of
+from api.store import DeliveryFilter
+from api.views import delivery_view
+from schemas.api import DeliveryPage, DeliveryQuery, RedeliverResult
+from schemas.models import DeliveryTask, Event
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 15.0
+
+
+async def list_deliveries(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
+    account = account_of(request)
+    webhook_id = request.match_info["webhook_id"]
+    query = read_query(request, DeliveryQuery)
+    before = None
+    if query.cursor is not None:
+        try:
+            before = cursor.decode(query.cursor)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_field", str(exc), "cursor") from None
+    if await resources.store.get_webhook(account, webhook_id) is None:
+        raise not_found("webhook", webhook_id)
+    where = DeliveryFilter(
+        event_type=query.event_type.value if query.event_type else None,
+        outcome=query.outcome.value if query.outcome else None,
+        since=query.since,
+        before=before,
+    )
+    rows = await resources.store.list_deliveries(account, webhook_id, where, query.limit + 1)
+    page, more = rows[: query.limit], len(rows) > query.limit
+    next_cursor = cursor.encode(page[-1].attempted_at, page[-1].attempt_id) if more else None
+    return json_response(DeliveryPage(data=[delivery_view(row) for row in page], next_cursor=next_cursor))
+
+
+async def redeliver(request: web.Request) -> web.StreamResponse:
+    """Publish the logged event again for its webhook as a fresh attempt 1 (same event id, so receivers
+    that already processed it can drop the duplicate). The webhook's current config applies."""
+    resources = resources_of(request)
+    account = account_of(request)
+    attempt_id = request.match_info["attempt_id"]
+    found = await resources.store.find_attempt(account, attempt_id)
+    if found is None:
+        raise not_found("delivery", attempt_id)
+    webhook_id, event_id = found
+    if await resources.store.get_webhook(account, webhook_id) is None:
+        raise not_found("webhook", webhook_id)
+    payload = await resources.store.event_payload(account, event_id)
+    if payload is None:
+        raise ApiError(
+            404, "not_found", f"the payload of event {event_id} is no longer stored; it cannot be redelivered"
+        )
+    task = DeliveryTask(
+        event=Event.model_validate_json(payload), webhook_id=webhook_id, attempt=1, due_at=int(time.time() * 1000)
+    )
+    sent = resources.producer.send(
+        resources.settings.topics.deliveries, task.model_dump_json().encode(), key=webhook_id
+    )
+    await asyncio.wait_for(sent, PUBLISH_TIMEOUT_S)
+    log.info("event=redelivery_queued account_id=%s webhook_id=%s event_id=%s", account, webhook_id, event_id)
+    return json_response(
+        RedeliverResult(status="queued", attempt_id=attempt_id, event_id=event_id, webhook_id=webhook_id), 202
+    )

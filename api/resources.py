@@ -1,0 +1,89 @@
+"""What the API holds while it runs: the database pool, the secret box, the delivery session used by
+Test (the dispatcher's own), and the Kafka producer used by Redeliver and Recover.
+
+Created on startup inside the running loop and closed on cleanup. The holder itself exists before the
+app starts, because aiohttp freezes the application's mapping once it is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from api.store import Store
+from dispatcher.delivery import Deliverer
+from hookfleet import secretbox
+from hookfleet.kafka import KafkaProducer
+from hookfleet.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: ApiSettings
+    _store: Store | None = None
+    _box: secretbox.SecretBox | None = None
+    _deliverer: Deliverer | None = None
+    _producer: KafkaProducer | None = None
+    _closing: list[str] = field(default_factory=list)
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "resources used before startup"
+        return self._store
+
+    @property
+    def box(self) -> secretbox.SecretBox:
+        assert self._box is not None, "resources used before startup"
+        return self._box
+
+    @property
+    def deliverer(self) -> Deliverer:
+        assert self._deliverer is not None, "resources used before startup"
+        return self._deliverer
+
+    @property
+    def producer(self) -> KafkaProducer:
+        assert self._producer is not None, "resources used before startup"
+        return self._producer
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    async def start(self) -> None:
+        key = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
+        self._box = secretbox.load(key, self.settings.home)
+        self._store = await Store.open(self.database_url)
+        self._deliverer = Deliverer(self.settings)
+        self._producer = KafkaProducer(self.settings.kafka_bootstrap_servers)
+
+    async def close(self) -> None:
+        if self._deliverer is not None:
+            await self._deliverer.close()
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.close, 10.0)
+        if self._store is not None:
+            await self._store.close()
+
+
+RESOURCES = web.AppKey("resources", Resources)
+
+
+def resources_of(request: web.Request) -> Resources:
+    return request.app[RESOURCES]
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup context: start everything, and close whatever did start, in reverse order."""
+    resources = app[RESOURCES]
+    try:
+        await resources.start()
+        yield
+    finally:
+        await resources.close()

@@ -1,0 +1,300 @@
+"""Every PostgreSQL query of the API. Each one is scoped to the calling account: a webhook or log row of
+another account is simply not found, so tenant isolation does not depend on each handler remembering."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from hookfleet.db import DatabaseUnavailable, describe
+from schemas.models import AttemptRecord
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRow:
+    id: str
+    account_id: str
+    name: str
+    url: str
+    events: list[str]
+    secret_ciphertext: bytes
+    previous_secret_ciphertext: bytes | None
+    previous_secret_expires_at: datetime | None
+    active: bool
+    status: str
+    status_changed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
+        return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    attempt_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    outcome: str
+    status_code: int | None
+    error: str | None
+    response_ms: int | None
+    response_excerpt: str
+    attempted_at: datetime
+    next_step: str
+    test: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    event_type: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    before: tuple[datetime, str] | None = None
+    """Keyset cursor: only rows strictly older than (attempted_at, attempt_id)."""
+
+
+_WEBHOOK_COLUMNS = (
+    "id",
+    "account_id",
+    "name",
+    "url",
+    "events",
+    "secret_ciphertext",
+    "previous_secret_ciphertext",
+    "previous_secret_expires_at",
+    "active",
+    "status",
+    "status_changed_at",
+    "created_at",
+    "updated_at",
+)
+_DELIVERY_COLUMNS = (
+    "attempt_id",
+    "event_id",
+    "event_type",
+    "attempt",
+    "outcome",
+    "status_code",
+    "error",
+    "response_ms",
+    "response_excerpt",
+    "attempted_at",
+    "next_step",
+    "test",
+)
+_WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
+_DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
+_UPDATABLE = frozenset({"name", "url", "events", "active"})
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, max_size: int = 10, timeout_s: float = 5.0) -> Store:
+        pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout_s, open=False)
+        try:
+            await pool.open(wait=True, timeout=timeout_s)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise DatabaseUnavailable(f"postgresql at {describe(url)} is not reachable") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    # ------------------------------------------------------------------------------------ accounts
+
+    async def account_for_key(self, key_hash: bytes) -> str | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT account_id FROM api_keys WHERE key_hash = %s", (key_hash,))
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------------------------ webhooks
+
+    async def insert_webhook(
+        self, webhook_id: str, account_id: str, name: str, url: str, events: Sequence[str], sealed: bytes, active: bool
+    ) -> WebhookRow:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(WebhookRow))
+            await cur.execute(
+                sql.SQL(
+                    "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                ).format(_WEBHOOK),
+                (webhook_id, account_id, name, url, list(events), sealed, active),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def list_webhooks(self, account_id: str) -> list[WebhookRow]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(WebhookRow))
+            await cur.execute(
+                sql.SQL("SELECT {} FROM webhooks WHERE account_id = %s ORDER BY created_at, id").format(_WEBHOOK),
+                (account_id,),
+            )
+            return await cur.fetchall()
+
+    async def get_webhook(self, account_id: str, webhook_id: str) -> WebhookRow | None:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(WebhookRow))
+            await cur.execute(
+                sql.SQL("SELECT {} FROM webhooks WHERE id = %s AND account_id = %s").format(_WEBHOOK),
+                (webhook_id, account_id),
+            )
+            return await cur.fetchone()
+
+    async def update_webhook(self, account_id: str, webhook_id: str, changes: dict[str, Any]) -> WebhookRow | None:
+        """Set the given columns (a fixed allow-list, so no column name ever comes from a client)."""
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if not changes:
+            return await self.get_webhook(account_id, webhook_id)
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in sorted(changes)
+        )
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(WebhookRow))
+            await cur.execute(
+                sql.SQL(
+                    "UPDATE webhooks SET {}, updated_at = now()"
+                    " WHERE id = %(id)s AND account_id = %(account_id)s RETURNING {}"
+                ).format(assignments, _WEBHOOK),
+                {**changes, "id": webhook_id, "account_id": account_id},
+            )
+            return await cur.fetchone()
+
+    async def delete_webhook(self, account_id: str, webhook_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM webhooks WHERE id = %s AND account_id = %s", (webhook_id, account_id))
+            return cur.rowcount == 1
+
+    async def rotate_secret(
+        self, account_id: str, webhook_id: str, sealed: bytes, previous_expires_at: datetime | None
+    ) -> WebhookRow | None:
+        """The current secret becomes the previous one until `previous_expires_at` (None: dropped at once).
+
+        The ciphertext moves as it is: the webhook id is its authenticated data, and the id does not change.
+        """
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(WebhookRow))
+            await cur.execute(
+                sql.SQL(
+                    "UPDATE webhooks SET"
+                    " previous_secret_ciphertext = CASE WHEN %(expires)s::timestamptz IS NULL"
+                    " THEN NULL ELSE secret_ciphertext END,"
+                    " previous_secret_expires_at = %(expires)s, secret_ciphertext = %(sealed)s, updated_at = now()"
+                    " WHERE id = %(id)s AND account_id = %(account_id)s RETURNING {}"
+                ).format(_WEBHOOK),
+                {"expires": previous_expires_at, "sealed": sealed, "id": webhook_id, "account_id": account_id},
+            )
+            return await cur.fetchone()
+
+    # ------------------------------------------------------------------------------------ delivery log
+
+    async def record_test_attempt(self, record: AttemptRecord) -> None:
+        """Log a Test attempt as the recorder logs real ones, keep its event for Redeliver, and clear a
+        failing status on success (only when the attempt is newer than the status change, as the recorder does).
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO delivery_attempts ({}, account_id, webhook_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(_DELIVERY),
+                (
+                    record.attempt_id,
+                    record.event_id,
+                    record.event_type.value,
+                    record.attempt,
+                    record.outcome.value,
+                    record.status_code,
+                    record.error,
+                    record.response_ms,
+                    record.response_excerpt,
+                    record.attempted_at,
+                    record.next_step,
+                    record.test,
+                    record.account_id,
+                    record.webhook_id,
+                ),
+            )
+            if record.event is not None:
+                await conn.execute(
+                    "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    (record.event_id, record.account_id, record.event.model_dump_json()),
+                )
+            if record.outcome.value == "success":
+                await conn.execute(
+                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s"
+                    " WHERE id = %(id)s AND account_id = %(account_id)s AND status = 'failing'"
+                    " AND status_changed_at < %(at)s",
+                    {"at": record.attempted_at, "id": record.webhook_id, "account_id": record.account_id},
+                )
+
+    async def list_deliveries(
+        self, account_id: str, webhook_id: str, where: DeliveryFilter, limit: int
+    ) -> list[DeliveryRow]:
+        """Newest first; served by the (webhook_id, attempted_at DESC, attempt_id DESC) index."""
+        clauses = ["webhook_id = %(webhook_id)s", "account_id = %(account_id)s"]  # fixed texts only
+        params: dict[str, Any] = {"webhook_id": webhook_id, "account_id": account_id, "limit": limit}
+        if where.event_type is not None:
+            clauses.append("event_type = %(event_type)s")
+            params["event_type"] = where.event_type
+        if where.outcome is not None:
+            clauses.append("outcome = %(outcome)s")
+            params["outcome"] = where.outcome
+        if where.since is not None:
+            clauses.append("attempted_at >= %(since)s")
+            params["since"] = where.since
+        if where.before is not None:
+            clauses.append("(attempted_at, attempt_id) < (%(before_at)s, %(before_id)s)")
+            params["before_at"], params["before_id"] = where.before
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(DeliveryRow))
+            await cur.execute(
+                sql.SQL(
+                    "SELECT {} FROM delivery_attempts WHERE {}"
+                    " ORDER BY attempted_at DESC, attempt_id DESC LIMIT %(limit)s"
+                ).format(_DELIVERY, sql.SQL(" AND ").join(map(sql.SQL, clauses))),
+                params,
+            )
+            return await cur.fetchall()
+
+    async def find_attempt(self, account_id: str, attempt_id: str) -> tuple[str, str] | None:
+        """(webhook id, event id) of one log row of this account."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT webhook_id, event_id FROM delivery_attempts WHERE attempt_id = %s AND account_id = %s",
+                (attempt_id, account_id),
+            )
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    async def event_payload(self, account_id: str, event_id: str) -> str | None:
+        """The stored event as JSON text (text, so the strict wire model parses it as it parses Kafka bytes)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT event::text FROM event_payloads WHERE event_id = %s AND account_id = %s",
+                (event_id, account_id),
+            )
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])

@@ -1,0 +1,58 @@
+"""Database rows as API responses: pure conversions, so masking and shapes have unit tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from api.store import DeliveryRow, WebhookRow
+from dispatcher.signing import SECRET_PREFIX
+from schemas.api import Delivery, WebhookView, WebhookWithSecret
+from schemas.catalog import EventType
+from schemas.models import Outcome
+
+
+def mask_secret(secret: str) -> str:
+    """Enough to tell two secrets apart (`whsec_****` + last 4 characters), never enough to sign."""
+    return SECRET_PREFIX + "****" + secret[-4:]
+
+
+def _fields(row: WebhookRow, now: datetime) -> dict[str, object]:
+    overlap = row.previous_secret_expires_at
+    return {
+        "id": row.id,
+        "name": row.name,
+        "url": row.url,
+        "events": [EventType(e) for e in row.events],
+        "active": row.active,
+        "status": row.status,
+        "status_changed_at": row.status_changed_at,
+        "previous_secret_expires_at": overlap if row.previous_secret_ciphertext and overlap and overlap > now else None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def webhook_view(row: WebhookRow, secret: str, now: datetime) -> WebhookView:
+    return WebhookView.model_validate({**_fields(row, now), "secret": mask_secret(secret)})
+
+
+def webhook_with_secret(row: WebhookRow, secret: str, now: datetime) -> WebhookWithSecret:
+    """The only view that carries the secret in full: the answer to create and rotate."""
+    return WebhookWithSecret.model_validate({**_fields(row, now), "secret": secret})
+
+
+def delivery_view(row: DeliveryRow) -> Delivery:
+    return Delivery(
+        attempt_id=row.attempt_id,
+        event_id=row.event_id,
+        event_type=EventType(row.event_type),
+        attempt=row.attempt,
+        outcome=Outcome(row.outcome),
+        status_code=row.status_code,
+        error=row.error,
+        response_ms=row.response_ms,
+        response_excerpt=row.response_excerpt,
+        attempted_at=row.attempted_at,
+        next_step=row.next_step,
+        test=row.test,
+    )

@@ -1,0 +1,212 @@
+"""Webhook handlers: create, list, show, update, delete, rotate the secret, Test, and recover dead letters.
+
+Every lookup goes through the account of the API key, so another account's webhook is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from api.auth import account_of
+from api.errors import not_found
+from api.operation import json_response, read_body
+from api.resources import Resources, resources_of
+from api.store import WebhookRow
+from api.url_check import check_public_host
+from api.views import webhook_view, webhook_with_secret
+from dispatcher.signing import new_secret
+from dispatcher.subscriptions import Endpoint
+from hookfleet.redrive import redrive
+from schemas.api import (
+    RecoverRequest,
+    RecoverResult,
+    TestRequest,
+    TestResult,
+    WebhookCreate,
+    WebhookList,
+    WebhookUpdate,
+)
+from schemas.catalog import EventType, sample_data
+from schemas.ids import new_attempt_id, new_event_id, new_webhook_id
+from schemas.models import AttemptRecord, Event
+
+log = logging.getLogger(__name__)
+
+
+async def _own_webhook(request: web.Request, resources: Resources) -> WebhookRow:
+    webhook_id = request.match_info["webhook_id"]
+    row = await resources.store.get_webhook(account_of(request), webhook_id)
+    if row is None:
+        raise not_found("webhook", webhook_id)
+    return row
+
+
+async def create_webhook(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
+    body = await read_body(request, WebhookCreate)
+    await check_public_host(body.url, resources.settings.allow_networks)
+    webhook_id, secret = new_webhook_id(), new_secret()
+    row = await resources.store.insert_webhook(
+        webhook_id,
+        account_of(request),
+        body.name,
+        body.url,
+        [e.value for e in body.events],
+        resources.box.seal(secret, webhook_id),
+        body.active,
+    )
+    log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
+    response = json_response(webhook_with_secret(row, secret, datetime.now(UTC)), 201)
+    response.headers["Location"] = f"/v1/webhooks/{row.id}"
+    return response
+
+
+async def list_webhooks(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
+    now = datetime.now(UTC)
+    rows = await resources.store.list_webhooks(account_of(request))
+    views = [webhook_view(row, resources.box.open(row.secret_ciphertext, row.id), now) for row in rows]
+    return json_response(WebhookList(data=views))
+
+
+async def get_webhook(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
+    row = await _own_webhook(request, resources)
+    return json_response(webhook_view(row, resources.box.open(row.secret_ciphertext, row.id), datetime.now(UTC)))
+
+
+async def update_webhook(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
+    row = await _own_webhook(request, resources)
+    body = await read_body(request, WebhookUpdate)
+    changes = body.model_dump(exclude_none=True, mode="json")
+    if "url" in changes and changes["url"] != row.url:
+        await check_public_host(changes["url"], resources.settings.allow_networks)
+    updated = await resources.store.update_webhook(row.account_id, row.id, changes)
+    if updated is None:  # deleted meanwhile
+        raise not_found("webhook", row.id)
+    log.info("event=webhook_updated account_id=%s webhook_id=%s fields=%s", row.account_id, row.id, ",".join(changes))
+    secret = resources.box.open(updated.secret_ciphertext, updated.id)
+    return json_response(webhook_view(updated, secret, datetime.now(UTC)))
+
+
+async def delete_webhook(request: web.Request) -> web.StreamResponse:
+    webhook_id = request.match_info["webhook_id"]
+    if not await resources_of(request).store.delete_webhook(account_of(request), webhook_id):
+        raise not_found("webhook", webhook_id)
+    log.info("event=webhook_deleted account_id=%s webhook_id=%s", account_of(request), webhook_id)
+    return web.Response(status=204)
+
+
+async def rotate_secret(request: web.Request) -> web.StreamResponse:
+    """A new secret now; the old one keeps signing beside it for the configured overlap, so receivers can
+    switch without dropping a delivery."""
+    resources = resources_of(request)
+    webhook_id = request.match_info["webhook_id"]
+    secret = new_secret()
+    now = datetime.now(UTC)
+    overlap = resources.settings.secret_rotation_overlap_s
+    expires = now + timedelta(seconds=overlap) if overlap > 0 else None
+    row = await resources.store.rotate_secret(
+        account_of(request), webhook_id, resources.box.seal(secret, webhook_id), expires
+    )
+    if row is None:
+        raise not_found("webhook", webhook_id)
+    log.info("event=webhook_secret_rotated account_id=%s webhook_id=%s overlap_s=%d", row.account_id, row.id, overlap)
+    return json_response(webhook_with_secret(row, secret, now))
+
+
+def _endpoint(row: WebhookRow, resources: Resources) -> Endpoint:
+    previous = resources.box.open(row.previous_secret_ciphertext, row.id) if row.previous_secret_ciphertext else None
+    return Endpoint(
+        id=row.id,
+        account_id=row.account_id,
+        url=row.url,
+        events=frozenset(EventType(e) for e in row.events),
+        active=row.active,
+        secret=resources.box.open(row.secret_ciphertext, row.id),
+        previous_secret=previous,
+        previous_secret_expires_at=row.previous_secret_expires_at,
+    )
+
+
+async def send_test(request: web.Request) -> web.StreamResponse:
+    """Send the catalog sample of one type now, through the dispatcher's delivery code, and log it as a test.
+
+    It is sent even when the webhook is inactive: checking a receiver before switching it on is the point.
+    """
+    resources = resources_of(request)
+    row = await _own_webhook(request, resources)
+    body = await read_body(request, TestRequest, required=False)
+    event_type = body.event_type or EventType(row.events[0])
+    event = Event(
+        id=new_event_id(),
+        type=event_type,
+        created_at=datetime.now(UTC),
+        account_id=row.account_id,
+        data=sample_data(event_type),
+    )
+    result = await resources.deliverer.deliver(_endpoint(row, resources), event, attempt=1)
+    record = AttemptRecord(
+        attempt_id=new_attempt_id(),
+        event_id=event.id,
+        event_type=event.type,
+        account_id=row.account_id,
+        webhook_id=row.id,
+        attempt=1,
+        outcome=result.outcome,
+        status_code=result.status_code,
+        error=result.error,
+        response_ms=result.response_ms,
+        response_excerpt=result.excerpt,
+        attempted_at=result.attempted_at,
+        next_step="done",
+        test=True,
+        event=event,
+    )
+    await resources.store.record_test_attempt(record)
+    log.info(
+        "event=webhook_tested account_id=%s webhook_id=%s event_type=%s outcome=%s status=%s ms=%d",
+        row.account_id,
+        row.id,
+        event.type.value,
+        result.outcome.value,
+        result.status_code,
+        result.response_ms,
+    )
+    return json_response(
+        TestResult(
+            ok=result.ok,
+            attempt_id=record.attempt_id,
+            event_id=event.id,
+            event_type=event.type,
+            outcome=result.outcome,
+            status_code=result.status_code,
+            error=result.error,
+            response_ms=result.response_ms,
+            response_excerpt=result.excerpt,
+            attempted_at=record.attempted_at,
+        )
+    )
+
+
+async def recover_webhook(request: web.Request) -> web.StreamResponse:
+    """Queue the webhook's dead letters again as a fresh attempt 1 (e.g. after the receiver was fixed)."""
+    resources = resources_of(request)
+    row = await _own_webhook(request, resources)
+    body = await read_body(request, RecoverRequest, required=False)
+    count = await asyncio.to_thread(
+        redrive,
+        resources.database_url,
+        resources.producer,
+        resources.settings.topics,
+        row.id,
+        body.since,
+        account_id=row.account_id,
+    )
+    log.info("event=webhook_recovered account_id=%s webhook_id=%s redriven=%d", row.account_id, row.id, count)
+    return json_response(RecoverResult(webhook_id=row.id, redriven=count), 202)

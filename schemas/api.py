@@ -1,0 +1,250 @@
+"""Request and response bodies of the management API (`/v1`).
+
+The OpenAPI document (`/v1/openapi.json`) is generated from these models, and the API validates every
+request with them, so the document and the server cannot drift apart. Request bodies are strict and
+closed: an unknown field or a wrong JSON type is a 422 that names the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from schemas.catalog import EventType
+from schemas.models import NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
+
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(format_rfc3339, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-27T10:15:03.000Z"]}),
+]
+"""An RFC 3339 UTC time with milliseconds, the same shape as the wire models use."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (tab, newline, NUL, ...)")
+    return value
+
+
+def _https_url(value: str) -> str:
+    if _CONTROL.search(value) or " " in value:
+        raise ValueError("webhook url must not contain spaces or control characters; percent-encode them")
+    return validate_https_url(value)
+
+
+WebhookName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="descriptive name, 1-100 characters, no control characters",
+        examples=["CRM Sync"],
+        json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f]+$"},
+    ),
+    AfterValidator(_no_control_characters),
+]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        description="https URL of the receiver; its host must resolve to a public address",
+        examples=["https://crm.example.com/hooks/hookfleet"],
+        json_schema_extra={"pattern": r"^https://[^\x00-\x20\x7f]+$"},
+    ),
+    AfterValidator(_https_url),
+]
+EventList = Annotated[
+    list[EventType],
+    Field(min_length=1, max_length=64, description="event types to receive (the catalog's types only)"),
+    AfterValidator(validate_event_list),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# ------------------------------------------------------------------------------------------ webhooks
+
+
+class WebhookCreate(_Request):
+    name: WebhookName
+    url: WebhookUrl
+    events: EventList
+    active: bool = True
+
+
+class WebhookUpdate(_Request):
+    """Only the fields present change; `null` leaves a field as it is."""
+
+    name: WebhookName | None = None
+    url: WebhookUrl | None = None
+    events: EventList | None = None
+    active: bool | None = None
+
+
+class WebhookView(_Response):
+    id: str = Field(examples=["wh_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])
+    name: str
+    url: str
+    events: list[EventType]
+    active: bool
+    status: Literal["healthy", "failing"]
+    status_changed_at: Timestamp
+    secret: str = Field(
+        description="masked (`whsec_****` + its last 4 characters); shown in full only on create and rotate",
+        examples=["whsec_****Zw8="],
+    )
+    previous_secret_expires_at: Timestamp | None = Field(
+        default=None, description="while set, the secret before the last rotation also signs every delivery"
+    )
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class WebhookWithSecret(WebhookView):
+    secret: str = Field(
+        description="the signing secret in full; shown only in this response, store it now",
+        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    )
+
+
+class WebhookList(_Response):
+    data: list[WebhookView]
+
+
+# ------------------------------------------------------------------------------------------ test, logs
+
+
+class TestRequest(_Request):
+    __test__ = False  # not a pytest class
+
+    event_type: EventType | None = Field(
+        default=None, description="catalog type whose sample is sent; default: the webhook's first event type"
+    )
+
+
+class TestResult(_Response):
+    __test__ = False
+
+    ok: bool = Field(description="true when the receiver answered 2xx")
+    attempt_id: str
+    event_id: str
+    event_type: EventType
+    outcome: Outcome
+    status_code: int | None = Field(description="HTTP status, or null on timeout / connection / TLS error")
+    error: str | None = Field(description="why it failed: http status, timeout, or the error kind")
+    response_ms: int
+    response_excerpt: str = Field(description="the first bytes of the response body")
+    attempted_at: Timestamp
+
+
+class Delivery(_Response):
+    """One row of the delivery log."""
+
+    attempt_id: str
+    event_id: str
+    event_type: EventType
+    attempt: int = Field(ge=1)
+    outcome: Outcome
+    status_code: int | None
+    error: str | None
+    response_ms: int | None
+    response_excerpt: str
+    attempted_at: Timestamp
+    next_step: NextStep = Field(description="what followed: done, retry, dead (dead-lettered) or dropped")
+    test: bool = Field(description="sent by the Test action")
+
+
+class DeliveryQuery(BaseModel):
+    """Query string of the delivery log (strings from the URL, so not strict)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: EventType | None = None
+    outcome: Outcome | None = None
+    since: AwareDatetime | None = Field(default=None, description="only attempts at or after this time")
+    cursor: str | None = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class DeliveryPage(_Response):
+    data: list[Delivery] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page; null on the last page")
+
+
+class RedeliverResult(_Response):
+    status: Literal["queued"]
+    attempt_id: str = Field(description="the log row that was redelivered")
+    event_id: str
+    webhook_id: str
+
+
+class RecoverRequest(_Request):
+    since: Timestamp | None = Field(default=None, description="only dead letters from this time on; null: all")
+
+
+class RecoverResult(_Response):
+    webhook_id: str
+    redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
+
+
+# ------------------------------------------------------------------------------------------ catalog, errors
+
+
+class EventTypeInfo(_Response):
+    type: EventType
+    fires_when: str
+    sample: dict[str, Any] = Field(description="a complete delivery body of this type")
+    json_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of the delivery body of this type")
+
+
+class EventTypeList(_Response):
+    data: list[EventTypeInfo]
+
+
+class ErrorDetail(_Response):
+    code: str = Field(examples=["invalid_field"])
+    message: str = Field(examples=["webhook url must be https (got http://crm.example.com)"])
+    field: str | None = Field(default=None, description="the request field at fault, when there is one")
+
+
+class ErrorBody(_Response):
+    error: ErrorDetail
+
+
+class Health(_Response):
+    status: Literal["ok", "unavailable"]
+    reason: str = ""
+
+
+__all__ = [
+    "Delivery",
+    "DeliveryPage",
+    "DeliveryQuery",
+    "ErrorBody",
+    "ErrorDetail",
+    "EventTypeInfo",
+    "EventTypeList",
+    "Health",
+    "RecoverRequest",
+    "RecoverResult",
+    "RedeliverResult",
+    "TestRequest",
+    "TestResult",
+    "Timestamp",
+    "WebhookCreate",
+    "WebhookList",
+    "WebhookUpdate",
+    "WebhookView",
+    "WebhookWithSecret",
+]
