@@ -125,7 +125,7 @@ def test_database_outage_mid_burst_delays_the_log_and_loses_nothing(
 ) -> None:
     paths = _seed_accounts(database_url, receiver, accounts=6)
     info = psycopg.conninfo.conninfo_to_dict(database_url)
-    with TcpProxy(str(info.get("host", "127.0.0.1")), int(info.get("port", 5432))) as proxy:
+    with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port") or 5432))) as proxy:
         proxied = psycopg.conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
         fleet = Fleet({**fleet_env, "DATABASE_URL": proxied}, tmp_path)
         try:
