@@ -1,0 +1,216 @@
+"""What one recorder transaction writes: parsed from consumed messages, no I/O.
+
+A batch remembers, per partition, the messages it holds and the offset to commit once they are durable,
+so that a revoked partition's share can be dropped (its new owner re-reads it; every write is idempotent)
+without touching the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.models import AttemptRecord, DeliveryTask
+from schemas.topics import Topics
+
+TopicPartitionKey = tuple[str, int]
+
+_REASON_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery that exhausted its attempts, as the dispatcher published it to the dead topic."""
+
+    task: DeliveryTask
+
+    @property
+    def dead_at(self) -> datetime:
+        # On the dead topic `due_at` is the time the delivery was dead-lettered (epoch ms).
+        return datetime.fromtimestamp(self.task.due_at / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidMessage:
+    """A message that is not what its topic carries; it goes to the invalid topic with the reason."""
+
+    source_topic: str
+    key: bytes | None
+    value: bytes | None
+    reason: str
+
+
+Parsed = AttemptRecord | DeadLetter | InvalidMessage
+
+
+def parse_message(topics: Topics, topic: str, key: bytes | None, value: bytes | None) -> Parsed:
+    """Attempts topic -> AttemptRecord, dead topic -> DeadLetter, anything unreadable -> InvalidMessage."""
+    if not value:
+        return InvalidMessage(topic, key, value, "empty message value")
+    try:
+        if topic == topics.attempts:
+            return AttemptRecord.model_validate_json(value)
+        if topic == topics.dead:
+            return DeadLetter(DeliveryTask.model_validate_json(value))
+    except ValidationError as exc:
+        return InvalidMessage(topic, key, value, _reason(exc))
+    return InvalidMessage(topic, key, value, f"unexpected topic {topic}")
+
+
+def _reason(exc: ValidationError) -> str:
+    """First validation error as one short line (the header must stay small and never carry a payload)."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "message"
+    return f"{exc.title} {where}: {first['msg']}"[:_REASON_MAX]
+
+
+@dataclass(slots=True)
+class PartitionShare:
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    invalid: list[InvalidMessage] = field(default_factory=list)
+    next_offset: int = -1
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages consumed but not yet durable, grouped by partition."""
+
+    shares: dict[TopicPartitionKey, PartitionShare] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, topic: str, partition: int, offset: int, parsed: Parsed) -> None:
+        share = self.shares.setdefault((topic, partition), PartitionShare())
+        if isinstance(parsed, AttemptRecord):
+            share.attempts.append(parsed)
+        elif isinstance(parsed, DeadLetter):
+            share.dead.append(parsed)
+        else:
+            share.invalid.append(parsed)
+        share.next_offset = max(share.next_offset, offset + 1)
+        self.size += 1
+
+    def drop(self, partitions: set[TopicPartitionKey]) -> int:
+        """Forget revoked partitions' messages (their next owner re-reads them); returns how many."""
+        dropped = 0
+        for key in partitions & self.shares.keys():
+            share = self.shares.pop(key)
+            dropped += len(share.attempts) + len(share.dead) + len(share.invalid)
+        self.size -= dropped
+        return dropped
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        return [a for share in self.shares.values() for a in share.attempts]
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        """Unique per (webhook, event), keeping the latest: one upsert may not touch a row twice."""
+        latest: dict[tuple[str, str], DeadLetter] = {}
+        for share in self.shares.values():
+            for dead in share.dead:
+                key = (dead.task.webhook_id, dead.task.event.id)
+                if key not in latest or dead.task.due_at > latest[key].task.due_at:
+                    latest[key] = dead
+        return list(latest.values())
+
+    @property
+    def invalid(self) -> list[InvalidMessage]:
+        return [m for share in self.shares.values() for m in share.invalid]
+
+    def clear_invalid(self) -> None:
+        """The invalid messages were acknowledged by the broker; do not route them again on a retry."""
+        for share in self.shares.values():
+            share.invalid.clear()
+
+    def commit_offsets(self) -> dict[TopicPartitionKey, int]:
+        """Per partition, one past the last message held: what to commit once the batch is durable."""
+        return {key: share.next_offset for key, share in self.shares.items()}
+
+
+# ------------------------------------------------------------------------------------------ row shaping
+
+
+def without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000; replace it so one odd response never blocks the log."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
+ATTEMPT_COLUMNS = (
+    "attempt_id",
+    "event_id",
+    "event_type",
+    "account_id",
+    "webhook_id",
+    "attempt",
+    "outcome",
+    "status_code",
+    "error",
+    "response_ms",
+    "response_excerpt",
+    "attempted_at",
+    "next_step",
+    "test",
+)
+
+
+def attempt_row(record: AttemptRecord) -> tuple[object, ...]:
+    """One delivery_attempts row, in ATTEMPT_COLUMNS order."""
+    return (
+        record.attempt_id,
+        record.event_id,
+        str(record.event_type),
+        record.account_id,
+        record.webhook_id,
+        record.attempt,
+        str(record.outcome),
+        record.status_code,
+        _text(record.error),
+        record.response_ms,
+        _text(record.response_excerpt),
+        record.attempted_at,
+        record.next_step,
+        record.test,
+    )
+
+
+def json_text(model: BaseModel) -> str:
+    """The model's wire JSON, made storable as jsonb."""
+    raw = json.loads(model.model_dump_json())
+    return json.dumps(without_nul(raw), separators=(",", ":"))
+
+
+def payload_rows(records: list[AttemptRecord]) -> list[tuple[str, str, str]]:
+    """event_payloads rows (event id, account id, event JSON), one per event carried by the records."""
+    rows: dict[str, tuple[str, str, str]] = {}
+    for record in records:
+        if record.event is not None and record.event.id not in rows:
+            rows[record.event.id] = (record.event.id, record.event.account_id, json_text(record.event))
+    return list(rows.values())
+
+
+def dead_letter_row(dead: DeadLetter) -> tuple[object, ...]:
+    task = dead.task
+    return (
+        task.event.id,
+        task.webhook_id,
+        task.event.account_id,
+        str(task.event.type),
+        json_text(task),
+        _text(task.last_error),
+        dead.dead_at,
+    )

@@ -1,0 +1,314 @@
+"""The recorder's consume -> write -> commit loop: every Kafka call of the role lives here.
+
+Offsets are committed only after the batch's transaction committed, so a crash or a database outage
+loses nothing; it only delays the log. While PostgreSQL is unreachable the assigned partitions are
+paused (no unbounded buffering) but the consumer keeps polling, so it stays in its group, and the write
+is retried with capped backoff on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg
+from confluent_kafka import KafkaException
+
+from hookfleet import metrics
+from hookfleet.db import DatabaseUnavailable, describe
+from hookfleet.kafka import (
+    Consumer,
+    KafkaDeliveryError,
+    KafkaError,
+    KafkaProducer,
+    KafkaUnavailable,
+    Message,
+    TopicPartition,
+    new_consumer,
+)
+from hookfleet.settings import RecorderSettings
+from hookfleet.shutdown import Shutdown
+from recorder.batch import Batch, InvalidMessage, parse_message
+from recorder.store import RecorderStore, WriteResult
+
+log = logging.getLogger(__name__)
+
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 5.0
+DRAIN_TIMEOUT_S = 20.0
+"""On SIGTERM during an outage, keep retrying this long, then exit without committing (nothing is lost)."""
+_IDLE_POLL_S = 0.5
+_OUTAGE_POLL_S = 0.2
+_PRODUCE_ACK_TIMEOUT_S = 30.0
+
+_DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
+
+
+class ShutdownDuringOutage(Exception):
+    """The drain bound passed while PostgreSQL was still unreachable."""
+
+
+class Recorder:
+    def __init__(self, settings: RecorderSettings, shutdown: Shutdown) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.shutdown = shutdown
+        self.store = RecorderStore(settings.database_url.get_secret_value())
+        self.batch = Batch()
+        self.assigned: set[tuple[str, int]] = set()
+        self.db_up = True
+        self._drain_deadline: float | None = None
+        self.consumer: Consumer = new_consumer(
+            settings.kafka_bootstrap_servers,
+            settings.group_id,
+            **{
+                "enable.auto.commit": False,  # committed explicitly, after the transaction
+                "statistics.interval.ms": 5000,
+                "stats_cb": metrics.stats_callback(settings.group_id),
+            },
+        )
+        self.producer = KafkaProducer(settings.kafka_bootstrap_servers)
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+
+    def ready(self) -> tuple[bool, str]:
+        db = "up" if self.db_up else "unavailable"
+        if not self.assigned:
+            return False, f"no partitions assigned; postgresql {db}"
+        return True, f"partitions={len(self.assigned)} postgresql {db}"
+
+    def run(self) -> int:
+        self.consumer.subscribe(
+            [self.topics.attempts, self.topics.dead],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info(
+            "event=recorder_started group=%s topics=%s,%s database=%s batch_max=%d batch_wait_ms=%d",
+            self.settings.group_id,
+            self.topics.attempts,
+            self.topics.dead,
+            describe(self.settings.database_url.get_secret_value()),
+            self.settings.batch_max,
+            self.settings.batch_wait_ms,
+        )
+        self._refresh_failing()
+        try:
+            while not self.shutdown.requested.is_set():
+                self._fill()
+                if self.batch.size:
+                    self._flush()
+            if self.batch.size:
+                self._flush()
+        except ShutdownDuringOutage:
+            log.warning("event=shutdown_unwritten messages=%d reason=postgresql_unavailable", self.batch.size)
+        finally:
+            self.close()
+        log.info("event=recorder_stopped")
+        return 0
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError):
+            log.warning("event=consumer_close_failed", exc_info=True)
+        self.producer.close(timeout_s=5.0)
+        self.store.close()
+
+    # ----------------------------------------------------------------------------------------- consuming
+
+    def _fill(self) -> None:
+        """Consume until the batch is full or the oldest held message waited batch_wait_ms."""
+        first = self.consumer.poll(_IDLE_POLL_S)
+        if first is None:
+            return
+        self._take(first)
+        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
+        while self.batch.size < self.settings.batch_max and not self.shutdown.requested.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # consume() returns only when full or timed out: short slices keep shutdown prompt.
+            wanted = self.settings.batch_max - self.batch.size
+            for message in self.consumer.consume(wanted, timeout=min(left, _IDLE_POLL_S)):
+                self._take(message)
+
+    def _take(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("event=consume_error code=%s reason=%s", error.name(), error.str())
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:  # only error events lack these
+            return
+        parsed = parse_message(self.topics, topic, message.key(), message.value())
+        if isinstance(parsed, InvalidMessage):
+            log.warning(
+                "event=invalid_message topic=%s partition=%d offset=%d reason=%r",
+                topic,
+                partition,
+                offset,
+                parsed.reason,
+            )
+        self.batch.add(topic, partition, offset, parsed)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("event=partitions_assigned count=%d", len(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned -= revoked
+        # Their next owner re-reads from the last commit and every write is idempotent, so dropping the
+        # uncommitted share is safe; flushing here would stall the rebalance during an outage.
+        dropped = self.batch.drop(revoked)
+        log.info("event=partitions_revoked count=%d dropped_uncommitted=%d", len(partitions), dropped)
+
+    # ------------------------------------------------------------------------------------------ flushing
+
+    def _flush(self) -> None:
+        """Make the batch durable, then commit its offsets; waits out a database outage."""
+        backoff = RETRY_INITIAL_S
+        outage_started: float | None = None
+        failures = 0
+        while True:
+            try:
+                self._route_invalid()
+                result = self.store.write(self.batch)
+                break
+            except _DB_ERRORS as exc:
+                failures += 1
+                metrics.RECORDER_DB_ERRORS.inc()
+                if outage_started is None:
+                    outage_started = time.monotonic()
+                    self.db_up = False
+                    log.error(
+                        "event=db_unavailable database=%s error=%s held_messages=%d action=pause_and_retry",
+                        describe(self.settings.database_url.get_secret_value()),
+                        type(exc).__name__,
+                        self.batch.size,
+                    )
+            except (KafkaDeliveryError, KafkaUnavailable) as exc:
+                log.error("event=invalid_route_failed error=%s", exc)
+            self._wait_paused(backoff)
+            backoff = min(backoff * 2, RETRY_MAX_S)
+        if outage_started is not None:
+            self.db_up = True
+            self.consumer.resume(self._assignment())
+            log.info("event=db_recovered outage_s=%.1f failed_writes=%d", time.monotonic() - outage_started, failures)
+        self._committed(result)
+
+    def _wait_paused(self, seconds: float) -> None:
+        """Sleep between retries while polling, so the group keeps this member; partitions stay paused."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if self.shutdown.requested.is_set():
+                if self._drain_deadline is None:
+                    self._drain_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                elif time.monotonic() > self._drain_deadline:
+                    raise ShutdownDuringOutage
+            # Re-applied each round: a rebalance may have assigned partitions that are not paused yet.
+            self.consumer.pause(self._assignment())
+            message = self.consumer.poll(_OUTAGE_POLL_S)
+            if message is not None:
+                # Pausing drops prefetched messages and resume continues after the last one handed out,
+                # so a message that still arrives belongs in this batch.
+                self._take(message)
+
+    def _assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
+
+    def _route_invalid(self) -> None:
+        invalid = self.batch.invalid
+        if not invalid:
+            return
+        acks: list[KafkaError | None] = []
+
+        def settle(error: KafkaError | None, _message: Message) -> None:
+            acks.append(error)
+
+        for item in invalid:
+            self.producer.produce(
+                self.topics.invalid,
+                item.value or b"",
+                key=item.key,
+                headers=[("reason", item.reason), ("source_topic", item.source_topic)],
+                on_delivery=settle,
+            )
+        if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
+            raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.invalid}")
+        _wait_for(lambda: len(acks) == len(invalid), _PRODUCE_ACK_TIMEOUT_S)
+        for error in acks:
+            if error is not None:
+                raise KafkaDeliveryError(error)
+        for item in invalid:
+            kind = "attempt" if item.source_topic == self.topics.attempts else "dead_letter"
+            metrics.INVALID_EVENTS.labels(f"recorder_{kind}").inc()
+        self.batch.clear_invalid()
+
+    def _committed(self, result: WriteResult) -> None:
+        """The batch is durable: record metrics, commit offsets, start a new batch."""
+        now = datetime.now(UTC)
+        attempts = self.batch.attempts
+        metrics.RECORDER_BATCH.observe(self.batch.size)
+        for record in attempts:
+            metrics.RECORDER_LAG.observe(max(0.0, (now - record.attempted_at).total_seconds()))
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in self.batch.commit_offsets().items()
+            if (topic, partition) in self.assigned
+        ]
+        self.batch = Batch()
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                # The rows are in; a lost commit only means a replay, which inserts nothing new.
+                log.warning("event=offset_commit_failed reason=%s", exc)
+        for webhook_id, state in result.status_changes.items():
+            log.info(
+                "event=webhook_status_changed webhook_id=%s status=%s at=%s",
+                webhook_id,
+                state.status,
+                state.changed_at.isoformat(),
+            )
+        if result.status_changes:
+            self._refresh_failing()
+        log.debug(
+            "event=batch_committed attempts=%d inserted=%d dead_letters=%d",
+            len(attempts),
+            result.attempts_inserted,
+            result.dead_letters_written,
+        )
+
+    def _refresh_failing(self) -> None:
+        try:
+            metrics.FAILING_WEBHOOKS.set(self.store.count_failing())
+        except _DB_ERRORS as exc:
+            log.warning("event=failing_count_skipped error=%s", type(exc).__name__)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    # Delivery callbacks run on the producer's poll thread; flush() may return just before they finish.
+    until = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > until:
+            raise KafkaUnavailable("broker acknowledgements did not arrive")
+        time.sleep(0.005)
+
+
+def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
+    """Run until shutdown is requested; callable in-process (tests) as well as from `hookfleet recorder`."""
+    server = None
+    recorder = Recorder(settings, shutdown)
+    if settings.metrics_port:
+        server = metrics.HealthServer(settings.metrics_port, recorder.ready).start()
+    try:
+        return recorder.run()
+    finally:
+        if server is not None:
+            server.stop()
