@@ -173,7 +173,9 @@ class DeliveryQuery(BaseModel):
     event_type: EventType | None = None
     outcome: Outcome | None = None
     since: AwareDatetime | None = Field(default=None, description="only attempts at or after this time")
-    cursor: str | None = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
+    cursor: str | None = Field(
+        default=None, max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="`next_cursor` of the previous page"
+    )
     limit: int = Field(default=50, ge=1, le=100)
 
 
