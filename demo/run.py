@@ -132,7 +132,7 @@ async def _watch(database_url: str, names: dict[str, str], since: datetime, stop
     """Print every attempt row as it lands; returns how many were shown."""
     shown = 0
     cursor_time, seen = since, set()
-    _say(f"\n{'time':12} {'webhook':22} {'event type':20} {'try':>3} {'status':>9} {'ms':>6}  event id")
+    _say(f"\n{'time':12} {'webhook':22} {'event type':18} {'try':>3} {'status':>20} {'ms':>6}  event id")
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     async with conn:
         while not stop.is_set():
@@ -151,8 +151,8 @@ async def _watch(database_url: str, names: dict[str, str], since: datetime, stop
                 cursor_time = max(cursor_time, at - timedelta(seconds=2))
                 label = str(status) if status else str(error or outcome)
                 _say(
-                    f"{at.astimezone().strftime('%H:%M:%S.%f')[:12]} {(names.get(wid) or str(wid))[:22]:22} {etype:20}"
-                    f" {attempt:>3} {label[:9]:>9} {ms if ms is not None else '-':>6}  {event_id}"
+                    f"{at.astimezone().strftime('%H:%M:%S.%f')[:12]} {(names.get(wid) or str(wid))[:22]:22} {etype:18}"
+                    f" {attempt:>3} {label[:20]:>20} {ms if ms is not None else '-':>6}  {event_id}"
                 )
                 shown += 1
             await _pause(stop, 0.5)
