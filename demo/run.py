@@ -53,7 +53,7 @@ HOOKS = [
     DemoHook("Ops alerts (flaky)", "/ops", ["message.failed", "campaign.completed", "transfer.created"], True, 3),
     DemoHook("Paused integration", "/paused", ALL, active=False),
 ]
-ROLES = [("dispatcher", 9101), ("retry-scheduler", 9102), ("recorder", 9103), ("api", 9104)]
+ROLES = ["dispatcher", "retry-scheduler", "recorder", "api"]
 
 
 def _say(line: str) -> None:
@@ -95,15 +95,16 @@ def _api_key(database_url: str) -> str | None:
 
 
 class _Roles:
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, metrics_base_port: int) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.env, self.logs = env, logs
+        self.ports = {role: metrics_base_port + n for n, role in enumerate(ROLES)}
 
     def start(self) -> None:
         hookfleet = str(Path(sys.executable).with_name("hookfleet"))
-        for role, port in ROLES:
+        for role in ROLES:
             log = (self.logs / f"demo-{role}.log").open("ab")
-            env = {**self.env, "HOOKFLEET_METRICS_PORT": str(port)}
+            env = {**self.env, "HOOKFLEET_METRICS_PORT": str(self.ports[role])}
             self.procs.append((role, subprocess.Popen([hookfleet, role], env=env, stdout=log, stderr=log)))
 
     def dead(self) -> list[str]:
@@ -189,14 +190,14 @@ async def demo(args: argparse.Namespace) -> int:
         "HOOKFLEET_CA_BUNDLE": str(ca),
         "HOOKFLEET_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
     }
-    roles = _Roles(env, logs)
+    roles = _Roles(env, logs, args.metrics_base_port)
     roles.start()
     api_key = _api_key(database_url)
     _say("hookfleet demo")
     _say(f"  receiver   https://localhost:{receiver.port}/ (verifies signatures, drops duplicate ids)")
     _say(f"  webhooks   {len(HOOKS)} for account {ACCOUNT} ({sum(not h.active for h in HOOKS)} inactive)")
     _say(f"  settings   http://{settings.host}:{settings.port}/  (API key: {api_key or 'n/a'})")
-    _say(f"  metrics    {', '.join(f'http://127.0.0.1:{p}/metrics' for _, p in ROLES)}")
+    _say(f"  metrics    {', '.join(f'http://127.0.0.1:{p}/metrics' for p in roles.ports.values())}")
     _say(f"  logs       {logs}/demo-*.log")
     _say("  Ctrl-C stops everything.")
 

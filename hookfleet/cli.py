@@ -180,6 +180,7 @@ def _add_role_commands(sub: Any) -> None:
     demo = sub.add_parser("demo", help="run the whole fleet locally with a demo receiver and a live table")
     demo.add_argument("--events", type=int, default=200, help="events in the opening burst")
     demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = until Ctrl-C)")
+    demo.add_argument("--metrics-base-port", type=int, default=9101, help="roles serve /metrics from this port up")
     demo.set_defaults(handler=_lazy("demo.run:main"))
 
 
