@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 
-.PHONY: install stack down status lint test demo bench clean
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install stack down status lint test demo bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -16,6 +19,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+# The browser tests drive Debian's Chromium through Playwright; no browser is ever downloaded.
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+
+browser: $(CHROMIUM)
 
 stack: install
 	$(BIN)/hookfleet dev up
@@ -36,7 +46,7 @@ lint: install
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
 
-test: stack lint /usr/bin/prometheus
+test: stack lint /usr/bin/prometheus browser
 	$(BIN)/pytest -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
 
 demo: stack

@@ -14,10 +14,10 @@ import pytest
 
 from dispatcher.signing import verify_hex_signature
 from schemas.catalog import EventType, sample_data
-from schemas.ids import new_attempt_id, new_event_id
+from schemas.ids import new_event_id
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
-from tests.support.api_client import RunningApi, api_settings, consume
+from tests.support.api_client import RunningApi, api_settings, consume, insert_attempt
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -40,50 +40,6 @@ async def create(api: RunningApi, key: str, url: str, events: list[str] | None =
     assert reply.status == 201, reply.body
     created: dict[str, Any] = reply.body
     return created
-
-
-def insert_attempt(
-    database_url: str,
-    webhook_id: str,
-    at: datetime,
-    event_type: str = "message.read",
-    outcome: str = "success",
-    status_code: int | None = 200,
-    account_id: str = "acct_a",
-    with_payload: bool = True,
-) -> tuple[str, str]:
-    """A log row as the recorder writes it (and the event's payload); returns (attempt id, event id)."""
-    event = Event(
-        id=new_event_id(),
-        type=EventType(event_type),
-        created_at=at,
-        account_id=account_id,
-        data=sample_data(EventType(event_type)),
-    )
-    attempt_id = new_attempt_id()
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "INSERT INTO delivery_attempts (attempt_id, event_id, event_type, account_id, webhook_id, attempt,"
-            " outcome, status_code, error, response_ms, response_excerpt, attempted_at, next_step)"
-            " VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, 12, 'ok', %s, 'done')",
-            (
-                attempt_id,
-                event.id,
-                event_type,
-                account_id,
-                webhook_id,
-                outcome,
-                status_code,
-                None if outcome == "success" else "timeout",
-                at,
-            ),
-        )
-        if with_payload:
-            conn.execute(
-                "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)",
-                (event.id, account_id, event.model_dump_json()),
-            )
-    return attempt_id, event.id
 
 
 # ------------------------------------------------------------------------------------------ test

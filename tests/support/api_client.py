@@ -9,14 +9,19 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import psycopg
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.accounts import create_account
 from api.app import build_app
 from hookfleet.kafka import new_consumer
 from hookfleet.settings import ApiSettings
+from schemas.catalog import EventType, sample_data
+from schemas.ids import new_attempt_id, new_event_id
+from schemas.models import Event
 from schemas.topics import Topics
 
 SECRET_KEY = base64.b64encode(b"api-test-key-32-bytes-long......").decode()
@@ -116,3 +121,49 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) 
     finally:
         consumer.close()
     return got
+
+
+def insert_attempt(
+    database_url: str,
+    webhook_id: str,
+    at: datetime,
+    event_type: str = "message.read",
+    outcome: str = "success",
+    status_code: int | None = 200,
+    account_id: str = "acct_a",
+    with_payload: bool = True,
+) -> tuple[str, str]:
+    """A log row as the recorder writes it (and the event's payload); returns (attempt id, event id)."""
+    event = Event(
+        id=new_event_id(),
+        type=EventType(event_type),
+        created_at=at,
+        account_id=account_id,
+        data=sample_data(EventType(event_type)),
+    )
+    attempt_id = new_attempt_id()
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO delivery_attempts (attempt_id, event_id, event_type, account_id, webhook_id, attempt,"
+            " outcome, status_code, error, response_ms, response_excerpt, attempted_at, next_step)"
+            " VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, 'done')",
+            (
+                attempt_id,
+                event.id,
+                event_type,
+                account_id,
+                webhook_id,
+                outcome,
+                status_code,
+                None if outcome == "success" else "timeout",
+                12 if outcome == "success" else 10_000,
+                "ok" if outcome == "success" else "",
+                at,
+            ),
+        )
+        if with_payload:
+            conn.execute(
+                "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)",
+                (event.id, account_id, event.model_dump_json()),
+            )
+    return attempt_id, event.id

@@ -1,0 +1,461 @@
+// Settings -> Webhooks: a thin client of the public /v1 API. Every value from the server is written with
+// textContent (never innerHTML), so a webhook name or a response excerpt cannot inject markup.
+"use strict";
+
+const KEY_STORAGE = "hookfleet.apiKey";
+const state = { webhooks: [], eventTypes: [], current: null, logsCursor: null };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (value === true) node.setAttribute(name, "");
+    else if (value !== false && value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail.message || `request failed (${status})`);
+    this.status = status;
+    this.code = detail.code;
+    this.field = detail.field;
+  }
+}
+
+async function api(method, path, body, { signOutOn401 = true } = {}) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ""}` };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, { code: "network", message: "The server could not be reached. Check your connection." });
+  }
+  const data = response.status === 204 ? null : await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new ApiError(response.status, (data && data.error) || {});
+    if (response.status === 401 && signOutOn401) signOut("Your API key was not accepted. Sign in again.");
+    throw error;
+  }
+  return data;
+}
+
+function notice(text, isError = false) {
+  const box = $("notice");
+  box.className = isError ? "error" : "";
+  box.textContent = text;
+}
+
+function focusHeading(id) {
+  const heading = $(id);
+  heading.focus();
+  heading.scrollIntoView({ block: "nearest" });
+}
+
+function formatTime(iso) {
+  return iso ? iso.replace("T", " ").replace(/\.\d+Z$|Z$/, "") : "";
+}
+
+// ----------------------------------------------------------------------------------------- sign in
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_STORAGE);
+  $("app").hidden = true;
+  $("sign-out").hidden = true;
+  $("signin").hidden = false;
+  setFieldError("api-key", message || "");
+  $("api-key").value = "";
+  $("api-key").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) return setFieldError("api-key", "Enter your API key.");
+  sessionStorage.setItem(KEY_STORAGE, key);
+  try {
+    await api("GET", "/v1/webhooks", undefined, { signOutOn401: false });
+  } catch (error) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    return setFieldError("api-key", error.status === 401 ? "This API key is not valid." : error.message);
+  }
+  setFieldError("api-key", "");
+  await showApp();
+}
+
+async function showApp() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = false;
+  if (!state.eventTypes.length) {
+    const catalog = await api("GET", "/v1/event-types");
+    state.eventTypes = catalog.data;
+    renderEventChoices();
+  }
+  await loadWebhooks();
+  $("app-title").setAttribute("tabindex", "-1");
+  focusHeading("app-title");
+}
+
+// ----------------------------------------------------------------------------------------- list
+
+async function loadWebhooks() {
+  const list = await api("GET", "/v1/webhooks");
+  state.webhooks = list.data;
+  renderWebhooks();
+}
+
+function statusBadge(status) {
+  return el("span", { class: `badge ${status}`, text: status === "healthy" ? "Healthy" : "Failing" });
+}
+
+function renderWebhooks() {
+  const body = $("webhooks").querySelector("tbody");
+  body.replaceChildren();
+  $("empty").hidden = state.webhooks.length > 0;
+  $("webhooks").hidden = state.webhooks.length === 0;
+  for (const webhook of state.webhooks) {
+    const toggle = el("input", {
+      type: "checkbox",
+      role: "switch",
+      checked: webhook.active,
+      "aria-label": `Active: ${webhook.name}`,
+      onchange: (event) => setActive(webhook, event.target),
+    });
+    const row = el(
+      "tr",
+      { "data-webhook-id": webhook.id },
+      el("th", { scope: "row", text: webhook.name }),
+      el("td", { class: "url", text: webhook.url }),
+      el("td", { class: "events", text: webhook.events.join(", ") }),
+      el("td", {}, statusBadge(webhook.status)),
+      el("td", {}, el("label", { class: "switch" }, toggle, el("span", { text: webhook.active ? "On" : "Off" }))),
+      el(
+        "td",
+        {},
+        el(
+          "div",
+          { class: "row-actions" },
+          el("button", { type: "button", text: "Test", "aria-label": `Test ${webhook.name}`, onclick: () => openTest(webhook) }),
+          el("button", { type: "button", text: "Logs", "aria-label": `Logs of ${webhook.name}`, onclick: () => openLogs(webhook) }),
+          el("button", {
+            type: "button",
+            text: "Rotate secret",
+            "aria-label": `Rotate the secret of ${webhook.name}`,
+            onclick: () => rotate(webhook),
+          }),
+          el("button", {
+            type: "button",
+            class: "danger",
+            text: "Delete",
+            "aria-label": `Delete ${webhook.name}`,
+            onclick: () => remove(webhook),
+          }),
+        ),
+      ),
+    );
+    body.append(row);
+  }
+}
+
+async function setActive(webhook, checkbox) {
+  // The switch stays enabled and focused while the request runs, so keyboard users keep their place.
+  const wanted = checkbox.checked;
+  checkbox.setAttribute("aria-busy", "true");
+  try {
+    const updated = await api("PATCH", `/v1/webhooks/${webhook.id}`, { active: wanted });
+    Object.assign(webhook, updated);
+    checkbox.checked = updated.active;
+    notice(`${webhook.name} is now ${wanted ? "active" : "paused: nothing is sent until you switch it on"}.`);
+  } catch (error) {
+    checkbox.checked = !wanted;
+    notice(`Could not change ${webhook.name}: ${error.message}`, true);
+  } finally {
+    checkbox.removeAttribute("aria-busy");
+    checkbox.nextElementSibling.textContent = checkbox.checked ? "On" : "Off";
+  }
+}
+
+async function rotate(webhook) {
+  if (!window.confirm(`Rotate the secret of ${webhook.name}? The old secret keeps signing for a while.`)) return;
+  try {
+    const rotated = await api("POST", `/v1/webhooks/${webhook.id}/rotate-secret`);
+    showSecret(rotated);
+    await loadWebhooks();
+  } catch (error) {
+    notice(`Could not rotate the secret: ${error.message}`, true);
+  }
+}
+
+async function remove(webhook) {
+  if (!window.confirm(`Delete ${webhook.name}? Deliveries to it stop at once.`)) return;
+  try {
+    await api("DELETE", `/v1/webhooks/${webhook.id}`);
+    notice(`${webhook.name} was deleted.`);
+    closePanels();
+    await loadWebhooks();
+  } catch (error) {
+    notice(`Could not delete ${webhook.name}: ${error.message}`, true);
+  }
+}
+
+// ----------------------------------------------------------------------------------------- create
+
+function renderEventChoices() {
+  const box = $("wh-events");
+  box.replaceChildren();
+  for (const entry of state.eventTypes) {
+    const id = `ev-${entry.type.replace(".", "-")}`;
+    box.append(
+      el(
+        "label",
+        { for: id },
+        el("input", { type: "checkbox", id, name: "events", value: entry.type }),
+        el("span", { text: entry.type }),
+        el("small", { text: entry.fires_when }),
+      ),
+    );
+    $("test-type").append(el("option", { value: entry.type, text: entry.type }));
+    $("logs-type").append(el("option", { value: entry.type, text: entry.type }));
+  }
+}
+
+const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events" };
+
+function setFieldError(inputId, message) {
+  const target = inputId === "wh-events" ? $("wh-events").closest("fieldset") : $(inputId);
+  $(`${inputId}-error`).textContent = message;
+  if (message) target.setAttribute("aria-invalid", "true");
+  else target.removeAttribute("aria-invalid");
+}
+
+function focusField(field) {
+  const target = $(FORM_FIELDS[field]);
+  (field === "events" ? target.querySelector("input") : target).focus();
+}
+
+function clearFormErrors() {
+  for (const id of Object.values(FORM_FIELDS)) setFieldError(id, "");
+  $("form-error").textContent = "";
+}
+
+function openForm() {
+  closePanels();
+  $("webhook-form").reset();
+  clearFormErrors();
+  $("webhook-form").hidden = false;
+  $("wh-name").focus();
+}
+
+function validateForm(body) {
+  const problems = {};
+  if (!body.name.trim()) problems.name = "Enter a name.";
+  if (!/^https:\/\/\S+$/.test(body.url)) problems.url = "Enter a URL that starts with https://";
+  if (!body.events.length) problems.events = "Choose at least one event.";
+  return problems;
+}
+
+async function createWebhook(event) {
+  event.preventDefault();
+  clearFormErrors();
+  const form = $("webhook-form");
+  const body = {
+    name: $("wh-name").value,
+    url: $("wh-url").value.trim(),
+    events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
+  };
+  const problems = validateForm(body);
+  if (Object.keys(problems).length) {
+    for (const [field, message] of Object.entries(problems)) setFieldError(FORM_FIELDS[field], message);
+    focusField(Object.keys(problems)[0]);
+    return;
+  }
+  try {
+    const created = await api("POST", "/v1/webhooks", body);
+    form.hidden = true;
+    showSecret(created);
+    await loadWebhooks();
+  } catch (error) {
+    const field = (error.field || "").split(".")[0];
+    if (FORM_FIELDS[field]) {
+      setFieldError(FORM_FIELDS[field], error.message.replace(/^[a-z_.0-9]+: /, ""));
+      focusField(field);
+    } else {
+      $("form-error").textContent = error.message;
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------- secret
+
+function showSecret(webhook) {
+  $("secret-title").textContent = `Signing secret of ${webhook.name}`;
+  $("secret-value").value = webhook.secret;
+  $("copy-status").textContent = "";
+  $("secret-panel").hidden = false;
+  focusHeading("secret-title");
+}
+
+async function copySecret() {
+  const input = $("secret-value");
+  try {
+    await navigator.clipboard.writeText(input.value);
+    $("copy-status").textContent = "Copied to the clipboard.";
+  } catch {
+    input.select();
+    $("copy-status").textContent = "Selected: press Ctrl+C (or Cmd+C) to copy.";
+  }
+}
+
+function hideSecret() {
+  $("secret-value").value = "";
+  $("secret-panel").hidden = true;
+  $("new-webhook").focus();
+}
+
+// ----------------------------------------------------------------------------------------- test
+
+function closePanels() {
+  for (const id of ["test-panel", "logs-panel", "webhook-form"]) $(id).hidden = true;
+  state.current = null;
+}
+
+function openTest(webhook) {
+  closePanels();
+  state.current = webhook;
+  $("test-title").textContent = `Send a test to ${webhook.name}`;
+  $("test-type").value = webhook.events[0];
+  $("test-result").replaceChildren();
+  $("test-panel").hidden = false;
+  focusHeading("test-title");
+}
+
+async function sendTest(event) {
+  event.preventDefault();
+  const webhook = state.current;
+  const result = $("test-result");
+  result.replaceChildren(el("p", { text: "Sending…" }));
+  try {
+    const answer = await api("POST", `/v1/webhooks/${webhook.id}/test`, { event_type: $("test-type").value });
+    const what = answer.status_code !== null ? `HTTP ${answer.status_code}` : answer.error;
+    result.replaceChildren(
+      el(
+        "p",
+        { class: "summary" },
+        el("span", { class: `badge ${answer.ok ? "success" : "failure"}`, text: answer.ok ? "Delivered" : "Failed" }),
+        ` ${what} in ${answer.response_ms} ms`,
+      ),
+      el("p", { text: `Event ${answer.event_id} (${answer.event_type})` }),
+      el("pre", { class: "excerpt", "aria-label": "Response body", text: answer.response_excerpt || "(empty body)" }),
+    );
+    await loadWebhooks();
+  } catch (error) {
+    result.replaceChildren(el("p", { class: "field-error", text: error.message }));
+  }
+}
+
+// ----------------------------------------------------------------------------------------- logs
+
+function openLogs(webhook) {
+  closePanels();
+  state.current = webhook;
+  $("logs-title").textContent = `Deliveries of ${webhook.name}`;
+  $("logs-panel").hidden = false;
+  focusHeading("logs-title");
+  return loadLogs(false);
+}
+
+async function loadLogs(more) {
+  const webhook = state.current;
+  const params = new URLSearchParams({ limit: "25" });
+  if ($("logs-type").value) params.set("event_type", $("logs-type").value);
+  if ($("logs-outcome").value) params.set("outcome", $("logs-outcome").value);
+  if (more && state.logsCursor) params.set("cursor", state.logsCursor);
+  const body = $("logs").querySelector("tbody");
+  try {
+    const page = await api("GET", `/v1/webhooks/${webhook.id}/deliveries?${params}`);
+    if (!more) body.replaceChildren();
+    for (const row of page.data) body.append(logRow(row));
+    state.logsCursor = page.next_cursor;
+    $("logs-more").hidden = !page.next_cursor;
+    $("logs-empty").hidden = body.children.length > 0;
+    $("logs").hidden = body.children.length === 0;
+  } catch (error) {
+    notice(`Could not load deliveries: ${error.message}`, true);
+  }
+}
+
+function logRow(row) {
+  const ok = row.outcome === "success";
+  const status = row.status_code !== null ? String(row.status_code) : row.error || row.outcome;
+  const kind = el("td", {}, row.event_type);
+  if (row.test) kind.append(" ", el("span", { class: "badge test", text: "test" }));
+  return el(
+    "tr",
+    {},
+    el("td", { class: "mono time", text: formatTime(row.attempted_at) }),
+    kind,
+    el("td", { class: "mono", text: row.event_id }),
+    el("td", { text: String(row.attempt) }),
+    el("td", {}, el("span", { class: `badge ${ok ? "success" : "failure"}`, text: status })),
+    el("td", { text: row.response_ms === null ? "—" : `${row.response_ms} ms` }),
+    el("td", { class: "mono", text: row.response_excerpt.slice(0, 80) }),
+    el(
+      "td",
+      {},
+      el("button", {
+        type: "button",
+        text: "Redeliver",
+        "aria-label": `Redeliver event ${row.event_id}`,
+        onclick: () => redeliver(row),
+      }),
+    ),
+  );
+}
+
+async function redeliver(row) {
+  try {
+    await api("POST", `/v1/deliveries/${row.attempt_id}/redeliver`);
+    notice(`Event ${row.event_id} is queued for delivery again.`);
+  } catch (error) {
+    notice(`Could not redeliver: ${error.message}`, true);
+  }
+}
+
+// ----------------------------------------------------------------------------------------- wiring
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("signin-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", () => signOut(""));
+  $("new-webhook").addEventListener("click", openForm);
+  $("cancel-form").addEventListener("click", () => {
+    closePanels();
+    $("new-webhook").focus();
+  });
+  $("webhook-form").addEventListener("submit", createWebhook);
+  $("copy-secret").addEventListener("click", copySecret);
+  $("secret-done").addEventListener("click", hideSecret);
+  $("test-form").addEventListener("submit", sendTest);
+  $("logs-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadLogs(false);
+  });
+  $("logs-refresh").addEventListener("click", () => loadLogs(false));
+  $("logs-more").addEventListener("click", () => loadLogs(true));
+  for (const button of document.querySelectorAll(".close-panel")) button.addEventListener("click", closePanels);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.current) closePanels();
+  });
+  if (sessionStorage.getItem(KEY_STORAGE)) showApp().catch(() => signOut("Sign in again."));
+  else $("api-key").focus();
+});
