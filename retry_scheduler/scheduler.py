@@ -43,7 +43,6 @@ RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 SUMMARY_EVERY_S = 30.0
 LEADERS_REFRESH_S = 60.0
 """Partition leaders move rarely; a stale map costs at most one late resume (see `_nudge`)."""
-NUDGE_TIMEOUT_S = 0.2
 CONSUMER_OPTIONS: dict[str, Any] = {
     # librdkafka fetches one request at a time per broker; a long-poll fetch for idle partitions would hold
     # back a partition resumed meanwhile by up to this long (default 500 ms, half the 1 s accuracy target).
@@ -315,13 +314,17 @@ class RetryScheduler:
     def _nudge(self, partition: Partition) -> None:
         """Wake the fetcher thread of the partition's leader, which `resume` alone does not (gate module doc).
 
-        A watermark query is a request to exactly that broker: its op and its reply wake the thread, which
-        then sees the resumed partition and fetches it. About one round trip, once per idle broker per tick.
+        A watermark query is a request to exactly that broker: queuing it and its reply each wake the thread,
+        which then sees the resumed partition and fetches it. Timeout 0 makes it fire-and-forget (the call
+        returns at once with a timeout; the reply is discarded): waiting would block this loop behind a
+        long-poll Fetch already in flight on the same connection, up to `fetch.wait.max.ms`.
         """
         try:
-            self._consumer.get_watermark_offsets(_tp(partition), timeout=NUDGE_TIMEOUT_S, cached=False)
-        except KafkaException as exc:  # the request went out, which is all the wake needs
-            log.debug("event=nudge_failed topic=%s partition=%d reason=%s", *partition, exc)
+            self._consumer.get_watermark_offsets(_tp(partition), timeout=0, cached=False)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() != KafkaError._TIMED_OUT:  # timed out is the expected answer
+                log.debug("event=nudge_failed topic=%s partition=%d reason=%s", *partition, error.str())
 
     def _load_leaders(self) -> None:
         self._leaders_due = time.monotonic() + LEADERS_REFRESH_S

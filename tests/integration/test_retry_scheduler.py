@@ -8,7 +8,11 @@ sent early, and `timestamp - due_at` is its lateness (the ack follows within mil
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -293,10 +297,78 @@ def test_malformed_task_goes_to_invalid_with_reason_and_does_not_block(
 
     got = deliveries.read_until(lambda ms: 7 in numbers(ms), timeout_s=10)
     assert numbers(got) == [7]
-    bad = invalid.read_until(lambda ms: len(ms) >= 2, timeout_s=10)
-    assert [m.value() for m in bad] == [b"garbage{", b'{"webhook_id": "wh_x", "attempt": 2}']
-    assert [m.key() for m in bad] == [b"wh_bad", b"wh_bad2"]
-    reasons = [dict(m.headers() or [])["reason"].decode() for m in bad]
-    assert reasons[0].startswith("not a valid DeliveryTask: message: Invalid JSON")
-    assert reasons[1] == "not a valid DeliveryTask: event: Field required (+1 more)"
-    assert dict(bad[0].headers() or [])["source"].decode() == f"{topics.retry_60s}/0@0"
+    # The keys land on different partitions of the invalid topic, so compare by key, not by arrival.
+    bad = {m.key(): m for m in invalid.read_until(lambda ms: len(ms) >= 2, timeout_s=10)}
+    assert sorted(bad) == [b"wh_bad", b"wh_bad2"]
+    assert bad[b"wh_bad"].value() == b"garbage{"
+    assert bad[b"wh_bad2"].value() == b'{"webhook_id": "wh_x", "attempt": 2}'
+    headers = {key: dict(m.headers() or []) for key, m in bad.items()}
+    assert headers[b"wh_bad"]["reason"].decode().startswith("not a valid DeliveryTask: message: Invalid JSON")
+    assert headers[b"wh_bad2"]["reason"].decode() == "not a valid DeliveryTask: event: Field required (+1 more)"
+    assert headers[b"wh_bad"]["source"].decode() == f"{topics.retry_60s}/0@0"
+    assert headers[b"wh_bad2"]["source"].decode() == f"{topics.retry_60s}/0@1"
+
+
+def test_rebalance_to_a_second_scheduler_keeps_holds_and_sends_each_task_once(
+    start_scheduler, producer, reader, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="retry_scheduler")
+    start_scheduler()
+    deliveries = reader(topics.deliveries)
+    warm_up(producer, topics, deliveries)
+
+    due = now_ms() + 7_000
+    expected: list[int] = []
+    for t_index, topic in enumerate(topics.retries):
+        for partition in range(PARTITIONS):
+            for step in range(2):
+                number = 1 + 10 * (t_index * PARTITIONS + partition) + step
+                producer(topic, partition, f"wh_{number}".encode(), task_bytes(number, due + 200 * step))
+                expected.append(number)
+    time.sleep(1.0)  # every partition is now held by the first scheduler
+
+    start_scheduler()  # same group: a cooperative rebalance moves some held partitions to the newcomer
+    deliveries.read_until(lambda ms: len(ms) >= len(expected), timeout_s=20)
+    deliveries.read_for(1.0)  # a duplicate (or the warm-up task re-sent) would show up here
+    assert sorted(numbers(deliveries.messages)) == sorted(expected)
+    for message in deliveries.messages:
+        assert 0 <= lateness_ms(message) <= TOLERANCE_MS, (event_number(message.value() or b""), lateness_ms(message))
+    assert any("event=partitions_revoked" in r.getMessage() for r in caplog.records), "no rebalance happened"
+
+
+def test_cli_role_exits_zero_on_sigterm_after_handing_off(
+    kafka_bootstrap: str, topics: Topics, producer, reader
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "HOOKFLEET_TOPIC_PREFIX": topics.events.removesuffix("webhooks.events"),
+        "HOOKFLEET_GROUP_ID": f"rs-{uuid.uuid4().hex[:10]}",
+        "HOOKFLEET_METRICS_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hookfleet.cli", "retry-scheduler"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        ready = False
+        while not ready and time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                    ready = response.status == 200
+            except OSError:
+                time.sleep(0.2)
+        assert ready, "the role never reported ready on /healthz"
+        deliveries = reader(topics.deliveries)
+        producer(topics.retry_10s, 1, b"wh_cli", task_bytes(42, now_ms() + 500))
+        assert 42 in numbers(deliveries.read_until(lambda ms: 42 in numbers(ms), timeout_s=10))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "event=retry_scheduler_stopped unacknowledged=0" in stderr

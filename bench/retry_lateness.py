@@ -1,0 +1,254 @@
+"""Retry lateness: how long after `due_at` a retry leaves its delay topic (target: within 1 s).
+
+Runs the real `hookfleet retry-scheduler` as a process against its own prefixed topics, in two scenarios:
+10,000 retries due at the same instant, and 10,000 due evenly over one minute. Lateness is the broker's
+append time of the handed-off record (the deliveries topic uses LogAppendTime, so the timestamp is when the
+broker accepted it, i.e. the acknowledgement) minus the task's `due_at`. Same host, same clock.
+
+    .venv/bin/python -m bench.retry_lateness      # ~2.5 min; writes bench/results/retry_lateness.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import libversion as librdkafka_version
+
+from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
+from hookfleet.settings import LOCAL_KAFKA
+from schemas.catalog import EventType
+from schemas.models import DeliveryTask, Event
+from schemas.topics import Topics
+
+TASKS = 10_000
+PARTITIONS = 6
+BURST_LEAD_S = 8.0
+"""Burst due time after the produce starts: enough to write 10,000 tasks and for every partition to hold."""
+SPREAD_LEAD_S = 5.0
+SPREAD_S = 60.0
+RESULTS = Path(__file__).parent / "results" / "retry_lateness.json"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _task(n: int, due_at: int) -> bytes:
+    event = Event(
+        id=f"evt_{n:08d}",
+        type=EventType.MESSAGE_FAILED,
+        created_at=datetime.now(UTC),
+        account_id="acct_bench",
+        data={"message_id": f"msg_{n}", "reason": "bench"},
+    )
+    return DeliveryTask(event=event, webhook_id=f"wh_{n % 997}", attempt=2, due_at=due_at).model_dump_json().encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _machine() -> dict[str, Any]:
+    mem_kb = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "librdkafka": librdkafka_version()[0],
+    }
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile."""
+    index = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def _summary(lateness_ms: list[int], expected: int) -> dict[str, Any]:
+    values = sorted(lateness_ms)
+    if not values:
+        return {"received": 0, "expected": expected}
+    return {
+        "expected": expected,
+        "received": len(values),
+        "early": sum(1 for v in values if v < 0),
+        "p50_ms": _percentile(values, 50),
+        "p99_ms": _percentile(values, 99),
+        "max_ms": values[-1],
+        "min_ms": values[0],
+        "within_1s": round(sum(1 for v in values if v <= 1000) / len(values), 4),
+    }
+
+
+class _SchedulerProcess:
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.port = _free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="retry-scheduler-", suffix=".log", delete=False)  # noqa: SIM115
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HOOKFLEET_TOPIC_PREFIX": prefix,
+            "HOOKFLEET_GROUP_ID": f"{prefix}retry-scheduler",
+            "HOOKFLEET_METRICS_PORT": str(self.port),
+            "HOOKFLEET_LOG_LEVEL": "INFO",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hookfleet.cli", "retry-scheduler"], env=env, stdout=self.log, stderr=self.log
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"retry scheduler exited with {self.process.returncode}; log: {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"retry scheduler not ready within {timeout_s:g}s; log: {self.log.name}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return -9
+
+
+def _produce(bootstrap: str, topics: Topics, tasks: list[tuple[int, int]]) -> None:
+    """Tasks in due order; partition i % 6 of delay topic (i // 6) % 3 keeps each partition in due order."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
+    for i, (n, due_at) in enumerate(tasks):
+        topic = topics.retries[(i // PARTITIONS) % len(topics.retries)]
+        while True:
+            try:
+                producer.produce(topic, _task(n, due_at), key=f"wh_{n % 997}", partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(30) != 0:
+        raise RuntimeError("bench producer could not deliver every task within 30 s")
+
+
+def _collect(reader: Consumer, numbers: range, deadline_s: float) -> list[int]:
+    """Lateness (broker append time - due_at) of each task in `numbers` handed off before the deadline."""
+    wanted = set(numbers)
+    lateness: dict[int, int] = {}
+    end = time.monotonic() + deadline_s
+    while len(lateness) < len(wanted) and time.monotonic() < end:
+        for message in reader.consume(1000, timeout=0.2):
+            if message.error() is not None:
+                continue
+            task = json.loads(message.value() or b"{}")
+            n = int(task["event"]["id"].removeprefix("evt_"))
+            if n in wanted and n not in lateness:
+                _, appended_ms = message.timestamp()
+                lateness[n] = appended_ms - int(task["due_at"])
+    return list(lateness.values())
+
+
+def run(bootstrap: str) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = Topics.with_prefix(prefix)
+    specs = [
+        TopicSpec(
+            name,
+            PARTITIONS,
+            1,
+            {"message.timestamp.type": "LogAppendTime"} if name == topics.deliveries else {},
+        )
+        for name in topics.all()
+    ]
+    ensure_topics(bootstrap, specs)
+    machine = _machine()
+    scheduler = _SchedulerProcess(bootstrap, prefix)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}reader", "enable.auto.commit": False})
+    reader.assign([TopicPartition(topics.deliveries, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    results: dict[str, Any] = {}
+    try:
+        scheduler.wait_ready()
+
+        burst_due = _now_ms() + int(BURST_LEAD_S * 1000)
+        _produce(bootstrap, topics, [(n, burst_due) for n in range(TASKS)])
+        produced_by = _now_ms()
+        burst = _collect(reader, range(TASKS), deadline_s=BURST_LEAD_S + 60)
+        results["burst_10k_due_at_once"] = {
+            **_summary(burst, TASKS),
+            "produced_before_due_ms": burst_due - produced_by,
+        }
+
+        spread_start = _now_ms() + int(SPREAD_LEAD_S * 1000)
+        step = SPREAD_S * 1000 / TASKS
+        spread_tasks = [(TASKS + i, spread_start + int(i * step)) for i in range(TASKS)]
+        _produce(bootstrap, topics, spread_tasks)
+        spread = _collect(reader, range(TASKS, 2 * TASKS), deadline_s=SPREAD_LEAD_S + SPREAD_S + 60)
+        results["spread_10k_over_60s"] = _summary(spread, TASKS)
+    finally:
+        rc = scheduler.stop()
+        reader.close()
+        delete_topics(bootstrap, topics.all())
+    return {
+        "benchmark": "retry_lateness",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "lateness": "broker append time of the handed-off record minus due_at",
+        "setup": {
+            "delay_topics": len(topics.retries),
+            "partitions_per_topic": PARTITIONS,
+            "scheduler": "one `hookfleet retry-scheduler` process",
+            "broker": bootstrap,
+            "scheduler_exit_code": rc,
+            "scheduler_log": scheduler.log.name,
+        },
+        "machine": machine,
+        "scenarios": results,
+    }
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    machine = report["machine"]
+    print(
+        f"machine: {machine['cores']} cores, {machine['memory_gb']} GB, load {machine['load_avg_1m_at_start']}, "
+        f"librdkafka {machine['librdkafka']}, {machine['platform']}"
+    )
+    print(f"{'scenario':26} {'received':>9} {'early':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'<=1 s':>7}")
+    for name, s in report["scenarios"].items():
+        print(
+            f"{name:26} {s['received']:>9} {s.get('early', '-'):>6} {s.get('p50_ms', '-'):>8} "
+            f"{s.get('p99_ms', '-'):>8} {s.get('max_ms', '-'):>8} {s.get('within_1s', '-'):>7}"
+        )
+
+
+if __name__ == "__main__":
+    report = run(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    _print_table(report)
+    print(f"written: {RESULTS}")
