@@ -175,6 +175,7 @@ class Recorder:
         backoff = RETRY_INITIAL_S
         outage_started: float | None = None
         failures = 0
+        paused = False
         while True:
             try:
                 self._route_invalid()
@@ -194,11 +195,13 @@ class Recorder:
                     )
             except (KafkaDeliveryError, KafkaUnavailable) as exc:
                 log.error("event=invalid_route_failed error=%s", exc)
+            paused = True
             self._wait_paused(backoff)
             backoff = min(backoff * 2, RETRY_MAX_S)
+        if paused:
+            self.consumer.resume(self._assignment())
         if outage_started is not None:
             self.db_up = True
-            self.consumer.resume(self._assignment())
             log.info("event=db_recovered outage_s=%.1f failed_writes=%d", time.monotonic() - outage_started, failures)
         self._committed(result)
 
@@ -265,7 +268,9 @@ class Recorder:
         self.batch = Batch()
         if offsets:
             try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                # Stored, not only committed, so the stats callback reports lag against them.
+                self.consumer.store_offsets(offsets=offsets)
+                self.consumer.commit(asynchronous=False)
             except KafkaException as exc:
                 # The rows are in; a lost commit only means a replay, which inserts nothing new.
                 log.warning("event=offset_commit_failed reason=%s", exc)

@@ -84,6 +84,8 @@ def test_attempts_become_rows_exactly_once_even_when_produced_twice(
         assert health.status == 200
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "hookfleet_recorder_batch_size_count" in scrape
+        lag = {"group": settings.group_id, "topic": topics.attempts, "partition": "0"}
+        wait_for(lambda: REGISTRY.get_sample_value("hookfleet_consumer_lag", lag) == 0, what="consumer lag metric")
         assert running.stop() == 0
 
     with psycopg.connect(database_url) as conn:
