@@ -1,0 +1,256 @@
+"""`hookfleet webhooks ...`: the management API from a terminal or a script.
+
+Talks to the API at HOOKFLEET_API_URL with HOOKFLEET_API_KEY, exactly as customer code would (it is a
+client of the public `/v1` API, nothing more). Prints readable tables by default and the API's JSON with
+`--json`. Every failure is one line on stderr and exit code 1 (2 for a usage mistake).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from hookfleet.cli import CliError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TIMEOUT_S = 60.0  # above the delivery timeout, so a Test against a slow receiver still answers
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+
+    def call(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) URL from settings
+        request.add_header("Authorization", f"Bearer {self._key}")
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise CliError(_describe(exc)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"the API at {self.base_url} is not reachable ({reason}); check HOOKFLEET_API_URL") from None
+        return json.loads(raw) if raw else None
+
+
+def _describe(exc: urllib.error.HTTPError) -> str:
+    try:
+        error = json.loads(exc.read())["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"the API answered {exc.code} {exc.reason}"
+    message = str(error.get("message", f"HTTP {exc.code}"))
+    if exc.code == 401:
+        return f"{message} (HOOKFLEET_API_KEY)"
+    return message
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> str:
+    width = max(len(name) for name, _ in pairs)
+    return "\n".join(f"{name.ljust(width)}  {'' if value is None else value}" for name, value in pairs)
+
+
+def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
+    rows: list[tuple[str, Any]] = [
+        ("id", webhook["id"]),
+        ("name", webhook["name"]),
+        ("url", webhook["url"]),
+        ("events", ", ".join(webhook["events"])),
+        ("active", "yes" if webhook["active"] else "no"),
+        ("status", f"{webhook['status']} since {webhook['status_changed_at']}"),
+        ("secret", webhook["secret"] + secret_note),
+    ]
+    if webhook.get("previous_secret_expires_at"):
+        rows.append(("previous secret", f"still signs until {webhook['previous_secret_expires_at']}"))
+    rows += [("created", webhook["created_at"]), ("updated", webhook["updated_at"])]
+    return fields(rows)
+
+
+def status_of(row: dict[str, Any]) -> str:
+    return str(row["status_code"]) if row["status_code"] is not None else str(row["error"] or row["outcome"])
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def _events(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hookfleet webhooks", description="Manage webhooks through the API.")
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
+
+    create = sub.add_parser("create", parents=[common], help="create a webhook; prints its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--url", required=True, help="https URL of your receiver")
+    create.add_argument("--events", required=True, type=_events, help="comma-separated event types")
+    create.add_argument("--inactive", action="store_true", help="create it switched off")
+
+    sub.add_parser("list", parents=[common], help="list webhooks")
+    for name, text in (
+        ("show", "show one webhook"),
+        ("enable", "switch sending on"),
+        ("disable", "switch sending off (the configuration is kept)"),
+        ("delete", "delete a webhook"),
+        ("rotate-secret", "new secret; the old one keeps signing during the overlap"),
+    ):
+        sub.add_parser(name, parents=[common], help=text).add_argument("id", help="webhook id (wh_...)")
+
+    update = sub.add_parser("update", parents=[common], help="change name, url or events")
+    update.add_argument("id")
+    update.add_argument("--name")
+    update.add_argument("--url")
+    update.add_argument("--events", type=_events)
+
+    test = sub.add_parser("test", parents=[common], help="send a sample event now and show the answer")
+    test.add_argument("id")
+    test.add_argument("--event-type", help="default: the webhook's first event type")
+
+    logs = sub.add_parser("logs", parents=[common], help="recent deliveries, newest first")
+    logs.add_argument("id")
+    logs.add_argument("--event-type")
+    logs.add_argument("--outcome", help="success, http_error, timeout, connection_error, tls_error, blocked")
+    logs.add_argument("--since", help="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+    logs.add_argument("--limit", default="20")
+    logs.add_argument("--cursor", help="next_cursor of the previous page")
+
+    redeliver = sub.add_parser("redeliver", parents=[common], help="deliver a logged event again")
+    redeliver.add_argument("attempt_id", help="attempt id from `logs` (att_...)")
+
+    recover = sub.add_parser("recover", parents=[common], help="redrive the webhook's dead letters")
+    recover.add_argument("id")
+    recover.add_argument("--since", help="only dead letters from this RFC 3339 time on")
+    return parser
+
+
+def run(opts: argparse.Namespace, client: ApiClient) -> str:
+    """Perform one action; returns what to print."""
+    action = opts.action
+    wid = getattr(opts, "id", "")
+    path = f"/v1/webhooks/{urllib.parse.quote(wid, safe='')}"
+    once = "   <- shown only now: store it"
+    if action == "create":
+        body = {"name": opts.name, "url": opts.url, "events": opts.events, "active": not opts.inactive}
+        created = client.call("POST", "/v1/webhooks", body)
+        return _out(opts, created, lambda: webhook_fields(created, once))
+    if action == "list":
+        listed = client.call("GET", "/v1/webhooks")
+        hooks = [
+            (w["id"], w["name"], "on" if w["active"] else "off", w["status"], ",".join(w["events"]), w["url"])
+            for w in listed["data"]
+        ]
+        return _out(opts, listed, lambda: table(["id", "name", "active", "status", "events", "url"], hooks))
+    if action == "show":
+        shown = client.call("GET", path)
+        return _out(opts, shown, lambda: webhook_fields(shown))
+    if action in ("enable", "disable", "update"):
+        if action == "update":
+            changes = {k: getattr(opts, k) for k in ("name", "url", "events") if getattr(opts, k) is not None}
+            if not changes:
+                raise CliError("nothing to update: give --name, --url and/or --events")
+        else:
+            changes = {"active": action == "enable"}
+        updated = client.call("PATCH", path, changes)
+        return _out(opts, updated, lambda: webhook_fields(updated))
+    if action == "delete":
+        client.call("DELETE", path)
+        return json.dumps({"deleted": wid}) if opts.json else f"deleted {wid}"
+    if action == "rotate-secret":
+        rotated = client.call("POST", f"{path}/rotate-secret")
+        return _out(opts, rotated, lambda: webhook_fields(rotated, once))
+    if action == "test":
+        result = client.call("POST", f"{path}/test", {"event_type": opts.event_type} if opts.event_type else {})
+        verdict = "delivered" if result["ok"] else "failed"
+        return _out(
+            opts,
+            result,
+            lambda: fields(
+                [
+                    ("result", f"{verdict}: {status_of(result)} in {result['response_ms']} ms"),
+                    ("event", f"{result['event_id']} ({result['event_type']})"),
+                    ("attempt", result["attempt_id"]),
+                    ("response", result["response_excerpt"][:200]),
+                ]
+            ),
+        )
+    if action == "logs":
+        query = {"limit": opts.limit}
+        for name in ("event_type", "outcome", "since", "cursor"):
+            if getattr(opts, name):
+                query[name] = getattr(opts, name)
+        page = client.call("GET", f"{path}/deliveries", query=query)
+        rows = [
+            (
+                r["attempted_at"],
+                r["event_type"] + (" (test)" if r["test"] else ""),
+                r["event_id"],
+                r["attempt"],
+                status_of(r),
+                "" if r["response_ms"] is None else f"{r['response_ms']} ms",
+                r["attempt_id"],
+            )
+            for r in page["data"]
+        ]
+        headers = ["time", "type", "event", "attempt", "status", "response", "attempt id"]
+
+        def render() -> str:
+            text = table(headers, rows) if rows else "no deliveries"
+            return text + (f"\nmore: --cursor {page['next_cursor']}" if page["next_cursor"] else "")
+
+        return _out(opts, page, render)
+    if action == "redeliver":
+        queued = client.call("POST", f"/v1/deliveries/{urllib.parse.quote(opts.attempt_id, safe='')}/redeliver")
+        return _out(opts, queued, lambda: f"queued event {queued['event_id']} for {queued['webhook_id']}")
+    if action == "recover":
+        recovered = client.call("POST", f"{path}/recover", {"since": opts.since} if opts.since else {})
+        return _out(opts, recovered, lambda: f"queued {recovered['redriven']} dead letter(s) of {wid} again")
+    raise CliError(f"unknown action {action}")  # pragma: no cover - argparse restricts the choices
+
+
+def _out(opts: argparse.Namespace, data: Any, render: Any) -> str:
+    return json.dumps(data, indent=2) if opts.json else str(render())
+
+
+def main(args: argparse.Namespace) -> int:
+    opts = build_parser().parse_args(args.rest)
+    key = os.environ.get("HOOKFLEET_API_KEY", "")
+    if not key:
+        raise CliError("set HOOKFLEET_API_KEY to an API key (from `hookfleet accounts create`)")
+    client = ApiClient(os.environ.get("HOOKFLEET_API_URL", DEFAULT_URL), key)
+    print(run(opts, client))
+    sys.stdout.flush()
+    return 0

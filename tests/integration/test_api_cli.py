@@ -1,0 +1,245 @@
+"""`hookfleet accounts create`, `hookfleet webhooks ...` and `hookfleet api` against the real API, database and
+a real HTTPS receiver: readable tables by default, JSON with --json, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api import client_cli
+from hookfleet.cli import main as hookfleet_main
+from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
+from tests.support.receiver import HttpsReceiver
+
+pytestmark = pytest.mark.integration
+
+HOOKFLEET = str(Path(sys.executable).with_name("hookfleet"))
+
+
+@pytest.fixture
+async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
+    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
+        yield running
+
+
+async def run_cli(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        HOOKFLEET,
+        *argv,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class InProcess:
+    """`hookfleet webhooks ...` run through the real CLI entry point, in a thread (the API serves on this loop)."""
+
+    def __init__(self, api: RunningApi, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.env = {"HOOKFLEET_API_URL": api.base_url, "HOOKFLEET_API_KEY": key}
+        self.capsys = capsys
+
+    async def __call__(self, *argv: str) -> tuple[int, str, str]:
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            code = await asyncio.to_thread(hookfleet_main, ["webhooks", *argv])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    async def json(self, *argv: str) -> Any:
+        code, out, err = await self(*argv, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+async def test_accounts_create_prints_the_account_and_its_key_once(api: RunningApi, database_url: str) -> None:
+    code, out, err = await run_cli(
+        "accounts", "create", "Acme Inc", "--id", "acct_cli", env={"DATABASE_URL": database_url}
+    )
+    assert code == 0, err
+    key = re.search(r"^api key\s+(hfk_\S+)$", out, re.M)
+    assert key is not None and "account  acct_cli" in out
+    assert (await api.call("GET", "/v1/webhooks", key.group(1))).status == 200
+
+    again = await run_cli("accounts", "create", "Acme again", "--id", "acct_cli", env={"DATABASE_URL": database_url})
+    assert again[0] == 1 and again[2].strip() == "hookfleet: error: account acct_cli already exists; use another --id"
+    bad = await run_cli("accounts", "create", "X", "--id", "no spaces allowed", env={"DATABASE_URL": database_url})
+    assert bad[0] == 1 and "account id must be" in bad[2] and len(bad[2].strip().splitlines()) == 1
+
+
+async def test_every_webhooks_action_through_the_cli(
+    api: RunningApi, receiver: HttpsReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, key = api.account("Acme", "acct_a")
+    cli = InProcess(api, key, capsys)
+
+    code, out, _ = await cli(
+        "create", "--name", "CRM Sync", "--url", receiver.expect("/cli"), "--events", "message.read"
+    )
+    assert code == 0
+    secret = re.search(r"^secret\s+(whsec_\S+)\s+<- shown only now", out, re.M)
+    wid = re.search(r"^id\s+(wh_\w+)$", out, re.M)
+    assert secret is not None and wid is not None
+    webhook_id = wid.group(1)
+
+    code, out, _ = await cli("list")
+    header, row = out.strip().splitlines()
+    assert header.split() == ["ID", "NAME", "ACTIVE", "STATUS", "EVENTS", "URL"]
+    assert row.startswith(webhook_id) and "CRM Sync" in row and " on " in row and "healthy" in row
+    assert secret.group(1) not in out
+
+    shown = await cli.json("show", webhook_id)
+    assert shown["secret"] == "whsec_****" + secret.group(1)[-4:]
+    assert (await cli.json("disable", webhook_id))["active"] is False
+    assert (await cli.json("enable", webhook_id))["active"] is True
+    updated = await cli.json("update", webhook_id, "--name", "CRM v2", "--events", "message.read,contact.created")
+    assert updated["name"] == "CRM v2" and updated["events"] == ["contact.created", "message.read"]
+
+    receiver.expect("/cli", secret=secret.group(1))
+    code, out, _ = await cli("test", webhook_id, "--event-type", "contact.created")
+    assert code == 0 and re.search(r"^result\s+delivered: 200 in \d+ ms$", out, re.M), out
+    assert receiver.at("/cli")[0].signature_ok is True
+
+    code, out, _ = await cli("logs", webhook_id)
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:4] == ["TIME", "TYPE", "EVENT", "ATTEMPT"]
+    assert "contact.created (test)" in lines[1] and " 200 " in lines[1]
+    assert (await cli.json("logs", webhook_id, "--outcome", "timeout"))["data"] == []
+
+    rotated = await cli.json("rotate-secret", webhook_id)
+    assert rotated["secret"] != secret.group(1) and rotated["previous_secret_expires_at"]
+    code, out, _ = await cli("delete", webhook_id)
+    assert code == 0 and out.strip() == f"deleted {webhook_id}"
+
+
+async def test_cli_errors_are_one_line(api: RunningApi, capsys: pytest.CaptureFixture[str]) -> None:
+    _, key = api.account("Acme", "acct_a")
+    cli = InProcess(api, key, capsys)
+    code, _, err = await cli("create", "--name", "x", "--url", "http://plain.example", "--events", "message.read")
+    assert code == 1 and err == "hookfleet: error: url: webhook url must be https (got http://plain.example)\n"
+    code, _, err = await cli("show", "wh_01NOSUCH")
+    assert code == 1 and err == "hookfleet: error: webhook wh_01NOSUCH not found\n"
+    code, _, err = await cli("update", "wh_01NOSUCH")
+    assert code == 1 and "nothing to update" in err
+
+    wrong_key = InProcess(api, "hfk_" + "y" * 43, capsys)
+    code, _, err = await wrong_key("list")
+    assert code == 1 and err.startswith("hookfleet: error: this API key is not valid") and err.count("\n") == 1
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    nowhere = InProcess(api, key, capsys)
+    nowhere.env["HOOKFLEET_API_URL"] = f"http://127.0.0.1:{closed_port}"
+    code, _, err = await nowhere("list")
+    assert code == 1 and "is not reachable" in err and err.count("\n") == 1
+
+    with pytest.raises(SystemExit) as usage:
+        client_cli.build_parser().parse_args(["frobnicate"])
+    assert usage.value.code == 2
+    code, _, err = await run_cli("webhooks", "list", env={"HOOKFLEET_API_KEY": ""})
+    assert (
+        code == 1
+        and err.strip() == "hookfleet: error: set HOOKFLEET_API_KEY to an API key (from `hookfleet accounts create`)"
+    )
+
+
+async def test_cli_as_a_subprocess_prints_json_for_scripts(api: RunningApi) -> None:
+    _, key = api.account("Acme", "acct_a")
+    env = {"HOOKFLEET_API_URL": api.base_url, "HOOKFLEET_API_KEY": key}
+    code, out, err = await run_cli(
+        "webhooks",
+        "create",
+        "--json",
+        "--name",
+        "Ops",
+        "--url",
+        "https://127.0.0.1:9/",
+        "--events",
+        "message.failed",
+        env=env,
+    )
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["secret"].startswith("whsec_")
+    code, out, _ = await run_cli("webhooks", "list", "--json", env=env)
+    assert [w["id"] for w in json.loads(out)["data"]] == [created["id"]]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_hookfleet_api_serves_until_sigterm(database_url: str, kafka_bootstrap: str) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "HOOKFLEET_SECRET_KEY": SECRET_KEY,
+        "HOOKFLEET_PORT": str(port),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        HOOKFLEET, "api", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        assert resp.status == 200 and (await resp.json())["status"] == "ok"
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("hookfleet api did not start")
+            async with session.get(f"http://127.0.0.1:{port}/v1/webhooks") as resp:
+                assert resp.status == 401
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, out.decode()
+        assert b"event=api_started" in out and b"event=api_stopped" in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_hookfleet_api_with_no_database_fails_in_one_line(kafka_bootstrap: str) -> None:
+    port = _free_port()
+    code, _, err = await run_cli(
+        "api",
+        env={
+            "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{_free_port()}/none",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "HOOKFLEET_SECRET_KEY": SECRET_KEY,
+            "HOOKFLEET_PORT": str(port),
+        },
+    )
+    assert code == 1
+    assert re.search(r"^hookfleet: error: postgresql at 127\.0\.0\.1:\d+/none is not reachable$", err, re.M), err
+    assert "Traceback" not in err
