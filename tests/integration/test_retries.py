@@ -22,7 +22,7 @@ TOLERANCE_S = 1.5  # scheduler hand-off (target 1 s) + dispatch + HTTP, on a bus
 
 def _rows(database_url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg.connect(database_url) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, args).fetchall()
 
 
 def _start_fleet(fleet: Fleet, delays: tuple[float, float, float]) -> None:
