@@ -9,6 +9,8 @@ topics private to this module.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,6 +36,32 @@ from tests.support.receiver import HttpsReceiver
 pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = 25
+
+
+def _import_now(*packages: str) -> None:
+    """Import these packages whole, at collection time.
+
+    schemathesis imports most of itself lazily, in the middle of a test, and pytest's assertion rewriter
+    parses each of those modules then. On CPython 3.11 a parse that a finalizer interrupts with a parse of
+    its own (pytest formatting an unraisable exception's traceback) fails with a spurious
+    "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905). Importing up front, when
+    no finalizers of earlier tests are pending, keeps those parses out of the test run.
+    """
+    for name in packages:
+        package = importlib.import_module(name)
+        for module in pkgutil.walk_packages(package.__path__, f"{name}."):
+            importlib.import_module(module.name)
+
+
+_import_now(
+    "schemathesis.core",
+    "schemathesis.engine",
+    "schemathesis.generation",
+    "schemathesis.openapi",
+    "schemathesis.specs.openapi",
+    "schemathesis.transport",
+    "schemathesis.wfc",
+)
 
 
 class ServedApi:
