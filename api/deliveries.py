@@ -11,7 +11,7 @@ from aiohttp import web
 from api import cursor
 from api.auth import account_of
 from api.errors import ApiError, not_found
-from api.operation import json_response, read_query
+from api.operation import json_response, path_id, read_query
 from api.resources import resources_of
 from api.store import DeliveryFilter
 from api.views import delivery_view
@@ -26,7 +26,7 @@ PUBLISH_TIMEOUT_S = 15.0
 async def list_deliveries(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     account = account_of(request)
-    webhook_id = request.match_info["webhook_id"]
+    webhook_id = path_id(request, "webhook_id", "webhook")
     query = read_query(request, DeliveryQuery)
     before = None
     if query.cursor is not None:
@@ -53,7 +53,7 @@ async def redeliver(request: web.Request) -> web.StreamResponse:
     that already processed it can drop the duplicate). The webhook's current config applies."""
     resources = resources_of(request)
     account = account_of(request)
-    attempt_id = request.match_info["attempt_id"]
+    attempt_id = path_id(request, "attempt_id", "delivery")
     found = await resources.store.find_attempt(account, attempt_id)
     if found is None:
         raise not_found("delivery", attempt_id)

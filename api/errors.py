@@ -37,7 +37,8 @@ class ApiError(Exception):
 
 def not_found(what: str, ident: str) -> ApiError:
     """Unknown and other-account ids look the same: a 404 never confirms that an id exists elsewhere."""
-    return ApiError(404, "not_found", f"{what} {ident[:80]} not found")
+    shown = "".join(c if c.isprintable() else "?" for c in ident[:80])
+    return ApiError(404, "not_found", f"{what} {shown} not found")
 
 
 def from_validation(exc: ValidationError, location: str = "") -> ApiError:

@@ -4,6 +4,7 @@ document is generated from."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -11,7 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api.errors import ApiError, from_validation
+from api.errors import ApiError, from_validation, not_found
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -55,6 +56,18 @@ class Operation:
         if self.unavailable:
             statuses.add(503)
         return sorted(statuses)
+
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def path_id(request: web.Request, name: str, what: str) -> str:
+    """An id from the path. One that could never have been issued is simply not found (no query is made,
+    so no byte of it, a NUL included, ever reaches the database)."""
+    value = request.match_info[name]
+    if not _ID.match(value):
+        raise not_found(what, value)
+    return value
 
 
 def _is_json(content_type: str) -> bool:

@@ -112,8 +112,9 @@ class Store:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def ping(self) -> None:
-        async with self._pool.connection() as conn:
+    async def ping(self, timeout_s: float = 1.0) -> None:
+        """Health checks answer within a probe's usual timeout rather than waiting out the pool's."""
+        async with self._pool.connection(timeout=timeout_s) as conn:
             await conn.execute("SELECT 1")
 
     # ------------------------------------------------------------------------------------ accounts

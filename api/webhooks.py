@@ -13,7 +13,7 @@ from aiohttp import web
 
 from api.auth import account_of
 from api.errors import not_found
-from api.operation import json_response, read_body
+from api.operation import json_response, path_id, read_body
 from api.resources import Resources, resources_of
 from api.store import WebhookRow
 from api.url_check import check_public_host
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 async def _own_webhook(request: web.Request, resources: Resources) -> WebhookRow:
-    webhook_id = request.match_info["webhook_id"]
+    webhook_id = path_id(request, "webhook_id", "webhook")
     row = await resources.store.get_webhook(account_of(request), webhook_id)
     if row is None:
         raise not_found("webhook", webhook_id)
@@ -95,7 +95,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_webhook(request: web.Request) -> web.StreamResponse:
-    webhook_id = request.match_info["webhook_id"]
+    webhook_id = path_id(request, "webhook_id", "webhook")
     if not await resources_of(request).store.delete_webhook(account_of(request), webhook_id):
         raise not_found("webhook", webhook_id)
     log.info("event=webhook_deleted account_id=%s webhook_id=%s", account_of(request), webhook_id)
@@ -106,7 +106,7 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
     """A new secret now; the old one keeps signing beside it for the configured overlap, so receivers can
     switch without dropping a delivery."""
     resources = resources_of(request)
-    webhook_id = request.match_info["webhook_id"]
+    webhook_id = path_id(request, "webhook_id", "webhook")
     secret = new_secret()
     now = datetime.now(UTC)
     overlap = resources.settings.secret_rotation_overlap_s
