@@ -94,6 +94,14 @@ def _api_key(database_url: str) -> str | None:
     return add_api_key(database_url, ACCOUNT, label="demo")
 
 
+def _die_with_parent() -> None:
+    """Runs in each role's process before exec: SIGTERM it if the demo dies without stopping it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class _Roles:
     def __init__(self, env: dict[str, str], logs: Path, metrics_base_port: int) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -105,7 +113,12 @@ class _Roles:
         for role in ROLES:
             log = (self.logs / f"demo-{role}.log").open("ab")
             env = {**self.env, "HOOKFLEET_METRICS_PORT": str(self.ports[role])}
-            self.procs.append((role, subprocess.Popen([hookfleet, role], env=env, stdout=log, stderr=log)))
+            self.procs.append(
+                (
+                    role,
+                    subprocess.Popen([hookfleet, role], env=env, stdout=log, stderr=log, preexec_fn=_die_with_parent),
+                )
+            )
 
     def dead(self) -> list[str]:
         return [role for role, proc in self.procs if proc.poll() is not None]
