@@ -215,6 +215,7 @@ def run(bootstrap: str) -> dict[str, Any]:
         rc = scheduler.stop()
         reader.close()
         delete_topics(bootstrap, topics.all())
+        print(f"scheduler log: {scheduler.log.name}")
     return {
         "benchmark": "retry_lateness",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -225,7 +226,6 @@ def run(bootstrap: str) -> dict[str, Any]:
             "scheduler": "one `hookfleet retry-scheduler` process",
             "broker": bootstrap,
             "scheduler_exit_code": rc,
-            "scheduler_log": scheduler.log.name,
         },
         "machine": machine,
         "scenarios": results,

@@ -10,10 +10,10 @@ Pure bookkeeping (plain values and an explicit `now`), so the rules are unit-tes
   committed offset, which never passes the held task).
 - A message from a held partition is one fetched before the pause took effect (or after an un-pause we did
   not ask for): it is skipped, and will be read again after the seek back.
-- librdkafka does not wake a broker's fetcher thread on `resume`: when every partition that broker leads
-  for us is held, its thread sleeps until its next I/O or op (up to a second), and the resumed partition
-  waits with it. Such a broker needs a nudge (any request to it) right after the resume; a broker with a
-  partition still fetching wakes on its own within `fetch.wait.max.ms`.
+- librdkafka does not wake a broker's fetcher thread on `resume`: when no Fetch is in flight (the usual
+  state here, with nearly every partition held) the thread sleeps until its next I/O or op, up to a
+  second, and the resumed partition waits with it. So every resume is followed by a nudge (any request)
+  to the partition's leader; one per broker covers all partitions resumed at the same moment.
 """
 
 from __future__ import annotations
@@ -68,25 +68,6 @@ class DueGate:
             del self._holds[partition]
         return sorted(due, key=lambda item: item[1].due_at_ms)
 
-    def to_wake(self, released: Iterable[Partition], leaders: Mapping[Partition, int]) -> list[Partition]:
-        """One just-released partition per broker that has nothing else of ours to fetch (see module doc).
-
-        Call after `release_due`. A partition whose leader is unknown is always woken: a wasted request
-        costs a millisecond, a missed wake up to a second of lateness.
-        """
-        released = list(released)
-        fetching = {leaders[p] for p in self._assigned if p not in self._holds and p not in released and p in leaders}
-        targets: list[Partition] = []
-        woken: set[int] = set()
-        for partition in released:
-            leader = leaders.get(partition)
-            if leader is None:
-                targets.append(partition)
-            elif leader not in fetching and leader not in woken:
-                woken.add(leader)
-                targets.append(partition)
-        return targets
-
     def next_due_ms(self) -> int | None:
         return min((h.due_at_ms for h in self._holds.values()), default=None)
 
@@ -114,3 +95,21 @@ class DueGate:
     @property
     def held_count(self) -> int:
         return len(self._holds)
+
+
+def to_nudge(released: Iterable[Partition], leaders: Mapping[Partition, int]) -> list[Partition]:
+    """One just-resumed partition per leader broker, to send that broker's fetcher a wake-up request.
+
+    A partition whose leader is unknown is always nudged: a wasted request costs a fraction of a
+    millisecond, a missed wake-up up to a second of lateness.
+    """
+    targets: list[Partition] = []
+    nudged: set[int] = set()
+    for partition in released:
+        leader = leaders.get(partition)
+        if leader is None:
+            targets.append(partition)
+        elif leader not in nudged:
+            nudged.add(leader)
+            targets.append(partition)
+    return targets

@@ -26,7 +26,7 @@ from hookfleet.kafka import KafkaProducer, new_consumer
 from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.gate import DueGate, Hold, Partition, Step
+from retry_scheduler.gate import DueGate, Hold, Partition, Step, to_nudge
 from retry_scheduler.ledger import HandOffLedger
 from retry_scheduler.tasks import Invalid, read_task, stage_of
 
@@ -37,16 +37,25 @@ IDLE_WAIT_S = 0.5
 BUSY_WAIT_S = 0.05
 """Longest poll while acknowledgements are outstanding, so offsets are stored promptly."""
 BATCH = 500
+"""Messages taken per loop turn after the first (consume(0) returns only what is already queued)."""
 REVOKE_FLUSH_S = 5.0
 """How long a revoke waits for outstanding hand-offs of the partitions it takes away."""
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 SUMMARY_EVERY_S = 30.0
 LEADERS_REFRESH_S = 60.0
 """Partition leaders move rarely; a stale map costs at most one late resume (see `_nudge`)."""
+NUDGE_TIMEOUT_S = 1.0
 CONSUMER_OPTIONS: dict[str, Any] = {
-    # librdkafka fetches one request at a time per broker; a long-poll fetch for idle partitions would hold
-    # back a partition resumed meanwhile by up to this long (default 500 ms, half the 1 s accuracy target).
-    "fetch.wait.max.ms": 100,
+    # librdkafka keeps one Fetch in flight per broker, and a partition resumed meanwhile waits for it. A
+    # Fetch with nothing to return long-polls for `fetch.wait.max.ms` (default 500 ms, half the accuracy
+    # target), so keep that short...
+    "fetch.wait.max.ms": 50,
+    # ...and do not prefetch past what is queued: by default, right after a resumed partition's data
+    # arrives librdkafka asks for more from the log end, a long-poll that every later resume then waits
+    # behind, while we are about to pause that partition again anyway. With these two, a partition is
+    # fetched again only once its queued messages are consumed (measured: p99 lateness 340 ms -> 65 ms).
+    "queued.min.messages": 1,
+    "fetch.queue.backoff.ms": 5,
     "statistics.interval.ms": 5000,
 }
 
@@ -169,8 +178,7 @@ class RetryScheduler:
 
     def _stop(self) -> None:
         """Stop taking work, wait (bounded) for acknowledgements, store and commit their offsets, close."""
-        remaining = self._producer.flush(self._settings.drain_timeout_s)
-        self._drain_acks()
+        remaining = self._settle(self._settings.drain_timeout_s)
         self._commit()
         self._consumer.close()  # runs the revoke callback, which has nothing left to wait for
         self._producer.close(timeout_s=1.0)
@@ -308,23 +316,26 @@ class RetryScheduler:
                 log.warning("event=seek_failed topic=%s partition=%d offset=%d reason=%s", *partition, hold.offset, exc)
             self._consumer.resume([tp])
             log.debug("event=partition_resumed topic=%s partition=%d offset=%d", *partition, hold.offset)
-        for partition in self._gate.to_wake((p for p, _ in released), self._leaders):
+        for partition in to_nudge((p for p, _ in released), self._leaders):
             self._nudge(partition)
 
     def _nudge(self, partition: Partition) -> None:
-        """Wake the fetcher thread of the partition's leader, which `resume` alone does not (gate module doc).
+        """Wake the fetcher thread of the partition's leader, which `resume` alone does not (`gate` doc).
 
         A watermark query is a request to exactly that broker: queuing it and its reply each wake the thread,
-        which then sees the resumed partition and fetches it. Timeout 0 makes it fire-and-forget (the call
-        returns at once with a timeout; the reply is discarded): waiting would block this loop behind a
-        long-poll Fetch already in flight on the same connection, up to `fetch.wait.max.ms`.
+        which then sees the resumed partition and fetches it. It takes one round trip (about a millisecond
+        here), or up to `fetch.wait.max.ms` behind a long-poll Fetch in flight. The timeout stays well above
+        that: librdkafka drops the connection when a request times out in flight. (Sent from another
+        thread, the query was measured to wait for this loop's `poll` to return, so it is sent from here.)
         """
+        started = time.monotonic()
         try:
-            self._consumer.get_watermark_offsets(_tp(partition), timeout=0, cached=False)
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.code() != KafkaError._TIMED_OUT:  # timed out is the expected answer
-                log.debug("event=nudge_failed topic=%s partition=%d reason=%s", *partition, error.str())
+            self._consumer.get_watermark_offsets(_tp(partition), timeout=NUDGE_TIMEOUT_S, cached=False)
+        except KafkaException as exc:  # the request went out, which is all the wake needs
+            log.debug("event=nudge_failed topic=%s partition=%d reason=%s", *partition, exc)
+        log.debug(
+            "event=fetcher_nudged topic=%s partition=%d took_ms=%.1f", *partition, (time.monotonic() - started) * 1000
+        )
 
     def _load_leaders(self) -> None:
         self._leaders_due = time.monotonic() + LEADERS_REFRESH_S
@@ -419,6 +430,24 @@ class RetryScheduler:
                 continue
             self._produce(hand_off)
 
+    def _settle(self, timeout_s: float) -> int:
+        """Wait (bounded) for every outstanding hand-off's acknowledgement and store what it allows.
+
+        Returns how many hand-offs are still unacknowledged. Outside the loop only (stop, revoke).
+        """
+        deadline = time.monotonic() + timeout_s
+        if self._ledger.pending_count:
+            self._producer.flush(timeout_s)
+        # The last delivery callbacks may still be on their way from the producer's poll thread.
+        while True:
+            self._drain_acks()
+            if not self._ledger.pending_count or time.monotonic() >= deadline:
+                return self._ledger.pending_count
+            try:
+                self._acks.put(self._acks.get(timeout=min(0.05, max(0.0, deadline - time.monotonic()))))
+            except queue.Empty:
+                continue
+
     def _commit(self) -> None:
         try:
             self._consumer.commit(asynchronous=False)
@@ -441,9 +470,7 @@ class RetryScheduler:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit what was handed off before the partitions go; forget their holds."""
         revoked = [(tp.topic, tp.partition) for tp in partitions]
-        if self._ledger.pending_count:
-            self._producer.flush(REVOKE_FLUSH_S)
-        self._drain_acks()
+        self._settle(REVOKE_FLUSH_S)
         self._commit()
         self._forget(revoked)
         log.info("event=partitions_revoked removed=%d assigned=%d", len(revoked), self._assigned_count)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retry_scheduler.gate import DueGate, Hold, Step
+from retry_scheduler.gate import DueGate, Hold, Step, to_nudge
 
 P0 = ("webhooks.retry.10s", 0)
 P1 = ("webhooks.retry.10s", 1)
@@ -84,22 +84,13 @@ def test_revoke_forgets_holds_of_revoked_partitions_only() -> None:
     assert gate.on_message(P0, 7, NOW + 4_000, NOW) is Step.HOLD
 
 
-def test_resumed_partition_wakes_a_broker_only_when_nothing_else_there_is_fetching() -> None:
-    gate = DueGate()
+def test_resumed_partitions_nudge_each_leader_broker_once() -> None:
     p2, p3 = ("webhooks.retry.60s", 0), ("webhooks.retry.60s", 1)
-    gate.assign([P0, P1, p2, p3])
     leaders = {P0: 1, P1: 1, p2: 2, p3: 2}
-    for partition in (P0, P1, p2):
-        gate.on_message(partition, 0, NOW + 1_000, NOW)
-    released = [p for p, _ in gate.release_due(NOW + 1_000)]
-    assert released == [P0, P1, p2]
-    # Broker 1: everything of ours there was held, so one nudge for both; broker 2: p3 keeps fetching.
-    assert gate.to_wake(released, leaders) == [P0]
+    assert to_nudge([P0, P1, p2], leaders) == [P0, p2]
+    assert to_nudge([], leaders) == []
 
 
-def test_partition_with_unknown_leader_is_always_woken() -> None:
-    gate = DueGate()
-    gate.assign([P0, P1])
-    gate.on_message(P0, 0, NOW, NOW - 1)
-    released = [p for p, _ in gate.release_due(NOW)]
-    assert gate.to_wake(released, leaders={}) == [P0]
+def test_partition_with_unknown_leader_is_always_nudged() -> None:
+    assert to_nudge([P0, P1], leaders={P1: 3}) == [P0, P1]
+    assert to_nudge([P0, P1], leaders={}) == [P0, P1]
