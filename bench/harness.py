@@ -1,0 +1,156 @@
+"""What every end-to-end benchmark shares: the receiver, the broker and database, a fleet per scenario,
+publishing (as a burst or at a paced rate) and reading back what the receiver got."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.machine import CpuSample, kafka_broker_pid
+from bench.receiver import Receiver
+from bench.stack import BenchStack, cpu_seconds, thread_cpu_seconds
+from hookfleet.settings import CommonSettings
+from producer.publisher import EventPublisher, build_event
+from schemas.catalog import EventType, sample_data
+from schemas.models import Event
+
+TYPES = list(EventType)
+
+
+@dataclass
+class Harness:
+    bootstrap: str
+    database_root_url: str
+    receiver: Receiver
+    ca: Path
+    log_dir: Path
+    dispatcher_prefix: Sequence[str] = ()
+    """A command prefix for the dispatcher process (a profiler), empty for a plain `hookfleet dispatcher`."""
+    dispatcher_env: dict[str, str] = field(default_factory=dict)
+
+    def stack(self, name: str, **env: str) -> BenchStack:
+        return BenchStack(self.bootstrap, self.database_root_url, self.ca, self.log_dir, name, extra_env=dict(env))
+
+    def publisher(self, stack: BenchStack) -> EventPublisher:
+        return EventPublisher(CommonSettings(kafka_bootstrap_servers=self.bootstrap, topic_prefix=stack.prefix))
+
+    def start_dispatcher(self, stack: BenchStack, **env: str) -> int:
+        role = stack.start("dispatcher", prefix=self.dispatcher_prefix, **{**self.dispatcher_env, **env})
+        return role.pid
+
+    def wait_received(self, expected: int, timeout_s: float, group: str | None = None) -> int:
+        """Poll the receiver until it has `expected` requests (in `group`, when given); returns the count."""
+        deadline = time.monotonic() + timeout_s
+        got = 0
+        while time.monotonic() < deadline:
+            stats = self.receiver.stats()
+            got = int(stats["counts"].get(group, 0)) if group else int(stats["received"])
+            if got >= expected:
+                return got
+            time.sleep(0.1)
+        return got
+
+
+@dataclass
+class Arrivals:
+    """First arrival time of each expected event id, and what else the receiver got meanwhile."""
+
+    first: dict[str, float] = field(default_factory=dict)
+    duplicates: int = 0
+    others: int = 0
+
+
+def collect(receiver: Receiver, expected: set[str], timeout_s: float) -> Arrivals:
+    """Read the receiver's arrivals (since its last reset) until every expected id is in, or the timeout."""
+    got = Arrivals()
+    cursor = 0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = receiver.arrivals(cursor)
+        cursor += len(batch)
+        for at, event_id, _ in batch:
+            if event_id not in expected:
+                got.others += 1
+            elif event_id in got.first:
+                got.duplicates += 1
+            else:
+                got.first[event_id] = at
+        if len(got.first) >= len(expected) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def event_for(account_id: str, n: int, event_type: EventType | None = None) -> Event:
+    kind = event_type or TYPES[n % len(TYPES)]
+    return build_event(account_id, kind, sample_data(kind))
+
+
+def publish_burst(publisher: EventPublisher, events: list[Event]) -> tuple[float, float]:
+    """Queue every event as fast as the producer takes them; returns (start, acknowledged) wall times."""
+    started = time.time()
+    for event in events:
+        publisher.publish(event)
+    if publisher.flush(60) != 0:
+        raise RuntimeError("benchmark publisher could not deliver every event within 60 s")
+    return started, time.time()
+
+
+def publish_paced(
+    publisher: EventPublisher, make_event: Callable[[int], Event], rate: float, seconds: float
+) -> dict[str, float]:
+    """Publish `rate` events/s for `seconds`, evenly; returns event id -> wall time just before publish."""
+    published: dict[str, float] = {}
+    started = time.monotonic()
+    n = 0
+    total = int(rate * seconds)
+    while n < total:
+        due = min(total, int((time.monotonic() - started) * rate) + 1)
+        while n < due:
+            event = make_event(n)
+            published[event.id] = time.time()
+            publisher.publish(event)
+            n += 1
+        time.sleep(0.001)
+    if publisher.flush(60) != 0:
+        raise RuntimeError("benchmark publisher could not deliver every event within 60 s")
+    return published
+
+
+class CpuMeter:
+    """CPU seconds used by named processes over a window, and how busy the whole machine was."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        broker = kafka_broker_pid()
+        self._pids = {**pids, **({"kafka broker": broker} if broker else {})}
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._dispatcher = pids.get("dispatcher")
+        self._threads = thread_cpu_seconds(self._dispatcher) if self._dispatcher else {}
+        self._machine = CpuSample.now()
+        self._wall = time.monotonic()
+
+    def read(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self._wall
+        used = {name: round(cpu_seconds(pid) - self._start[name], 2) for name, pid in self._pids.items()}
+        threads = {}
+        if self._dispatcher:
+            now = thread_cpu_seconds(self._dispatcher)
+            threads = {k: round(v - self._threads.get(k, 0.0), 2) for k, v in sorted(now.items())}
+        return {
+            "window_s": round(elapsed, 2),
+            "cpu_s": used,
+            "dispatcher_threads_cpu_s": {k: v for k, v in threads.items() if v > 0},
+            "machine_busy": CpuSample.now().busy_since(self._machine),
+        }
+
+
+def steady_rate(times: list[float]) -> float:
+    """Requests per second between the 10th and the 90th percentile arrival: excludes ramp-up and tail."""
+    ordered = sorted(times)
+    if len(ordered) < 20:
+        return 0.0
+    low, high = len(ordered) // 10, len(ordered) * 9 // 10
+    span = ordered[high] - ordered[low]
+    return round((high - low) / span, 1) if span > 0 else 0.0

@@ -1,0 +1,76 @@
+"""What the figures were measured on, and how busy the machine was meanwhile: a 2-core machine shared
+with other work gives different absolute numbers than a quiet one, so every report carries both."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from confluent_kafka import libversion as librdkafka_version
+
+KAFKA_PID_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local" / ".cache" / "kafka.pid"
+
+
+def describe() -> dict[str, Any]:
+    mem_kb = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    model = platform.processor() or "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "librdkafka": librdkafka_version()[0],
+    }
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def kafka_broker_pid() -> int | None:
+    """The local stack's broker, when the benchmark runs against it (its CPU belongs in the picture)."""
+    try:
+        pid = int(KAFKA_PID_FILE.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    busy: int
+    total: int
+
+    @classmethod
+    def now(cls) -> CpuSample:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return cls(busy=sum(fields) - idle, total=sum(fields))
+
+    def busy_since(self, earlier: CpuSample) -> float:
+        """Fraction of all cores busy between `earlier` and this sample (0..1)."""
+        total = self.total - earlier.total
+        return round((self.busy - earlier.busy) / total, 3) if total else 0.0
