@@ -10,6 +10,7 @@ offset is stored only up to its low-water mark, i.e. only past messages whose ev
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable
@@ -34,6 +35,26 @@ from schemas.models import AttemptRecord, DeliveryTask, Event, NextStep, Outcome
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Collector thresholds while dispatching (CPython's defaults are 700, 10, 10): see `settle_heap`."""
+
+
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector for a loop with thousands of deliveries in flight.
+
+    Each in-flight delivery holds a few hundred objects (task, coroutine frames, futures, aiohttp request
+    and response) that live for milliseconds, long enough to survive young collections; with the default
+    thresholds they keep triggering full collections that scan all of them, each stopping the loop for
+    about 100 ms. Everything built before consuming starts (modules, settings, the subscription index,
+    the HTTP session) lives as long as the process, so it is frozen out of every pass, and the young
+    generation is collected every 50,000 allocations instead of 700. Measured in bench/RESULTS.md:
+    dispatcher CPU per delivery 429 -> 262 us, full collections 13 -> 1 per 12,000 deliveries.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def validation_reason(exc: ValidationError) -> str:
@@ -84,6 +105,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within the configured bound and close."""
         self._loop = asyncio.get_running_loop()
+        settle_heap()
         self.subscribe()
         batch = 500
         while not stop.is_set():
