@@ -109,8 +109,14 @@ async function showApp() {
 
 // ----------------------------------------------------------------------------------------- list
 
+// Bumped by every change made from this page: a list fetched before a change landed is stale and
+// must not repaint over it (a Test refreshes the list while the user may already be toggling Active).
+let listVersion = 0;
+
 async function loadWebhooks() {
+  const version = ++listVersion;
   const list = await api("GET", "/v1/webhooks");
+  if (version !== listVersion) return;
   state.webhooks = list.data;
   renderWebhooks();
 }
@@ -171,6 +177,7 @@ function renderWebhooks() {
 async function setActive(webhook, checkbox) {
   // The switch stays enabled and focused while the request runs, so keyboard users keep their place.
   const wanted = checkbox.checked;
+  listVersion++;
   checkbox.setAttribute("aria-busy", "true");
   try {
     const updated = await api("PATCH", `/v1/webhooks/${webhook.id}`, { active: wanted });
