@@ -222,6 +222,9 @@ class Dispatcher:
         if not endpoints:
             return
         body = event.body()
+        if len(endpoints) == 1:  # the common case: no gather, no extra task per delivery
+            await self._deliver(endpoints[0], event, 1, body, parked=False)
+            return
         await asyncio.gather(*(self._deliver(endpoint, event, 1, body, parked=False) for endpoint in endpoints))
 
     async def _handle_task(self, message: Message) -> None:
@@ -263,14 +266,20 @@ class Dispatcher:
         self._track(+1)
         try:
             try:
-                await asyncio.wait_for(entered, self._settings.park_after_s)
-            except TimeoutError:
-                if not entered.done() or entered.cancelled():
-                    # The endpoint is not keeping up: defer this delivery instead of holding it here.
-                    await self._park(endpoint, event, attempt)
-                    return
+                # An open gate needs no timer. A waiting delivery is parked only once its endpoint has
+                # finished nothing for park_after_s: a stalled endpoint, not one still working off a burst.
+                while not entered.done():
+                    try:
+                        await asyncio.wait_for(asyncio.shield(entered), self._settings.park_after_s)
+                    except TimeoutError:
+                        if not entered.done() and self._gates.stalled(endpoint.id, self._settings.park_after_s):
+                            entered.cancel()  # gives up its place in the queue
+                            await self._park(endpoint, event, attempt)
+                            return
             except asyncio.CancelledError:
-                if entered.done() and not entered.cancelled():
+                if not entered.done():
+                    entered.cancel()  # the shielded waiter would otherwise keep its place in the queue
+                elif not entered.cancelled():
                     self._gates.leave(endpoint.id)
                 raise
             try:

@@ -73,6 +73,7 @@ def test_burst_of_10000_events_every_pair_delivered_and_logged_once(
     paths = _seed_accounts(database_url, receiver, accounts=20)
     fleet.start_dispatcher()
     fleet.start("recorder")
+    fleet.start("retry-scheduler")  # anything parked under load comes back through the delay topic
     with publisher_for(kafka_bootstrap, topics) as publisher:
         expected = _publish(publisher, accounts=20, count=10_000)
 
