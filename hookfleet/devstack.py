@@ -283,39 +283,20 @@ def postgres_up(paths: Paths) -> None:
         if out.returncode != 0:
             raise DevStackError(f"postgresql did not start; log: {log}\n{_tail(log)}")
         say(f"postgresql up on 127.0.0.1:{PG_PORT}; data in {data}; log {log}")
-    exists = subprocess.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(PG_PORT),
-            "-U",
-            "hookfleet",
-            "-d",
-            "postgres",
-            "-tAc",
-            "SELECT 1 FROM pg_database WHERE datname = 'hookfleet'",
-        ],
+    exists = _psql("SELECT 1 FROM pg_database WHERE datname = 'hookfleet'")
+    if exists.stdout.strip() != "1":
+        created = _psql("CREATE DATABASE hookfleet")
+        if created.returncode != 0:
+            raise DevStackError(f"could not create database hookfleet: {created.stderr.strip()[-400:]}")
+
+
+def _psql(sql: str) -> subprocess.CompletedProcess[str]:
+    """One statement against the local server's maintenance database."""
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "hookfleet", "-d", "postgres", "-tAc", sql],
         capture_output=True,
         text=True,
     )
-    if exists.stdout.strip() != "1":
-        subprocess.check_call(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(PG_PORT),
-                "-U",
-                "hookfleet",
-                "-d",
-                "postgres",
-                "-qc",
-                "CREATE DATABASE hookfleet",
-            ],
-        )
 
 
 def postgres_down(paths: Paths) -> None:
