@@ -24,7 +24,10 @@ def _reason(exc: ValidationError) -> str:
 
 
 def _parse_line(raw: str) -> dict[str, Any]:
-    value = json.loads(raw)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(value, dict):
         raise ValueError("each line must be a JSON object")
     unknown = set(value) - {"account_id", "type", "data", "id", "created_at"}
@@ -49,7 +52,7 @@ def publish(args: argparse.Namespace) -> int:
     try:
         event = build_event(args.account, args.event_type, data)
     except ValueError as exc:  # ValidationError and an unknown EventType both land here
-        reason = _reason(exc) if isinstance(exc, ValidationError) else f"type: {exc}"
+        reason = _reason(exc) if isinstance(exc, ValidationError) else str(exc)
         raise CliError(f"invalid event: {reason}") from None
     check_broker(settings.kafka_bootstrap_servers)
     with EventPublisher(settings) as publisher:

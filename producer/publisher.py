@@ -18,6 +18,8 @@ from schemas.catalog import EventType
 from schemas.ids import new_event_id
 from schemas.models import Event
 
+_TYPES = [t.value for t in EventType]
+
 
 def build_event(
     account_id: str,
@@ -26,7 +28,9 @@ def build_event(
     event_id: str | None = None,
     created_at: datetime | None = None,
 ) -> Event:
-    """A validated Event; raises pydantic.ValidationError naming the bad field."""
+    """A validated Event; raises pydantic.ValidationError naming the bad field (ValueError for the type)."""
+    if isinstance(event_type, str) and event_type not in _TYPES:
+        raise ValueError(f"type: {event_type!r} is not an event type (one of {', '.join(_TYPES)})")
     return Event.model_validate(
         {
             "id": event_id or new_event_id(),
