@@ -75,4 +75,4 @@ def test_publish_ndjson_reports_rejected_lines_and_publishes_the_rest(
     assert "line 2: type: 'contact.deleted' is not an event type" in out, out
     assert "line 4: not valid JSON" in out and "line 6: unknown field(s): color" in out, out
     events = [Event.model_validate_json(m.value()) for m in consume_all(kafka_bootstrap, topics.events, 3)]
-    assert sorted(e.data.get("n") for e in events) == [1, 2, 3]
+    assert sorted(int(e.data["n"]) for e in events) == [1, 2, 3]
