@@ -87,6 +87,7 @@ class Dispatcher:
         self._index = index
         self._gates = EndpointGates(settings.per_endpoint_concurrency, settings.per_endpoint_queue)
         self._partitions: dict[TP, _PartitionState] = {}
+        self._to_store: dict[TP, int] = {}  # committable offsets not yet handed to the consumer
         self._generation = 0
         self._tasks: dict[asyncio.Task[None], TP] = {}
         self._in_flight = 0
@@ -109,13 +110,32 @@ class Dispatcher:
         self.subscribe()
         batch = 500
         while not stop.is_set():
-            messages: list[Message] = await self._loop.run_in_executor(
-                self._kafka_thread, self._consumer.consume, batch, 0.1
-            )
+            messages: list[Message] = await self._loop.run_in_executor(self._kafka_thread, self._poll, batch)
             for message in messages:
                 self._accept(message)
             self._apply_backpressure()
         await self._shutdown()
+
+    def _poll(self, batch: int) -> list[Message]:
+        """On the consumer thread: store the offsets finished since the last poll, then consume."""
+        self._store_offsets(list(self._to_store))
+        return self._consumer.consume(batch, 0.1)
+
+    def _store_offsets(self, keys: list[TP]) -> None:
+        """On the consumer thread. Offsets are stored here in one call per poll rather than from the loop
+        per finished message: `store_offsets` contends with the consumer's own locks, and called from
+        the loop it held every delivery behind it (16 % of the loop's time at 2,000 deliveries/s)."""
+        offsets = []
+        for key in keys:
+            committable = self._to_store.pop(key, None)  # atomic: the loop thread may add meanwhile
+            if committable is not None:
+                offsets.append(TopicPartition(key[0], key[1], committable))
+        if not offsets:
+            return
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except Exception:  # a partition lost meanwhile: the next owner redelivers
+            log.debug("event=store_offsets_failed partitions=%d", len(offsets), exc_info=True)
 
     async def _shutdown(self) -> None:
         pending = list(self._tasks)
@@ -129,6 +149,7 @@ class Dispatcher:
                 await asyncio.gather(*still, return_exceptions=True)
         assert self._loop is not None
         # close() commits the stored offsets and may run the revoke callback: off the loop thread.
+        await self._loop.run_in_executor(self._kafka_thread, self._store_offsets, list(self._to_store))
         await self._loop.run_in_executor(self._kafka_thread, self._consumer.close)
         self._kafka_thread.shutdown(wait=True)
         log.info("event=dispatcher_stopped")
@@ -155,6 +176,7 @@ class Dispatcher:
                 future.result(timeout=self._settings.drain_timeout_s + 5)
             except Exception:  # a failed drain only means redelivery
                 log.warning("event=revoke_drain_failed", exc_info=True)
+        self._store_offsets(list(keys))  # what the drain finished, before the final commit
         for key in keys:
             self._partitions.pop(key, None)
             self.assigned.discard(key)
@@ -206,10 +228,7 @@ class Dispatcher:
             return
         committable = state.marks.finish(offset)
         if committable is not None:
-            try:
-                self._consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], committable)])
-            except Exception:  # partition lost meanwhile: the next owner redelivers
-                log.debug("event=store_offset_failed topic=%s partition=%d", key[0], key[1], exc_info=True)
+            self._to_store[key] = committable  # stored by the consumer thread before its next poll
 
     async def _handle_event(self, message: Message) -> None:
         raw = message.value() or b""
