@@ -1,0 +1,321 @@
+"""The dashboard and the alert rules, proven against a real Prometheus scraping a running fleet.
+
+Every role runs as a `hookfleet <role>` process; Prometheus (Debian's package, our own binary instance on a
+free port with private storage) scrapes them with the checked-in scrape config, retargeted at this test's
+ports, and evaluates the checked-in alert rules every second. Under a load with successes, retries, dead
+letters, a drop and an invalid event, every dashboard panel query must return data, every alert
+expression must evaluate, the dead-letter alert must fire, and a role that dies must show as down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from api.accounts import create_account
+from hookfleet.kafka import KafkaProducer
+from hookfleet.settings import CommonSettings
+from producer.publisher import EventPublisher, build_event
+from schemas.catalog import EventType, sample_data
+from schemas.topics import Topics
+from tests.support.fleet import Fleet, prefix_of, seed_webhook, set_active
+from tests.support.receiver import HttpsReceiver
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hookfleet-fleet.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+ROLES = ("dispatcher", "retry-scheduler", "recorder", "api")
+RATE_WINDOW = "5m"  # what Grafana's $__rate_interval becomes here: the whole test fits in it
+WAVES, WAVE_GAP_S = 3, 1.5  # events arrive over several scrapes, so every rate() sees an increase
+FAILING_TYPES = (EventType.MESSAGE_FAILED, EventType.CONTACT_UPDATED)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 built here
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Prometheus:
+    """Our own Prometheus process: private config, storage and port, so a packaged service never matters."""
+
+    def __init__(self, workdir: Path, targets: dict[str, int]) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).exists():
+            pytest.fail(
+                "prometheus is not installed: `make test` installs Debian's package (apt-get install prometheus)"
+            )
+        self.port = free_port()
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(self.test_config(targets)))
+        self.log_path = workdir / "prometheus.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: http_ok(f"{self.url}/-/ready") or self.proc.poll() is not None, 30, "prometheus ready")
+        assert self.proc.poll() is None, self.log_path.read_text()
+
+    @staticmethod
+    def test_config(targets: dict[str, int]) -> dict[str, Any]:
+        """The checked-in scrape config with each job pointed at this test's process, scraped every second."""
+        config: dict[str, Any] = yaml.safe_load(SCRAPE_CONFIG.read_text())
+        jobs = {job["job_name"] for job in config["scrape_configs"]}
+        assert jobs == {f"hookfleet-{role}" for role in targets}, jobs
+        for job in config["scrape_configs"]:
+            job.pop("dns_sd_configs", None)
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name'].removeprefix('hookfleet-')]}"]}]
+        config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+        config["rule_files"] = [str(ALERTS)]
+        return config
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=10) as resp:  # noqa: S310
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:  # 400/422 carry the parse or evaluation error
+            body = json.loads(exc.read())
+        assert body["status"] == "success", f"{path} {params}: {body.get('errorType')}: {body.get('error')}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", (expr, data["resultType"])
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def targets_up(self) -> set[str]:
+        return {t["labels"]["job"] for t in self.api("targets")["activeTargets"] if t["health"] == "up"}
+
+    def alerts(self) -> list[tuple[str, str, str]]:
+        """(alert name, job label or '', state: pending or firing) of every active alert."""
+        return [
+            (a["labels"]["alertname"], a["labels"].get("job", ""), a["state"]) for a in self.api("alerts")["alerts"]
+        ]
+
+    def value(self, expr: str) -> float:
+        (sample,) = self.query(expr)
+        return float(sample["value"][1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"].replace("$__rate_interval", RATE_WINDOW)
+            assert "$" not in expr, f"panel {panel['title']!r}: unknown Grafana variable in {expr}"
+            queries.append((f"{panel['title']} [{target['refId']}]", expr))
+    return queries
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
+def has_value(result: list[dict[str, Any]]) -> bool:
+    """At least one series with a number (histogram_quantile over no observations yields NaN)."""
+    return any(math.isfinite(float(sample["value"][1])) for sample in result)
+
+
+def call_api(api_url: str, api_key: str) -> None:
+    """Two API requests: a customer listing webhooks, and the public catalog (http://127.0.0.1 only)."""
+    auth = {"Authorization": f"Bearer {api_key}"}
+    for path, headers in (("/v1/webhooks", auth), ("/v1/event-types", {})):
+        request = urllib.request.Request(f"{api_url}{path}", headers=headers)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            assert resp.status == 200, path
+
+
+@pytest.fixture
+def prometheus_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "prometheus"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def role_ports() -> dict[str, int]:
+    return {role: free_port() for role in ROLES}
+
+
+@pytest.fixture
+def prometheus(
+    prometheus_dir: Path, role_ports: dict[str, int], request: pytest.FixtureRequest
+) -> Iterator[Prometheus]:
+    server = Prometheus(prometheus_dir, role_ports)
+    yield server
+    server.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"===== prometheus =====\n{server.log_path.read_text()[-4000:]}")
+
+
+def test_every_panel_and_alert_evaluates_against_a_live_fleet(
+    fleet: Fleet,
+    receiver: HttpsReceiver,
+    prometheus: Prometheus,
+    role_ports: dict[str, int],
+    database_url: str,
+    kafka_bootstrap: str,
+    topics: Topics,
+) -> None:
+    account, api_key = create_account(database_url, "Observability test")
+    all_types = [t.value for t in EventType]
+    _, ok_secret = seed_webhook(database_url, account, receiver.url("/ok"), all_types, name="Healthy")
+    _, broken_secret = seed_webhook(
+        database_url, account, receiver.url("/broken"), [t.value for t in FAILING_TYPES], name="Broken"
+    )
+    dropped_id, dropped_secret = seed_webhook(
+        database_url, account, receiver.url("/disabled-later"), [EventType.TRANSFER_CREATED.value], name="Flaky"
+    )
+    receiver.expect("/ok", secret=ok_secret)
+    receiver.expect("/broken", secret=broken_secret, statuses=[500])
+    receiver.expect("/disabled-later", secret=dropped_secret, statuses=[503])
+
+    api_port = free_port()
+    fleet.start_dispatcher(HOOKFLEET_METRICS_PORT=str(role_ports["dispatcher"]), HOOKFLEET_RETRY_DELAYS_S="[1,1,1]")
+    fleet.start("retry-scheduler", HOOKFLEET_METRICS_PORT=str(role_ports["retry-scheduler"]))
+    fleet.start("recorder", HOOKFLEET_METRICS_PORT=str(role_ports["recorder"]))
+    api = fleet.start(
+        "api", HOOKFLEET_METRICS_PORT=str(role_ports["api"]), HOOKFLEET_HOST="127.0.0.1", HOOKFLEET_PORT=str(api_port)
+    )
+    for role in ROLES:
+        health = f"http://127.0.0.1:{role_ports[role]}/healthz"
+        wait_until(lambda url=health: http_ok(url), 45, f"{role} ready")  # type: ignore[misc]
+    api_url = f"http://127.0.0.1:{api_port}"
+    wait_until(lambda: http_ok(f"{api_url}/healthz"), 30, "api serving")
+    # Prometheus applies new targets at most every 5 s: the load starts once every role has been scraped,
+    # so each counter's rise is seen from its start.
+    wait_until(lambda: prometheus.targets_up() == {f"hookfleet-{r}" for r in ROLES}, 30, "every role scraped")
+
+    # Load: successes, failures that retry and dead-letter, one retry dropped (its webhook is disabled
+    # while it waits), one invalid event, and a few API requests.
+    publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=prefix_of(topics)))
+    try:
+        for wave in range(WAVES):
+            for event_type in EventType:
+                if event_type is EventType.TRANSFER_CREATED and wave > 0:
+                    continue  # exactly one delivery to the webhook that gets disabled
+                publisher.publish_and_wait(build_event(account, event_type, sample_data(event_type)))
+            call_api(api_url, api_key)
+            if wave == 0:
+                assert receiver.wait_for(lambda: len(receiver.at("/disabled-later")) >= 1, timeout_s=20)
+                set_active(database_url, dropped_id, False)
+            time.sleep(WAVE_GAP_S)
+    finally:
+        publisher.close()
+    producer = KafkaProducer(kafka_bootstrap)
+    producer.send_sync(topics.events, b"not an event", key=account)
+    producer.close()
+
+    events_per_type = WAVES
+    assert receiver.wait_for(
+        lambda: len(receiver.at("/broken")) >= 4 * events_per_type * len(FAILING_TYPES), timeout_s=40
+    ), f"/broken got {len(receiver.at('/broken'))} attempts"
+    assert len(receiver.at("/ok")) >= WAVES * len(EventType) - (WAVES - 1)
+
+    # Every panel query returns data once the scrapes (1 s) and the lag statistics (every 5 s) are in.
+    queries = panel_queries()
+    empty: list[str] = []
+
+    def all_panels_have_data() -> bool:
+        empty[:] = [title for title, expr in queries if not has_value(prometheus.query(expr))]
+        return not empty
+
+    try:
+        wait_until(all_panels_have_data, 45, "every panel query to return data", interval_s=1.0)
+    except AssertionError:
+        detail = {title: prometheus.query(dict(queries)[title])[:3] for title in empty}
+        raise AssertionError(f"panel queries without data: {detail}") from None
+
+    # Every alert expression parses and evaluates; Prometheus loaded every rule and evaluates it cleanly.
+    for rule in alert_rules():
+        prometheus.query(rule["expr"])
+    loaded = {r["name"]: r for g in prometheus.api("rules")["groups"] for r in g["rules"]}
+    assert set(loaded) == {rule["alert"] for rule in alert_rules()}
+    for name, rule in loaded.items():
+        assert rule["health"] in ("ok", "unknown") and not rule.get("lastError"), (name, rule.get("lastError"))
+
+    # The numbers are the load's: each failing event dead-lettered once, one webhook failing, one drop.
+    dead = WAVES * len(FAILING_TYPES)
+    wait_until(lambda: prometheus.value("max(hookfleet_failing_webhooks)") == 1, 20, "failing webhooks gauge")
+    assert prometheus.value("sum(hookfleet_dead_letters_total)") == dead
+    assert prometheus.value("sum(hookfleet_deliveries_dropped_total)") == 1
+    assert prometheus.value('sum(hookfleet_retries_scheduled_total{stage="10s"})') >= dead + 1
+    assert prometheus.value("sum(hookfleet_invalid_events_total)") >= 1
+
+    def dead_letter_alert_fires() -> bool:
+        return any(name == "HookfleetDeadLetters" and state == "firing" for name, _, state in prometheus.alerts())
+
+    wait_until(dead_letter_alert_fires, 30, "the dead-letter alert firing")
+    active = prometheus.alerts()
+    for quiet in ("HookfleetRoleDown", "HookfleetInstanceDown", "HookfleetNoSuccessfulDeliveries"):
+        assert not [a for a in active if a[0] == quiet], f"{quiet} is active while every role is up: {active}"
+    targets = prometheus.api("targets")["activeTargets"]
+    assert sorted((t["labels"]["job"], t["health"]) for t in targets) == sorted((f"hookfleet-{r}", "up") for r in ROLES)
+
+    # A role that dies shows as down at once (pending: the rules wait 2 min before firing).
+    api.kill()
+
+    def api_down_alerts() -> set[str]:
+        return {name for name, job, _ in prometheus.alerts() if job == "hookfleet-api"}
+
+    wait_until(lambda: {"HookfleetInstanceDown", "HookfleetRoleDown"} <= api_down_alerts(), 20, "api down alerts")
