@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 
+import uvloop
+
 from dispatcher.delivery import Deliverer
 from dispatcher.subscription_store import SubscriptionSync
 from dispatcher.subscriptions import SubscriptionIndex
@@ -80,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
         shutdown.on_request(stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    # uvloop: its C event loop and TLS transport take 9 % less CPU per delivery (bench/RESULTS.md).
+    uvloop.run(main())
     return 0
