@@ -296,6 +296,7 @@ def test_every_panel_and_alert_evaluates_against_a_live_fleet(
 
     # The numbers are the load's: each failing event dead-lettered once, one webhook failing, one drop.
     dead = WAVES * len(FAILING_TYPES)
+    wait_until(lambda: prometheus.value("sum(hookfleet_dead_letters_total)") >= dead, 20, f"{dead} dead letters")
     wait_until(lambda: prometheus.value("max(hookfleet_failing_webhooks)") == 1, 20, "failing webhooks gauge")
     assert prometheus.value("sum(hookfleet_dead_letters_total)") == dead
     assert prometheus.value("sum(hookfleet_deliveries_dropped_total)") == 1

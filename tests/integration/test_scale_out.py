@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 ACCOUNTS = 24  # event keys: enough accounts that every partition of the events topic gets some
 HOOKS_PER_ACCOUNT = 2
-EVENTS_PER_BURST = 1000  # x 2 webhooks = 2000 deliveries per burst
+EVENTS_PER_BURST = 2500  # x 2 webhooks = 5000 deliveries per burst
 JOIN_EVENTS_PER_TICK, JOIN_TICK_S = 20, 0.05  # 400 events/s while the group rebalances: well below capacity
 TYPES = list(EventType)
 
