@@ -17,6 +17,8 @@ from hookfleet.db import describe
 from hookfleet.kafka import KafkaProducer, check_broker, new_consumer
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
+from schemas.catalog import EventType
+from schemas.models import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
         },
     )
     deliverer = Deliverer(settings)
+    metrics.init_label_values([t.value for t in EventType], [o.value for o in Outcome])
     dispatcher = Dispatcher(settings, consumer, producer, deliverer, index)
     health = None
     if settings.metrics_port:

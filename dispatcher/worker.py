@@ -117,9 +117,19 @@ class Dispatcher:
         await self._shutdown()
 
     def _poll(self, batch: int) -> list[Message]:
-        """On the consumer thread: store the offsets finished since the last poll, then consume."""
+        """On the consumer thread: store the offsets finished since the last poll, then consume.
+
+        `consume(n, timeout)` waits until it has n messages or the timeout passes, so a batch with a
+        timeout would hold the first message up to 100 ms whenever fewer than n arrive. Instead: take
+        what is already fetched; when nothing is, wait for one message and take what came with it.
+        """
         self._store_offsets(list(self._to_store))
-        return self._consumer.consume(batch, 0.1)
+        messages: list[Message] = self._consumer.consume(batch, 0)
+        if not messages:
+            messages = self._consumer.consume(1, 0.1)
+            if messages:
+                messages += self._consumer.consume(batch - 1, 0)
+        return messages
 
     def _store_offsets(self, keys: list[TP]) -> None:
         """On the consumer thread. Offsets are stored here in one call per poll rather than from the loop
@@ -253,15 +263,15 @@ class Dispatcher:
             await self._to_invalid(message, validation_reason(exc))
             return
         endpoint = self._index.get(task.webhook_id)
-        reason = None
+        reason = kind = None
         if endpoint is None:
-            reason = "webhook deleted"
+            reason, kind = "webhook deleted", "deleted"
         elif not endpoint.active:
-            reason = "webhook disabled"
+            reason, kind = "webhook disabled", "disabled"
         elif task.event.type not in endpoint.events:
-            reason = f"webhook no longer subscribed to {task.event.type.value}"
+            reason, kind = f"webhook no longer subscribed to {task.event.type.value}", "unsubscribed"
         if reason is not None:
-            metrics.DROPPED.labels(reason.split(" ")[1] if reason.startswith("webhook ") else "other").inc()
+            metrics.DROPPED.labels(kind).inc()
             log.info(
                 "event=task_dropped webhook_id=%s event_id=%s attempt=%d reason=%r",
                 task.webhook_id,

@@ -6,10 +6,11 @@ low-cardinality: event type, outcome, stage, topic, partition, group. Never an a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -62,13 +63,19 @@ API_REQUEST_DURATION = Histogram(
 
 
 def stats_callback(group: str) -> Callable[[str], None]:
-    """librdkafka `stats_cb`: publishes per-partition consumer lag (enable with statistics.interval.ms)."""
+    """librdkafka `stats_cb`: publishes per-partition consumer lag (enable with statistics.interval.ms).
+
+    Series of partitions this consumer no longer fetches are removed, so a rebalance does not leave a
+    stale lag behind for the lag alert to read.
+    """
+    reported: set[tuple[str, str]] = set()
 
     def on_stats(raw: str) -> None:
         try:
             stats: dict[str, Any] = json.loads(raw)
         except ValueError:
             return
+        current: set[tuple[str, str]] = set()
         for topic, tstats in stats.get("topics", {}).items():
             for partition, pstats in tstats.get("partitions", {}).items():
                 if partition == "-1" or pstats.get("fetch_state") in (None, "none", "stopped"):
@@ -76,8 +83,28 @@ def stats_callback(group: str) -> Callable[[str], None]:
                 lag = pstats.get("consumer_lag_stored", pstats.get("consumer_lag", -1))
                 if lag is not None and lag >= 0:
                     CONSUMER_LAG.labels(group, topic, partition).set(lag)
+                    current.add((topic, partition))
+        for topic, partition in reported - current:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(group, topic, partition)
+        reported.clear()
+        reported.update(current)
 
     return on_stats
+
+
+def init_label_values(event_types: Iterable[str], outcomes: Iterable[str]) -> None:
+    """Create every known labelled series at 0, so `increase()` and alerts see the first occurrence of a
+    dead letter or an outcome, not only the second."""
+    outcomes = list(outcomes)
+    for event_type in event_types:
+        DEAD_LETTERS.labels(event_type)
+        for outcome in outcomes:
+            DELIVERIES.labels(event_type, outcome)
+    for stage in ("10s", "60s", "5m", "parked"):
+        RETRIES_SCHEDULED.labels(stage)
+    for reason in ("disabled", "deleted", "unsubscribed"):
+        DROPPED.labels(reason)
 
 
 class HealthServer:
