@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from api.accounts import create_account
 from hookfleet.secretbox import SecretBox
 from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -304,55 +304,18 @@ async def test_rotate_without_overlap_drops_the_old_secret_at_once(
 # ------------------------------------------------------------------------------------------ outages
 
 
-class TcpProxy:
-    """127.0.0.1:<port> -> target, until `cut()` closes the listener and every connection (a database outage)."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-
 async def test_a_database_outage_is_a_503_in_the_error_shape(
     database_url: str, kafka_bootstrap: str, ca_bundle: str
 ) -> None:
     info = psycopg.conninfo.conninfo_to_dict(database_url)
-    proxy = await TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))).start()
+    proxy = TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432))))
     proxied = psycopg.conninfo.make_conninfo(database_url, host="127.0.0.1", port=str(proxy.port))
     _, key = create_account(database_url, "Acme", "acct_a")  # directly: sync I/O through the proxy would block it
     async with RunningApi(api_settings(proxied, kafka_bootstrap, ca_bundle)) as api:
         assert (await api.call("GET", "/v1/webhooks", key)).status == 200
-        await proxy.cut()
+        proxy.cut()
         down = await api.call("GET", "/v1/webhooks", key)
         assert down.status == 503 and down.error["code"] == "unavailable"
         health = await api.call("GET", "/healthz")
         assert health.status == 503 and health.body["status"] == "unavailable"
+    proxy.close()

@@ -3,9 +3,7 @@ the recorder reaches it through a TCP proxy that the test cuts and restores)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 
@@ -24,82 +22,11 @@ from tests.integration.recorder_fixtures import (
     scalar,
     wait_for,
 )
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
 OUTAGE_S = 20.0
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to the database; `cut()` drops every connection and refuses new ones."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-        self._stop = threading.Event()
-        self.restore()
-
-    def restore(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.1)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, args=(listener, self._stop), daemon=True).start()
-
-    def cut(self) -> None:
-        self._stop.set()
-        with self._lock:
-            doomed = list(self._sockets)
-            self._sockets.clear()
-        for sock in doomed:
-            _close(sock)
-
-    def close(self) -> None:
-        self.cut()
-
-    def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    client, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                try:
-                    upstream = socket.create_connection(self.target, timeout=5)
-                except OSError:
-                    _close(client)
-                    continue
-                client.settimeout(None)
-                upstream.settimeout(None)
-                with self._lock:
-                    self._sockets |= {client, upstream}
-                for src, dst in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-        finally:
-            listener.close()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src)
-            _close(dst)
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 class AttemptStream:
@@ -140,7 +67,7 @@ def test_database_outage_during_a_stream_loses_nothing(
 ) -> None:
     caplog.set_level(logging.INFO, logger="recorder")
     info = psycopg.conninfo.conninfo_to_dict(database_url)
-    proxy = TcpProxy((str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))))
+    proxy = TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432))))
     via_proxy = psycopg.conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
     settings = recorder_settings(kafka_bootstrap, topics, database_url=via_proxy)
     db_errors_before = REGISTRY.get_sample_value("hookfleet_recorder_db_errors_total") or 0.0

@@ -19,12 +19,15 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
 
     def __enter__(self) -> TcpProxy:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._closed = True
         self._listener.close()
         self.cut()
