@@ -7,10 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 
-CHROMIUM := /usr/bin/chromium
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-
-.PHONY: install stack down status lint test demo bench clean browser
+.PHONY: install system-core system-test stack down status lint test demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -20,14 +17,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The browser tests drive Debian's Chromium through Playwright; no browser is ever downloaded.
-$(CHROMIUM):
-	$(SUDO) apt-get update
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+# Debian packages, installed only when missing, with a single `apt-get update`. The browser tests drive
+# Debian's Chromium through Playwright (no browser is ever downloaded); the observability test runs
+# Debian's Prometheus binary with its own config, storage and port (the packaged service is not used).
+system-core:
+	deploy/local/system-packages.sh core
 
-browser: $(CHROMIUM)
+system-test:
+	deploy/local/system-packages.sh core test
 
-stack: install
+stack: system-core install
 	$(BIN)/hookfleet dev up
 
 down: install
@@ -40,13 +39,7 @@ lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy $(CODE)
 
-# The observability test runs a real Prometheus: Debian's package, installed once. Its service is not
-# used (tests start their own binary with a private config, storage and port).
-/usr/bin/prometheus:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
-	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
-
-test: stack lint /usr/bin/prometheus browser
+test: system-test stack lint
 	$(BIN)/pytest -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
 
 demo: stack

@@ -47,7 +47,7 @@ async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncI
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium and chromium-driver)")
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-test` (installs Debian's chromium and chromium-driver)")
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a new, empty user-data dir
