@@ -146,6 +146,16 @@ class CpuMeter:
         }
 
 
+def per_second(times: list[float], start: float) -> list[int]:
+    """Arrivals in each second after `start`: shows stalls that a single rate hides."""
+    counts: list[int] = []
+    for at in times:
+        second = max(0, int(at - start))
+        counts.extend([0] * (second + 1 - len(counts)))
+        counts[second] += 1
+    return counts
+
+
 def steady_rate(times: list[float]) -> float:
     """Requests per second between the 10th and the 90th percentile arrival: excludes ramp-up and tail."""
     ordered = sorted(times)

@@ -254,7 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hot_path")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--endpoints", type=int, default=20)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop", help="the dispatcher runs on uvloop")
     parser.add_argument("--profile", choices=["pyinstrument", "cprofile"])
     parser.add_argument("--concurrency", type=int, help="per-endpoint concurrency (default: the setting's)")
     args = parser.parse_args()

@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import CpuMeter, Harness, collect, event_for, publish_burst, publish_paced, steady_rate
+from bench.harness import (
+    CpuMeter,
+    Harness,
+    collect,
+    event_for,
+    per_second,
+    publish_burst,
+    publish_paced,
+    steady_rate,
+)
 from bench.machine import percentile
 from bench.stack import BenchStack, proc_status
 from schemas.catalog import EventType
@@ -79,6 +88,7 @@ def _throughput(harness: Harness, stack: BenchStack, pids: dict[str, int], sizes
         "first_publish_to_last_receive_s": round(last_arrival - started, 2),
         "per_s": steady_rate(times),
         "overall_per_s": round(len(times) / (last_arrival - started), 1) if times else 0.0,
+        "per_second": per_second(times, started),
         "attempt_rows_in_postgresql": rows,
         "attempt_rows_expected": expected_rows,
         "recorder_done_after_last_receive_s": round(max(0.0, rows_at - last_arrival), 2),
@@ -93,6 +103,7 @@ def _latency(harness: Harness, stack: BenchStack, rate: float, seconds: float) -
     receiver = harness.receiver
     receiver.reset()
     with harness.publisher(stack) as publisher:
+        publisher.publish_and_wait(event_for("acct_000", 0))  # the producer's broker connection and id first
         published = publish_paced(publisher, lambda n: event_for(f"acct_{n % ACCOUNTS:03d}", n), rate, seconds)
     seen = collect(receiver, set(published), timeout_s=120).first
     latencies = sorted((seen[i] - published[i]) * 1000 for i in seen)
@@ -102,9 +113,23 @@ def _latency(harness: Harness, stack: BenchStack, rate: float, seconds: float) -
         "events": len(published),
         "received": len(seen),
         "p50_ms": round(percentile(latencies, 50), 1),
+        "p90_ms": round(percentile(latencies, 90), 1),
         "p99_ms": round(percentile(latencies, 99), 1),
+        "p99_9_ms": round(percentile(latencies, 99.9), 1),
+        "over_100ms_by_second": _slow_seconds(seen, published),
         "max_ms": round(latencies[-1], 1) if latencies else None,
     }
+
+
+def _slow_seconds(seen: dict[str, float], published: dict[str, float]) -> dict[int, int]:
+    """How many deliveries took over 100 ms, per second of the run: shows whether slow ones cluster."""
+    start = min(published.values(), default=0.0)
+    slow: dict[int, int] = {}
+    for event_id, at in seen.items():
+        if at - published[event_id] > 0.1:
+            second = int(published[event_id] - start)
+            slow[second] = slow.get(second, 0) + 1
+    return dict(sorted(slow.items()))
 
 
 def _fanout(harness: Harness, stack: BenchStack, account: str, group_size: int, rounds: int) -> dict[str, Any]:
