@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import pstats
@@ -130,6 +131,33 @@ async def _dispatch(
     return elapsed
 
 
+class GcClock:
+    """Time spent in the cyclic garbage collector, per generation, while installed."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.runs[generation] += 1
+            self.seconds[generation] += time.perf_counter() - self._started
+
+    def report(self) -> dict[str, Any]:
+        return {f"gen{g}": {"runs": self.runs[g], "seconds": round(self.seconds[g], 3)} for g in range(3)}
+
+
 class _Profile:
     """Optional profiler around the measured run only."""
 
@@ -167,7 +195,7 @@ async def _measure(
     warm: list[Message],
     measured: list[Message],
     kind: str | None,
-) -> tuple[float, float, str]:
+) -> tuple[float, float, str, dict[str, Any]]:
     """Warm up (connections, caches), then measure; one producer and one HTTP session throughout, as in a
     long-running dispatcher. Returns (seconds, process CPU seconds, profile text)."""
     producer = KafkaProducer(settings.kafka_bootstrap_servers)
@@ -178,13 +206,14 @@ async def _measure(
         profile = _Profile(kind)
         cpu_start = time.process_time()
         profile.start()
-        elapsed = await _dispatch(settings, MemoryConsumer(measured, topic), producer, deliverer, index)
+        with GcClock() as collector:
+            elapsed = await _dispatch(settings, MemoryConsumer(measured, topic), producer, deliverer, index)
         report = profile.stop()
         cpu = time.process_time() - cpu_start
     finally:
         await deliverer.close()
         producer.close()
-    return elapsed, cpu, report
+    return elapsed, cpu, report, collector.report()
 
 
 def run(
@@ -226,7 +255,7 @@ def run(
     measured = _messages(settings.topics.events, endpoints, events)
     try:
         receiver.reset()
-        elapsed, cpu, report = asyncio.run(_measure(settings, index, warm, measured, profile))
+        elapsed, cpu, report, collector = asyncio.run(_measure(settings, index, warm, measured, profile))
     finally:
         asyncio.set_event_loop_policy(None)
         delete_topics(bootstrap, settings.topics.all())
@@ -246,6 +275,7 @@ def run(
         "seconds": round(elapsed, 2),
         "per_s": round(events / elapsed, 1),
         "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 1),
+        "gc": collector,
         "profile": report,
     }
 
