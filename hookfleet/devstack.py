@@ -88,8 +88,12 @@ def _alive(pid_file: Path) -> int | None:
 
 
 def fetch_kafka_jars(paths: Paths) -> None:
-    if any(paths.kafka_libs.glob("kafka_2.13-*.jar")):
+    """Fetch once per pom.xml content: a changed pom (another Kafka version, a pinned jar) refetches."""
+    pom_sha = hashlib.sha256((paths.local / "pom.xml").read_bytes()).hexdigest()
+    stamp = paths.kafka_libs / ".pom-sha256"
+    if stamp.exists() and stamp.read_text() == pom_sha and any(paths.kafka_libs.glob("kafka_2.13-*.jar")):
         return
+    shutil.rmtree(paths.kafka_libs, ignore_errors=True)
     if shutil.which("mvn") is None:
         raise DevStackError("maven (mvn) is needed once to fetch the Kafka jars: apt-get install -y maven")
     say(f"fetching Apache Kafka jars from Maven Central into {paths.kafka_libs} (once)")
@@ -112,6 +116,7 @@ def fetch_kafka_jars(paths: Paths) -> None:
     if rc != 0:
         shutil.rmtree(paths.kafka_libs, ignore_errors=True)
         raise DevStackError(f"maven could not fetch the Kafka jars (exit {rc}); log: {log}\n{_tail(log)}")
+    stamp.write_text(pom_sha)
 
 
 def _java() -> str:
@@ -137,6 +142,15 @@ def _kafka_java_cmd(paths: Paths, main: str, *args: str, heap: str = "-Xmx256m")
     ]
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id (base64url of a UUID). Like Kafka's own Uuid.randomUuid, never one starting with
+    '-': the storage tool would read it as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_up(paths: Paths, bootstrap: str) -> None:
     try:
         check_broker(bootstrap, timeout_s=2)
@@ -151,11 +165,13 @@ def kafka_up(paths: Paths, bootstrap: str) -> None:
     template = Template((paths.local / "server.properties.template").read_text())
     props.write_text(template.substitute(broker_port=KAFKA_PORT, controller_port=CONTROLLER_PORT, data_dir=str(data)))
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log = paths.logs / "kafka-format.log"
         with log.open("w") as out:
             rc = subprocess.call(
-                _kafka_java_cmd(paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+                _kafka_java_cmd(
+                    paths, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
