@@ -8,11 +8,15 @@ other's messages or rows.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +26,20 @@ from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
 from schemas.topics import Topics
 
 TEST_PARTITIONS = 3
+
+if sys.version_info[:2] == (3, 11):
+    # CPython 3.11 shares the AST constructor's recursion counter between threads (gh-106905): two
+    # threads in ast.parse at once -- say hypothesis describing a strategy while a server thread formats
+    # a traceback, which parses source for its carets -- fail with "SystemError: AST constructor
+    # recursion depth mismatch". The test process runs servers on threads, so parses take turns.
+    _ast_parse = ast.parse
+    _ast_lock = threading.RLock()
+
+    def _parse_in_turn(*args: Any, **kwargs: Any) -> Any:
+        with _ast_lock:
+            return _ast_parse(*args, **kwargs)
+
+    ast.parse = _parse_in_turn
 
 
 def _docker_engine_answers() -> bool:

@@ -13,24 +13,42 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> int:
+    """The first of `count` consecutive ports that are all free now (the demo's API + 4 metrics ports)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + count > 65535:
+            continue
+        try:
+            probes = []
+            for port in range(base, base + count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
+    raise RuntimeError("no block of free ports found")
 
 
 def test_demo_shows_signed_deliveries_retries_and_stops_cleanly(fleet_env: dict[str, str], tmp_path: Path) -> None:
+    ports = _free_ports(5)
     env = {
         **os.environ,
         **fleet_env,
-        "HOOKFLEET_PORT": str(_free_port()),
+        "HOOKFLEET_PORT": str(ports),
         "HOOKFLEET_HOME": str(tmp_path),
         "HOOKFLEET_RETRY_DELAYS_S": "[2, 2, 2]",
     }
     env.pop("HOOKFLEET_SECRET_KEY")  # the demo uses the developer's key file, created on first use
     hookfleet = str(Path(sys.executable).with_name("hookfleet"))
     result = subprocess.run(
-        [hookfleet, "demo", "--duration", "14", "--events", "27", "--metrics-base-port", str(_free_port())],
+        [hookfleet, "demo", "--duration", "14", "--events", "27", "--metrics-base-port", str(ports + 1)],
         env=env,
         capture_output=True,
         text=True,
