@@ -114,6 +114,12 @@ class RetrySchedulerSettings(CommonSettings):
     group_id: str = Field(default="hookfleet-retry-scheduler", validate_default=True)
     _group = _group_id
     drain_timeout_s: float = Field(default=10.0, ge=0)
+    retry_delays_s: tuple[float, float, float] = Field(
+        default=(10.0, 60.0, 300.0), description="the dispatcher's schedule: bounds how long a task may be held"
+    )
+    max_hold_slack_s: float = Field(
+        default=300.0, ge=0, description="a task is held at most 2 x its stage's delay + this after it was written"
+    )
 
 
 class RecorderSettings(CommonSettings):

@@ -26,6 +26,15 @@ Partition = tuple[str, int]
 """(topic, partition): the plain-value form of a Kafka TopicPartition."""
 
 
+def bounded_due_ms(due_at_ms: int, written_ms: int | None, stage_delay_s: float, slack_s: float) -> int:
+    """The due time to hold a task until: its `due_at`, but never later than twice its stage's delay plus
+    `slack_s` after the task was written to the delay topic. A task due far beyond that (a clock jump, a
+    bug upstream) would otherwise hold its partition, and every task queued behind it, indefinitely."""
+    if written_ms is None or written_ms <= 0:
+        return due_at_ms
+    return min(due_at_ms, written_ms + round((2 * stage_delay_s + slack_s) * 1000))
+
+
 class Step(Enum):
     HAND_OFF = "hand_off"
     """Due: produce it to the deliveries topic now."""

@@ -20,15 +20,15 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from hookfleet.kafka import KafkaProducer, new_consumer
 from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.gate import DueGate, Hold, Partition, Step, to_nudge
+from retry_scheduler.gate import DueGate, Hold, Partition, Step, bounded_due_ms, to_nudge
 from retry_scheduler.ledger import HandOffLedger
-from retry_scheduler.tasks import Invalid, read_task, stage_of
+from retry_scheduler.tasks import STAGES, Invalid, read_task, stage_of
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,12 @@ def _tp(partition: Partition, offset: int | None = None) -> TopicPartition:
     if offset is None:
         return TopicPartition(partition[0], partition[1])
     return TopicPartition(partition[0], partition[1], offset)
+
+
+def _written_ms(message: Message) -> int | None:
+    """When the task was written to the delay topic (the producer's CreateTime), if the broker kept it."""
+    kind, timestamp = message.timestamp()
+    return timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None
 
 
 def _position(message: Message) -> tuple[Partition, int]:
@@ -228,7 +234,23 @@ class RetryScheduler:
         if isinstance(task, Invalid):
             self._route_invalid(message, partition, offset, task)
             return
-        step = self._gate.on_message(partition, offset, task.due_at, now_ms)
+        stage = stage_of(self._topics, partition[0])
+        due_ms = bounded_due_ms(
+            task.due_at,
+            _written_ms(message),
+            self._settings.retry_delays_s[STAGES.index(stage)],
+            self._settings.max_hold_slack_s,
+        )
+        if due_ms != task.due_at:
+            log.warning(
+                "event=task_due_at_bounded topic=%s partition=%d offset=%d due_at=%d held_until=%d",
+                partition[0],
+                partition[1],
+                offset,
+                task.due_at,
+                due_ms,
+            )
+        step = self._gate.on_message(partition, offset, due_ms, now_ms)
         if step is Step.HOLD:
             held = self._gate.hold_of(partition)
             assert held is not None
@@ -243,8 +265,8 @@ class RetryScheduler:
                     message.key(),
                     message.value(),
                     _headers(message),
-                    task.due_at,
-                    stage_of(self._topics, partition[0]),
+                    due_ms,
+                    stage,
                 )
             )
 

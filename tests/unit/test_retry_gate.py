@@ -94,3 +94,15 @@ def test_resumed_partitions_nudge_each_leader_broker_once() -> None:
 def test_partition_with_unknown_leader_is_always_nudged() -> None:
     assert to_nudge([P0, P1], leaders={P1: 3}) == [P0, P1]
     assert to_nudge([P0, P1], leaders={}) == [P0, P1]
+
+
+def test_a_task_due_far_beyond_its_stage_is_held_only_for_a_bounded_time() -> None:
+    from retry_scheduler.gate import bounded_due_ms
+
+    written = 1_000_000
+    assert bounded_due_ms(written + 10_000, written, 10.0, 300.0) == written + 10_000  # normal: its own due_at
+    assert bounded_due_ms(written + 120_000, written, 10.0, 300.0) == written + 120_000  # late but plausible
+    year_2100 = 4_102_444_800_000
+    assert bounded_due_ms(year_2100, written, 10.0, 300.0) == written + 320_000  # 2 x 10 s + 300 s
+    assert bounded_due_ms(year_2100, written, 300.0, 300.0) == written + 900_000
+    assert bounded_due_ms(year_2100, None, 10.0, 300.0) == year_2100  # no timestamp: nothing to bound by
