@@ -18,6 +18,7 @@ from api.resources import Resources, resources_of
 from api.store import WebhookRow
 from api.url_check import check_public_host
 from api.views import webhook_view, webhook_with_secret
+from dispatcher.delivery import attempt_record
 from dispatcher.signing import new_secret
 from dispatcher.subscriptions import Endpoint
 from hookfleet.redrive import redrive
@@ -31,8 +32,8 @@ from schemas.api import (
     WebhookUpdate,
 )
 from schemas.catalog import EventType, sample_data
-from schemas.ids import new_attempt_id, new_event_id, new_webhook_id
-from schemas.models import AttemptRecord, Event
+from schemas.ids import new_event_id, new_webhook_id
+from schemas.models import Event
 
 log = logging.getLogger(__name__)
 
@@ -151,23 +152,7 @@ async def send_test(request: web.Request) -> web.StreamResponse:
         data=sample_data(event_type),
     )
     result = await resources.deliverer.deliver(_endpoint(row, resources), event, attempt=1)
-    record = AttemptRecord(
-        attempt_id=new_attempt_id(),
-        event_id=event.id,
-        event_type=event.type,
-        account_id=row.account_id,
-        webhook_id=row.id,
-        attempt=1,
-        outcome=result.outcome,
-        status_code=result.status_code,
-        error=result.error,
-        response_ms=result.response_ms,
-        response_excerpt=result.excerpt,
-        attempted_at=result.attempted_at,
-        next_step="done",
-        test=True,
-        event=event,
-    )
+    record = attempt_record(event, row.id, 1, result, "done", test=True)
     await resources.store.record_test_attempt(record)
     log.info(
         "event=webhook_tested account_id=%s webhook_id=%s event_type=%s outcome=%s status=%s ms=%d",

@@ -28,7 +28,8 @@ from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
 from hookfleet import USER_AGENT
 from hookfleet.settings import DeliverySettings
-from schemas.models import Event, Outcome
+from schemas.ids import new_attempt_id
+from schemas.models import AttemptRecord, Event, NextStep, Outcome
 
 EXCERPT_BYTES = 512
 _READ_CAP = 64 * 1024  # read at most this much of a response: enough to keep the connection reusable
@@ -46,6 +47,29 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.SUCCESS
+
+
+def attempt_record(
+    event: Event, webhook_id: str, attempt: int, result: DeliveryResult, next_step: NextStep, test: bool = False
+) -> AttemptRecord:
+    """The delivery-log record of one attempt: the same shape from the dispatcher and from "Test"."""
+    return AttemptRecord(
+        attempt_id=new_attempt_id(),
+        event_id=event.id,
+        event_type=event.type,
+        account_id=event.account_id,
+        webhook_id=webhook_id,
+        attempt=attempt,
+        outcome=result.outcome,
+        status_code=result.status_code,
+        error=result.error,
+        response_ms=result.response_ms,
+        response_excerpt=result.excerpt,
+        attempted_at=result.attempted_at,
+        next_step=next_step,
+        test=test,
+        event=event,
+    )
 
 
 class GuardedResolver(AbstractResolver):

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dispatcher.delivery import Deliverer, DeliveryResult
+from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
 from dispatcher.gates import EndpointGates
 from dispatcher.offsets import LowWaterMark
 from dispatcher.routing import FailureRoute, route_failure, route_park
@@ -366,19 +366,18 @@ class Dispatcher:
         step: NextStep,
         error: str | None = None,
     ) -> AttemptRecord:
-        return AttemptRecord(
+        if result is not None:
+            return attempt_record(event, webhook_id, attempt, result, step)
+        return AttemptRecord(  # a dropped task: nothing was tried
             attempt_id=new_attempt_id(),
             event_id=event.id,
             event_type=event.type,
             account_id=event.account_id,
             webhook_id=webhook_id,
             attempt=attempt,
-            outcome=result.outcome if result else Outcome.DROPPED,
-            status_code=result.status_code if result else None,
-            error=result.error if result else error,
-            response_ms=result.response_ms if result else None,
-            response_excerpt=result.excerpt if result else "",
-            attempted_at=result.attempted_at if result else datetime.now(UTC),
+            outcome=Outcome.DROPPED,
+            error=error,
+            attempted_at=datetime.now(UTC),
             next_step=step,
             event=event,
         )
