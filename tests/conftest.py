@@ -9,6 +9,7 @@ other's messages or rows.
 from __future__ import annotations
 
 import ast
+import gc
 import os
 import shutil
 import subprocess
@@ -28,16 +29,24 @@ from schemas.topics import Topics
 TEST_PARTITIONS = 3
 
 if sys.version_info[:2] == (3, 11):
-    # CPython 3.11 shares the AST constructor's recursion counter between threads (gh-106905): two
-    # threads in ast.parse at once -- say hypothesis describing a strategy while a server thread formats
-    # a traceback, which parses source for its carets -- fail with "SystemError: AST constructor
-    # recursion depth mismatch". The test process runs servers on threads, so parses take turns.
+    # CPython 3.11 keeps the AST constructor's recursion counter per interpreter (gh-106905). A second
+    # ast.parse that starts while one is building its tree fails the first with "SystemError: AST
+    # constructor recursion depth mismatch": another thread (a server thread formatting a traceback,
+    # which parses source for its carets), or the same thread when a garbage collection inside the
+    # parse finalises an unclosed socket and pytest's unraisable hook formats that traceback. Parses
+    # take turns, with the collector held off for the duration.
     _ast_parse = ast.parse
-    _ast_lock = threading.RLock()
+    _ast_lock = threading.RLock()  # re-entry fails loudly (the SystemError) rather than deadlocking
 
     def _parse_in_turn(*args: Any, **kwargs: Any) -> Any:
         with _ast_lock:
-            return _ast_parse(*args, **kwargs)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return _ast_parse(*args, **kwargs)
+            finally:
+                if collecting:
+                    gc.enable()
 
     ast.parse = _parse_in_turn
 
