@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 
+_EVENTS = "webhooks.events"
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
-    events: str = "webhooks.events"
+    events: str = _EVENTS
     deliveries: str = "webhooks.deliveries"
     retry_10s: str = "webhooks.retry.10s"
     retry_60s: str = "webhooks.retry.60s"
@@ -20,6 +23,11 @@ class Topics:
     def with_prefix(cls, prefix: str) -> Topics:
         """`Topics.with_prefix("t1.")` -> `t1.webhooks.events`, ... (an empty prefix is the default)."""
         return cls(**{f.name: prefix + f.default for f in fields(cls)})  # type: ignore[operator]
+
+    @property
+    def prefix(self) -> str:
+        """The prefix these names were made with (`with_prefix`): what HOOKFLEET_TOPIC_PREFIX must say."""
+        return self.events.removesuffix(_EVENTS)
 
     def all(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]

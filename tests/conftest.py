@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from hookfleet.db import migrate
-from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
+from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics
 from schemas.topics import Topics
 
 TEST_PARTITIONS = 3
@@ -117,6 +117,14 @@ def database_url(database_root_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
+    """An idempotent producer on the test broker, flushed and closed after the test."""
+    producer = KafkaProducer(kafka_bootstrap)
+    yield producer
+    producer.close()
+
+
+@pytest.fixture
 def topics(kafka_bootstrap: str) -> Iterator[Topics]:
     """Every hookfleet topic under a prefix unique to this test."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
@@ -155,12 +163,12 @@ def receiver(tls_ca):
 @pytest.fixture
 def fleet_env(kafka_bootstrap: str, database_url: str, topics: Topics, ca_bundle: str) -> dict[str, str]:
     """Environment for `hookfleet <role>` subprocesses bound to this test's topics and schema."""
-    from tests.support.fleet import TEST_SECRET_KEY, prefix_of
+    from tests.support.fleet import TEST_SECRET_KEY
 
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "DATABASE_URL": database_url,
-        "HOOKFLEET_TOPIC_PREFIX": prefix_of(topics),
+        "HOOKFLEET_TOPIC_PREFIX": topics.prefix,
         "HOOKFLEET_SECRET_KEY": TEST_SECRET_KEY,
         "HOOKFLEET_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
         "HOOKFLEET_CA_BUNDLE": ca_bundle,

@@ -23,16 +23,12 @@ from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
 from schemas.topics import Topics
 
 
-def topic_prefix(topics: Topics) -> str:
-    return topics.events.removesuffix(Topics().events)
-
-
 def recorder_settings(kafka_bootstrap: str, topics: Topics, database_url: str, **overrides: Any) -> RecorderSettings:
     return RecorderSettings.model_validate(
         {
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "DATABASE_URL": database_url,
-            "topic_prefix": topic_prefix(topics),
+            "topic_prefix": topics.prefix,
             "group_id": f"recorder-{uuid.uuid4().hex[:10]}",
             "batch_wait_ms": 50,
             **overrides,

@@ -14,7 +14,7 @@ from producer.publisher import EventPublisher, build_event
 from schemas.catalog import EventType, sample_data
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
-from tests.support.fleet import Fleet, prefix_of, seed_account, seed_webhook
+from tests.support.fleet import Fleet, seed_account, seed_webhook
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ CONTACT_TYPES = [t for t in ALL_TYPES if t.startswith("contact.")]
 def publisher_for(kafka_bootstrap: str, topics: Topics) -> EventPublisher:
     from hookfleet.settings import CommonSettings
 
-    return EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=prefix_of(topics)))
+    return EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topics.prefix))
 
 
 def consume_all(kafka_bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:  # type: ignore[type-arg]

@@ -31,7 +31,7 @@ from hookfleet.settings import CommonSettings
 from producer.publisher import EventPublisher, build_event
 from schemas.catalog import EventType, sample_data
 from schemas.topics import Topics
-from tests.support.fleet import Fleet, prefix_of, seed_webhook, set_active
+from tests.support.fleet import Fleet, seed_webhook, set_active
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -248,7 +248,7 @@ def test_every_panel_and_alert_evaluates_against_a_live_fleet(
 
     # Load: successes, failures that retry and dead-letter, one retry dropped (its webhook is disabled
     # while it waits), one invalid event, and a few API requests.
-    publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=prefix_of(topics)))
+    publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topics.prefix))
     try:
         for wave in range(WAVES):
             for event_type in EventType:

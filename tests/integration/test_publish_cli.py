@@ -13,7 +13,6 @@ import pytest
 from schemas.models import Event
 from schemas.topics import Topics
 from tests.integration.test_dispatcher import consume_all
-from tests.support.fleet import prefix_of
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +20,7 @@ HOOKFLEET = str(Path(sys.executable).with_name("hookfleet"))
 
 
 def _publish(kafka_bootstrap: str, topics: Topics, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "HOOKFLEET_TOPIC_PREFIX": prefix_of(topics)}
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "HOOKFLEET_TOPIC_PREFIX": topics.prefix}
     return subprocess.run([HOOKFLEET, "publish", *args], env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -35,19 +35,11 @@ from tests.integration.recorder_fixtures import (
     recorder_running,
     recorder_settings,
     scalar,
-    topic_prefix,
     wait_for,
     webhook_status,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def producer(kafka_bootstrap: str):
-    producer = KafkaProducer(kafka_bootstrap)
-    yield producer
-    producer.close()
 
 
 def _free_port() -> int:
@@ -174,7 +166,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "DATABASE_URL": database_url,
-        "HOOKFLEET_TOPIC_PREFIX": topic_prefix(topics),
+        "HOOKFLEET_TOPIC_PREFIX": topics.prefix,
         "HOOKFLEET_GROUP_ID": group,
     }
     process = subprocess.Popen(

@@ -21,17 +21,9 @@ from tests.integration.recorder_fixtures import (
     make_event,
     read_topic,
     scalar,
-    topic_prefix,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def producer(kafka_bootstrap: str):
-    producer = KafkaProducer(kafka_bootstrap)
-    yield producer
-    producer.close()
 
 
 def dead_letters(database_url: str, *tasks: DeliveryTask) -> None:
@@ -117,7 +109,7 @@ def test_cli_redrive_prints_the_count(
     dead_letters(database_url, make_dead_task(webhook, dead_at=datetime.now(UTC)))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("HOOKFLEET_TOPIC_PREFIX", topic_prefix(topics))
+    monkeypatch.setenv("HOOKFLEET_TOPIC_PREFIX", topics.prefix)
     assert main(["dead-letters", "redrive", "--webhook", webhook, "--since", "2020-01-01T00:00:00Z"]) == 0
     assert capsys.readouterr().out == f"redriven 1 dead letter(s) of {webhook}\n"
     assert len(read_topic(kafka_bootstrap, topics.deliveries, 1)) == 1

@@ -18,7 +18,7 @@ from producer.publisher import EventPublisher, build_event
 from schemas.catalog import EventType, sample_data
 from schemas.topics import Topics
 from tests.conftest import TEST_PARTITIONS
-from tests.support.fleet import Fleet, prefix_of, seed_account, seed_webhook
+from tests.support.fleet import Fleet, seed_account, seed_webhook
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ class Arrivals:
 def test_second_dispatcher_takes_half_the_partitions_and_no_pair_is_lost(
     fleet: Fleet, receiver: HttpsReceiver, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    group = DispatcherSettings(topic_prefix=prefix_of(topics)).group_id  # unique: it carries the test's prefix
+    group = DispatcherSettings(topic_prefix=topics.prefix).group_id  # unique: it carries the test's prefix
     accounts = [seed_account(database_url, f"acct_{i:02d}") for i in range(ACCOUNTS)]
     hooks: dict[str, list[str]] = {}
     for account in accounts:
@@ -121,7 +121,7 @@ def test_second_dispatcher_takes_half_the_partitions_and_no_pair_is_lost(
             receiver.expect(path, secret=secret)
             hooks[account].append(path)
     partitions = {(topic, p) for topic in (topics.events, topics.deliveries) for p in range(TEST_PARTITIONS)}
-    publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=prefix_of(topics)))
+    publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topics.prefix))
 
     arrivals = Arrivals(receiver)
     # Deliveries that wait too long for a busy endpoint are parked in the first delay topic: the retry

@@ -17,14 +17,9 @@ import psycopg
 from dispatcher.signing import new_secret
 from hookfleet.secretbox import SecretBox
 from schemas.ids import new_webhook_id
-from schemas.topics import Topics
 
 TEST_SECRET_KEY = base64.b64encode(b"k" * 32).decode()
 HOOKFLEET = str(Path(sys.executable).with_name("hookfleet"))
-
-
-def prefix_of(topics: Topics) -> str:
-    return topics.events.removesuffix("webhooks.events")
 
 
 class Role:
