@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows
 from hookfleet.db import DatabaseUnavailable, describe
 from schemas.models import AttemptRecord
 
@@ -216,32 +217,17 @@ class Store:
         """
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
-                sql.SQL(
-                    "INSERT INTO delivery_attempts ({}, account_id, webhook_id)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                ).format(_DELIVERY),
-                (
-                    record.attempt_id,
-                    record.event_id,
-                    record.event_type.value,
-                    record.attempt,
-                    record.outcome.value,
-                    record.status_code,
-                    record.error,
-                    record.response_ms,
-                    record.response_excerpt,
-                    record.attempted_at,
-                    record.next_step,
-                    record.test,
-                    record.account_id,
-                    record.webhook_id,
+                sql.SQL("INSERT INTO delivery_attempts ({}) VALUES ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(ATTEMPT_COLUMNS)),
                 ),
+                attempt_row(record),
             )
-            if record.event is not None:
+            for event_id, account_id, event in payload_rows([record]):
                 await conn.execute(
                     "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)"
                     " ON CONFLICT (event_id) DO NOTHING",
-                    (record.event_id, record.account_id, record.event.model_dump_json()),
+                    (event_id, account_id, event),
                 )
             if record.outcome.value == "success":
                 await conn.execute(

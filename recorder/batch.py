@@ -7,13 +7,12 @@ without touching the rest.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from hookfleet.attempt_rows import json_text, storable_text
 from schemas.models import AttemptRecord, DeliveryTask
 from schemas.topics import Topics
 
@@ -135,74 +134,6 @@ class Batch:
 # ------------------------------------------------------------------------------------------ row shaping
 
 
-def without_nul(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold U+0000; replace it so one odd response never blocks the log."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    return value
-
-
-def _text(value: str | None) -> str | None:
-    return None if value is None else value.replace("\x00", "\ufffd")
-
-
-ATTEMPT_COLUMNS = (
-    "attempt_id",
-    "event_id",
-    "event_type",
-    "account_id",
-    "webhook_id",
-    "attempt",
-    "outcome",
-    "status_code",
-    "error",
-    "response_ms",
-    "response_excerpt",
-    "attempted_at",
-    "next_step",
-    "test",
-)
-
-
-def attempt_row(record: AttemptRecord) -> tuple[object, ...]:
-    """One delivery_attempts row, in ATTEMPT_COLUMNS order."""
-    return (
-        record.attempt_id,
-        record.event_id,
-        str(record.event_type),
-        record.account_id,
-        record.webhook_id,
-        record.attempt,
-        str(record.outcome),
-        record.status_code,
-        _text(record.error),
-        record.response_ms,
-        _text(record.response_excerpt),
-        record.attempted_at,
-        record.next_step,
-        record.test,
-    )
-
-
-def json_text(model: BaseModel) -> str:
-    """The model's wire JSON, made storable as jsonb."""
-    raw = json.loads(model.model_dump_json())
-    return json.dumps(without_nul(raw), separators=(",", ":"))
-
-
-def payload_rows(records: list[AttemptRecord]) -> list[tuple[str, str, str]]:
-    """event_payloads rows (event id, account id, event JSON), one per event carried by the records."""
-    rows: dict[str, tuple[str, str, str]] = {}
-    for record in records:
-        if record.event is not None and record.event.id not in rows:
-            rows[record.event.id] = (record.event.id, record.event.account_id, json_text(record.event))
-    return list(rows.values())
-
-
 def dead_letter_row(dead: DeadLetter) -> tuple[object, ...]:
     task = dead.task
     return (
@@ -211,6 +142,6 @@ def dead_letter_row(dead: DeadLetter) -> tuple[object, ...]:
         task.event.account_id,
         str(task.event.type),
         json_text(task),
-        _text(task.last_error),
+        storable_text(task.last_error),
         dead.dead_at,
     )

@@ -15,8 +15,9 @@ from datetime import datetime
 
 import psycopg
 
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows
 from hookfleet.db import connect
-from recorder.batch import ATTEMPT_COLUMNS, Batch, attempt_row, dead_letter_row, payload_rows
+from recorder.batch import Batch, dead_letter_row
 from recorder.status import WebhookState, decide_status, status_events
 
 log = logging.getLogger(__name__)

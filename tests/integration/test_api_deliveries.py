@@ -91,6 +91,16 @@ async def test_test_reports_receiver_failures_without_raising(
     assert bad.status == 422 and bad.error["field"] == "event_type"
 
 
+async def test_a_response_body_with_nul_characters_is_logged_not_a_5xx(
+    api: RunningApi, key: str, receiver: HttpsReceiver
+) -> None:
+    webhook = await create(api, key, receiver.expect("/nul", body=b"ok\x00done"))
+    tested = await api.call("POST", f"/v1/webhooks/{webhook['id']}/test", key)
+    assert tested.status == 200 and tested.body["ok"] is True
+    log = await api.call("GET", f"/v1/webhooks/{webhook['id']}/deliveries", key)
+    assert [row["response_excerpt"] for row in log.body["data"]] == ["ok\ufffddone"]
+
+
 async def test_a_successful_test_clears_a_failing_status(api: RunningApi, key: str, receiver: HttpsReceiver) -> None:
     webhook = await create(api, key, receiver.expect("/ok"))
     with psycopg.connect(api.settings.database_url.get_secret_value()) as conn:

@@ -41,6 +41,7 @@ class Received:
 class _Behaviour:
     statuses: list[int] = field(default_factory=lambda: [200])
     hang: bool = False
+    body: bytes | None = None
     served: int = 0
 
 
@@ -62,11 +63,16 @@ class HttpsReceiver:
     # -------------------------------------------------------------------------------- configuration
 
     def expect(
-        self, path: str, secret: str | None = None, statuses: list[int] | None = None, hang: bool = False
+        self,
+        path: str,
+        secret: str | None = None,
+        statuses: list[int] | None = None,
+        hang: bool = False,
+        body: bytes | None = None,
     ) -> str:
-        """Configure `path`; returns its https URL."""
+        """Configure `path` (answer `body`, default "answered <status>"); returns its https URL."""
         with self._lock:
-            self._behaviours[path] = _Behaviour(statuses=statuses or [200], hang=hang)
+            self._behaviours[path] = _Behaviour(statuses=statuses or [200], hang=hang, body=body)
             if secret is not None:
                 self._secrets[path] = secret
         return self.url(path)
@@ -101,6 +107,7 @@ class HttpsReceiver:
             status = behaviour.statuses[min(behaviour.served, len(behaviour.statuses) - 1)]
             behaviour.served += 1
             hang = behaviour.hang
+            answer = behaviour.body
         ok = None
         if secret is not None:
             expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
@@ -109,6 +116,8 @@ class HttpsReceiver:
             self.received.append(Received(path, dict(request.headers), body, time.time(), ok))
         if hang:
             await self._release.wait()
+        if answer is not None:
+            return web.Response(status=status, body=answer)
         return web.Response(status=status, text=f"answered {status}")
 
     def _serve(self) -> None:

@@ -5,17 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from recorder.batch import (
-    ATTEMPT_COLUMNS,
-    Batch,
-    DeadLetter,
-    InvalidMessage,
-    attempt_row,
-    dead_letter_row,
-    parse_message,
-    payload_rows,
-    without_nul,
-)
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows, without_nul
+from recorder.batch import Batch, DeadLetter, InvalidMessage, dead_letter_row, parse_message
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
 from schemas.topics import Topics
