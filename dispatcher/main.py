@@ -51,6 +51,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
             "statistics.interval.ms": 5000,
             "stats_cb": metrics.stats_callback(settings.group_id),
             "queued.max.messages.kbytes": 16384,  # bounds prefetch memory per dispatcher
+            "enable.auto.commit": False,  # committed by the dispatcher itself, with finished offsets as metadata
         },
     )
     deliverer = Deliverer(settings)

@@ -1,0 +1,172 @@
+"""Per-webhook flow policy of the delivery stage: pure state and decisions, no I/O, time passed in.
+
+Every delivery task of a webhook lands on one partition of `webhooks.deliveries` (key = webhook id), so
+the dispatcher that owns that partition owns the webhook and decides everything about it locally: how many
+requests run at once, at what rate, in which order, and when its work is deferred. A `Lane` is that
+owner's state for one webhook.
+
+When a task arrives (`admit`):
+- *queue* it (the usual case);
+- *park* it — write it to the first delay topic without counting an attempt — only when the webhook is
+  slow or hanging: it has finished nothing but timeouts for `park_after_s` while requests are open
+  (`stalled`), or its queue is full and, at the pace it has been answering (or its rate limit), the queue
+  would take longer than `park_after_s` to drain (`expected_wait_s`);
+- *queue and hold back*: its queue is full but it keeps answering fast enough. That is backpressure, not
+  parking: the caller pauses the partition until the queue is half empty.
+An ordered (FIFO) webhook is never parked (a parked task would overtake nothing but be overtaken).
+
+Measured before this policy (one account, 3 webhooks answering in milliseconds, 5,000 events): a full
+queue alone parked 21,350 deliveries and p50 latency was 13.9 s.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Job = TypeVar("Job")
+
+
+class Admission(enum.Enum):
+    QUEUE = "queue"
+    PARK = "park"
+    HOLD_BACK = "hold_back"  # queued, and the caller pauses the source partition
+
+
+@dataclass(frozen=True, slots=True)
+class LanePolicy:
+    concurrency: int
+    queue_limit: int
+    park_after_s: float
+    rate_limit_per_s: float | None = None
+    fifo: bool = False
+
+    @property
+    def effective_concurrency(self) -> int:
+        return 1 if self.fifo else self.concurrency
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most one second's worth banked (a burst of `rate`)."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self._tokens = 1.0  # a fresh bucket lets one request through, not a second's burst
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+
+class PaceMeter:
+    """Completions per second over the last finished window of `window_s` (or the running one, if longer)."""
+
+    def __init__(self, now: float, window_s: float = 1.0) -> None:
+        self._window_s = window_s
+        self._start = now
+        self._count = 0
+        self._rate: float | None = None
+
+    def record(self, now: float) -> None:
+        self._roll(now)
+        self._count += 1
+
+    def rate(self, now: float) -> float | None:
+        self._roll(now)
+        elapsed = now - self._start
+        if self._count and elapsed > 0 and (self._rate is None or elapsed >= self._window_s / 2):
+            return max(self._rate or 0.0, self._count / max(elapsed, 1e-3))
+        return self._rate
+
+    def _roll(self, now: float) -> None:
+        elapsed = now - self._start
+        if elapsed >= self._window_s:
+            self._rate = self._count / elapsed
+            self._start, self._count = now, 0
+
+
+@dataclass
+class Lane(Generic[Job]):
+    """One webhook's queue and state on its owning dispatcher."""
+
+    policy: LanePolicy
+    partition: tuple[str, int]
+    created_at: float
+    queue: deque[Job] = field(default_factory=deque)
+    active: int = 0
+    busy_since: float | None = None  # when the first open request of the current busy spell started
+    last_progress: float = 0.0  # last request that finished with an answer (a timeout is no answer)
+    held_back: bool = False  # this lane currently holds its partition paused
+    bucket: TokenBucket | None = None
+    pace: PaceMeter | None = None
+    waking: bool = False  # a timer will start the next request when the rate limit allows
+
+    def __post_init__(self) -> None:
+        self.pace = PaceMeter(self.created_at)
+        if self.policy.rate_limit_per_s:
+            self.bucket = TokenBucket(self.policy.rate_limit_per_s, self.created_at)
+
+    # ---------------------------------------------------------------------------------- judgements
+
+    def stalled(self, now: float) -> bool:
+        """Requests are open and none has been answered for `park_after_s`: a hanging receiver."""
+        if self.active == 0 or self.busy_since is None:
+            return False
+        return now - max(self.busy_since, self.last_progress) >= self.policy.park_after_s
+
+    def expected_wait_s(self, now: float) -> float:
+        """How long the queue would take to drain at the pace this webhook has been answering."""
+        if not self.queue:
+            return 0.0
+        assert self.pace is not None
+        rate = self.pace.rate(now)
+        if self.policy.rate_limit_per_s:
+            rate = min(rate, self.policy.rate_limit_per_s) if rate else self.policy.rate_limit_per_s
+        if not rate:
+            return 0.0 if not self.stalled(now) else math.inf  # no answer yet: not judged before it stalls
+        return len(self.queue) / rate
+
+    def admit(self, now: float) -> Admission:
+        if self.policy.fifo:
+            return Admission.HOLD_BACK if len(self.queue) >= self.policy.queue_limit else Admission.QUEUE
+        if self.stalled(now):
+            return Admission.PARK
+        if len(self.queue) >= self.policy.queue_limit:
+            return Admission.PARK if self.expected_wait_s(now) > self.policy.park_after_s else Admission.HOLD_BACK
+        return Admission.QUEUE
+
+    def can_start(self) -> bool:
+        return bool(self.queue) and self.active < self.policy.effective_concurrency and not self.waking
+
+    def below_release_mark(self) -> bool:
+        """A lane holding its partition back lets go once its queue is half empty."""
+        return len(self.queue) <= self.policy.queue_limit // 2
+
+    # ---------------------------------------------------------------------------------- transitions
+
+    def started(self, now: float) -> None:
+        if self.active == 0:
+            self.busy_since = now
+        self.active += 1
+
+    def finished(self, now: float, answered: bool) -> None:
+        self.active -= 1
+        if answered:
+            self.last_progress = now
+            assert self.pace is not None
+            self.pace.record(now)
+        if self.active == 0:
+            self.busy_since = None
+
+    def idle(self) -> bool:
+        return self.active == 0 and not self.queue and not self.waking
