@@ -125,7 +125,7 @@ async def _dispatch(
     index: SubscriptionIndex,
 ) -> float:
     """One Dispatcher over `consumer`'s messages until every offset is stored; returns the seconds taken."""
-    dispatcher = Dispatcher(settings, consumer, producer, deliverer, index)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(settings, {"delivery": consumer}, producer, deliverer, index)  # type: ignore[dict-item]
     stop = asyncio.Event()
     started = time.monotonic()
     runner = asyncio.create_task(dispatcher.run(stop))

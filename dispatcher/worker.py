@@ -25,9 +25,8 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +35,11 @@ from pydantic import ValidationError
 from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
 from dispatcher.fanout import FanoutJob, first_task_json
 from dispatcher.lanes import Admission, Lane, LanePolicy
-from dispatcher.offset_codec import decode_finished, encode_finished
-from dispatcher.offsets import LowWaterMark
 from dispatcher.routing import FailureRoute, route_failure, route_park
+from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet import metrics
-from hookfleet.kafka import Consumer, KafkaDeliveryError, KafkaError, KafkaProducer, Message, TopicPartition
+from hookfleet.kafka import Consumer, KafkaDeliveryError, KafkaError, KafkaProducer, Message
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
 from schemas.models import MAX_ATTEMPTS, AttemptRecord, DeliveryTask, Event, NextStep, Outcome
@@ -80,14 +78,6 @@ def validation_reason(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"[:200]
 
 
-@dataclass
-class _PartitionState:
-    marks: LowWaterMark
-    generation: int
-    skip: set[int] = field(default_factory=set)  # finished before the last owner's commit: not redone
-    dirty: bool = False  # finished something since the last commit was prepared
-
-
 @dataclass(slots=True)
 class _Job:
     """One consumed delivery task on its way through its webhook's lane."""
@@ -102,107 +92,63 @@ class Dispatcher:
     def __init__(
         self,
         settings: DispatcherSettings,
-        consumer: Consumer,
+        consumers: Mapping[str, Consumer],
         producer: KafkaProducer,
         deliverer: Deliverer,
         index: SubscriptionIndex,
     ) -> None:
+        """`consumers`: one per stage this process runs ("fanout", "delivery"), all in one group."""
         self._settings = settings
         self._topics = settings.topics
-        self._stages = frozenset(settings.stages)
-        self._consumer = consumer
+        topic_of = {"fanout": self._topics.events, "delivery": self._topics.deliveries}
+        self._stages = {
+            stage: StageConsumer(stage, consumer, topic_of[stage], self._drain, settings.drain_timeout_s)
+            for stage, consumer in consumers.items()
+        }
+        self._delivery = self._stages.get("delivery")
         self._producer = producer
         self._deliverer = deliverer
         self._index = index
-        self._partitions: dict[TP, _PartitionState] = {}
-        self._commits: dict[TP, TopicPartition] = {}  # prepared on the loop, committed by the consumer thread
-        self._generation = 0
         self._lanes: dict[str, Lane[_Job]] = {}
         self._tasks: dict[asyncio.Task[None], TP] = {}  # open requests, parks, drops, invalid-topic writes
         self._held = 0  # delivery tasks accepted and not yet finished (queued, open or being routed)
         self._open_requests = 0
         self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
-        self._paused_all: set[str] = set()  # stages paused by their global bound: "fanout", "delivery"
         self._holds: dict[TP, set[str]] = {}  # partition -> webhooks whose full queue holds it back
         self._stopping = False
         self._next_sweep = 0.0
-        self._next_commit = 0.0
-        self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.assigned: set[TP] = set()
+
+    @property
+    def assigned(self) -> set[TP]:
+        return {key for stage in self._stages.values() for key in stage.partitions}
 
     # ------------------------------------------------------------------------------------ lifecycle
-
-    def subscribe(self) -> None:
-        topics = []
-        if "fanout" in self._stages:
-            topics.append(self._topics.events)
-        if "delivery" in self._stages:
-            topics.append(self._topics.deliveries)
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within the configured bound and close."""
         self._loop = asyncio.get_running_loop()
         settle_heap()
-        self.subscribe()
-        batch = 500
-        while not stop.is_set():
-            messages: list[Message] = await self._loop.run_in_executor(self._kafka_thread, self._poll, batch)
-            for message in messages:
-                self._accept(message)
-            now = time.monotonic()
-            if now >= self._next_sweep:
-                self._sweep(now)
-                self._next_sweep = now + SWEEP_INTERVAL_S
-            self._apply_global_bounds()
-            if now >= self._next_commit:
-                self._prepare_commits(self._partitions)
-                self._next_commit = now + self._settings.commit_interval_s
+        for stage in self._stages.values():
+            stage.subscribe(self._loop)
+        await asyncio.gather(*(self._consume(stage, stop) for stage in self._stages.values()))
         await self._shutdown()
 
-    def _poll(self, batch: int) -> list[Message]:
-        """On the consumer thread: commit what the loop prepared, then consume.
-
-        `consume(n, timeout)` waits until it has n messages or the timeout passes, so a batch with a
-        timeout would hold the first message up to 100 ms whenever fewer than n arrive. Instead: take
-        what is already fetched; when nothing is, wait for one message and take what came with it.
-        """
-        self._commit(asynchronous=True)
-        messages: list[Message] = self._consumer.consume(batch, 0)
-        if not messages:
-            messages = self._consumer.consume(1, 0.1)
-            if messages:
-                messages += self._consumer.consume(batch - 1, 0)
-        return messages
-
-    def _commit(self, asynchronous: bool, keys: set[TP] | None = None) -> None:
-        """On the consumer thread: commit the prepared offsets (of `keys` only, when given)."""
-        if keys is None:
-            prepared, self._commits = self._commits, {}  # one atomic swap: the loop may add meanwhile
-        else:
-            prepared = {k: tp for k in keys if (tp := self._commits.pop(k, None)) is not None}
-        if not prepared:
-            return
-        try:
-            if asynchronous:
-                self._consumer.commit(offsets=list(prepared.values()), asynchronous=True)
-            else:
-                self._consumer.commit(offsets=list(prepared.values()), asynchronous=False)
-        except Exception:  # a partition lost meanwhile: its next owner redoes the unfinished work
-            log.debug("event=commit_failed partitions=%d", len(prepared), exc_info=True)
-
-    def _prepare_commits(self, states: dict[TP, _PartitionState]) -> None:
-        """On the loop: the commit of every changed partition, with its finished offsets as metadata."""
-        for key, state in states.items():
-            if not state.dirty or state.generation < 0:
-                continue
-            base = state.marks.commit_point()
-            if base is None:
-                continue
-            state.dirty = False
-            metadata = encode_finished(base, state.marks.finished_above())
-            self._commits[key] = TopicPartition(key[0], key[1], base, metadata)
+    async def _consume(self, stage: StageConsumer, stop: asyncio.Event) -> None:
+        batch = 500
+        next_commit = 0.0
+        while not stop.is_set():
+            messages = await stage.poll(batch)
+            for message in messages:
+                self._accept(stage, message)
+            now = time.monotonic()
+            if stage is self._delivery and now >= self._next_sweep:
+                self._sweep(now)
+                self._next_sweep = now + SWEEP_INTERVAL_S
+            self._apply_global_bound(stage)
+            if now >= next_commit:
+                stage.prepare_commits()
+                next_commit = now + self._settings.commit_interval_s
 
     async def _shutdown(self) -> None:
         self._stopping = True  # no lane starts another request
@@ -217,12 +163,8 @@ class Dispatcher:
         # Fan-out tasks the broker has not acknowledged yet: wait for them, so their events count as done.
         await self._loop.run_in_executor(None, self._producer.flush, self._settings.drain_timeout_s)
         await asyncio.sleep(0.05)  # let the last acknowledgement callbacks reach the loop
-        for state in self._partitions.values():
-            state.dirty = True
-        self._prepare_commits(self._partitions)
-        await self._loop.run_in_executor(self._kafka_thread, self._commit, False)
-        await self._loop.run_in_executor(self._kafka_thread, self._consumer.close)
-        self._kafka_thread.shutdown(wait=True)
+        for stage in self._stages.values():
+            await stage.close()
         log.info("event=dispatcher_stopped")
 
     async def _wait_for(self, pending: list[asyncio.Task[None]], event: str, cancel: bool) -> None:
@@ -238,60 +180,9 @@ class Dispatcher:
                     task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
 
-    # ------------------------------------------------------------------------------------ rebalance
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # On the consumer thread; plain dict updates are safe because the loop thread is blocked
-        # awaiting this very consume() call.
-        self._generation += 1
-        skips = self._finished_by_previous_owner(consumer, partitions)
-        for tp in partitions:
-            key = (tp.topic, tp.partition)
-            self._partitions[key] = _PartitionState(LowWaterMark(), self._generation, skips.get(key, set()))
-            self.assigned.add(key)
-        paused = [tp for tp in partitions if self._stage_of(tp.topic) in self._paused_all]
-        if paused:
-            consumer.pause(paused)
-        log.info(
-            "event=partitions_assigned count=%d total=%d skipping=%d",
-            len(partitions),
-            len(self.assigned),
-            sum(len(s) for s in skips.values()),
-        )
-
-    def _finished_by_previous_owner(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, set[int]]:
-        """The finished offsets recorded in each partition's last commit (skipped when consumed again)."""
-        if not partitions:
-            return {}
-        try:
-            committed = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
-        except Exception:  # without them nothing is lost: the finished work is only done again
-            log.warning("event=committed_metadata_unavailable partitions=%d", len(partitions), exc_info=True)
-            return {}
-        skips: dict[TP, set[int]] = {}
-        for tp in committed:
-            finished = decode_finished(tp.offset, getattr(tp, "metadata", None))
-            if finished:
-                skips[(tp.topic, tp.partition)] = set(finished)
-        return skips
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        if self._loop is not None and self._loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._drain(keys), self._loop)
-            try:
-                future.result(timeout=self._settings.drain_timeout_s + 5)
-            except Exception:  # a failed drain only means redelivery
-                log.warning("event=revoke_drain_failed", exc_info=True)
-        self._commit(asynchronous=False, keys=keys)
-        for key in keys:
-            self._partitions.pop(key, None)
-            self.assigned.discard(key)
-        log.info("event=partitions_revoked count=%d total=%d", len(partitions), len(self.assigned))
-
     async def _drain(self, keys: set[TP]) -> None:
-        """Give the revoked partitions' webhooks up: queued work is left to the next owner, open requests
-        finish within the drain bound, then the final commit of each partition is prepared."""
+        """Revoked partitions: their webhooks' queued work is left to the next owner, open requests finish
+        within the drain bound (the stage then prepares each partition's final commit)."""
         for webhook_id, lane in list(self._lanes.items()):
             if lane.partition in keys:
                 self._held -= len(lane.queue)
@@ -301,27 +192,18 @@ class Dispatcher:
                     del self._lanes[webhook_id]
         pending = [task for task, key in self._tasks.items() if key in keys]
         await self._wait_for(pending, "revoke_abandoned", cancel=False)
-        states = {k: s for k, s in self._partitions.items() if k in keys}
-        for state in states.values():
-            state.dirty = True
-        self._prepare_commits(states)
-        for state in states.values():
-            state.generation = -1  # late completions of abandoned work must not store offsets
         for key in keys:
             self._holds.pop(key, None)
 
     # ------------------------------------------------------------------------------------ per message
 
-    def _stage_of(self, topic: str) -> str:
-        return "fanout" if topic == self._topics.events else "delivery"
-
-    def _accept(self, message: Message) -> None:
+    def _accept(self, stage: StageConsumer, message: Message) -> None:
         error = message.error()
         if error is not None:
-            log.warning("event=consume_error code=%s reason=%s", error.name(), error.str())
+            log.warning("event=consume_error stage=%s code=%s reason=%s", stage.stage, error.name(), error.str())
             return
         key: TP = (message.topic() or "", message.partition() or 0)
-        state = self._partitions.get(key)
+        state = stage.partitions.get(key)
         if state is None:  # a message of a partition revoked in the same batch
             return
         offset = message.offset() or 0
@@ -331,7 +213,7 @@ class Dispatcher:
             metrics.SKIPPED_ON_RESTART.inc()
             self._finish(key, state.generation, offset)
             return
-        if key[0] == self._topics.events:
+        if stage.stage == "fanout":
             metrics.EVENTS_CONSUMED.labels("events").inc()
             self._fan_out(message, key, state.generation, offset)
         else:
@@ -340,7 +222,8 @@ class Dispatcher:
 
     def _finish(self, key: TP, generation: int, offset: int) -> None:
         """The outcome of this message is durable: its offset may be committed."""
-        state = self._partitions.get(key)
+        stage = self._delivery if key[0] == self._topics.deliveries else self._stages.get("fanout")
+        state = stage.partitions.get(key) if stage is not None else None
         if state is None or state.generation != generation:
             return
         state.marks.finish(offset)
@@ -673,11 +556,11 @@ class Dispatcher:
         """Backpressure from one webhook that keeps answering but has a full queue: pause its partition."""
         lane.held_back = True
         holders = self._holds.setdefault(lane.partition, set())
-        if not holders and "delivery" not in self._paused_all:
-            self._consumer.pause([TopicPartition(*lane.partition)])
-            metrics.PARTITIONS_PAUSED.inc()
+        if not holders and self._delivery is not None and not self._delivery.paused:
+            self._delivery.pause([lane.partition])
             log.info("event=partition_held_back topic=%s partition=%d webhook_id=%s", *lane.partition, webhook_id)
         holders.add(webhook_id)
+        self._count_paused()
 
     def _release(self, webhook_id: str, lane: Lane[_Job]) -> None:
         lane.held_back = False
@@ -687,40 +570,34 @@ class Dispatcher:
         holders.discard(webhook_id)
         if not holders:
             del self._holds[lane.partition]
-            if "delivery" not in self._paused_all and lane.partition in self.assigned:
-                self._consumer.resume([TopicPartition(*lane.partition)])
-                metrics.PARTITIONS_PAUSED.dec()
+            delivery = self._delivery
+            if delivery is not None and not delivery.paused and lane.partition in delivery.partitions:
+                delivery.resume([lane.partition])
                 log.info("event=partition_released topic=%s partition=%d", *lane.partition)
+        self._count_paused()
 
-    def _apply_global_bounds(self) -> None:
-        """Memory bounds: delivery tasks held in lanes, and fan-out tasks not yet acknowledged."""
+    def _apply_global_bound(self, stage: StageConsumer) -> None:
+        """Memory bounds: delivery tasks held in lanes; fan-out tasks the broker has not acknowledged."""
         limit = self._settings.max_in_flight
-        for stage, load in (("delivery", self._held), ("fanout", self._fanout_pending)):
-            if stage not in self._paused_all and load >= limit:
-                self._set_paused(stage, True)
-            elif stage in self._paused_all and load <= limit // 2:
-                self._set_paused(stage, False)
-
-    def _set_paused(self, stage: str, paused: bool) -> None:
-        keys = [k for k in self.assigned if self._stage_of(k[0]) == stage]
-        if paused:
-            self._paused_all.add(stage)
-            partitions = [TopicPartition(*k) for k in keys if k not in self._holds]
-            if partitions:
-                self._consumer.pause(partitions)
+        load = self._held if stage is self._delivery else self._fanout_pending
+        if not stage.paused and load >= limit:
+            stage.paused = True
+            stage.pause([k for k in stage.partitions if k not in self._holds])
+        elif stage.paused and load <= limit // 2:
+            stage.paused = False
+            stage.resume([k for k in stage.partitions if k not in self._holds])
         else:
-            self._paused_all.discard(stage)
-            partitions = [TopicPartition(*k) for k in keys if k not in self._holds]
-            if partitions:
-                self._consumer.resume(partitions)
-        metrics.PARTITIONS_PAUSED.set(
-            sum(1 for k in self.assigned if self._stage_of(k[0]) in self._paused_all or k in self._holds)
-        )
+            return
+        self._count_paused()
         log.info(
-            "event=%s stage=%s held=%d fanout_pending=%d partitions=%d",
-            "paused" if paused else "resumed",
-            stage,
+            "event=%s stage=%s held=%d fanout_pending=%d",
+            "paused" if stage.paused else "resumed",
+            stage.stage,
             self._held,
             self._fanout_pending,
-            len(partitions),
         )
+
+    def _count_paused(self) -> None:
+        paused = sum(len(stage.partitions) for stage in self._stages.values() if stage.paused)
+        held = 0 if self._delivery is None or self._delivery.paused else len(self._holds)
+        metrics.PARTITIONS_PAUSED.set(paused + held)
