@@ -8,9 +8,9 @@ owner's state for one webhook.
 When a task arrives (`admit`):
 - *queue* it (the usual case);
 - *park* it — write it to the first delay topic without counting an attempt — only when the webhook is
-  slow or hanging: it has finished nothing but timeouts for `park_after_s` while requests are open
-  (`stalled`), or its queue is full and, at the pace it has been answering (or its rate limit), the queue
-  would take longer than `park_after_s` to drain (`expected_wait_s`);
+  slow or hanging: it has answered nothing (timeouts are no answer) for `park_after_s` while requests are
+  open (`stalled`), or its queue is full and, at the pace the receiver can take (its concurrency over its
+  response time, or its rate limit), the queue would take longer than `park_after_s` to drain;
 - *queue and hold back*: its queue is full but it keeps answering fast enough. That is backpressure, not
   parking: the caller pauses the partition until the queue is half empty.
 An ordered (FIFO) webhook is never parked (a parked task would overtake nothing but be overtaken).
@@ -68,31 +68,8 @@ class TokenBucket:
         return (1.0 - self._tokens) / self.rate
 
 
-class PaceMeter:
-    """Completions per second over the last finished window of `window_s` (or the running one, if longer)."""
-
-    def __init__(self, now: float, window_s: float = 1.0) -> None:
-        self._window_s = window_s
-        self._start = now
-        self._count = 0
-        self._rate: float | None = None
-
-    def record(self, now: float) -> None:
-        self._roll(now)
-        self._count += 1
-
-    def rate(self, now: float) -> float | None:
-        self._roll(now)
-        elapsed = now - self._start
-        if self._count and elapsed > 0 and (self._rate is None or elapsed >= self._window_s / 2):
-            return max(self._rate or 0.0, self._count / max(elapsed, 1e-3))
-        return self._rate
-
-    def _roll(self, now: float) -> None:
-        elapsed = now - self._start
-        if elapsed >= self._window_s:
-            self._rate = self._count / elapsed
-            self._start, self._count = now, 0
+LATENCY_WEIGHT = 0.1
+"""Weight of the newest answer in a webhook's response-time average (about the last 20 answers)."""
 
 
 @dataclass
@@ -108,11 +85,10 @@ class Lane(Generic[Job]):
     last_progress: float = 0.0  # last request that finished with an answer (a timeout is no answer)
     held_back: bool = False  # this lane currently holds its partition paused
     bucket: TokenBucket | None = None
-    pace: PaceMeter | None = None
+    latency_s: float | None = None  # moving average of the time to an answer
     waking: bool = False  # a timer will start the next request when the rate limit allows
 
     def __post_init__(self) -> None:
-        self.pace = PaceMeter(self.created_at)
         if self.policy.rate_limit_per_s:
             self.bucket = TokenBucket(self.policy.rate_limit_per_s, self.created_at)
 
@@ -124,17 +100,27 @@ class Lane(Generic[Job]):
             return False
         return now - max(self.busy_since, self.last_progress) >= self.policy.park_after_s
 
+    def capacity_per_s(self) -> float | None:
+        """What the receiver can take: its concurrency over its response time, capped by its rate limit.
+
+        Judged from the receiver's own answer time, not from how fast this dispatcher drained the queue:
+        a dispatcher short of CPU drains every webhook slowly, and that must not make a fast receiver
+        look slow (it would park healthy webhooks exactly when the fleet is busiest)."""
+        capacity = None
+        if self.latency_s is not None:
+            capacity = self.policy.effective_concurrency / max(self.latency_s, 1e-3)
+        if self.policy.rate_limit_per_s:
+            capacity = min(capacity or math.inf, self.policy.rate_limit_per_s)
+        return capacity
+
     def expected_wait_s(self, now: float) -> float:
-        """How long the queue would take to drain at the pace this webhook has been answering."""
+        """How long the queue would take to drain at the pace the receiver can take."""
         if not self.queue:
             return 0.0
-        assert self.pace is not None
-        rate = self.pace.rate(now)
-        if self.policy.rate_limit_per_s:
-            rate = min(rate, self.policy.rate_limit_per_s) if rate else self.policy.rate_limit_per_s
-        if not rate:
-            return 0.0 if not self.stalled(now) else math.inf  # no answer yet: not judged before it stalls
-        return len(self.queue) / rate
+        capacity = self.capacity_per_s()
+        if capacity is None:
+            return math.inf if self.stalled(now) else 0.0  # no answer yet: not judged before it stalls
+        return len(self.queue) / capacity
 
     def admit(self, now: float) -> Admission:
         if self.policy.fifo:
@@ -159,12 +145,12 @@ class Lane(Generic[Job]):
             self.busy_since = now
         self.active += 1
 
-    def finished(self, now: float, answered: bool) -> None:
+    def finished(self, now: float, answered: bool, elapsed_s: float = 0.0) -> None:
         self.active -= 1
         if answered:
             self.last_progress = now
-            assert self.pace is not None
-            self.pace.record(now)
+            previous = self.latency_s
+            self.latency_s = elapsed_s if previous is None else previous + LATENCY_WEIGHT * (elapsed_s - previous)
         if self.active == 0:
             self.busy_since = None
 

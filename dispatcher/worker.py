@@ -373,6 +373,7 @@ class Dispatcher:
     async def _run(self, webhook_id: str, lane: Lane[_Job], job: _Job) -> None:
         task = job.task
         answered = False
+        elapsed_s = 0.0
         released = False
 
         def release() -> None:
@@ -381,7 +382,7 @@ class Dispatcher:
                 released = True
                 self._open_requests -= 1
                 metrics.IN_FLIGHT.set(self._open_requests)
-                lane.finished(time.monotonic(), answered)
+                lane.finished(time.monotonic(), answered, elapsed_s)
                 self._pump(webhook_id, lane)
 
         try:
@@ -397,7 +398,7 @@ class Dispatcher:
             else:
                 assert endpoint is not None
                 result = await self._deliverer.deliver(endpoint, task.event, task.attempt, task.event.body())
-                answered = result.outcome is not Outcome.TIMEOUT
+                answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
                 release()  # the next request may start while this outcome is made durable
                 await self._route(endpoint, task.event, task.attempt, result)
         finally:

@@ -14,7 +14,7 @@ def free_port() -> int:
 
 def scrape(port: int, timeout_s: float = 2.0) -> dict[str, float]:
     """`name{labels}` -> value of every sample a role's /metrics serves."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as response:
         text = response.read().decode()
     samples: dict[str, float] = {}
     for line in text.splitlines():

@@ -22,16 +22,33 @@ def lane(**policy: object) -> Lane[int]:
 
 
 def test_a_fast_webhook_with_a_full_queue_is_held_back_not_parked() -> None:
-    # Given a webhook answering 100 requests a second
+    # Given a webhook answering in 10 ms (2 at once: it can take 200 a second)
     w = lane()
     for i in range(100):
         w.started(i / 100)
-        w.finished(i / 100 + 0.001, answered=True)
+        w.finished(i / 100 + 0.01, answered=True, elapsed_s=0.01)
+    assert w.capacity_per_s() == pytest.approx(200)
     # When its queue is full
     w.queue.extend(range(4))
-    # Then the partition is held back: 4 queued drain in 0.04 s, far below park_after_s
+    # Then the partition is held back: 4 queued drain in 0.02 s, far below park_after_s
     assert w.admit(1.0) is Admission.HOLD_BACK
-    assert w.expected_wait_s(1.0) < 0.1
+    assert w.expected_wait_s(1.0) == pytest.approx(0.02)
+
+
+def test_a_busy_dispatcher_does_not_make_a_fast_receiver_look_slow() -> None:
+    # Given answers in 20 ms that this dispatcher, short of CPU, took a whole second to get through
+    w = lane(queue_limit=1000)
+    for i in range(10):
+        w.started(i * 0.1)
+        w.finished(i * 0.1 + 0.02, answered=True, elapsed_s=0.02)
+    w.queue.extend(range(1000))
+    # Then the queue is judged at the receiver's pace (100/s with 2 at once), not the dispatcher's
+    assert w.expected_wait_s(1.0) == pytest.approx(10.0)  # 2 at once x 50/s each
+    fast = lane(queue_limit=1000, concurrency=50)
+    fast.started(0.0)
+    fast.finished(0.02, answered=True, elapsed_s=0.02)
+    fast.queue.extend(range(1000))
+    assert fast.admit(1.0) is Admission.HOLD_BACK  # 50 at once x 50/s: 0.4 s to drain
 
 
 def test_a_hanging_webhook_is_parked_once_nothing_was_answered_for_park_after_s() -> None:
@@ -43,20 +60,20 @@ def test_a_hanging_webhook_is_parked_once_nothing_was_answered_for_park_after_s(
     assert w.stalled(15.0) and w.admit(15.0) is Admission.PARK
     w.finished(16.0, answered=False)  # a timeout is no answer
     assert w.stalled(16.0)
-    w.finished(16.5, answered=True)  # an answer (any status) is progress, and the lane is idle now
+    w.finished(16.5, answered=True, elapsed_s=6.5)  # an answer (any status) is progress, and the lane is idle now
     assert not w.stalled(16.5)
 
 
 def test_a_slow_webhook_with_a_full_queue_is_parked() -> None:
-    # Given a webhook answering 2 requests a second
+    # Given a webhook answering in 2 s, 2 at once: 1 a second
     w = lane(queue_limit=20)
     for i in range(4):
-        w.started(i * 0.5)
-        w.finished(i * 0.5 + 0.4, answered=True)
+        w.started(i * 2.0)
+        w.finished(i * 2.0 + 2.0, answered=True, elapsed_s=2.0)
     w.queue.extend(range(20))
-    # Then 20 queued would take ~10 s > park_after_s: offered work at the pace it can take
-    assert w.expected_wait_s(2.0) > 5
-    assert w.admit(2.0) is Admission.PARK
+    # Then 20 queued would take 20 s > park_after_s: offered work at the pace it can take
+    assert w.expected_wait_s(8.0) == pytest.approx(20.0)
+    assert w.admit(8.0) is Admission.PARK
 
 
 def test_a_rate_limit_paces_the_queue_estimate() -> None:
@@ -73,7 +90,7 @@ def test_an_ordered_webhook_is_never_parked_and_runs_one_at_a_time() -> None:
     assert w.stalled(100.0)
     assert w.admit(100.0) is Admission.HOLD_BACK  # full queue: backpressure, never a park
     assert not w.can_start()  # concurrency 1 while one is open
-    w.finished(100.0, answered=True)
+    w.finished(100.0, answered=True, elapsed_s=100.0)
     assert w.can_start()
 
 
