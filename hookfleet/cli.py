@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from schemas.validation import first_error
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -195,9 +197,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        return f"invalid {where}: {first['msg']}"
+        return f"invalid {first_error(exc)}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

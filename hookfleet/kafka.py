@@ -1,5 +1,8 @@
 """Thin typed wrappers around confluent-kafka: the only place the runtime touches the Kafka client.
 
+Roles get their clients from the factories here (`new_consumer`, `new_producer`) in their main.py and
+take them as constructor arguments, so a unit test can hand a role the in-memory stub in tests/support.
+
 Why wrappers: librdkafka reports most failures asynchronously (delivery callbacks, error callbacks) and
 raises `BufferError` when its local queue is full. These wrappers turn both into our own exceptions,
 retry `BufferError` after serving callbacks, and give asyncio code a future per produced message.
@@ -8,16 +11,31 @@ retry `BufferError` after serving callbacks, and give asyncio code a future per 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]
+"""(topic, partition): the plain-value form of a TopicPartition, the key of every per-partition map."""
+
+Headers = list[tuple[str, str | bytes | None]]
+"""Message headers as the producer takes them (and as `message_headers` returns them)."""
 
 
 class KafkaUnavailable(RuntimeError):
@@ -128,7 +146,7 @@ class KafkaProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it."""
@@ -144,7 +162,7 @@ class KafkaProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
     ) -> asyncio.Future[Message]:
         """Produce and return a future that resolves when the broker acknowledges (acks=all)."""
         loop = asyncio.get_running_loop()
@@ -217,19 +235,78 @@ def consumer_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, An
 
 
 def new_consumer(bootstrap: str, group_id: str, **extra: Any) -> Consumer:
+    """A consumer with `consumer_config`'s defaults; `extra` holds the role's own options and callbacks."""
     return Consumer(consumer_config(bootstrap, group_id, **extra))
 
 
+def new_producer(bootstrap: str, **extra: Any) -> KafkaProducer:
+    """The idempotent, acks=all producer every role writes with."""
+    return KafkaProducer(bootstrap, **extra)
+
+
+class BrokerState:
+    """Whether a client reaches a broker, from librdkafka's error and statistics callbacks (for /healthz).
+
+    Created before the client, so its callbacks can be passed to the factory; read by the health
+    server's thread, so it only ever assigns a plain bool.
+    """
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.up = False
+        log.warning("event=kafka_error code=%s reason=%s", error.name(), error.str())
+
+    def on_stats(self, raw: str) -> None:
+        """Up when at least one real broker (not a bootstrap placeholder, whose nodeid is -1) is UP."""
+        try:
+            brokers: dict[str, Any] = json.loads(raw).get("brokers", {})
+        except ValueError:
+            return
+        self.up = any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values())
+
+
+def topic_partition(key: PartitionKey, offset: int | None = None) -> TopicPartition:
+    """`(topic, partition)` -> TopicPartition, at `offset` when given (seek, store_offsets)."""
+    if offset is None:
+        return TopicPartition(key[0], key[1])
+    return TopicPartition(key[0], key[1], offset)
+
+
+def message_headers(message: Message) -> Headers | None:
+    """A consumed message's headers as a list (librdkafka may hand out a list or a dict)."""
+    headers = message.headers()
+    if headers is None:
+        return None
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def written_ms(message: Message) -> int | None:
+    """When the message was written (the producer's CreateTime, or the broker's), if the broker kept it."""
+    kind, timestamp = message.timestamp()
+    return int(timestamp) if kind != TIMESTAMP_NOT_AVAILABLE else None
+
+
 __all__ = [
+    "BrokerState",
     "Consumer",
+    "Headers",
     "KafkaDeliveryError",
     "KafkaError",
+    "KafkaException",
     "KafkaProducer",
     "KafkaUnavailable",
     "Message",
+    "PartitionKey",
     "TopicPartition",
     "TopicSpec",
     "check_broker",
     "ensure_topics",
+    "message_headers",
     "new_consumer",
+    "new_producer",
+    "topic_partition",
+    "written_ms",
 ]

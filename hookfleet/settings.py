@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.retry_schedule import DELAYS_S
 from schemas.topics import Topics
 
 LOCAL_KAFKA = "127.0.0.1:19092"
@@ -107,15 +108,19 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings):
     )
     subscriptions_reload_s: float = Field(default=60.0, gt=0)
     drain_timeout_s: float = Field(default=25.0, ge=0, description="SIGTERM drain bound; below the pod grace period")
-    retry_delays_s: tuple[float, float, float] = (10.0, 60.0, 300.0)
+    retry_delays_s: tuple[float, float, float] = Field(
+        default=DELAYS_S, description="delay before attempts 2, 3 and 4 (schemas/retry_schedule.py)"
+    )
 
 
 class RetrySchedulerSettings(CommonSettings):
     group_id: str = Field(default="hookfleet-retry-scheduler", validate_default=True)
     _group = _group_id
-    drain_timeout_s: float = Field(default=10.0, ge=0)
+    drain_timeout_s: float = Field(
+        default=10.0, ge=0, description="SIGTERM bound for outstanding hand-offs; below the pod grace period"
+    )
     retry_delays_s: tuple[float, float, float] = Field(
-        default=(10.0, 60.0, 300.0), description="the dispatcher's schedule: bounds how long a task may be held"
+        default=DELAYS_S, description="the dispatcher's schedule: bounds how long a task may be held"
     )
     max_hold_slack_s: float = Field(
         default=300.0, ge=0, description="a task is held at most 2 x its stage's delay + this after it was written"
@@ -127,6 +132,11 @@ class RecorderSettings(CommonSettings):
     _group = _group_id
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
+    drain_timeout_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="SIGTERM during a database outage: retry this long, then exit uncommitted (nothing is lost)",
+    )
 
 
 class ApiSettings(DeliverySettings, SecretKeySettings):

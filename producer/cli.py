@@ -15,12 +15,7 @@ from hookfleet.cli import CliError
 from hookfleet.kafka import KafkaError, Message, check_broker
 from hookfleet.settings import CommonSettings
 from producer.publisher import EventPublisher, build_event
-
-
-def _reason(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "line"
-    return f"{where}: {first['msg']}"
+from schemas.validation import first_error
 
 
 def _parse_line(raw: str) -> dict[str, Any]:
@@ -52,7 +47,7 @@ def publish(args: argparse.Namespace) -> int:
     try:
         event = build_event(args.account, args.event_type, data)
     except ValueError as exc:  # ValidationError and an unknown EventType both land here
-        reason = _reason(exc) if isinstance(exc, ValidationError) else str(exc)
+        reason = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise CliError(f"invalid event: {reason}") from None
     check_broker(settings.kafka_bootstrap_servers)
     with EventPublisher(settings) as publisher:
@@ -93,7 +88,7 @@ def _publish_file(settings: CommonSettings, path: str) -> int:
                     created_at=fields.get("created_at"),
                 )
             except ValidationError as exc:
-                rejected.append((number, _reason(exc)))
+                rejected.append((number, first_error(exc)))
                 continue
             except ValueError as exc:
                 rejected.append((number, str(exc)))

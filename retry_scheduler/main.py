@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from hookfleet import logs
-from hookfleet.kafka import check_broker
-from hookfleet.metrics import HealthServer
+from hookfleet.kafka import BrokerState, check_broker, new_consumer, new_producer
+from hookfleet.metrics import HealthServer, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.scheduler import RetryScheduler
+from retry_scheduler.scheduler import CONSUMER_OPTIONS, RetryScheduler
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +21,21 @@ def run(args: argparse.Namespace) -> int:
 
 def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
     """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
-    scheduler = RetryScheduler(settings, shutdown)
+    broker = BrokerState()
+    lag_stats = stats_callback(settings.group_id)
+
+    def on_stats(raw: str) -> None:
+        lag_stats(raw)
+        broker.on_stats(raw)
+
+    consumer = new_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.group_id,
+        **CONSUMER_OPTIONS,
+        stats_cb=on_stats,
+        error_cb=broker.on_error,
+    )
+    scheduler = RetryScheduler(settings, shutdown, consumer, new_producer(settings.kafka_bootstrap_servers), broker)
     health = HealthServer(settings.metrics_port, scheduler.ready).start() if settings.metrics_port else None
     try:
         scheduler.run()

@@ -86,6 +86,7 @@ def drain_bound_s(role: str, env: dict[str, str]) -> float:
     defaults = {
         "dispatcher": DispatcherSettings.model_fields["drain_timeout_s"].default,
         "retry-scheduler": RetrySchedulerSettings.model_fields["drain_timeout_s"].default,
+        "recorder": RecorderSettings.model_fields["drain_timeout_s"].default,
     }
     return float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", defaults.get(role, 0.0)))
 
