@@ -306,4 +306,3 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
         if time.monotonic() > until:
             raise KafkaUnavailable("broker acknowledgements did not arrive")
         time.sleep(0.005)
-
