@@ -1,4 +1,4 @@
-"""SSRF guard: which resolved addresses a delivery may connect to (pure; DESIGN.md §1).
+"""SSRF guard: which resolved addresses a delivery may connect to (pure; docs/architecture.md#ssrf-guard).
 
 Customer URLs are untrusted. A hostname that resolves into the operator's network (private, loopback,
 link-local, CGNAT, cloud metadata, multicast, unspecified, reserved) is refused unless the operator

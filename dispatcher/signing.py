@@ -1,4 +1,4 @@
-"""Delivery signatures: pure functions, no I/O (DESIGN.md §1).
+"""Delivery signatures: pure functions, no I/O (docs/architecture.md#signing).
 
 Two signatures over the same raw body bytes, with the same secret:
 - `X-Webhook-Signature`: lowercase hex HMAC-SHA256 keyed with the secret string's UTF-8 bytes, which is

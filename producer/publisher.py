@@ -1,4 +1,4 @@
-"""EventPublisher: what product services use to publish events (DESIGN.md §3).
+"""EventPublisher: what product services use to publish events (docs/architecture.md#topics).
 
 Validates against the schema before anything reaches Kafka (a bad event fails in the caller, where the
 bug is), assigns a sortable `evt_` id and `created_at`, keys by account id, and lets the caller wait for

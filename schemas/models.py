@@ -1,4 +1,4 @@
-"""Pydantic models of every message on the wire (docs/architecture.md#wire-contract and #topics).
+"""Pydantic models of every message on the wire (docs/architecture.md#wire-contract, docs/architecture.md#topics).
 
 Validation is strict and closed (`extra="forbid"`): a producer bug surfaces as a validation error that
 names the field, and the dispatcher routes that message to the invalid topic instead of guessing.
