@@ -17,11 +17,11 @@ Not kept: rebalancing between several consumers, prefetching, timestamps other t
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -30,13 +30,14 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from hookfleet.kafka import (
     Headers,
-    KafkaDeliveryError,
     KafkaError,
     KafkaException,
+    KafkaProducer,
     Message,
     PartitionKey,
     TopicPartition,
 )
+from hookfleet.shutdown import Shutdown
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
@@ -234,14 +235,15 @@ class MemoryConsumer:
         self.closed = True
 
 
-class MemoryProducer:
-    """The `hookfleet.kafka.KafkaProducer` calls the roles make, writing to a `MemoryBroker`.
+class MemoryProducer(KafkaProducer):
+    """`hookfleet.kafka.KafkaProducer` writing to a `MemoryBroker` (its `send` and `send_sync` are the real
+    ones, built on `produce`).
 
     `acks="auto"` acknowledges each message as it is produced (from the producing thread, where the real
     one uses its poll thread); `acks="manual"` holds acknowledgements until `ack_all()` or `flush()`.
     """
 
-    def __init__(self, broker: MemoryBroker, acks: str = "auto") -> None:
+    def __init__(self, broker: MemoryBroker, acks: str = "auto") -> None:  # no librdkafka producer, no thread
         self.broker = broker
         self.manual = acks == "manual"
         self._pending: list[tuple[DeliveryCallback | None, KafkaError | None, Message]] = []
@@ -287,18 +289,6 @@ class MemoryProducer:
                 callback(error, message)
         return len(pending)
 
-    def send(
-        self, topic: str, value: bytes, key: bytes | str | None = None, headers: Headers | None = None
-    ) -> asyncio.Future[Message]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
-
-        def settle(error: KafkaError | None, message: Message) -> None:
-            loop.call_soon_threadsafe(_resolve, future, error, message)
-
-        self.produce(topic, value, key=key, headers=headers, on_delivery=settle)
-        return future
-
     def flush(self, timeout_s: float = 30.0) -> int:
         self.ack_all()
         return 0
@@ -309,13 +299,22 @@ class MemoryProducer:
         return 0
 
 
-def _resolve(future: asyncio.Future[Message], error: KafkaError | None, message: Message) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(KafkaDeliveryError(error))
-    else:
-        future.set_result(message)
+@contextmanager
+def running(run: Callable[[], object], shutdown: Shutdown, broker: MemoryBroker) -> Iterator[list[object]]:
+    """Run a role's `run` on a thread for the block; then request its stop and wait (bounded) for it.
+
+    Yields the list that receives `run`'s return value once it has returned.
+    """
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(run()), name="role-under-test")
+    thread.start()
+    try:
+        yield result
+    finally:
+        shutdown.requested.set()  # not .request(): a second request would exit the process
+        broker.wake()  # return a blocked poll at once
+        thread.join(5)
+        assert not thread.is_alive(), "the role did not stop within 5 s"
 
 
 def headers_of(message: Message) -> dict[str, bytes]:

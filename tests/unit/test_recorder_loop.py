@@ -4,12 +4,10 @@ is tested in tests/integration/test_recorder*.py)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -21,30 +19,16 @@ from recorder import loop as loop_module
 from recorder.batch import Batch
 from recorder.loop import Recorder
 from recorder.store import WriteResult
-from schemas.catalog import EventType
-from schemas.models import AttemptRecord, Outcome
 from schemas.topics import Topics
-from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of, running
+from tests.unit.test_recorder_batch import attempt
 
 TOPICS = Topics.with_prefix("unit.")
 GROUP = "unit.recorder"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def attempt_bytes(n: int) -> bytes:
-    record = AttemptRecord(
-        attempt_id=f"att_{n}",
-        event_id=f"evt_{n}",
-        event_type=EventType.MESSAGE_READ,
-        account_id="acct_1",
-        webhook_id="wh_1",
-        attempt=1,
-        outcome=Outcome.SUCCESS,
-        status_code=200,
-        attempted_at=T0,
-        next_step="done",
-    )
-    return record.model_dump_json().encode()
+    return attempt(n).model_dump_json().encode()
 
 
 @dataclass
@@ -76,18 +60,18 @@ class MemoryStore:
 
 
 @dataclass
-class Running:
+class Fleet:
     recorder: Recorder
     consumer: MemoryConsumer
     store: MemoryStore
-    exit_code: list[int]
+    exit_code: list[object]
 
     def committed(self, key: PartitionKey) -> int | None:
         return self.store.broker.committed.get(GROUP, {}).get(key)
 
 
 @contextmanager
-def running(broker: MemoryBroker, store: MemoryStore, drain_timeout_s: float = 5.0) -> Iterator[Running]:
+def recorder_running(broker: MemoryBroker, store: MemoryStore, drain_timeout_s: float = 5.0) -> Iterator[Fleet]:
     settings = RecorderSettings(
         topic_prefix=TOPICS.prefix, group_id=GROUP, batch_wait_ms=10, drain_timeout_s=drain_timeout_s
     )
@@ -95,16 +79,8 @@ def running(broker: MemoryBroker, store: MemoryStore, drain_timeout_s: float = 5
     consumer = MemoryConsumer(broker, settings.group_id)
     store.consumer = consumer
     recorder = Recorder(settings, shutdown, consumer, MemoryProducer(broker), store)  # type: ignore[arg-type]
-    exit_code: list[int] = []
-    thread = threading.Thread(target=lambda: exit_code.append(recorder.run()), name="recorder-under-test")
-    thread.start()
-    try:
-        yield Running(recorder, consumer, store, exit_code)
-    finally:
-        shutdown.requested.set()  # not .request(): a second request would exit the process
-        broker.wake()
-        thread.join(5)
-        assert not thread.is_alive(), "the recorder did not stop"
+    with running(recorder.run, shutdown, broker) as exit_code:
+        yield Fleet(recorder, consumer, store, exit_code)
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +95,7 @@ def test_rows_are_written_before_their_offsets_are_committed() -> None:
     for n in range(3):
         broker.append(TOPICS.attempts, attempt_bytes(n), partition=0)
     store = MemoryStore(broker)
-    with running(broker, store) as fleet:
+    with recorder_running(broker, store) as fleet:
         # Then all three are written, and the commit comes after: the write saw nothing committed
         assert broker.wait(lambda: fleet.committed((TOPICS.attempts, 0)) == 3)
         assert sorted(store.written) == ["att_0", "att_1", "att_2"]
@@ -135,7 +111,7 @@ def test_garbage_goes_to_the_invalid_topic_in_the_one_shape_and_is_committed_pas
     broker.append(TOPICS.attempts, attempt_bytes(2), partition=1)
     broker.append(TOPICS.dead, b'{"event": 1}', key=b"wh_2", partition=0)
     store = MemoryStore(broker)
-    with running(broker, store) as fleet:
+    with recorder_running(broker, store) as fleet:
         assert broker.wait(
             lambda: fleet.committed((TOPICS.attempts, 1)) == 3 and fleet.committed((TOPICS.dead, 0)) == 1
         )
@@ -160,7 +136,7 @@ def test_database_outage_pauses_the_partitions_and_commits_only_after_the_write(
     broker = MemoryBroker()
     broker.append(TOPICS.attempts, attempt_bytes(1), partition=2)
     store = MemoryStore(broker, failures=2)
-    with running(broker, store) as fleet:
+    with recorder_running(broker, store) as fleet:
         assert broker.wait(lambda: fleet.committed((TOPICS.attempts, 2)) == 1)
         # Then nothing was committed before the write went in, and meanwhile every partition was paused
         assert [committed for committed, _ in store.seen] == [{}, {}, {}]
@@ -176,7 +152,7 @@ def test_shutdown_during_an_outage_exits_after_the_drain_bound_without_committin
     broker = MemoryBroker()
     broker.append(TOPICS.attempts, attempt_bytes(1), partition=0)
     store = MemoryStore(broker, failures=10**6)
-    with running(broker, store, drain_timeout_s=0.1) as fleet:
+    with recorder_running(broker, store, drain_timeout_s=0.1) as fleet:
         assert broker.wait(lambda: len(store.seen) >= 1)
         stopping = time.monotonic()
     # Then the recorder gave up after the bound, exited 0 and committed nothing (the next owner re-reads)

@@ -4,7 +4,6 @@ tests/integration/test_retry_scheduler.py)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from retry_scheduler.scheduler import RetryScheduler
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
-from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of, running
 
 TOPICS = Topics.with_prefix("unit.")
 GROUP = "unit.retry-scheduler"
@@ -37,10 +36,9 @@ def task_bytes(n: int, due_at: int) -> bytes:
 
 
 @dataclass
-class Running:
+class Fleet:
     scheduler: RetryScheduler
     consumer: MemoryConsumer
-    producer: MemoryProducer
     broker: MemoryBroker
 
     def delivered(self) -> list[int]:
@@ -50,21 +48,13 @@ class Running:
 
 
 @contextmanager
-def running(broker: MemoryBroker, producer: MemoryProducer | None = None) -> Iterator[Running]:
+def scheduler_running(broker: MemoryBroker, producer: MemoryProducer | None = None) -> Iterator[Fleet]:
     settings = RetrySchedulerSettings(topic_prefix=TOPICS.prefix, group_id=GROUP, drain_timeout_s=1.0)
     shutdown = Shutdown()
     consumer = MemoryConsumer(broker, settings.group_id)
-    producer = producer or MemoryProducer(broker)
-    scheduler = RetryScheduler(settings, shutdown, consumer, producer)  # type: ignore[arg-type]
-    thread = threading.Thread(target=scheduler.run, name="scheduler-under-test")
-    thread.start()
-    try:
-        yield Running(scheduler, consumer, producer, broker)
-    finally:
-        shutdown.requested.set()  # not .request(): a second request would exit the process
-        broker.wake()
-        thread.join(5)
-        assert not thread.is_alive(), "the scheduler did not stop"
+    scheduler = RetryScheduler(settings, shutdown, consumer, producer or MemoryProducer(broker))  # type: ignore[arg-type]
+    with running(scheduler.run, shutdown, broker):
+        yield Fleet(scheduler, consumer, broker)
 
 
 def test_due_task_is_handed_back_and_its_offset_stored_only_once_acknowledged() -> None:
@@ -73,7 +63,7 @@ def test_due_task_is_handed_back_and_its_offset_stored_only_once_acknowledged() 
     source = (TOPICS.retry_60s, 1)
     broker.append(source[0], task_bytes(1, now_ms() - 10), key=b"wh_1", partition=1)
     producer = MemoryProducer(broker, acks="manual")
-    with running(broker, producer) as fleet:
+    with scheduler_running(broker, producer) as fleet:
         # When it is handed off: it is on the deliveries topic, with its key, but the offset waits
         assert broker.wait(lambda: fleet.delivered() == [1])
         assert broker.messages(TOPICS.deliveries)[0].key() == b"wh_1"
@@ -91,7 +81,7 @@ def test_not_yet_due_task_holds_only_its_partition_and_is_handed_off_when_due() 
     due_at = now_ms() + 300
     broker.append(TOPICS.retry_10s, task_bytes(1, due_at), partition=0)
     broker.append(TOPICS.retry_10s, task_bytes(2, now_ms()), partition=2)
-    with running(broker) as fleet:
+    with scheduler_running(broker) as fleet:
         # Then the due one flows while partition 0 is paused at the waiting task
         assert broker.wait(lambda: fleet.delivered() == [2])
         assert (TOPICS.retry_10s, 0) in fleet.consumer.paused
@@ -107,7 +97,7 @@ def test_malformed_task_goes_to_the_invalid_topic_in_the_one_shape_and_the_parti
     broker = MemoryBroker()
     broker.append(TOPICS.retry_5m, b"garbage{", key=b"wh_bad", headers=[("trace", b"t1")], partition=2)
     broker.append(TOPICS.retry_5m, task_bytes(3, now_ms()), partition=2)
-    with running(broker) as fleet:
+    with scheduler_running(broker) as fleet:
         assert broker.wait(lambda: fleet.delivered() == [3] and fleet.consumer.stored.get((TOPICS.retry_5m, 2)) == 2)
     # Then the garbage is in the invalid topic: same bytes and key, the documented headers only
     (invalid,) = broker.messages(TOPICS.invalid)
@@ -131,7 +121,7 @@ def test_failed_hand_off_is_produced_again_and_its_offset_waits_for_it(monkeypat
     broker.append(source[0], task_bytes(4, now_ms()), partition=0)
     producer = MemoryProducer(broker)
     producer.fail_next(1)
-    with running(broker, producer) as fleet:
+    with scheduler_running(broker, producer) as fleet:
         # Then the task is produced again after the backoff, exactly once, and only then stored
         assert broker.wait(lambda: fleet.consumer.stored.get(source) == 1)
         assert fleet.delivered() == [4]
@@ -141,11 +131,11 @@ def test_a_restarted_scheduler_starts_after_what_was_committed() -> None:
     # Given a scheduler that handed off one task and stopped
     broker = MemoryBroker()
     broker.append(TOPICS.retry_10s, task_bytes(5, now_ms()), partition=1)
-    with running(broker) as fleet:
+    with scheduler_running(broker) as fleet:
         assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 1)
     # When a new one of the same group starts and a second task arrives
     broker.append(TOPICS.retry_10s, task_bytes(6, now_ms()), partition=1)
-    with running(broker) as fleet:
+    with scheduler_running(broker) as fleet:
         assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 2)
         # Then only the new task is handed off again
         assert fleet.delivered() == [5, 6]
