@@ -19,8 +19,8 @@ def run(args: argparse.Namespace) -> int:
     return run_scheduler(settings, Shutdown().install())
 
 
-def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
-    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
+def new_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> RetryScheduler:
+    """A scheduler with its real clients; the consumer's callbacks feed lag metrics and broker health."""
     broker = BrokerState()
     lag_stats = stats_callback(settings.group_id)
 
@@ -35,7 +35,12 @@ def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
         stats_cb=on_stats,
         error_cb=broker.on_error,
     )
-    scheduler = RetryScheduler(settings, shutdown, consumer, new_producer(settings.kafka_bootstrap_servers), broker)
+    return RetryScheduler(settings, shutdown, consumer, new_producer(settings.kafka_bootstrap_servers), broker)
+
+
+def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
+    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
+    scheduler = new_scheduler(settings, shutdown)
     health = HealthServer(settings.metrics_port, scheduler.ready).start() if settings.metrics_port else None
     try:
         scheduler.run()

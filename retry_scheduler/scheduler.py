@@ -1,7 +1,7 @@
 """The retry scheduler's Kafka side: every consumer and producer call of the role is in this module.
 
-The clients are made by `hookfleet.kafka` (see `main.run_scheduler`) and handed in; the scheduler owns
-them from then on and closes them when it stops.
+The clients are made by `hookfleet.kafka`'s factories (see `main.new_scheduler`) and handed in; the
+scheduler owns them from then on and closes them when it stops.
 
 One synchronous loop. It never sleeps: it polls with a timeout bounded by the next hold's due time, so a
 held partition resumes on time while the others keep flowing. Timing rules live in `gate.DueGate`, offset
