@@ -1,5 +1,5 @@
 """The dispatcher's hot path in isolation: the real `Dispatcher`, `Deliverer` and `KafkaProducer`, fed from
-memory instead of a broker consumer (tests/support/memory_kafka.py), delivering to the benchmark receiver.
+memory instead of a broker consumer, delivering to the benchmark receiver.
 
 Why: on a shared 2-core machine the end-to-end throughput moves with everything else running, and a
 profiler run through the whole stack mixes the dispatcher with the broker, the recorder and PostgreSQL.
@@ -22,10 +22,14 @@ import io
 import json
 import pstats
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import Message, TopicPartition
 
 from bench.receiver import Receiver
 from demo.tls import make_demo_certs
@@ -38,42 +42,89 @@ from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topi
 from hookfleet.settings import LOCAL_KAFKA, DispatcherSettings
 from producer.publisher import build_event
 from schemas.catalog import EventType, sample_data
-from tests.support.memory_kafka import MemoryBroker, MemoryConsumer
 
 PARTITIONS = 6
 
 
-def _load(broker: MemoryBroker, topic: str, accounts: int, count: int) -> None:
-    """`count` events, one account after another, spread round robin over the partitions."""
+class MemoryConsumer:
+    """Stands in for the confluent-kafka consumer: hands out prebuilt event messages, records stored offsets."""
+
+    def __init__(self, messages: list[Message], topic: str) -> None:
+        self._messages = messages
+        self._topic = topic
+        self._next = 0
+        self._lock = threading.Lock()
+        self._on_assign: Callable[[Any, list[TopicPartition]], None] | None = None
+        self._assigned = False
+        self.stored: dict[int, int] = {}
+        self.done = threading.Event()
+        self._last: dict[int, int] = {}
+        for message in messages:
+            self._last[message.partition() or 0] = message.offset() or 0
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
+        self._on_assign = on_assign
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        if not self._assigned and self._on_assign is not None:
+            self._assigned = True
+            self._on_assign(self, [TopicPartition(self._topic, p) for p in range(PARTITIONS)])
+        with self._lock:
+            batch = self._messages[self._next : self._next + num_messages]
+            self._next += len(batch)
+        if not batch:
+            time.sleep(min(timeout, 0.05))
+        return batch
+
+    def store_offsets(self, offsets: list[TopicPartition] | None = None, message: Any = None) -> None:
+        with self._lock:
+            for tp in offsets or []:
+                self.stored[tp.partition] = max(self.stored.get(tp.partition, -1), tp.offset)
+            if all(self.stored.get(p, -1) > last for p, last in self._last.items()):
+                self.done.set()
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def commit(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _messages(topic: str, accounts: int, count: int) -> list[Message]:
     types = list(EventType)
+    offsets = [0] * PARTITIONS
+    out = []
     for n in range(count):
         account = f"acct_{n % accounts:03d}"
         event_type = types[n % len(types)]
         body = build_event(account, event_type, sample_data(event_type)).body()
-        broker.append(topic, body, key=account, partition=n % PARTITIONS)
-
-
-def _all_stored(broker: MemoryBroker, consumer: MemoryConsumer, topic: str) -> bool:
-    return all(consumer.stored.get((topic, p), 0) >= broker.end_offset((topic, p)) for p in range(PARTITIONS))
+        partition = n % PARTITIONS
+        out.append(
+            Message(topic=topic, partition=partition, offset=offsets[partition], key=account.encode(), value=body)
+        )
+        offsets[partition] += 1
+    return out
 
 
 async def _dispatch(
     settings: DispatcherSettings,
-    broker: MemoryBroker,
+    consumer: MemoryConsumer,
     producer: KafkaProducer,
     deliverer: Deliverer,
     index: SubscriptionIndex,
 ) -> float:
-    """One Dispatcher over `broker`'s events until every offset is stored; returns the seconds taken."""
-    topic = settings.topics.events
-    consumer = MemoryConsumer(broker, settings.group_id)
+    """One Dispatcher over `consumer`'s messages until every offset is stored; returns the seconds taken."""
     dispatcher = Dispatcher(settings, consumer, producer, deliverer, index)  # type: ignore[arg-type]
     stop = asyncio.Event()
     started = time.monotonic()
     runner = asyncio.create_task(dispatcher.run(stop))
-    await asyncio.get_running_loop().run_in_executor(
-        None, lambda: broker.wait(lambda: _all_stored(broker, consumer, topic), timeout_s=600)
-    )
+    await asyncio.get_running_loop().run_in_executor(None, consumer.done.wait, 600)
     elapsed = time.monotonic() - started
     stop.set()
     await runner
@@ -141,21 +192,22 @@ class _Profile:
 async def _measure(
     settings: DispatcherSettings,
     index: SubscriptionIndex,
-    warm: MemoryBroker,
-    measured: MemoryBroker,
+    warm: list[Message],
+    measured: list[Message],
     kind: str | None,
 ) -> tuple[float, float, str, dict[str, Any]]:
     """Warm up (connections, caches), then measure; one producer and one HTTP session throughout, as in a
     long-running dispatcher. Returns (seconds, process CPU seconds, profile text)."""
     producer = KafkaProducer(settings.kafka_bootstrap_servers)
     deliverer = Deliverer(settings)
+    topic = settings.topics.events
     try:
-        await _dispatch(settings, warm, producer, deliverer, index)
+        await _dispatch(settings, MemoryConsumer(warm, topic), producer, deliverer, index)
         profile = _Profile(kind)
         cpu_start = time.process_time()
         profile.start()
         with GcClock() as collector:
-            elapsed = await _dispatch(settings, measured, producer, deliverer, index)
+            elapsed = await _dispatch(settings, MemoryConsumer(measured, topic), producer, deliverer, index)
         report = profile.stop()
         cpu = time.process_time() - cpu_start
     finally:
@@ -199,9 +251,8 @@ def run(
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    warm, measured = MemoryBroker(PARTITIONS), MemoryBroker(PARTITIONS)
-    _load(warm, settings.topics.events, endpoints, warmup)
-    _load(measured, settings.topics.events, endpoints, events)
+    warm = _messages(settings.topics.events, endpoints, warmup)
+    measured = _messages(settings.topics.events, endpoints, events)
     try:
         receiver.reset()
         elapsed, cpu, report, collector = asyncio.run(_measure(settings, index, warm, measured, profile))
