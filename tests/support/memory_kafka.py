@@ -7,9 +7,9 @@ it stored and committed, and which partitions it paused, from the `MemoryBroker`
 What is kept of librdkafka's behaviour, because the roles rely on it:
 - a partition's messages come in offset order; `pause` stops a partition, `seek` moves its position,
   `resume` continues from the position;
-- `store_offsets` only records; `commit` makes the stored offsets the group's committed ones (and fails
-  with `_NO_OFFSET` when there is nothing new, as librdkafka does); a new consumer of the group starts
-  at the committed offsets;
+- `store_offsets` only records; `commit` makes the stored offsets (or the ones it is given, with their
+  metadata) the group's committed ones, and fails with `_NO_OFFSET` when there is nothing new, as
+  librdkafka does; `committed` reads them back; a new consumer of the group starts at them;
 - `close` runs the revoke callback; a produce acknowledgement is a callback, which can be held back
   (`MemoryProducer(acks="manual")`) or failed (`fail_next`) to test what a role does meanwhile.
 Not kept: rebalancing between several consumers, prefetching, timestamps other than CreateTime.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_CREATE_TIME
+from confluent_kafka import OFFSET_INVALID, TIMESTAMP_CREATE_TIME
 
 from hookfleet.kafka import (
     Headers,
@@ -51,6 +51,8 @@ class MemoryBroker:
         self._logs: dict[PartitionKey, list[Message]] = {}
         self.committed: dict[str, dict[PartitionKey, int]] = {}
         """Per group id, the committed offset of each partition (the next offset to read)."""
+        self.metadata: dict[str, dict[PartitionKey, str | None]] = {}
+        """Per group id, the metadata committed with each partition's offset."""
         self._changed = threading.Condition()
 
     # ----------------------------------------------------------------------------------------- writing
@@ -206,12 +208,32 @@ class MemoryConsumer:
                 raise KafkaException(KafkaError(KafkaError._STATE, "partition not assigned"))
             self.stored[key] = tp.offset
 
-    def commit(self, message: Message | None = None, offsets: Any = None, asynchronous: bool = True) -> None:
+    def commit(
+        self, message: Message | None = None, offsets: list[TopicPartition] | None = None, asynchronous: bool = True
+    ) -> None:
+        """Commit `offsets` (with their metadata) when given, else what was stored since the last commit."""
         committed = self.broker.committed.setdefault(self.group_id, {})
-        new = {key: offset for key, offset in self.stored.items() if committed.get(key) != offset}
+        metadata = self.broker.metadata.setdefault(self.group_id, {})
+        if offsets is not None:
+            new = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+            metadata.update({(tp.topic, tp.partition): tp.metadata for tp in offsets})
+        else:
+            new = {key: offset for key, offset in self.stored.items() if committed.get(key) != offset}
         if not new:
             raise KafkaException(KafkaError(KafkaError._NO_OFFSET))
         committed.update(new)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        """The group's committed offset and metadata of each partition (-1001, none, when never committed)."""
+        committed = self.broker.committed.get(self.group_id, {})
+        metadata = self.broker.metadata.get(self.group_id, {})
+        out = []
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            offset = committed.get(key, OFFSET_INVALID)
+            text = metadata.get(key)
+            out.append(TopicPartition(*key, offset) if text is None else TopicPartition(*key, offset, metadata=text))
+        return out
 
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float = -1, cached: bool = False
