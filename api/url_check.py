@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from api.errors import ApiError
-from dispatcher.address_guard import IPNetwork, is_blocked
+from dispatcher.address_guard import IPNetwork, is_blocked, is_nonstandard_ip_literal
 
 RESOLVE_TIMEOUT_S = 5.0
 
@@ -28,6 +28,14 @@ def _blocked(address: str, allow: Sequence[IPNetwork]) -> bool:
 async def check_public_host(url: str, allow: Sequence[IPNetwork]) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if is_nonstandard_ip_literal(host):
+        raise ApiError(
+            422,
+            "url_blocked",
+            f"webhook url host {host[:100]} is an IP address in a non-standard form;"
+            " use a host name (or a plain dotted-quad public address)",
+            "url",
+        )
     loop = asyncio.get_running_loop()
     try:
         answers = await asyncio.wait_for(

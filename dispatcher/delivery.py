@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from dispatcher.address_guard import BlockedAddressError, IPNetwork, is_blocked
+from dispatcher.address_guard import BlockedAddressError, IPNetwork, check_url_host, is_blocked
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
@@ -146,7 +146,7 @@ class Deliverer:
         headers["Content-Type"] = "application/json"
         started = time.monotonic()
         try:
-            check_literal_host(endpoint.url, self._allow)
+            check_url_host(endpoint.url, self._allow)
             async with self._session.post(endpoint.url, data=payload, headers=headers, allow_redirects=False) as resp:
                 raw = await resp.content.read(_READ_CAP)
                 outcome, error = classify_status(resp.status)
