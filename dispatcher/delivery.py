@@ -8,8 +8,6 @@ is the address used (no DNS-rebinding window), and TLS still verifies the URL's 
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import socket
 import ssl
 import time
@@ -17,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -90,23 +87,6 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-@functools.lru_cache(maxsize=4096)
-def _literal_ip(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The URL's host as an IP address when it is a literal; cached, as every delivery asks again."""
-    host = urlsplit(url).hostname or ""
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def check_literal_host(url: str, allow: Sequence[IPNetwork]) -> None:
-    """aiohttp skips the resolver for IP literals, so those are checked here."""
-    ip = _literal_ip(url)
-    if ip is not None and is_blocked(ip, allow):
-        raise BlockedAddressError(f"{ip} is a blocked address")
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
