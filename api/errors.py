@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from hookfleet.db import DatabaseUnavailable
 from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
+from hookfleet.secretbox import SecretKeyError
 from schemas.api import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (KafkaUnavailable, KafkaDeliveryError, TimeoutError) as exc:
         log.warning("event=broker_unavailable path=%s error=%s", request.path, type(exc).__name__)
         return error_response(503, "unavailable", "the message broker did not acknowledge; try again shortly")
+    except SecretKeyError as exc:
+        # A stored secret this server's key does not open: an operator's mistake (keys differ between
+        # replicas), neither the client's nor a bug.
+        log.error(
+            "event=webhook_secret_undecryptable path=%s reason=%r hint='give every API and dispatcher the same"
+            " HOOKFLEET_SECRET_KEY'",
+            request.path,
+            str(exc),
+        )
+        return error_response(
+            503,
+            "secret_undecryptable",
+            "this server cannot decrypt the webhook's secret: its HOOKFLEET_SECRET_KEY differs from the one that"
+            " sealed it; the operator must fix the key; try again later",
+        )
     except Exception:
         log.exception("event=unhandled_error method=%s path=%s", request.method, request.path)
         return error_response(500, "internal", "internal error; it has been logged")

@@ -23,7 +23,8 @@ _ERROR_TEXT = {
     413: "The body is too large.",
     415: "The body is not sent as application/json.",
     422: "A field is invalid; `error.field` names it.",
-    503: "The database or the message broker is not reachable; retry later.",
+    503: "The database or the message broker is not reachable, or a stored secret cannot be decrypted"
+    " (`secret_undecryptable`: the server's key is misconfigured); retry later.",
 }
 
 

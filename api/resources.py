@@ -16,7 +16,7 @@ from aiohttp import web
 
 from api.store import Store
 from dispatcher.delivery import Deliverer
-from hookfleet import secretbox
+from hookfleet import secret_keys, secretbox
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import ApiSettings
 
@@ -57,9 +57,10 @@ class Resources:
         return self.settings.database_url.get_secret_value()
 
     async def start(self) -> None:
-        key = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
-        self._box = secretbox.load(key, self.settings.home)
+        box = secret_keys.configured_box(self.settings)  # a missing key fails before anything is opened
         self._store = await Store.open(self.database_url)
+        await asyncio.to_thread(secret_keys.verify_against_database, self.database_url, box)
+        self._box = box
         self._deliverer = Deliverer(self.settings)
         self._producer = KafkaProducer(self.settings.kafka_bootstrap_servers)
 

@@ -185,12 +185,20 @@ def _add_role_commands(sub: Any) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from hookfleet.db import DatabaseUnavailable
+    from hookfleet.db import DatabaseUnavailable, SchemaNotMigrated
     from hookfleet.devstack import DevStackError
     from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
     from hookfleet.secretbox import SecretKeyError
 
-    return (CliError, KafkaUnavailable, KafkaDeliveryError, DatabaseUnavailable, DevStackError, SecretKeyError)
+    return (
+        CliError,
+        KafkaUnavailable,
+        KafkaDeliveryError,
+        DatabaseUnavailable,
+        SchemaNotMigrated,
+        DevStackError,
+        SecretKeyError,
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -88,10 +88,20 @@ class DeliverySettings(CommonSettings):
 
 
 class SecretKeySettings(CommonSettings):
+    """The key that seals webhook secrets. Every API and dispatcher of a fleet must use the same one, so
+    outside local development it must be given (hookfleet/secret_keys.py has the rule)."""
+
     secret_key: SecretStr | None = Field(
         default=None,
-        description="base64 32-byte key that encrypts webhook secrets at rest; "
-        "when unset a key file in HOOKFLEET_HOME is created (single-host dev only)",
+        description="base64 32-byte key that encrypts webhook secrets at rest (same on every API and dispatcher)",
+    )
+    secret_key_file: str | None = Field(
+        default=None, description="file holding the key instead (a mounted Docker or Kubernetes secret)"
+    )
+    dev: bool = Field(
+        default=False,
+        description="local development: without a key, use (and create) HOOKFLEET_HOME/secret.key; "
+        "implied when DATABASE_URL is the local stack's",
     )
     home: str = Field(default="~/.hookfleet")
 

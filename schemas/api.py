@@ -32,8 +32,12 @@ def _no_control_characters(value: str) -> str:
 
 
 def _https_url(value: str) -> str:
+    """URL schemes are case-insensitive (RFC 3986 §3.1): `HTTPS://` is stored as `https://`."""
     if _CONTROL.search(value) or " " in value:
         raise ValueError("webhook url must not contain spaces or control characters; percent-encode them")
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme.lower() == "https":
+        value = "https://" + rest
     return validate_https_url(value)
 
 
@@ -54,7 +58,7 @@ WebhookUrl = Annotated[
         max_length=2048,
         description="https URL of the receiver; its host must resolve to a public address",
         examples=["https://crm.example.com/hooks/hookfleet"],
-        json_schema_extra={"pattern": r"^https://[^\x00-\x20\x7f]+$"},
+        json_schema_extra={"pattern": r"^[Hh][Tt][Tt][Pp][Ss]://[^\x00-\x20\x7f]+$"},
     ),
     AfterValidator(_https_url),
 ]
