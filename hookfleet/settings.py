@@ -143,3 +143,14 @@ class ApiSettings(DeliverySettings, SecretKeySettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     secret_rotation_overlap_s: int = Field(default=24 * 3600, ge=0)
+    max_webhooks_per_account: int = Field(default=100, ge=1, description="webhooks an account may hold")
+    max_api_keys_per_account: int = Field(default=20, ge=1, description="active API keys an account may hold")
+    creates_per_minute: int = Field(
+        default=30, ge=1, description="webhook and API key creations per account per minute, per API process"
+    )
+    tests_per_minute: int = Field(
+        default=10, ge=1, description="Test deliveries per account per minute, per API process"
+    )
+    dns_workers: int = Field(
+        default=4, ge=1, le=64, description="threads resolving webhook hosts at registration (slow DNS waits there)"
+    )

@@ -204,6 +204,34 @@ class RecoverResult(_Response):
     redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
 
 
+# ------------------------------------------------------------------------------------------ API keys
+
+
+class ApiKeyCreate(_Request):
+    label: Annotated[
+        str,
+        Field(max_length=100, description="what the key is for, e.g. `ci`; no control characters"),
+        AfterValidator(_no_control_characters),
+    ] = ""
+
+
+class ApiKeyView(_Response):
+    id: str = Field(examples=["key_01JD8Z6Q3K4M5N6P7R8S9T0V1W"], description="pass to DELETE to revoke the key")
+    label: str
+    key: str = Field(description="masked (`hfk_****` + its last 4 characters)", examples=["hfk_****x9Qa"])
+    created_at: Timestamp
+    last_used_at: Timestamp | None = Field(description="last authenticated request, to the minute; null: never")
+    revoked_at: Timestamp | None = Field(description="set once revoked: the key is refused from then on")
+
+
+class ApiKeyWithSecret(ApiKeyView):
+    key: str = Field(description="the API key in full; shown only in this response, store it now")
+
+
+class ApiKeyList(_Response):
+    data: list[ApiKeyView] = Field(description="oldest first, revoked keys included")
+
+
 # ------------------------------------------------------------------------------------------ catalog, errors
 
 
@@ -234,6 +262,10 @@ class Health(_Response):
 
 
 __all__ = [
+    "ApiKeyCreate",
+    "ApiKeyList",
+    "ApiKeyView",
+    "ApiKeyWithSecret",
     "Delivery",
     "DeliveryPage",
     "DeliveryQuery",
