@@ -152,10 +152,18 @@ def _add_role_commands(sub: Any) -> None:
         role = sub.add_parser(name, help=help_text)
         role.set_defaults(handler=_lazy(target))
 
-    publish = sub.add_parser("publish", help="publish events to webhooks.events")
+    publish = sub.add_parser(
+        "publish",
+        help="publish events to webhooks.events",
+        description="Publish one event (--account, --type, --data) or many (--file). An event is at most"
+        " 256 KiB as JSON. A file is checked whole first: bad lines are reported by number, the good ones"
+        " are sent, and the exit code is 1 if any line was rejected.",
+    )
     publish.add_argument("--account", help="account id the event belongs to")
     publish.add_argument("--type", dest="event_type", help="event type from the catalog")
-    publish.add_argument("--data", help="JSON object: the event's data")
+    publish.add_argument(
+        "--data", help="JSON object: the event's data (large data: use --file, a shell argument is limited)"
+    )
     publish.add_argument("--file", help="NDJSON file, one {account_id, type, data} object per line ('-' = stdin)")
     publish.set_defaults(handler=_lazy("producer.cli:publish"))
 

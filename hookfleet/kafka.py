@@ -138,6 +138,8 @@ class KafkaProducer:
                 return
             except BufferError:
                 self._producer.poll(0.1)
+            except KafkaException as exc:  # refused locally (e.g. MSG_SIZE_TOO_LARGE): our error, not a traceback
+                raise KafkaDeliveryError(exc.args[0]) from exc
 
     def send(
         self,

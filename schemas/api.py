@@ -210,7 +210,11 @@ class RecoverResult(_Response):
 class ApiKeyCreate(_Request):
     label: Annotated[
         str,
-        Field(max_length=100, description="what the key is for, e.g. `ci`; no control characters"),
+        Field(
+            max_length=100,
+            description="what the key is for, e.g. `ci`; no control characters",
+            json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f]*$"},
+        ),
         AfterValidator(_no_control_characters),
     ] = ""
 
