@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +34,96 @@ class KafkaDeliveryError(RuntimeError):
         self.retriable = error.retriable()
 
 
+class BrokerErrorLog:
+    """Turns librdkafka's error stream into state changes: one line when errors start (`kafka_down`), one
+    every `repeat_s` while they go on (`kafka_still_down`, with the count), one when they have stopped for
+    `quiet_s` (`kafka_recovered`).
+
+    Why: librdkafka retries by itself and reports every failed reconnect; a 31 s broker outage was ~670
+    WARNING lines per role. librdkafka has no "connected again" callback, so recovery is a quiet period
+    longer than its reconnect backoff (at most 10 s); a ticker thread runs only while errors last.
+    Shared by every client of the process: the process is what an operator reads the log of.
+    """
+
+    def __init__(
+        self, repeat_s: float = 30.0, quiet_s: float = 15.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.repeat_s = repeat_s
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._last_error_at = 0.0
+        self._errors = 0
+        self._last = ("", "")
+        self._next_report = 0.0
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def error(self, code: str, reason: str, fatal: bool = False) -> None:
+        if fatal:  # the client cannot go on (e.g. the idempotent producer's state is lost): always said
+            log.error("event=kafka_fatal_error code=%s reason=%s", code, reason)
+        with self._lock:
+            now = self._clock()
+            self._last_error_at = now
+            self._last = (code, reason)
+            self._errors += 1
+            if self._down_since is not None:
+                return
+            self._down_since, self._errors, self._next_report = now, 1, now + self.repeat_s
+            log.warning(
+                "event=kafka_down code=%s reason=%s hint='clients retry by themselves; logged every %.0fs while down'",
+                code,
+                reason,
+                self.repeat_s,
+            )
+            self._start_ticker()
+
+    def tick(self) -> bool:
+        """Report a state change that is due; returns whether errors are still going on."""
+        with self._lock:
+            if self._down_since is None:
+                return False
+            now = self._clock()
+            if now - self._last_error_at >= self.quiet_s:
+                log.info(
+                    "event=kafka_recovered down_s=%.0f errors=%d quiet_s=%.0f",
+                    self._last_error_at - self._down_since,
+                    self._errors,
+                    self.quiet_s,
+                )
+                self._down_since = None
+                self._errors = 0
+                return False
+            if now >= self._next_report:
+                log.warning(
+                    "event=kafka_still_down down_s=%.0f errors=%d code=%s reason=%s",
+                    now - self._down_since,
+                    self._errors,
+                    *self._last,
+                )
+                self._next_report = now + self.repeat_s
+            return True
+
+    def _start_ticker(self) -> None:
+        if self._ticker is not None and self._ticker.is_alive():
+            return
+        self._ticker = threading.Thread(target=self._tick_loop, name="kafka-error-log", daemon=True)
+        self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        while self.tick():
+            time.sleep(min(1.0, self.quiet_s / 4))
+
+
+BROKER_ERRORS = BrokerErrorLog()
+
+
 def _error_cb(error: KafkaError) -> None:
-    # librdkafka retries transient errors itself; these are logged so an operator sees broker trouble.
-    log.warning("event=kafka_error code=%s reason=%s", error.name(), error.str())
+    BROKER_ERRORS.error(error.name(), error.str(), fatal=error.fatal())
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:

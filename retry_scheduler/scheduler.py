@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from hookfleet.kafka import KafkaProducer, new_consumer
+from hookfleet.kafka import BROKER_ERRORS, KafkaProducer, new_consumer
 from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
@@ -516,7 +516,7 @@ class RetryScheduler:
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self._broker_up = False
-        log.warning("event=kafka_error code=%s reason=%s", error.name(), error.str())
+        BROKER_ERRORS.error(error.name(), error.str(), fatal=error.fatal())  # state changes, not every retry
 
     def _note_broker_state(self, raw: str) -> None:
         try:
