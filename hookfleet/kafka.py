@@ -176,6 +176,65 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float =
     return created
 
 
+@dataclass(frozen=True, slots=True)
+class TopicOverview:
+    name: str
+    partitions: int  # 0: the topic does not exist
+    end_offsets: int  # sum over partitions of the next offset to be written
+    messages: int  # sum over partitions of end - start (what retention still holds)
+    lag: dict[str, int]  # group -> messages not yet committed by it (groups with a committed offset only)
+
+
+def topic_overview(
+    bootstrap: str, names: Iterable[str], groups: Iterable[str], timeout_s: float = 10.0
+) -> list[TopicOverview]:
+    """Partitions, end offsets and per-group lag of `names`, read without joining any group (a standalone
+    consumer per group only reads its committed offsets, so no rebalance is caused)."""
+    check_broker(bootstrap)
+    admin = AdminClient(client_config(bootstrap))
+    try:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"kafka broker at {bootstrap} did not answer within {timeout_s:g}s") from exc
+    names, groups = list(names), list(groups)
+    partitions = {
+        name: [TopicPartition(name, p) for p in sorted(metadata[name].partitions)] for name in names if name in metadata
+    }
+    every = [tp for tps in partitions.values() for tp in tps]
+    probe = Consumer(client_config(bootstrap, **{"group.id": "hookfleet-topics-list", "enable.auto.commit": False}))
+    try:
+        marks = {(tp.topic, tp.partition): probe.get_watermark_offsets(tp, timeout=timeout_s) for tp in every}
+    finally:
+        probe.close()
+    committed: dict[str, dict[tuple[str, int], int]] = {}
+    for group in groups:
+        reader = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+        try:
+            found = reader.committed(every, timeout=timeout_s) if every else []
+        finally:
+            reader.close()
+        committed[group] = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+    overview = []
+    for name in names:
+        tps = partitions.get(name, [])
+        keys = [(tp.topic, tp.partition) for tp in tps]
+        lag = {}
+        for group, offsets in committed.items():
+            if any(k in offsets for k in keys):
+                # a partition the group never committed on is behind by everything retention still holds
+                lag[group] = sum(marks[k][1] - offsets.get(k, marks[k][0]) for k in keys)
+        overview.append(
+            TopicOverview(
+                name=name,
+                partitions=len(tps),
+                end_offsets=sum(marks[k][1] for k in keys),
+                messages=sum(marks[k][1] - marks[k][0] for k in keys),
+                lag=lag,
+            )
+        )
+    return overview
+
+
 def delete_topics(bootstrap: str, names: list[str], timeout_s: float = 30.0) -> None:
     admin = AdminClient(client_config(bootstrap))
     for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
@@ -317,9 +376,11 @@ __all__ = [
     "KafkaProducer",
     "KafkaUnavailable",
     "Message",
+    "TopicOverview",
     "TopicPartition",
     "TopicSpec",
     "check_broker",
     "ensure_topics",
     "new_consumer",
+    "topic_overview",
 ]
