@@ -28,8 +28,9 @@ def hex_signature(secret: str, body: bytes) -> str:
 
 
 def verify_hex_signature(secret: str, body: bytes, signature: str) -> bool:
-    """Receiver side of `hex_signature`, in constant time."""
-    return hmac.compare_digest(hex_signature(secret, body), signature)
+    """Receiver side of `hex_signature`, in constant time. The signature is compared as UTF-8 bytes:
+    `compare_digest` raises TypeError on a non-ASCII str, and a header is attacker-controlled input."""
+    return hmac.compare_digest(hex_signature(secret, body).encode(), signature.encode("utf-8", "surrogateescape"))
 
 
 def _standard_key(secret: str) -> bytes:

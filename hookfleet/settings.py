@@ -89,10 +89,20 @@ class DeliverySettings(CommonSettings):
 
 
 class SecretKeySettings(CommonSettings):
+    """The key that seals webhook secrets. Every API and dispatcher of a fleet must use the same one, so
+    outside local development it must be given (hookfleet/secret_keys.py has the rule)."""
+
     secret_key: SecretStr | None = Field(
         default=None,
-        description="base64 32-byte key that encrypts webhook secrets at rest; "
-        "when unset a key file in HOOKFLEET_HOME is created (single-host dev only)",
+        description="base64 32-byte key that encrypts webhook secrets at rest (same on every API and dispatcher)",
+    )
+    secret_key_file: str | None = Field(
+        default=None, description="file holding the key instead (a mounted Docker or Kubernetes secret)"
+    )
+    dev: bool = Field(
+        default=False,
+        description="local development: without a key, use (and create) HOOKFLEET_HOME/secret.key; "
+        "implied when DATABASE_URL is the local stack's",
     )
     home: str = Field(default="~/.hookfleet")
 
@@ -143,3 +153,14 @@ class ApiSettings(DeliverySettings, SecretKeySettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     secret_rotation_overlap_s: int = Field(default=24 * 3600, ge=0)
+    max_webhooks_per_account: int = Field(default=100, ge=1, description="webhooks an account may hold")
+    max_api_keys_per_account: int = Field(default=20, ge=1, description="active API keys an account may hold")
+    creates_per_minute: int = Field(
+        default=30, ge=1, description="webhook and API key creations per account per minute, per API process"
+    )
+    tests_per_minute: int = Field(
+        default=10, ge=1, description="Test deliveries per account per minute, per API process"
+    )
+    dns_workers: int = Field(
+        default=4, ge=1, le=64, description="threads resolving webhook hosts at registration (slow DNS waits there)"
+    )
