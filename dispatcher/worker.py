@@ -309,8 +309,18 @@ class Dispatcher:
         now = time.monotonic()
         admission = lane.admit(now)
         if admission is Admission.PARK:
+            if not lane.parking:
+                lane.parking = True
+                log.info(
+                    "event=webhook_parking webhook_id=%s reason=%s answer_ms=%s queued=%d",
+                    endpoint.id,
+                    "stalled" if lane.stalled(now) else "slow",
+                    None if lane.latency_s is None else round(lane.latency_s * 1000),
+                    len(lane.queue),
+                )
             self._spawn(self._park(job), key)
             return
+        lane.parking = False
         lane.queue.append(job)
         if admission is Admission.HOLD_BACK and not lane.held_back:
             self._hold(endpoint.id, lane)
@@ -321,6 +331,7 @@ class Dispatcher:
             concurrency=self._settings.per_endpoint_concurrency,
             queue_limit=self._settings.per_endpoint_queue,
             park_after_s=self._settings.park_after_s,
+            slow_after_s=self._settings.slow_after_s,
             rate_limit_per_s=endpoint.rate_limit_per_s,
             fifo=endpoint.ordering == "fifo",
         )
