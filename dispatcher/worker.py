@@ -112,7 +112,7 @@ class Dispatcher:
         self._lanes: dict[str, Lane[_Job]] = {}
         self._tasks: dict[asyncio.Task[None], TP] = {}  # open requests, parks, drops, invalid-topic writes
         self._held = 0  # delivery tasks accepted and not yet finished (queued, open or being routed)
-        self._open_requests = 0
+        self._open_requests = 0  # started and not yet durable: what a crash now would send twice
         self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
         self._holds: dict[TP, set[str]] = {}  # partition -> webhooks whose full queue holds it back
         self._stopping = False
@@ -391,8 +391,6 @@ class Dispatcher:
             nonlocal released
             if not released:
                 released = True
-                self._open_requests -= 1
-                metrics.IN_FLIGHT.set(self._open_requests)
                 lane.finished(time.monotonic(), answered, elapsed_s)
                 self._pump(webhook_id, lane)
 
@@ -414,6 +412,8 @@ class Dispatcher:
                 await self._route(endpoint, task.event, task.attempt, result)
         finally:
             release()
+            self._open_requests -= 1
+            metrics.IN_FLIGHT.set(self._open_requests)
         self._held -= 1
         self._finish(job.key, job.generation, job.offset)
 
