@@ -147,7 +147,7 @@ class Dispatcher:
                 self._next_sweep = now + SWEEP_INTERVAL_S
             self._apply_global_bound(stage)
             if now >= next_commit:
-                stage.prepare_commits()
+                stage.commit_soon()
                 next_commit = now + self._settings.commit_interval_s
 
     async def _shutdown(self) -> None:
