@@ -39,14 +39,17 @@ from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet import metrics
-from hookfleet.kafka import Consumer, KafkaDeliveryError, KafkaError, KafkaProducer, Message
+from hookfleet.invalid import invalid_message
+from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, KafkaProducer, Message, PartitionKey
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
-from schemas.models import MAX_ATTEMPTS, AttemptRecord, DeliveryTask, Event, NextStep, Outcome
+from schemas.models import AttemptRecord, DeliveryTask, Event, NextStep, Outcome
+from schemas.retry_schedule import MAX_ATTEMPTS
+from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
+TP = PartitionKey
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Collector thresholds while dispatching (CPython's defaults are 700, 10, 10): see `settle_heap`."""
@@ -69,13 +72,6 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def validation_reason(exc: ValidationError) -> str:
-    """`field: message` of the first error: what the invalid topic's `reason` header says."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "value"
-    return f"{where}: {first['msg']}"[:200]
 
 
 @dataclass(slots=True)
@@ -245,9 +241,7 @@ class Dispatcher:
         try:
             event = Event.model_validate_json(raw)
         except ValidationError as exc:
-            self._spawn(
-                self._finish_after(self._to_invalid(message, validation_reason(exc)), key, generation, offset), key
-            )
+            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
         endpoints = self._index.match(event.account_id, event.type)
         if not endpoints:
@@ -293,9 +287,7 @@ class Dispatcher:
         try:
             task = DeliveryTask.model_validate_json(message.value() or b"")
         except ValidationError as exc:
-            self._spawn(
-                self._finish_after(self._to_invalid(message, validation_reason(exc)), key, generation, offset), key
-            )
+            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
         endpoint = self._index.get(task.webhook_id)
         reason = self._drop_reason(endpoint, task)
@@ -517,27 +509,20 @@ class Dispatcher:
 
     async def _to_invalid(self, message: Message, reason: str) -> None:
         metrics.INVALID_EVENTS.labels("validation").inc()
+        source: TP = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
         log.warning(
-            "event=invalid_message topic=%s partition=%s offset=%s reason=%r",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            reason,
+            "event=invalid_message topic=%s partition=%s offset=%s reason=%r", source[0], source[1], offset, reason
         )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("source_topic", (message.topic() or "").encode()),
-            ("source_partition", str(message.partition()).encode()),
-            ("source_offset", str(message.offset()).encode()),
-        ]
-        await self._send_durably(self._topics.invalid, message.value() or b"", message.key(), headers)
+        value, key, headers = invalid_message(message.value(), message.key(), reason, source, offset, "dispatcher")
+        await self._send_durably(self._topics.invalid, value, key, headers)
 
     async def _send_durably(
         self,
         topic: str,
         value: bytes,
         key: bytes | str | None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Produce until the broker acknowledges. The offset of this work is not finished before that, so
         giving up would lose the outcome; waiting only delays the partition's commit."""
