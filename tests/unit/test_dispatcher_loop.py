@@ -22,7 +22,6 @@ from schemas.models import DeliveryTask, Event, Outcome
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 
 
-
 def result(outcome: Outcome = Outcome.SUCCESS, status: int | None = 200) -> DeliveryResult:
     error = None if outcome is Outcome.SUCCESS else f"HTTP {status}" if status else outcome.value
     return DeliveryResult(outcome, status, error, 3, "ok", datetime.now(UTC))
