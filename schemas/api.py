@@ -167,6 +167,7 @@ class Delivery(_Response):
     attempted_at: Timestamp
     next_step: NextStep = Field(description="what followed: done, retry, dead (dead-lettered) or dropped")
     test: bool = Field(description="sent by the Test action")
+    replay: str | None = Field(default=None, description="the replay (rpl_...) that sent this attempt, if any")
 
 
 class DeliveryQuery(BaseModel):
