@@ -293,3 +293,33 @@ async def test_replayed_attempts_carry_the_replay_id_into_the_log(api: RunningAp
     )
     page = await api.call("GET", f"/v1/webhooks/{webhook_id}/deliveries", key)
     assert sorted(str(row["replay"]) for row in page.body["data"]) == ["None", "rpl_01JD8Z6Q3K4M5N6P7R8S9T0V1W"]
+
+
+async def test_cli_replay_dry_run_then_replay_then_status(
+    api: RunningApi, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.test_api_cli import InProcess
+
+    account, key = api.account("Acme")
+    webhook_id, _ = seed_webhook(database_url, account, "https://localhost:9/x", ["message.read"])
+    at = SINCE + timedelta(minutes=10)
+    write_log(
+        database_url, [record(webhook_id, account, at, EventType.MESSAGE_READ, Outcome.SUCCESS) for _ in range(3)]
+    )
+    cli = InProcess(api, key, capsys)
+    window = ("--since", SINCE.isoformat(), "--until", UNTIL.isoformat())
+
+    code, out, err = await cli("replay", webhook_id, *window, "--dry-run")
+    assert code == 0, err
+    assert out.startswith("would replay 3 event(s) from ") and "first: evt_" in out and "last: evt_" in out
+
+    started = await cli.json("replay", webhook_id, *window)
+    assert started["total"] == 3 and started["id"].startswith("rpl_")
+    code, out, err = await cli("replay-status", webhook_id, started["id"])
+    assert code == 0, err
+    assert f"replay    {started['id']}" in out and "/3 queued" in out
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE webhooks SET active = false WHERE id = %s", (webhook_id,))
+    code, out, err = await cli("replay", webhook_id, *window)
+    assert code == 1 and f"webhook {webhook_id} is disabled" in err and "enable it, then replay" in err
