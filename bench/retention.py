@@ -146,11 +146,9 @@ def run(database_url: str, rows_per_day: int, with_delete: bool) -> dict[str, An
                 " WHERE inhparent IN ('delivery_attempts'::regclass, 'event_payloads'::regclass)"
             ).fetchone()
             report["fill_s"] = round(time.monotonic() - started, 1)
-            report["attempt_rows"] = int(rows[0]) if rows else 0  # type: ignore[call-overload]
-            report["log_bytes"] = int(size[0]) if size else 0  # type: ignore[call-overload]
-            expired = [
-                p for p in list_partitions(conn) if p.day < today - timedelta(days=RETENTION_DAYS)
-            ]
+            report["attempt_rows"] = int(rows[0]) if rows else 0
+            report["log_bytes"] = int(size[0]) if size else 0
+            expired = [p for p in list_partitions(conn) if p.day < today - timedelta(days=RETENTION_DAYS)]
         report["expired_partitions"] = [p.name for p in expired]
         print(f"{report['attempt_rows']:,} attempt rows, {report['log_bytes'] / 1e9:.2f} GB; pruning", flush=True)
 
