@@ -38,10 +38,6 @@ async def list_deliveries(request: web.Request) -> web.StreamResponse:
             raise ApiError(422, "invalid_field", str(exc), "cursor") from None
     if await resources.store.get_webhook(account, webhook_id) is None:
         raise not_found("webhook", webhook_id)
-    if before is not None and before[0] < horizon(resources.settings.retention_days):
-        raise past_retention(
-            f"this page of the delivery log (before {format_rfc3339(before[0])})", resources.settings.retention_days
-        )
     where = DeliveryFilter(
         event_type=query.event_type.value if query.event_type else None,
         outcome=query.outcome.value if query.outcome else None,
@@ -49,6 +45,11 @@ async def list_deliveries(request: web.Request) -> web.StreamResponse:
         before=before,
     )
     rows = await resources.store.list_deliveries(account, webhook_id, where, query.limit + 1)
+    if not rows and before is not None and before[0] < horizon(resources.settings.retention_days):
+        # The next page would start in days that retention dropped (or is about to): say so, not "empty".
+        raise past_retention(
+            f"this page of the delivery log (before {format_rfc3339(before[0])})", resources.settings.retention_days
+        )
     page, more = rows[: query.limit], len(rows) > query.limit
     next_cursor = cursor.encode(page[-1].attempted_at, page[-1].attempt_id) if more else None
     return json_response(DeliveryPage(data=[delivery_view(row) for row in page], next_cursor=next_cursor))

@@ -18,6 +18,7 @@ from hookfleet.retention import horizon
 from schemas.api import ReplayEventRef, ReplayPreview, ReplayRequest, ReplayView
 from schemas.catalog import EventType
 from schemas.ids import new_replay_id
+from schemas.models import format_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
         raise ApiError(422, "invalid_field", "until must be after since", "until")
     oldest = horizon(resources.settings.retention_days)
     if until <= oldest:
-        raise past_retention(f"the range before {oldest.isoformat()}", resources.settings.retention_days)
+        raise past_retention(f"the range before {format_rfc3339(oldest)}", resources.settings.retention_days)
     selection = replay.Selection(
         account_id=account,
         webhook_id=row.id,

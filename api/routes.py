@@ -120,7 +120,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "deliveries",
         query=DeliveryQuery,
         response=DeliveryPage,
-        description="A `cursor` that points before the retention horizon is a 410 `past_retention`.",
+        description="A `cursor` past the retention horizon with nothing left behind it is a 410 `past_retention`.",
         errors=(410,),
     ),
     Operation(

@@ -13,6 +13,9 @@
 -- Idempotent: a table that is already partitioned is left alone. An existing table is copied whole into the
 -- new layout inside this migration's transaction (no row is lost; the old table is dropped only after).
 
+-- A day's partitions are made as plain tables, then attached: ATTACH PARTITION takes only a SHARE UPDATE
+-- EXCLUSIVE lock on the parent (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE), so writers and
+-- readers of the log never wait for a new day; attaching builds the parent's indexes on the empty table.
 CREATE OR REPLACE FUNCTION hookfleet_create_log_day(day date) RETURNS boolean AS $$
 DECLARE
     suffix text := to_char(day, 'YYYYMMDD');
@@ -21,8 +24,9 @@ BEGIN
     -- Two recorders (or a recorder and the API) creating the same day take turns instead of colliding.
     PERFORM pg_advisory_xact_lock(7311004213);
     IF to_regclass('delivery_attempts_p' || suffix) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I (LIKE delivery_attempts INCLUDING DEFAULTS)', 'delivery_attempts_p' || suffix);
         EXECUTE format(
-            'CREATE TABLE %I PARTITION OF delivery_attempts FOR VALUES FROM (%L) TO (%L)',
+            'ALTER TABLE delivery_attempts ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
             'delivery_attempts_p' || suffix,
             day::timestamp AT TIME ZONE 'UTC',
             (day + 1)::timestamp AT TIME ZONE 'UTC'
@@ -30,8 +34,9 @@ BEGIN
         created := true;
     END IF;
     IF to_regclass('event_payloads_p' || suffix) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I (LIKE event_payloads INCLUDING DEFAULTS)', 'event_payloads_p' || suffix);
         EXECUTE format(
-            'CREATE TABLE %I PARTITION OF event_payloads FOR VALUES FROM (%L) TO (%L)',
+            'ALTER TABLE event_payloads ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
             'event_payloads_p' || suffix, day, day + 1
         );
         created := true;
