@@ -251,6 +251,8 @@ class ReplayRunner:
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        for state in ("selected", "queued"):  # series at 0 from the start, so rates and panels have data
+            metrics.REPLAY_EVENTS.labels(state)
 
     def start(self, replay_id: str, account_id: str, webhook_id: str) -> None:
         thread = threading.Thread(
