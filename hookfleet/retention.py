@@ -35,6 +35,8 @@ still finds tomorrow's."""
 
 _NAME = re.compile(r"^(delivery_attempts|event_payloads)_p(\d{8})$")
 _LOCK_TIMEOUT = "SET lock_timeout = '2s'"
+# Per schema, so fleets (and tests) sharing a database do not skip each other's maintenance.
+_MAINTENANCE_LOCK = "hashtext('hookfleet_log_maintenance:' || current_schema())"
 
 _PARTITIONS = (
     "SELECT c.relname, parent.relname, i.inhdetachpending, c.reltuples::bigint, pg_total_relation_size(c.oid)"
@@ -191,7 +193,7 @@ class LogMaintenance:
     def run_once(self) -> None:
         with connect(self._url, autocommit=True) as conn:
             # One maintainer at a time across recorders; the others skip this round.
-            got = conn.execute("SELECT pg_try_advisory_lock(7311004214)").fetchone()
+            got = conn.execute(f"SELECT pg_try_advisory_lock({_MAINTENANCE_LOCK})").fetchone()
             if not got or not got[0]:
                 return
             try:
@@ -199,7 +201,7 @@ class LogMaintenance:
                 prune_on(conn, self._retention_days)
                 publish_sizes(conn)
             finally:
-                conn.execute("SELECT pg_advisory_unlock(7311004214)")
+                conn.execute(f"SELECT pg_advisory_unlock({_MAINTENANCE_LOCK})")
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -22,7 +22,7 @@ DECLARE
     created boolean := false;
 BEGIN
     -- Two recorders (or a recorder and the API) creating the same day take turns instead of colliding.
-    PERFORM pg_advisory_xact_lock(7311004213);
+    PERFORM pg_advisory_xact_lock(hashtext('hookfleet_log_day:' || current_schema()));
     IF to_regclass('delivery_attempts_p' || suffix) IS NULL THEN
         EXECUTE format('CREATE TABLE %I (LIKE delivery_attempts INCLUDING DEFAULTS)', 'delivery_attempts_p' || suffix);
         EXECUTE format(

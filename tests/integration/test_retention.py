@@ -235,3 +235,18 @@ async def test_reads_past_retention_are_410_with_a_readable_message(api: Running
     assert gone.status == 410 and gone.error["code"] == "past_retention", gone.body
     unknown = await api.call("POST", f"/v1/deliveries/{new_attempt_id()}/redeliver", key)
     assert unknown.status == 404 and unknown.error["code"] == "not_found"
+
+
+def test_recorder_maintenance_creates_days_ahead_prunes_and_publishes_sizes(database_url: str) -> None:
+    from hookfleet import metrics
+    from hookfleet.retention import DAYS_AHEAD, LogMaintenance
+
+    _fill_days(database_url, days=35, per_day=3)
+    LogMaintenance(database_url, retention_days=30, interval_s=3600).run_once()
+    with psycopg.connect(database_url) as conn:
+        days = sorted({p.day for p in list_partitions(conn)})
+    assert days[0] == TODAY - timedelta(days=30)
+    assert days[-1] == TODAY + timedelta(days=DAYS_AHEAD)
+    assert len(days) == 31 + DAYS_AHEAD
+    sample = metrics.LOG_PARTITION_BYTES.labels("delivery_attempts", TODAY.isoformat())._value.get()
+    assert sample > 0
