@@ -5,7 +5,7 @@
 
 (() => {
   const KEY_STORAGE = "hookfleet.apiKey";
-  const POLL_MS = 1000;
+  const POLL_MS = 2000; // progress reads the log; every 2 s is enough for a person watching
   const $ = (id) => document.getElementById(id);
   const replay = { webhook: null, request: null, pollTimer: null };
 
