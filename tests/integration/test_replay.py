@@ -186,7 +186,9 @@ async def test_replay_sends_what_the_dry_run_counted_at_the_bounded_rate_to_that
     assert arrivals[-1] - asked_at >= (len(arrivals) - chunk) / RATE_PER_S - 0.05
 
     # And the progress shows every event queued and delivered (read from the log the recorder wrote)
-    final = await progress_until(api, key, webhook_id, replay_id, lambda p: p["delivered"] == len(expected))
+    final = await progress_until(
+        api, key, webhook_id, replay_id, lambda p: p["delivered"] == len(expected) and p["state"] == "done"
+    )
     assert final["state"] == "done" and final["queued"] == final["total"] == final["delivered"] == 24
     assert final["failed"] == 0
 
