@@ -162,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     recover = sub.add_parser("recover", parents=[common], help="redrive the webhook's dead letters")
     recover.add_argument("id")
     recover.add_argument("--since", help="only dead letters from this RFC 3339 time on")
+
+    replay = sub.add_parser(
+        "replay", parents=[common], help="send the events of a time range again (--dry-run counts them first)"
+    )
+    replay.add_argument("id")
+    replay.add_argument("--since", required=True, help="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+    replay.add_argument("--until", help="RFC 3339 time; default: now")
+    replay.add_argument("--event-types", type=_events, help="comma-separated event types; default: all")
+    replay.add_argument("--only-failed", action="store_true", help="only events not yet received with a 2xx")
+    replay.add_argument("--dry-run", action="store_true", help="only count what would be sent")
+
+    replay_status = sub.add_parser("replay-status", parents=[common], help="progress of a replay")
+    replay_status.add_argument("id")
+    replay_status.add_argument("replay_id", help="replay id from `replay` (rpl_...)")
     return parser
 
 
@@ -248,7 +262,43 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     if action == "recover":
         recovered = client.call("POST", f"{path}/recover", {"since": opts.since} if opts.since else {})
         return _out(opts, recovered, lambda: f"queued {recovered['redriven']} dead letter(s) of {wid} again")
+    if action == "replay":
+        wanted: dict[str, Any] = {"since": opts.since, "only_failed": opts.only_failed, "dry_run": opts.dry_run}
+        if opts.until:
+            wanted["until"] = opts.until
+        if opts.event_types:
+            wanted["event_types"] = opts.event_types
+        answer = client.call("POST", f"{path}/replay", wanted)
+        if opts.dry_run:
+            return _out(opts, answer, lambda: _preview_text(answer))
+        return _out(opts, answer, lambda: _replay_text(answer))
+    if action == "replay-status":
+        shown = client.call("GET", f"{path}/replays/{urllib.parse.quote(opts.replay_id, safe='')}")
+        return _out(opts, shown, lambda: _replay_text(shown))
     raise CliError(f"unknown action {action}")  # pragma: no cover - argparse restricts the choices
+
+
+def _preview_text(preview: dict[str, Any]) -> str:
+    lines = [f"would replay {preview['count']} event(s) from {preview['since']} until {preview['until']}"]
+    for end in ("first", "last"):
+        if preview[end]:
+            ref = preview[end]
+            lines.append(f"{end}: {ref['event_id']} ({ref['event_type']}) at {ref['first_attempted_at']}")
+    return "\n".join(lines)
+
+
+def _replay_text(replay: dict[str, Any]) -> str:
+    return fields(
+        [
+            ("replay", f"{replay['id']} ({replay['state']})"),
+            ("range", f"{replay['since']} .. {replay['until']}"),
+            (
+                "progress",
+                f"{replay['queued']}/{replay['total']} queued, {replay['delivered']} delivered, "
+                f"{replay['failed']} failed ({replay['dead']} dead-lettered)",
+            ),
+        ]
+    )
 
 
 def _out(opts: argparse.Namespace, data: Any, render: Any) -> str:

@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, log_day, payload_rows
 from hookfleet.db import DatabaseUnavailable, describe
 from schemas.models import AttemptRecord
 
@@ -66,6 +66,7 @@ class DeliveryRow:
     attempted_at: datetime
     next_step: str
     test: bool
+    replay_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ _DELIVERY_COLUMNS = (
     "attempted_at",
     "next_step",
     "test",
+    "replay_id",
 )
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
@@ -305,6 +307,8 @@ class Store:
         failing status on success (only when the attempt is newer than the status change, as the recorder does).
         """
         async with self._pool.connection() as conn, conn.transaction():
+            # The recorder keeps days ahead; this covers an API whose recorder is not running.
+            await conn.execute("SELECT hookfleet_create_log_day(%s)", (log_day(record.attempted_at),))
             await conn.execute(
                 sql.SQL("INSERT INTO delivery_attempts ({}) VALUES ({})").format(
                     sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
@@ -312,12 +316,8 @@ class Store:
                 ),
                 attempt_row(record),
             )
-            for event_id, account_id, event in payload_rows([record]):
-                await conn.execute(
-                    "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)"
-                    " ON CONFLICT (event_id) DO NOTHING",
-                    (event_id, account_id, event),
-                )
+            for row in payload_rows([record]):
+                await conn.execute(INSERT_PAYLOAD, row)
             if record.outcome.value == "success":
                 await conn.execute(
                     "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s"
@@ -369,7 +369,8 @@ class Store:
         """The stored event as JSON text (text, so the strict wire model parses it as it parses Kafka bytes)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT event::text FROM event_payloads WHERE event_id = %s AND account_id = %s",
+                "SELECT event::text FROM event_payloads WHERE event_id = %s AND account_id = %s"
+                " ORDER BY logged_on DESC LIMIT 1",
                 (event_id, account_id),
             )
             row = await cur.fetchone()

@@ -57,4 +57,5 @@ def delivery_view(row: DeliveryRow) -> Delivery:
         attempted_at=row.attempted_at,
         next_step=row.next_step,
         test=row.test,
+        replay=row.replay_id,
     )

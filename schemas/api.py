@@ -191,6 +191,7 @@ class Delivery(_Response):
     attempted_at: Timestamp
     next_step: NextStep = Field(description="what followed: done, retry, dead (dead-lettered) or dropped")
     test: bool = Field(description="sent by the Test action")
+    replay: str | None = Field(default=None, description="the replay (rpl_...) that sent this attempt, if any")
 
 
 class DeliveryQuery(BaseModel):
@@ -226,6 +227,53 @@ class RecoverRequest(_Request):
 class RecoverResult(_Response):
     webhook_id: str
     redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
+
+
+class ReplayRequest(_Request):
+    since: Timestamp = Field(description="events first attempted at or after this time (within retention)")
+    until: Timestamp | None = Field(default=None, description="and before this time; null: now")
+    event_types: list[EventType] | None = Field(default=None, min_length=1, description="only these types")
+    only_failed: bool = Field(default=False, description="only events this webhook has not received with a 2xx")
+    dry_run: bool = Field(default=False, description="only count: nothing is sent")
+
+
+class ReplayEventRef(_Response):
+    event_id: str
+    event_type: EventType
+    first_attempted_at: Timestamp
+
+
+class ReplayPreview(_Response):
+    """The answer to a dry run: what a replay with the same fields would send now."""
+
+    webhook_id: str
+    dry_run: Literal[True] = True
+    count: int = Field(ge=0, description="events that would be re-enqueued")
+    since: Timestamp
+    until: Timestamp
+    first: ReplayEventRef | None
+    last: ReplayEventRef | None
+
+
+class ReplayView(_Response):
+    """A replay and its progress: queued so far (at the replay rate), delivered (a 2xx since it was queued),
+    failed (no 2xx yet: retrying on the normal schedule, or dead-lettered)."""
+
+    id: str = Field(examples=["rpl_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])
+    webhook_id: str
+    state: Literal["running", "done", "failed"]
+    since: Timestamp
+    until: Timestamp
+    event_types: list[EventType] | None
+    only_failed: bool
+    total: int = Field(ge=0)
+    queued: int = Field(ge=0)
+    delivered: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    dead: int = Field(ge=0, description="of `failed`, those dead-lettered after the last retry")
+    error: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
 
 
 # ------------------------------------------------------------------------------------------ API keys

@@ -414,6 +414,7 @@ function logRow(row) {
   const status = row.status_code !== null ? String(row.status_code) : row.error || row.outcome;
   const kind = el("td", {}, row.event_type);
   if (row.test) kind.append(" ", el("span", { class: "badge test", text: "test" }));
+  if (row.replay) kind.append(" ", el("span", { class: "badge replay", text: "replay", title: row.replay }));
   return el(
     "tr",
     {},
