@@ -401,7 +401,7 @@ class Dispatcher:
                 result = await self._deliverer.deliver(endpoint, task.event, task.attempt, task.event.body())
                 answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
                 release()  # the next request may start while this outcome is made durable
-                await self._route(endpoint, task.event, task.attempt, result)
+                await self._route(endpoint, task.event, task.attempt, result, task.replay_id)
         finally:
             release()
             self._open_requests -= 1
@@ -420,12 +420,12 @@ class Dispatcher:
         while True:
             result = await self._deliverer.deliver(endpoint, event, attempt, body)
             if result.ok or attempt >= MAX_ATTEMPTS:
-                await self._route(endpoint, event, attempt, result)
+                await self._route(endpoint, event, attempt, result, task.replay_id)
                 return result.outcome is not Outcome.TIMEOUT
             route = route_failure(attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
             self._count_attempt(event, result)
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
-            record = attempt_record(event, endpoint.id, attempt, result, "retry")
+            record = attempt_record(event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             await asyncio.sleep(max(0.0, route.due_at_ms / 1000 - time.time()))
             current = self._index.get(endpoint.id)
@@ -440,11 +440,15 @@ class Dispatcher:
         metrics.DELIVERIES.labels(event.type.value, result.outcome.value).inc()
         metrics.DELIVERY_DURATION.labels(result.outcome.value).observe(result.response_ms / 1000)
 
-    async def _route(self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult) -> None:
+    async def _route(
+        self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult, replay_id: str | None = None
+    ) -> None:
+        """Log the attempt and, when it failed, hand the task to its delay topic or the dead letters (a
+        replayed delivery keeps its replay id through its retries and in every log row)."""
         self._count_attempt(event, result)
         if result.ok:
             metrics.EVENT_TO_DELIVERED.observe(max(0.0, (result.attempted_at - event.created_at).total_seconds()))
-            record = attempt_record(event, endpoint.id, attempt, result, "done")
+            record = attempt_record(event, endpoint.id, attempt, result, "done", replay_id=replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             return
         now_ms = int(time.time() * 1000)
@@ -455,9 +459,10 @@ class Dispatcher:
             attempt=route.next_attempt,
             due_at=route.due_at_ms,
             last_error=result.error,
+            replay_id=replay_id,
         )
         step: NextStep = "dead" if route.stage == "dead" else "retry"
-        record = attempt_record(event, endpoint.id, attempt, result, step)
+        record = attempt_record(event, endpoint.id, attempt, result, step, replay_id=replay_id)
         if route.stage == "dead":
             metrics.DEAD_LETTERS.labels(event.type.value).inc()
             log.warning(
@@ -504,6 +509,7 @@ class Dispatcher:
             attempted_at=datetime.now(UTC),
             next_step="dropped",
             event=task.event,
+            replay_id=task.replay_id,
         )
         await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), task.webhook_id)
 
