@@ -151,6 +151,8 @@ def _add_role_commands(sub: Any) -> None:
     ):
         role = sub.add_parser(name, help=help_text)
         role.set_defaults(handler=_lazy(target))
+        if name == "dispatcher":
+            role.add_argument("--processes", default="1", metavar="N|auto", help="processes (auto: 1 per core)")
 
     publish = sub.add_parser("publish", help="publish events to webhooks.events")
     publish.add_argument("--account", help="account id the event belongs to")

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import trustme
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP header names are (RFC 9110 §5.1)
     body: bytes
     at: float
     signature_ok: bool | None
@@ -121,7 +122,7 @@ class HttpsReceiver:
             ok = expected == request.headers.get("X-Webhook-Signature")
         with self._lock:
             peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-            self.received.append(Received(path, dict(request.headers), body, time.time(), ok, peer))
+            self.received.append(Received(path, CIMultiDict(request.headers), body, time.time(), ok, peer))
         if hang:
             await self._release.wait()
         if answer is not None:
