@@ -34,18 +34,19 @@ from dispatcher.signing import new_secret, signature_headers
 from hookfleet import USER_AGENT
 from producer.publisher import build_event
 from schemas.catalog import EventType, sample_data
+from schemas.models import Event
 
-CLIENTS = ("aiohttp", "pyreqwest", "pyreqwest_mt", "curl_cffi", "niquests")
-Post = Callable[[str, bytes, dict[str, str]], Awaitable[bool]]
+CLIENTS = ("aiohttp", "pyreqwest", "pyreqwest_mt", "curl_cffi", "niquests", "deliverer")
+Post = Callable[[str, Event, bytes, dict[str, str]], Awaitable[bool]]
 
 
-def _bodies(count: int) -> list[tuple[str, str, bytes]]:
+def _events(count: int) -> list[tuple[Event, bytes]]:
     types = list(EventType)
     out = []
     for n in range(count):
         event_type = types[n % len(types)]
         event = build_event(f"acct_{n % 20:03d}", event_type, sample_data(event_type))
-        out.append((event.id, event_type.value, event.body()))
+        out.append((event, event.body()))
     return out
 
 
@@ -62,7 +63,7 @@ async def _client(name: str, ca: str, connections: int) -> tuple[Post, Callable[
         connector = aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context(cafile=ca), keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
 
-        async def post_aiohttp(url: str, body: bytes, headers: dict[str, str]) -> bool:
+        async def post_aiohttp(url: str, event: Event, body: bytes, headers: dict[str, str]) -> bool:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 await resp.content.read(65536)
                 return 200 <= resp.status < 300
@@ -87,7 +88,7 @@ async def _client(name: str, ca: str, connections: int) -> tuple[Post, Callable[
             .build()
         )
 
-        async def post_pyreqwest(url: str, body: bytes, headers: dict[str, str]) -> bool:
+        async def post_pyreqwest(url: str, event: Event, body: bytes, headers: dict[str, str]) -> bool:
             req = client.post(url).headers(headers).body_bytes(body).streamed_read_buffer_limit(65536)
             async with req.build_streamed() as resp:
                 await resp.body_reader.read(65536)
@@ -100,7 +101,7 @@ async def _client(name: str, ca: str, connections: int) -> tuple[Post, Callable[
         options: dict[str, Any] = {"verify": ca, "allow_redirects": False, "timeout": 10}
         curl_session: Any = AsyncSession(max_clients=connections, **options)
 
-        async def post_curl(url: str, body: bytes, headers: dict[str, str]) -> bool:
+        async def post_curl(url: str, event: Event, body: bytes, headers: dict[str, str]) -> bool:
             resp = await curl_session.post(url, data=body, headers={**headers, "User-Agent": USER_AGENT})
             return bool(200 <= resp.status_code < 300)
 
@@ -111,18 +112,34 @@ async def _client(name: str, ca: str, connections: int) -> tuple[Post, Callable[
         nq = niquests.AsyncSession(pool_connections=4, pool_maxsize=connections)
         nq.headers["User-Agent"] = USER_AGENT
 
-        async def post_niquests(url: str, body: bytes, headers: dict[str, str]) -> bool:
+        async def post_niquests(url: str, event: Event, body: bytes, headers: dict[str, str]) -> bool:
             resp = await nq.post(url, data=body, headers=headers, allow_redirects=False, timeout=10, verify=ca)
             return resp.status_code is not None and 200 <= resp.status_code < 300
 
         return post_niquests, nq.close
+    if name == "deliverer":  # the real delivery path on pyreqwest: pinning, signing, capped read, classification
+        from dispatcher.delivery import Deliverer
+        from dispatcher.subscriptions import Endpoint
+        from hookfleet.settings import DeliverySettings
+
+        deliverer = Deliverer(DeliverySettings(ca_bundle=ca, allow_networks=["127.0.0.0/8"]))
+        endpoints: dict[str, Endpoint] = {}
+        secret = new_secret()
+
+        async def post_deliverer(url: str, event: Event, body: bytes, headers: dict[str, str]) -> bool:
+            endpoint = endpoints.get(url)
+            if endpoint is None:
+                endpoint = endpoints[url] = Endpoint(url, "acct", url, frozenset(EventType), True, secret)
+            return (await deliverer.deliver(endpoint, event, 1, body)).ok
+
+        return post_deliverer, deliverer.close
     raise ValueError(f"unknown client {name!r} (choose from {', '.join(CLIENTS)})")
 
 
 async def _run(name: str, base: str, ca: str, connections: int, seconds: float, warmup: float) -> dict[str, Any]:
     post, close = await _client(name, ca, connections)
     secret = new_secret()
-    feed = itertools.cycle(_bodies(1000))
+    feed = itertools.cycle(_events(1000))
     urls = itertools.cycle([f"{base}/fast/a{n:03d}" for n in range(20)])
     counting = stop = False
     done = errors = 0
@@ -130,11 +147,13 @@ async def _run(name: str, base: str, ca: str, connections: int, seconds: float, 
     async def worker() -> None:
         nonlocal done, errors
         while not stop:
-            event_id, event_type, body = next(feed)
-            headers = signature_headers(secret, None, event_id, event_type, 1, int(time.time()), body)
-            headers["Content-Type"] = "application/json"
+            event, body = next(feed)
+            headers: dict[str, str] = {}
+            if name != "deliverer":  # the deliverer signs inside, as a delivery does
+                headers = signature_headers(secret, None, event.id, event.type.value, 1, int(time.time()), body)
+                headers["Content-Type"] = "application/json"
             try:
-                ok = await post(next(urls), body, headers)
+                ok = await post(next(urls), event, body, headers)
             except Exception:
                 ok = False
             if counting:
@@ -160,6 +179,7 @@ async def _run(name: str, base: str, ca: str, connections: int, seconds: float, 
         "client_cpu_us_per_request": round(cpu / max(done, 1) * 1e6, 1),
         "client_cores": round(cpu / elapsed, 2),
         "threads": len(os.listdir("/proc/self/task")),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
@@ -171,10 +191,12 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-def _measure(client: str, receiver: Receiver, ca: Path, connections: int, seconds: float) -> dict[str, Any]:
+def _measure(
+    client: str, receiver: Receiver, ca: Path, connections: int, seconds: float, warmup: float | None
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.http_clients", "--child", "--client", client, "--base", receiver.base]
     cmd += ["--ca", str(ca), "--connections", str(connections), "--seconds", str(seconds)]
-    receiver_cpu = machine_cpu = None
+    cmd += ["--warmup", str(warmup if warmup is not None else (1.5 if connections <= 100 else 3.5))]
     receiver_before = _proc_cpu_s(receiver.pid)
     busy = machine.CpuSample.now()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, check=False)
@@ -199,7 +221,7 @@ def main() -> None:
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--connections", default="16,1000")
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--warmup", type=float, help="seconds before counting (default 1.5; 3.5 above 100 connections)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
@@ -220,7 +242,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for connections in (int(c) for c in args.connections.split(",")):
                 for client in args.clients.split(","):
-                    result = _measure(client, receiver, ca, connections, args.seconds)
+                    result = _measure(client, receiver, ca, connections, args.seconds, args.warmup)
                     report["runs"].append(result)
                     print(json.dumps(result), flush=True)
     finally:
