@@ -197,6 +197,7 @@ def _measure(
     cmd = [sys.executable, "-m", "bench.http_clients", "--child", "--client", client, "--base", receiver.base]
     cmd += ["--ca", str(ca), "--connections", str(connections), "--seconds", str(seconds)]
     cmd += ["--warmup", str(warmup if warmup is not None else (1.5 if connections <= 100 else 3.5))]
+    receiver.reset()
     receiver_before = _proc_cpu_s(receiver.pid)
     busy = machine.CpuSample.now()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, check=False)
@@ -206,6 +207,7 @@ def _measure(
         return {"client": client, "connections": connections, "failed": out.stderr[-1500:]}
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["machine_busy"] = machine_cpu
+    result["connections_opened"] = receiver.stats()["client_connections"]
     result["receiver_cpu_us_per_request_incl_warmup"] = round(receiver_cpu / max(result["requests"], 1) * 1e6, 1)
     return result
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +57,9 @@ READ_CAP = 64 * 1024  # read at most this much of a response: enough to keep the
 PIN_TTL_S = 30.0  # how long a checked address is used before the host is resolved and checked again
 IDLE_CLIENT_S = 90.0  # a host's client (and its keep-alive pool) is closed after this long unused
 KEEPALIVE_S = 30.0
+DNS_RETRY_S = 5.0  # a failed refresh of a pinned host's lookup is retried this much later
+
+log = logging.getLogger(__name__)
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -209,12 +213,25 @@ class Deliverer:
         if pending is None:  # one lookup per host at a time, however many deliveries wait for it
             pending = asyncio.ensure_future(self._pin(domain, target.port, host))
             self._pending[domain] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(domain, None))
+            pending.add_done_callback(lambda done: self._lookup_done(domain, done))
         fresh = await asyncio.shield(pending)
         return fresh.client, fresh
 
+    def _lookup_done(self, domain: str, done: asyncio.Future[_HostClient]) -> None:
+        self._pending.pop(domain, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, so a lookup nobody waits for any more is not reported
+
     async def _pin(self, domain: str, port: int, current: _HostClient | None) -> _HostClient:
-        answers = await self._resolve(domain, port)
+        try:
+            answers = await self._resolve(domain, port)
+        except OSError:
+            if current is None:
+                raise
+            # DNS failing while the pinned address (checked earlier) still serves: keep it, look up again soon.
+            current.checked_at = time.monotonic() - PIN_TTL_S + DNS_RETRY_S
+            log.warning("event=dns_refresh_failed host_pinned=true retry_in_s=%s", DNS_RETRY_S)
+            return current
         now = time.monotonic()
         if current is not None and current.address in answers and not is_blocked(current.address, self._allow):
             current.checked_at = now  # same checked address still answered: keep the client and its pool

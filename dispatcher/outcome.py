@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import sys
+from typing import Any
 
-import aiohttp
 from pyreqwest.exceptions import DetailedPyreqwestError
 
 from dispatcher.address_guard import BlockedAddressError
@@ -26,7 +27,7 @@ def classify_status(status: int) -> tuple[Outcome, str | None]:
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what it wraps: aiohttp hides resolver and TLS errors one or two levels down."""
+    """The exception and what it wraps (an HTTP client may hide resolver and TLS errors levels down)."""
     seen: list[BaseException] = []
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -61,12 +62,27 @@ def _rust_cause_kind(exc: DetailedPyreqwestError) -> tuple[Outcome, str] | None:
     return None
 
 
+def _aiohttp_kind(chain: list[BaseException]) -> tuple[Outcome, str] | None:
+    """Errors of an aiohttp client. Deliveries no longer use one, and the dispatcher does not load aiohttp
+    (23 MB of RSS): an aiohttp error can only exist when the module was loaded by someone else."""
+    aiohttp: Any = sys.modules.get("aiohttp")
+    if aiohttp is None:
+        return None
+    if any(isinstance(e, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)) for e in chain):
+        return Outcome.TLS_ERROR, "tls error"
+    if any(isinstance(e, aiohttp.ServerDisconnectedError) for e in chain):
+        return Outcome.CONNECTION_ERROR, "server disconnected"
+    if any(isinstance(e, aiohttp.ClientConnectorDNSError) for e in chain):
+        return Outcome.CONNECTION_ERROR, "dns lookup failed"
+    return None
+
+
 def classify_error(exc: BaseException) -> tuple[Outcome, str]:
     """Outcome and a short error kind (never the URL's query string or any secret)."""
     chain = _causes(exc)
     if any(isinstance(e, BlockedAddressError) for e in chain):
         return Outcome.BLOCKED, "blocked address"
-    if any(isinstance(e, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)) for e in chain):
+    if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
         return Outcome.TIMEOUT, "timeout"
     if isinstance(exc, DetailedPyreqwestError):
         known = _rust_cause_kind(exc)
@@ -74,12 +90,11 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
             return known
     if any(isinstance(e, socket.gaierror) for e in chain):
         return Outcome.CONNECTION_ERROR, "dns lookup failed"
-    if any(isinstance(e, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)) for e in chain):
+    if any(isinstance(e, ssl.SSLError) for e in chain):
         return Outcome.TLS_ERROR, "tls error"
-    if any(isinstance(e, aiohttp.ServerDisconnectedError) for e in chain):
-        return Outcome.CONNECTION_ERROR, "server disconnected"
-    if any(isinstance(e, aiohttp.ClientConnectorDNSError) for e in chain):
-        return Outcome.CONNECTION_ERROR, "dns lookup failed"
+    aiohttp_kind = _aiohttp_kind(chain)
+    if aiohttp_kind is not None:
+        return aiohttp_kind
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return Outcome.CONNECTION_ERROR, "connection refused"
     return Outcome.CONNECTION_ERROR, f"connection error ({type(exc).__name__})"

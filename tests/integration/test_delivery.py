@@ -42,13 +42,16 @@ async def send(deliverer: Deliverer, url: str) -> DeliveryResult:
 class ScriptedDns:
     """A resolver that answers from a script, one answer list per lookup (the last repeats)."""
 
-    def __init__(self, *answers: list[str]) -> None:
+    def __init__(self, *answers: list[str] | OSError) -> None:
         self.answers = list(answers)
         self.lookups: list[str] = []
 
     async def __call__(self, host: str, port: int) -> list[str]:
         self.lookups.append(host)
-        return self.answers[min(len(self.lookups), len(self.answers)) - 1]
+        answer = self.answers[min(len(self.lookups), len(self.answers)) - 1]
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
 
 
 @pytest.fixture
@@ -268,3 +271,18 @@ async def test_a_host_that_does_not_resolve_is_a_dns_error(ca_bundle: str) -> No
     finally:
         await d.close()
     assert (result.outcome, result.error) == (Outcome.CONNECTION_ERROR, "dns lookup failed")
+
+
+async def test_a_failing_refresh_keeps_the_checked_address_until_dns_answers_again(
+    ca_bundle: str, named_receiver: HttpsReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = ScriptedDns(["127.0.0.1"], socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.1/32"), resolve=dns)
+    url = f"https://{REBIND_HOST}:{named_receiver.port}/stale"
+    try:
+        assert (await send(d, url)).ok
+        monkeypatch.setattr(delivery, "PIN_TTL_S", 0.0)
+        assert (await send(d, url)).ok  # the refresh failed: the address checked before still serves
+    finally:
+        await d.close()
+    assert len(dns.lookups) == 2 and len(named_receiver.at("/stale")) == 2
