@@ -227,25 +227,30 @@ class Deliverer:
         try:
             answers = await self._resolve(domain, port)
         except OSError:
-            if current is None:
+            if current is None or current.retired:
                 raise
             # DNS failing while the pinned address (checked earlier) still serves: keep it, look up again soon.
             current.checked_at = time.monotonic() - PIN_TTL_S + DNS_RETRY_S
             log.warning("event=dns_refresh_failed host_pinned=true retry_in_s=%s", DNS_RETRY_S)
             return current
         now = time.monotonic()
+        if current is not None and current.retired:  # closed meanwhile (idle sweep): start afresh
+            current = None
         if current is not None and current.address in answers and not is_blocked(current.address, self._allow):
             current.checked_at = now  # same checked address still answered: keep the client and its pool
             return current
         address = checked_address(domain, answers, self._allow)
         fresh = _HostClient(self._build(domain, address, port), address, now, now)
-        if current is not None:
+        if current is not None and self._hosts.get(domain) is current:
+            del self._hosts[domain]
             self._retire(current)
         self._sweep(now)
         self._hosts[domain] = fresh
         return fresh
 
     def _retire(self, host: _HostClient) -> None:
+        if host.retired:
+            return
         host.retired = True
         if host.in_flight == 0:
             self._close_later(host.client)

@@ -286,3 +286,23 @@ async def test_a_failing_refresh_keeps_the_checked_address_until_dns_answers_aga
     finally:
         await d.close()
     assert len(dns.lookups) == 2 and len(named_receiver.at("/stale")) == 2
+
+
+async def test_a_changed_allowed_address_gets_a_new_pinned_client(
+    ca_bundle: str,
+    named_receiver: HttpsReceiver,
+    inner_receiver: HttpsReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both addresses are allowed here: the host moved from 127.0.0.1 to 127.0.0.2 (same port on neither,
+    # so each receiver's own port is pinned through the URL).
+    dns = ScriptedDns(["127.0.0.1"], ["127.0.0.2"])
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.0/8"), resolve=dns)
+    try:
+        assert (await send(d, f"https://{REBIND_HOST}:{named_receiver.port}/before")).ok
+        monkeypatch.setattr(delivery, "PIN_TTL_S", 0.0)
+        assert (await send(d, f"https://{REBIND_HOST}:{inner_receiver.port}/after")).ok
+    finally:
+        await d.close()
+    assert len(named_receiver.at("/before")) == 1 and len(inner_receiver.at("/after")) == 1
+    assert inner_receiver.at("/before") == [] and named_receiver.at("/after") == []
