@@ -306,3 +306,11 @@ async def test_a_changed_allowed_address_gets_a_new_pinned_client(
         await d.close()
     assert len(named_receiver.at("/before")) == 1 and len(inner_receiver.at("/after")) == 1
     assert inner_receiver.at("/before") == [] and named_receiver.at("/after") == []
+
+
+async def test_a_response_with_too_many_headers_is_refused_not_parsed(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    url = receiver.expect("/headers", headers={f"X-Filler-{n}": "x" for n in range(150)})
+    result = await send(deliverer, url)
+    assert result.outcome is Outcome.CONNECTION_ERROR and result.status_code is None, result
