@@ -9,6 +9,10 @@ native threads is charged for them). The receiver is shared and is usually the t
 one holding things back. Runs alternate between clients so load from other work hits them alike.
 
     python -m bench.http_clients --seconds 4 --rounds 2 --connections 16,1000
+
+Only aiohttp and pyreqwest are project dependencies. The others are installed by hand for a probe, in a
+separate virtualenv: niquests pulls in urllib3-future, which installs itself as `urllib3` and breaks
+`requests` (and so schemathesis) in the environment it lands in.
 """
 
 from __future__ import annotations
