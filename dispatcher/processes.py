@@ -65,9 +65,7 @@ def supervise(count: int, metrics_port: int = 0) -> int:
                 preexec_fn=_die_with_parent,  # safe: the parent has no other threads
             )
         )
-    log.info(
-        "event=dispatcher_processes_started count=%d pids=%s", count, ",".join(str(c.pid) for c in children)
-    )
+    log.info("event=dispatcher_processes_started count=%d pids=%s", count, ",".join(str(c.pid) for c in children))
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
