@@ -15,13 +15,15 @@ pyreqwest's own URL parser, so the host checked is byte for byte the host the cl
 `2130706433`, `0177.1` and `127.0.0.1.` are the IP literal 127.0.0.1 to both, and IP literals are
 checked directly (one shared client serves them: no DNS is involved). A pin lives `PIN_TTL_S`; the next
 delivery after that resolves and checks again, keeps the client when its address is still answered,
-and otherwise builds a new pinned client (the old one closes when its last delivery ends). Hosts idle
-for `IDLE_CLIENT_S` lose their client, so memory follows the active hosts (~150 KB each, the system
-root store that every reqwest client loads; building one costs ~10 ms of CPU, once per host).
+and otherwise builds a new pinned client (the old one closes when its last delivery ends). A client
+holds one address: when connecting to it fails, the next delivery looks the host up again and prefers
+another allowed answer. Hosts idle for `IDLE_CLIENT_S` lose their client, so memory follows the active
+hosts (~150 KB each, the system root store that every reqwest client loads; building one costs ~10 ms
+of CPU, once per host).
 
 Bounds: connect (TCP + TLS) within `connect_timeout_s`; the whole attempt within exactly
 `delivery_timeout_s` (tokio's timer, not rounded up to a whole second as aiohttp's is: that rounding
-made 10 s attempts end at 10.0-10.99 s). Response body read capped at 64 KiB; no redirects (a 3xx is a
+made 10 s attempts end at 10.4-11.0 s). Response body read capped at 64 KiB; no redirects (a 3xx is a
 failure); hyper's response header limits (100 headers, 400 KB); no response decompression; TLS
 verified against the system roots plus `HOOKFLEET_CA_BUNDLE`.
 """
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pyreqwest.client import Client, ClientBuilder
-from pyreqwest.exceptions import PyreqwestError
+from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PyreqwestError
 from pyreqwest.http import Url
 
 from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, is_blocked
@@ -156,6 +158,7 @@ class _HostClient:
     last_used: float
     in_flight: int = 0
     retired: bool = False
+    unreachable: bool = False  # a connect to `address` failed: the next lookup prefers another answer
 
 
 class Deliverer:
@@ -236,10 +239,14 @@ class Deliverer:
         now = time.monotonic()
         if current is not None and current.retired:  # closed meanwhile (idle sweep): start afresh
             current = None
-        if current is not None and current.address in answers and not is_blocked(current.address, self._allow):
-            current.checked_at = now  # same checked address still answered: keep the client and its pool
-            return current
+        if current is not None and current.unreachable:  # try the other answers first, this one last
+            answers = [a for a in answers if a != current.address] + [a for a in answers if a == current.address]
+        elif current is not None and current.address in answers:
+            answers = [current.address]  # still answered: keep the client and its pool (checked below)
         address = checked_address(domain, answers, self._allow)
+        if current is not None and address == current.address:
+            current.checked_at, current.unreachable = now, False
+            return current
         fresh = _HostClient(self._build(domain, address, port), address, now, now)
         if current is not None and self._hosts.get(domain) is current:
             del self._hosts[domain]
@@ -295,6 +302,9 @@ class Deliverer:
         except (PyreqwestError, OSError, ValueError, TimeoutError) as exc:
             raw, status = b"", None
             outcome, error = classify_error(exc)
+            if host is not None and isinstance(exc, (ConnectError, ConnectTimeoutError)):
+                host.unreachable = True  # look the host up again at the next delivery, preferring another address
+                host.checked_at = float("-inf")
         finally:
             if host is not None:
                 host.in_flight -= 1

@@ -314,3 +314,21 @@ async def test_a_response_with_too_many_headers_is_refused_not_parsed(
     url = receiver.expect("/headers", headers={f"X-Filler-{n}": "x" for n in range(150)})
     result = await send(deliverer, url)
     assert result.outcome is Outcome.CONNECTION_ERROR and result.status_code is None, result
+
+
+async def test_an_unreachable_address_is_left_for_another_allowed_answer(
+    ca_bundle: str, named_receiver: HttpsReceiver
+) -> None:
+    # Nothing listens on 127.0.0.2 at the receiver's port: the first pin fails, the next delivery moves on.
+    dns = ScriptedDns(["127.0.0.2", "127.0.0.1"])
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.0/8"), resolve=dns)
+    url = f"https://{REBIND_HOST}:{named_receiver.port}/failover"
+    try:
+        first = await send(d, url)
+        second = await send(d, url)
+        third = await send(d, url)
+    finally:
+        await d.close()
+    assert (first.outcome, first.error) == (Outcome.CONNECTION_ERROR, "connection refused")
+    assert second.ok and third.ok and len(named_receiver.at("/failover")) == 2
+    assert len(dns.lookups) == 2  # looked up again once after the failure, then pinned to the one that works
