@@ -11,15 +11,15 @@ that Python can fill per request, so this module resolves and checks each host i
 Every host gets its own client (its own keep-alive pool) built with `ClientBuilder.resolve(host,
 checked_address)`; that client never resolves the host again, so a DNS answer that changes between the
 check and the connect (DNS rebinding) cannot take the connection elsewhere. Hosts are read with
-pyreqwest's own URL parser, so the host checked is byte for byte the host the client uses: `127.1`,
-`2130706433`, `0177.1` and `127.0.0.1.` are the IP literal 127.0.0.1 to both, and IP literals are
-checked directly (one shared client serves them: no DNS is involved). A pin lives `PIN_TTL_S`; the next
-delivery after that resolves and checks again, keeps the client when its address is still answered,
-and otherwise builds a new pinned client (the old one closes when its last delivery ends). A client
-holds one address: when connecting to it fails, the next delivery looks the host up again and prefers
-another allowed answer. Hosts idle for `IDLE_CLIENT_S` lose their client, so memory follows the active
-hosts (~150 KB each, the system root store that every reqwest client loads; building one costs ~10 ms
-of CPU, once per host).
+pyreqwest's own URL parser, so the host checked is byte for byte the host the client uses (`127.1` is
+the IP literal 127.0.0.1 to it; `address_guard.check_url_host` refuses such non-standard literals
+first), and IP literals are checked directly (one shared client serves them: no DNS is involved).
+A pin lives `PIN_TTL_S`; the next delivery after that resolves and checks again, keeps the client when
+its address is still answered, and otherwise builds a new pinned client (the old one closes when its
+last delivery ends). A client holds one address: when connecting to it fails, the next delivery looks
+the host up again and prefers another allowed answer. Hosts idle for `IDLE_CLIENT_S` lose their client,
+so memory follows the active hosts (~150 KB each, the system root store that every reqwest client
+loads; building one costs ~10 ms of CPU, once per host).
 
 Bounds: connect (TCP + TLS) within `connect_timeout_s`; the whole attempt within exactly
 `delivery_timeout_s` (tokio's timer, not rounded up to a whole second as aiohttp's is: that rounding
@@ -46,7 +46,7 @@ from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PyreqwestError
 from pyreqwest.http import Url
 
-from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, is_blocked
+from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, check_url_host, is_blocked
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
@@ -290,6 +290,7 @@ class Deliverer:
         raw = b""
         status: int | None = None
         try:
+            check_url_host(endpoint.url, self._allow)  # IP literals in non-standard forms, blocked literals
             target = parse_target(endpoint.url)
             client, host = await self._client_for(target)
             if host is not None:

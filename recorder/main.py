@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from hookfleet import logs
-from hookfleet.kafka import check_broker
+from hookfleet import logs, metrics
+from hookfleet.kafka import check_broker, new_consumer, new_producer
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
-from recorder.loop import run_recorder
+from recorder.loop import CONSUMER_OPTIONS, Recorder
+from recorder.store import RecorderStore
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,3 +18,27 @@ def run(args: argparse.Namespace) -> int:
     # Fail fast with one line when the broker is unreachable; a database outage is waited out instead.
     check_broker(settings.kafka_bootstrap_servers)
     return run_recorder(settings, Shutdown().install())
+
+
+def new_recorder(settings: RecorderSettings, shutdown: Shutdown) -> Recorder:
+    """A recorder with its real clients: the broker's consumer and producer, PostgreSQL's store."""
+    consumer = new_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.group_id,
+        **CONSUMER_OPTIONS,
+        stats_cb=metrics.stats_callback(settings.group_id),
+    )
+    producer = new_producer(settings.kafka_bootstrap_servers)
+    store = RecorderStore(settings.database_url.get_secret_value())
+    return Recorder(settings, shutdown, consumer, producer, store)
+
+
+def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
+    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
+    recorder = new_recorder(settings, shutdown)
+    health = metrics.HealthServer(settings.metrics_port, recorder.ready).start() if settings.metrics_port else None
+    try:
+        return recorder.run()
+    finally:
+        if health is not None:
+            health.stop()

@@ -217,12 +217,13 @@ async def test_blocked_addresses_are_refused_before_any_connection(
     assert receiver.at("/guarded") == []
 
 
-async def test_a_non_canonical_literal_is_judged_as_the_address_the_client_connects_to(
+async def test_a_non_standard_literal_is_refused_even_inside_an_allowed_network(
     deliverer: Deliverer, receiver: HttpsReceiver
 ) -> None:
-    # 127.0.0.0/8 is allowed here: `127.1` is the literal 127.0.0.1 to the guard and to the client alike.
+    # 127.0.0.0/8 is allowed here, yet `127.1` (the client would read it as 127.0.0.1) is refused by form.
     receiver.expect("/short")
-    assert (await send(deliverer, f"https://127.1:{receiver.port}/short")).ok
+    result = await send(deliverer, f"https://127.1:{receiver.port}/short")
+    assert result.outcome is Outcome.BLOCKED and receiver.at("/short") == []
 
 
 async def test_dns_rebinding_cannot_move_the_connection_after_the_check(
