@@ -27,7 +27,8 @@ def child_pids(parent: Role) -> list[int]:
 
 def assigned_pids(parent: Role) -> set[int]:
     """Children that logged an assignment of at least one partition."""
-    return {int(pid) for pid in re.findall(r"pid=(\d+) \S+ event=partitions_assigned count=[1-9]", parent.log_text())}
+    found = re.findall(r"pid=(\d+) \S+ event=partitions_assigned(?: stage=\S+)? count=[1-9]", parent.log_text())
+    return {int(pid) for pid in found}
 
 
 def alive(pid: int) -> bool:
