@@ -18,15 +18,17 @@ from dataclasses import dataclass, field
 
 import trustme
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP header names are (RFC 9110 §5.1)
     body: bytes
     at: float
     signature_ok: bool | None
+    peer: tuple[str, int] | None = None
 
     @property
     def event_id(self) -> str:
@@ -42,13 +44,17 @@ class _Behaviour:
     statuses: list[int] = field(default_factory=lambda: [200])
     hang: bool = False
     body: bytes | None = None
+    headers: dict[str, str] | None = None
     served: int = 0
     fail_events: dict[str, int] = field(default_factory=dict)  # event id -> how many of its deliveries fail
 
 
 class HttpsReceiver:
-    def __init__(self, ca: trustme.CA) -> None:
-        cert = ca.issue_cert("localhost", "127.0.0.1")
+    def __init__(
+        self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1"), host: str = "127.0.0.1"
+    ) -> None:
+        cert = ca.issue_cert(*names)
+        self.host = host
         self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(self._ssl)
         self._behaviours: dict[str, _Behaviour] = defaultdict(_Behaviour)
@@ -70,13 +76,18 @@ class HttpsReceiver:
         statuses: list[int] | None = None,
         hang: bool = False,
         body: bytes | None = None,
+        headers: dict[str, str] | None = None,
         fail_events: dict[str, int] | None = None,
     ) -> str:
         """Configure `path` (answer `body`, default "answered <status>"; 500 to the first n deliveries of
         each event in `fail_events`); returns its https URL."""
         with self._lock:
             self._behaviours[path] = _Behaviour(
-                statuses=statuses or [200], hang=hang, body=body, fail_events=dict(fail_events or {})
+                statuses=statuses or [200],
+                hang=hang,
+                body=body,
+                headers=headers,
+                fail_events=dict(fail_events or {}),
             )
             if secret is not None:
                 self._secrets[path] = secret
@@ -117,17 +128,19 @@ class HttpsReceiver:
                 status = 500
             hang = behaviour.hang
             answer = behaviour.body
+            extra = behaviour.headers
         ok = None
         if secret is not None:
             expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
             ok = expected == request.headers.get("X-Webhook-Signature")
         with self._lock:
-            self.received.append(Received(path, dict(request.headers), body, time.time(), ok))
+            peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+            self.received.append(Received(path, CIMultiDict(request.headers), body, time.time(), ok, peer))
         if hang:
             await self._release.wait()
         if answer is not None:
-            return web.Response(status=status, body=answer)
-        return web.Response(status=status, text=f"answered {status}")
+            return web.Response(status=status, body=answer, headers=extra)
+        return web.Response(status=status, text=f"answered {status}", headers=extra)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -135,7 +148,7 @@ class HttpsReceiver:
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self._ssl, backlog=1024)
+        site = web.TCPSite(runner, self.host, 0, ssl_context=self._ssl, backlog=1024)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._runner = runner
