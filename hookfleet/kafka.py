@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from hookfleet.metrics import PRODUCE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,36 @@ def check_broker(bootstrap: str, timeout_s: float = 5.0) -> int:
     except KafkaException as exc:
         raise KafkaUnavailable(f"kafka broker at {bootstrap} did not answer within {timeout_s:g}s") from exc
     return len(metadata.brokers)
+
+
+def wait_for_broker(
+    bootstrap: str, stop: threading.Event, on_wait: Callable[[], None] | None = None, retry_s: float = 5.0
+) -> bool:
+    """Block until the broker answers or `stop` is set; returns whether it answered.
+
+    A role whose broker is down at start waits here, alive (`on_wait` beats its heartbeat) and unready,
+    and starts by itself when the broker returns: exiting instead would turn a broker outage into a
+    fleet-wide crash loop that adds minutes to the recovery.
+    """
+    since = time.monotonic()
+    attempts = 0
+    while not stop.is_set():
+        try:
+            check_broker(bootstrap)
+        except KafkaUnavailable as exc:
+            attempts += 1
+            if attempts == 1 or attempts % 12 == 0:  # once a minute at the default retry_s
+                log.warning("event=broker_unavailable_at_start reason=%r action=wait_and_retry", str(exc))
+            if on_wait is not None:
+                on_wait()
+            stop.wait(retry_s)
+            if on_wait is not None:
+                on_wait()
+            continue
+        if attempts:
+            log.info("event=broker_available waited_s=%.1f", time.monotonic() - since)
+        return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +164,19 @@ class KafkaProducer:
         headers: list[tuple[str, str | bytes | None]] | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it."""
+        """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it.
+
+        Every refused or unacknowledged message counts in `hookfleet_produce_errors_total{topic}`.
+        """
+        callback = on_delivery
+
+        def counted(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                PRODUCE_ERRORS.labels(topic).inc()
+            if callback is not None:
+                callback(error, message)
+
+        on_delivery = counted
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
@@ -232,4 +277,5 @@ __all__ = [
     "check_broker",
     "ensure_topics",
     "new_consumer",
+    "wait_for_broker",
 ]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import psycopg
 from confluent_kafka import KafkaException
 
-from hookfleet import metrics
+from hookfleet import broker_lag, metrics
 from hookfleet.db import DatabaseUnavailable, describe
 from hookfleet.kafka import (
     Consumer,
@@ -27,11 +27,14 @@ from hookfleet.kafka import (
     Message,
     TopicPartition,
     new_consumer,
+    wait_for_broker,
 )
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from recorder.batch import Batch, InvalidMessage, parse_message
+from recorder.outcomes import WebhookOutcomes
 from recorder.store import RecorderStore, WriteResult
+from schemas.models import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ DRAIN_TIMEOUT_S = 20.0
 _IDLE_POLL_S = 0.5
 _OUTAGE_POLL_S = 0.2
 _PRODUCE_ACK_TIMEOUT_S = 30.0
+FAILING_REFRESH_S = 30.0
+"""Every replica re-reads the failing count this often, so none keeps reporting a stale figure."""
+OUTCOMES_PUBLISH_S = 15.0
 
 _DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
 
@@ -51,8 +57,15 @@ class ShutdownDuringOutage(Exception):
 
 
 class Recorder:
-    def __init__(self, settings: RecorderSettings, shutdown: Shutdown) -> None:
+    def __init__(
+        self, settings: RecorderSettings, shutdown: Shutdown, heartbeat: metrics.Heartbeat | None = None
+    ) -> None:
         self.settings = settings
+        self.heartbeat = heartbeat or metrics.Heartbeat()
+        self.outcomes = WebhookOutcomes()
+        self._failing_due = 0.0
+        self._outcomes_due = 0.0
+        self._top_reported: set[str] = set()
         self.topics = settings.topics
         self.shutdown = shutdown
         self.store = RecorderStore(settings.database_url.get_secret_value())
@@ -95,9 +108,10 @@ class Recorder:
             self.settings.batch_max,
             self.settings.batch_wait_ms,
         )
-        self._refresh_failing()
         try:
             while not self.shutdown.requested.is_set():
+                self.heartbeat.beat()  # liveness: every turn, whatever the broker and the database do
+                self._periodic()
                 self._fill()
                 if self.batch.size:
                     self._flush()
@@ -209,6 +223,7 @@ class Recorder:
         """Sleep between retries while polling, so the group keeps this member; partitions stay paused."""
         until = time.monotonic() + seconds
         while time.monotonic() < until:
+            self.heartbeat.beat()
             if self.shutdown.requested.is_set():
                 if self._drain_deadline is None:
                     self._drain_deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -258,8 +273,19 @@ class Recorder:
         now = datetime.now(UTC)
         attempts = self.batch.attempts
         metrics.RECORDER_BATCH.observe(self.batch.size)
+        clock = time.time()
         for record in attempts:
             metrics.RECORDER_LAG.observe(max(0.0, (now - record.attempted_at).total_seconds()))
+            if record.test:
+                continue
+            ok = record.outcome is Outcome.SUCCESS
+            self.outcomes.add(record.webhook_id, ok, clock)
+            if ok and record.event is not None:
+                settled = (record.attempted_at - record.event.created_at).total_seconds()
+                metrics.DELIVERY_SETTLED.labels("delivered").observe(max(0.0, settled))
+        for letter in self.batch.dead_letters:
+            settled = (letter.dead_at - letter.task.event.created_at).total_seconds()
+            metrics.DELIVERY_SETTLED.labels("dead_lettered").observe(max(0.0, settled))
         offsets = [
             TopicPartition(topic, partition, offset)
             for (topic, partition), offset in self.batch.commit_offsets().items()
@@ -283,12 +309,34 @@ class Recorder:
             )
         if result.status_changes:
             self._refresh_failing()
+            self._failing_due = time.monotonic() + FAILING_REFRESH_S
         log.debug(
             "event=batch_committed attempts=%d inserted=%d dead_letters=%d",
             len(attempts),
             result.attempts_inserted,
             result.dead_letters_written,
         )
+
+    def _periodic(self) -> None:
+        """The failing count and the outcome gauges, refreshed on a clock rather than only on changes."""
+        now = time.monotonic()
+        if now >= self._failing_due:
+            self._failing_due = now + FAILING_REFRESH_S
+            self._refresh_failing()
+        if now >= self._outcomes_due:
+            self._outcomes_due = now + OUTCOMES_PUBLISH_S
+            self._publish_outcomes()
+
+    def _publish_outcomes(self) -> None:
+        summary = self.outcomes.summary(time.time(), metrics.TOP_FAILING_WEBHOOKS)
+        metrics.WEBHOOKS_ATTEMPTED.set(summary.attempted)
+        metrics.WEBHOOKS_SUCCEEDING.set(summary.succeeding)
+        top = {webhook_id for webhook_id, _ in summary.worst}
+        for webhook_id, failures in summary.worst:
+            metrics.WEBHOOK_FAILURES_TOP.labels(webhook_id).set(failures)
+        for gone in self._top_reported - top:  # bounded: a webhook leaving the top N loses its series
+            metrics.WEBHOOK_FAILURES_TOP.remove(gone)
+        self._top_reported = top
 
     def _refresh_failing(self) -> None:
         try:
@@ -307,13 +355,28 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
 
 
 def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
-    """Run until shutdown is requested; callable in-process (tests) as well as from `hookfleet recorder`."""
+    """Run until shutdown is requested; callable in-process (tests) as well as from `hookfleet recorder`.
+
+    The health server starts first: with the broker unreachable the role waits alive and unready, and
+    starts by itself once the broker answers. The broker-side lag exporter runs beside the loop.
+    """
     server = None
-    recorder = Recorder(settings, shutdown)
+    heartbeat = metrics.Heartbeat()
+    recorder = Recorder(settings, shutdown, heartbeat)
     if settings.metrics_port:
-        server = metrics.HealthServer(settings.metrics_port, recorder.ready).start()
+        server = metrics.HealthServer(settings.metrics_port, recorder.ready, heartbeat).start()
+    lag_stop = None
     try:
+        if (
+            wait_for_broker(settings.kafka_bootstrap_servers, shutdown.requested, heartbeat.beat)
+            and settings.lag_export_s
+        ):
+            lag_stop = broker_lag.start_exporter(
+                settings.kafka_bootstrap_servers, settings.topic_prefix, settings.lag_groups, settings.lag_export_s
+            )
         return recorder.run()
     finally:
+        if lag_stop is not None:
+            lag_stop.set()
         if server is not None:
             server.stop()

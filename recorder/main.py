@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from hookfleet import logs
-from hookfleet.kafka import check_broker
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from recorder.loop import run_recorder
@@ -14,6 +13,5 @@ from recorder.loop import run_recorder
 def run(args: argparse.Namespace) -> int:
     settings = RecorderSettings()
     logs.setup(settings.log_level, role="recorder")
-    # Fail fast with one line when the broker is unreachable; a database outage is waited out instead.
-    check_broker(settings.kafka_bootstrap_servers)
+    # A broker or database outage is waited out, alive and unready (see run_recorder).
     return run_recorder(settings, Shutdown().install())

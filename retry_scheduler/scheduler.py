@@ -23,7 +23,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from hookfleet.kafka import KafkaProducer, new_consumer
-from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, stats_callback
+from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from retry_scheduler.gate import DueGate, Hold, Partition, Step, bounded_due_ms, to_nudge
@@ -125,8 +125,11 @@ class _Summary:
 
 
 class RetryScheduler:
-    def __init__(self, settings: RetrySchedulerSettings, shutdown: Shutdown) -> None:
+    def __init__(
+        self, settings: RetrySchedulerSettings, shutdown: Shutdown, heartbeat: Heartbeat | None = None
+    ) -> None:
         self._settings = settings
+        self._heartbeat = heartbeat
         self._topics = settings.topics
         self._shutdown = shutdown
         self._gate = DueGate()
@@ -195,6 +198,8 @@ class RetryScheduler:
     # ------------------------------------------------------------------------------------------- the loop
 
     def _tick(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.beat()  # liveness: every turn of this loop, whatever the broker does
         now_ms = _now_ms()
         self._resume_due(now_ms)
         self._retry_failed()
