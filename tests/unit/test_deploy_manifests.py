@@ -79,7 +79,15 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    return [
+        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"] if "alert" in rule
+    ]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [
+        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"] if "record" in rule
+    ]
 
 
 def drain_bound_s(role: str, env: dict[str, str]) -> float:
@@ -295,11 +303,16 @@ def test_alert_rules_cover_the_operators_questions() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert {
         "HookfleetDeadLetters",
-        "HookfleetConsumerLagGrowing",
+        "HookfleetDispatchLagHigh",
         "HookfleetFailingWebhooks",
-        "HookfleetNoSuccessfulDeliveries",
+        "HookfleetDeliveriesFailingFleetWide",
+        "HookfleetEventsNotDispatched",
+        "HookfleetRetriesOverdue",
         "HookfleetRetryLate",
         "HookfleetRoleDown",
+        "HookfleetRoleNotReady",
+        "HookfleetSLOBudgetBurnFast",
+        "HookfleetSLOBudgetBurnSlow",
     } <= names
     for rule in alert_rules():
         assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule["alert"]
@@ -309,7 +322,11 @@ def test_alert_rules_cover_the_operators_questions() -> None:
 
 def test_alert_and_dashboard_metric_names_exist_in_the_code() -> None:
     exposed = exposed_metric_names()
-    queries = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()] + dashboard_queries()
+    queries = (
+        [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()]
+        + [(f"record {r['record']}", r["expr"]) for r in recording_rules()]
+        + dashboard_queries()
+    )
     for where, expr in queries:
         for name in METRIC_NAME.findall(expr):
             assert name in exposed, f"{where} queries {name}, which hookfleet/metrics.py does not expose"
