@@ -54,14 +54,14 @@ def runbook_sections() -> dict[str, str]:
 
 
 def test_promtool_scenarios_pass() -> None:
-    result = subprocess.run(  # noqa: S603 - our own files
+    result = subprocess.run(
         [promtool(), "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, f"promtool test rules failed:\n{result.stdout}\n{result.stderr}"
 
 
 def test_promtool_accepts_the_rule_file() -> None:
-    result = subprocess.run(  # noqa: S603 - our own files
+    result = subprocess.run(
         [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
