@@ -18,8 +18,6 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from hookfleet.metrics import PRODUCE_ERRORS
-
 log = logging.getLogger(__name__)
 
 
@@ -136,7 +134,10 @@ class KafkaProducer:
     A background thread serves delivery callbacks (`poll`) so asyncio code never blocks on librdkafka.
     """
 
-    def __init__(self, bootstrap: str, **extra: Any) -> None:
+    def __init__(self, bootstrap: str, count_errors: bool = True, **extra: Any) -> None:
+        """`count_errors=False` for producers embedded in product services (EventPublisher): their process
+        should not grow the fleet's metrics."""
+        self._count_errors = count_errors
         config = client_config(
             bootstrap,
             **{
@@ -168,15 +169,16 @@ class KafkaProducer:
 
         Every refused or unacknowledged message counts in `hookfleet_produce_errors_total{topic}`.
         """
-        callback = on_delivery
+        if self._count_errors:
+            callback = on_delivery
 
-        def counted(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                PRODUCE_ERRORS.labels(topic).inc()
-            if callback is not None:
-                callback(error, message)
+            def counted(error: KafkaError | None, message: Message) -> None:
+                if error is not None:
+                    _produce_errors().labels(topic).inc()
+                if callback is not None:
+                    callback(error, message)
 
-        on_delivery = counted
+            on_delivery = counted
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
@@ -232,6 +234,13 @@ class KafkaProducer:
         if remaining:
             log.error("event=producer_close_unflushed remaining=%d", remaining)
         return remaining
+
+
+def _produce_errors() -> Any:
+    # Imported when first needed, so importing this module (the producer library does) registers no metric.
+    from hookfleet.metrics import PRODUCE_ERRORS
+
+    return PRODUCE_ERRORS
 
 
 def _resolve(future: asyncio.Future[Message], error: KafkaError | None, message: Message) -> None:
