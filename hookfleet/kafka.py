@@ -134,7 +134,7 @@ class KafkaProducer:
     A background thread serves delivery callbacks (`poll`) so asyncio code never blocks on librdkafka.
     """
 
-    def __init__(self, bootstrap: str, count_errors: bool = True, **extra: Any) -> None:
+    def __init__(self, bootstrap: str, *, count_errors: bool = True, **extra: Any) -> None:
         """`count_errors=False` for producers embedded in product services (EventPublisher): their process
         should not grow the fleet's metrics."""
         self._count_errors = count_errors

@@ -4,6 +4,7 @@ of the HookfleetProduceErrors ticket; the product services' publisher counts not
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -12,10 +13,12 @@ from hookfleet.kafka import KafkaDeliveryError, KafkaProducer, KafkaUnavailable
 
 pytestmark = pytest.mark.integration
 
+FAST_TIMEOUT: dict[str, Any] = {"message.timeout.ms": 1500}
+
 
 def test_an_unacknowledged_message_is_counted_by_topic(kafka_bootstrap: str) -> None:
     missing = f"t{uuid.uuid4().hex[:10]}.no-such-topic"  # the broker does not auto-create topics
-    producer = KafkaProducer(kafka_bootstrap, **{"message.timeout.ms": 1500})
+    producer = KafkaProducer(kafka_bootstrap, **FAST_TIMEOUT)
     try:
         with pytest.raises((KafkaDeliveryError, KafkaUnavailable)):
             producer.send_sync(missing, b"{}", timeout_s=10)
@@ -26,7 +29,7 @@ def test_an_unacknowledged_message_is_counted_by_topic(kafka_bootstrap: str) -> 
 
 def test_an_uncounted_producer_adds_no_series(kafka_bootstrap: str) -> None:
     missing = f"t{uuid.uuid4().hex[:10]}.no-such-topic"
-    producer = KafkaProducer(kafka_bootstrap, count_errors=False, **{"message.timeout.ms": 1500})
+    producer = KafkaProducer(kafka_bootstrap, count_errors=False, **FAST_TIMEOUT)
     try:
         with pytest.raises((KafkaDeliveryError, KafkaUnavailable)):
             producer.send_sync(missing, b"{}", timeout_s=10)
