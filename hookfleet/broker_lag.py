@@ -14,7 +14,9 @@ From those: `hookfleet_group_lag_seconds` = now - timestamp of that oldest messa
 signal the dispatcher scales on and the lag alerts read; and for the delay topics, where waiting is the
 point, `hookfleet_retry_overdue_seconds` = now - due_at of that oldest task, which grows only when the
 retry scheduler does not hand due tasks back (stalled, or not running). Cost per round: three small
-requests plus one fetch per lagging partition.
+requests plus one fetch per lagging partition; measured with all 42 partitions of the 7 watched topics
+lagging (6 partitions each, local broker, 2-core machine): 16 ms CPU and 0.3 s wall per round (2.4 s for
+the first, which finds the coordinators), i.e. ~0.1 % of a core at the default 15 s.
 
 Series are labelled with the unprefixed group and topic names, so rules and dashboards are the same for
 every HOOKFLEET_TOPIC_PREFIX.
