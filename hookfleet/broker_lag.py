@@ -36,7 +36,6 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     ConsumerGroupTopicPartitions,
-    KafkaException,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
@@ -105,9 +104,9 @@ class BrokerLag:
             started = time.monotonic()
             try:
                 self.read_once()
-            except (KafkaException, RuntimeError) as exc:
+            except Exception as exc:  # a failed round must not end the thread: the next one may work
                 LAG_EXPORT_ERRORS.inc()
-                log.warning("event=broker_lag_failed reason=%s", exc)
+                log.warning("event=broker_lag_failed error=%s reason=%s", type(exc).__name__, exc)
             stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
         self._reader.close()
 
