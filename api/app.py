@@ -36,11 +36,21 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         API_REQUEST_DURATION.labels(route).observe(time.monotonic() - started)
 
 
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: no MIME sniffing, no server version banner (aiohttp would send its own and Python's).
+    Every `/v1` response: never stored by a cache or a proxy, as create, rotate and reveal carry secrets."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Server"] = "hookfleet"
+    if request.path.startswith("/v1"):
+        response.headers["Cache-Control"] = "no-store"
+
+
 def build_app(settings: ApiSettings) -> web.Application:
     # metrics outermost: it sees the status the client gets, after error_middleware turned errors into bodies.
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
     )
+    app.on_response_prepare.append(security_headers)
     app[RESOURCES] = Resources(settings)
     app.cleanup_ctx.append(lifecycle)
     routes.add_routes(app)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from hookfleet.db import DatabaseUnavailable
 from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
+from hookfleet.secretbox import SecretKeyError
 from schemas.api import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiError(Exception):
     """A failure with its HTTP status, a stable machine code and a message that says how to fix it."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers or {}
 
 
 def not_found(what: str, ident: str) -> ApiError:
@@ -73,6 +77,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "quota_exceeded",
 }
 
 
@@ -82,6 +87,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.field)
+        response.headers.update(exc.headers)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hookfleet"'
         return response
@@ -100,6 +106,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (KafkaUnavailable, KafkaDeliveryError, TimeoutError) as exc:
         log.warning("event=broker_unavailable path=%s error=%s", request.path, type(exc).__name__)
         return error_response(503, "unavailable", "the message broker did not acknowledge; try again shortly")
+    except SecretKeyError as exc:
+        # A stored secret this server's key does not open: an operator's mistake (keys differ between
+        # replicas), neither the client's nor a bug.
+        log.error(
+            "event=webhook_secret_undecryptable path=%s reason=%r hint='give every API and dispatcher the same"
+            " HOOKFLEET_SECRET_KEY'",
+            request.path,
+            str(exc),
+        )
+        return error_response(
+            503,
+            "secret_undecryptable",
+            "this server cannot decrypt the webhook's secret: its HOOKFLEET_SECRET_KEY differs from the one that"
+            " sealed it; the operator must fix the key; try again later",
+        )
     except Exception:
         log.exception("event=unhandled_error method=%s path=%s", request.method, request.path)
         return error_response(500, "internal", "internal error; it has been logged")

@@ -22,8 +22,11 @@ _ERROR_TEXT = {
     404: "No such resource in this account.",
     413: "The body is too large.",
     415: "The body is not sent as application/json.",
+    409: "The account's last active API key cannot be revoked; create another first.",
     422: "A field is invalid; `error.field` names it.",
-    503: "The database or the message broker is not reachable; retry later.",
+    429: "A quota of the account is exceeded (`quota_exceeded`); `Retry-After` says when to try again.",
+    503: "The database or the message broker is not reachable, or a stored secret cannot be decrypted"
+    " (`secret_undecryptable`: the server's key is misconfigured); retry later.",
 }
 
 
@@ -98,6 +101,8 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
             error: dict[str, Any] = {"description": _ERROR_TEXT[status], "content": _json_content(error_ref)}
             if status == 401:
                 error["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}
+            if status == 429:
+                error["headers"] = {"Retry-After": {"schema": {"type": "string"}, "required": True}}
             responses[str(status)] = error
         spec["responses"] = responses
         if op.public:

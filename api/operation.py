@@ -37,6 +37,8 @@ class Operation:
     """May answer 503 (database or broker unreachable)."""
     description: str = ""
     response_headers: dict[str, str] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    """Error statuses beyond those implied by the contract (429 for a quota, 409 for a conflict)."""
 
     @property
     def path_params(self) -> list[str]:
@@ -55,6 +57,7 @@ class Operation:
             statuses.add(422)
         if self.unavailable:
             statuses.add(503)
+        statuses.update(self.errors)
         return sorted(statuses)
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from api.quotas import SlidingWindow
 from api.store import Store
+from api.url_check import HostChecker
 from dispatcher.delivery import Deliverer
-from hookfleet import secretbox
+from hookfleet import secret_keys, secretbox
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import ApiSettings
 
@@ -30,7 +32,14 @@ class Resources:
     _box: secretbox.SecretBox | None = None
     _deliverer: Deliverer | None = None
     _producer: KafkaProducer | None = None
+    _hosts: HostChecker | None = None
     _closing: list[str] = field(default_factory=list)
+    create_rate: SlidingWindow = field(init=False)
+    test_rate: SlidingWindow = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.create_rate = SlidingWindow(self.settings.creates_per_minute)
+        self.test_rate = SlidingWindow(self.settings.tests_per_minute)
 
     @property
     def store(self) -> Store:
@@ -53,17 +62,26 @@ class Resources:
         return self._producer
 
     @property
+    def hosts(self) -> HostChecker:
+        assert self._hosts is not None, "resources used before startup"
+        return self._hosts
+
+    @property
     def database_url(self) -> str:
         return self.settings.database_url.get_secret_value()
 
     async def start(self) -> None:
-        key = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
-        self._box = secretbox.load(key, self.settings.home)
+        box = secret_keys.configured_box(self.settings)  # a missing key fails before anything is opened
         self._store = await Store.open(self.database_url)
+        await asyncio.to_thread(secret_keys.verify_against_database, self.database_url, box)
+        self._box = box
         self._deliverer = Deliverer(self.settings)
         self._producer = KafkaProducer(self.settings.kafka_bootstrap_servers)
+        self._hosts = HostChecker(self.settings.allow_networks, self.settings.dns_workers)
 
     async def close(self) -> None:
+        if self._hosts is not None:
+            self._hosts.close()
         if self._deliverer is not None:
             await self._deliverer.close()
         if self._producer is not None:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -39,6 +39,19 @@ class WebhookRow:
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: str
+    label: str
+    hint: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+RevokeResult = Literal["revoked", "not_found", "last_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +148,67 @@ class Store:
     # ------------------------------------------------------------------------------------ accounts
 
     async def account_for_key(self, key_hash: bytes) -> str | None:
+        """The account of an active key. Read on every request, never cached, so a revocation applies to
+        every replica at once. `last_used_at` is written at most once a minute per key, not per request."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT account_id FROM api_keys WHERE key_hash = %s", (key_hash,))
+            cur = await conn.execute(
+                "SELECT account_id, last_used_at IS NULL OR last_used_at < now() - interval '60 seconds'"
+                " FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+                (key_hash,),
+            )
             row = await cur.fetchone()
+            if row is not None and row[1]:
+                await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_hash = %s", (key_hash,))
         return None if row is None else str(row[0])
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKeyRow]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(ApiKeyRow))
+            await cur.execute(
+                "SELECT id, label, hint, created_at, last_used_at, revoked_at FROM api_keys"
+                " WHERE account_id = %s ORDER BY created_at, id",
+                (account_id,),
+            )
+            return await cur.fetchall()
+
+    async def count_active_api_keys(self, account_id: str) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM api_keys WHERE account_id = %s AND revoked_at IS NULL", (account_id,)
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def insert_api_key(self, key_id: str, key_hash: bytes, account_id: str, label: str, hint: str) -> ApiKeyRow:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(ApiKeyRow))
+            await cur.execute(
+                "INSERT INTO api_keys (id, key_hash, account_id, label, hint) VALUES (%s, %s, %s, %s, %s)"
+                " RETURNING id, label, hint, created_at, last_used_at, revoked_at",
+                (key_id, key_hash, account_id, label, hint),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def revoke_api_key(self, account_id: str, key_id: str) -> RevokeResult:
+        """Revoke unless it is the account's last active key (which would lock the account out of the API).
+        The account's keys are locked first, so two concurrent revocations cannot both pass that check."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, revoked_at IS NOT NULL FROM api_keys WHERE account_id = %s FOR UPDATE", (account_id,)
+            )
+            keys = {str(row[0]): bool(row[1]) for row in await cur.fetchall()}
+            if key_id not in keys:
+                return "not_found"
+            if keys[key_id]:
+                return "revoked"
+            if sum(not revoked for revoked in keys.values()) <= 1:
+                return "last_key"
+            await conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND account_id = %s", (key_id, account_id)
+            )
+        return "revoked"
 
     # ------------------------------------------------------------------------------------ webhooks
 
@@ -157,6 +227,12 @@ class Store:
             row = await cur.fetchone()
         assert row is not None
         return row
+
+    async def count_webhooks(self, account_id: str) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM webhooks WHERE account_id = %s", (account_id,))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def list_webhooks(self, account_id: str) -> list[WebhookRow]:
         async with self._pool.connection() as conn:

@@ -14,9 +14,9 @@ from aiohttp import web
 from api.auth import account_of
 from api.errors import not_found
 from api.operation import json_response, path_id, read_body
+from api.quotas import check_count, check_rate
 from api.resources import Resources, resources_of
 from api.store import WebhookRow
-from api.url_check import check_public_host
 from api.views import webhook_view, webhook_with_secret
 from dispatcher.delivery import attempt_record
 from dispatcher.signing import new_secret
@@ -49,7 +49,11 @@ async def _own_webhook(request: web.Request, resources: Resources) -> WebhookRow
 async def create_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     body = await read_body(request, WebhookCreate)
-    await check_public_host(body.url, resources.settings.allow_networks)
+    account = account_of(request)
+    check_rate(resources.create_rate, account, "creates")
+    quota = resources.settings.max_webhooks_per_account
+    check_count(await resources.store.count_webhooks(account), quota, "webhooks", "delete one first")
+    await resources.hosts.check(body.url)
     webhook_id, secret = new_webhook_id(), new_secret()
     row = await resources.store.insert_webhook(
         webhook_id,
@@ -86,7 +90,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, WebhookUpdate)
     changes = body.model_dump(exclude_none=True, mode="json")
     if "url" in changes and changes["url"] != row.url:
-        await check_public_host(changes["url"], resources.settings.allow_networks)
+        await resources.hosts.check(changes["url"])
     updated = await resources.store.update_webhook(row.account_id, row.id, changes)
     if updated is None:  # deleted meanwhile
         raise not_found("webhook", row.id)
@@ -143,6 +147,7 @@ async def send_test(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
     body = await read_body(request, TestRequest, required=False)
+    check_rate(resources.test_rate, row.account_id, "Test deliveries")
     event_type = body.event_type or EventType(row.events[0])
     event = Event(
         id=new_event_id(),

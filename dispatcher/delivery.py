@@ -8,8 +8,6 @@ is the address used (no DNS-rebinding window), and TLS still verifies the URL's 
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import socket
 import ssl
 import time
@@ -17,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from dispatcher.address_guard import BlockedAddressError, IPNetwork, is_blocked
+from dispatcher.address_guard import BlockedAddressError, IPNetwork, check_url_host, is_blocked
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
@@ -92,23 +89,6 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-@functools.lru_cache(maxsize=4096)
-def _literal_ip(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The URL's host as an IP address when it is a literal; cached, as every delivery asks again."""
-    host = urlsplit(url).hostname or ""
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def check_literal_host(url: str, allow: Sequence[IPNetwork]) -> None:
-    """aiohttp skips the resolver for IP literals, so those are checked here."""
-    ip = _literal_ip(url)
-    if ip is not None and is_blocked(ip, allow):
-        raise BlockedAddressError(f"{ip} is a blocked address")
-
-
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_bundle:
@@ -146,7 +126,7 @@ class Deliverer:
         headers["Content-Type"] = "application/json"
         started = time.monotonic()
         try:
-            check_literal_host(endpoint.url, self._allow)
+            check_url_host(endpoint.url, self._allow)
             async with self._session.post(endpoint.url, data=payload, headers=headers, allow_redirects=False) as resp:
                 raw = await resp.content.read(_READ_CAP)
                 outcome, error = classify_status(resp.status)

@@ -12,7 +12,7 @@ from dispatcher.delivery import Deliverer
 from dispatcher.subscription_store import SubscriptionSync
 from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
-from hookfleet import logs, metrics, secretbox
+from hookfleet import logs, metrics, secret_keys
 from hookfleet.db import describe
 from hookfleet.kafka import KafkaProducer, check_broker, new_consumer
 from hookfleet.settings import DispatcherSettings
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
     """Run one dispatcher until `stop` is set. Consumption starts only once the subscription index is
     loaded: an event consumed against an empty index would be acknowledged with no delivery."""
-    box = secretbox.load(settings.secret_key.get_secret_value() if settings.secret_key else None, settings.home)
+    box = await secret_keys.wait_for_verified_box(settings, stop)
+    if box is None:
+        return
     database_url = settings.database_url.get_secret_value()
     index = SubscriptionIndex()
     sync = SubscriptionSync(database_url, box, index, settings.subscriptions_reload_s)

@@ -1,4 +1,4 @@
-"""Classify one HTTP attempt as a delivery outcome: pure (DESIGN.md §1).
+"""Classify one HTTP attempt as a delivery outcome: pure (docs/architecture.md#wire-contract).
 
 Success is any 2xx. Everything else fails: another status (a 3xx too: redirects are not followed, as
 they could point inside the network), timeout, TLS error, connection error, or a blocked address.

@@ -1,4 +1,4 @@
-"""Delivery signatures: pure functions, no I/O (DESIGN.md §1).
+"""Delivery signatures: pure functions, no I/O (docs/architecture.md#signing).
 
 Two signatures over the same raw body bytes, with the same secret:
 - `X-Webhook-Signature`: lowercase hex HMAC-SHA256 keyed with the secret string's UTF-8 bytes, which is
@@ -28,8 +28,9 @@ def hex_signature(secret: str, body: bytes) -> str:
 
 
 def verify_hex_signature(secret: str, body: bytes, signature: str) -> bool:
-    """Receiver side of `hex_signature`, in constant time."""
-    return hmac.compare_digest(hex_signature(secret, body), signature)
+    """Receiver side of `hex_signature`, in constant time. The signature is compared as UTF-8 bytes:
+    `compare_digest` raises TypeError on a non-ASCII str, and a header is attacker-controlled input."""
+    return hmac.compare_digest(hex_signature(secret, body).encode(), signature.encode("utf-8", "surrogateescape"))
 
 
 def _standard_key(secret: str) -> bytes:

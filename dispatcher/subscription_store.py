@@ -36,7 +36,15 @@ def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
         secret = box.open(bytes(secret_ct), wid)
         previous = box.open(bytes(prev_ct), wid) if prev_ct is not None else None
     except SecretKeyError:
-        log.error("event=webhook_secret_undecryptable webhook_id=%s hint='check HOOKFLEET_SECRET_KEY'", wid)
+        # Skipped, not fatal: the other webhooks keep being delivered. Repeated at every full reload
+        # until fixed, so it stays visible.
+        log.error(
+            "event=webhook_secret_undecryptable webhook_id=%s account_id=%s action=skipped"
+            " hint='this dispatcher's HOOKFLEET_SECRET_KEY is not the key that sealed the secret;"
+            " give every API and dispatcher the same key'",
+            wid,
+            account_id,
+        )
         return None
     known = {t.value for t in EventType}
     return Endpoint(

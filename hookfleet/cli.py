@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from schemas.validation import first_error
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -54,6 +56,24 @@ def _dev(args: argparse.Namespace) -> int:
         devstack.down()
     else:
         return 0 if devstack.status() else EXIT_FAILURE
+    return 0
+
+
+def _topics_list(args: argparse.Namespace) -> int:
+    from hookfleet.kafka import topic_overview
+    from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings, TopicSettings
+
+    settings = TopicSettings()
+    groups = [cls().group_id for cls in (DispatcherSettings, RetrySchedulerSettings, RecorderSettings)]
+    rows = topic_overview(settings.kafka_bootstrap_servers, settings.topics.all(), groups)
+    width = max(len(row.name) for row in rows)
+    print(f"{'TOPIC':{width}}  PARTITIONS  END OFFSETS    MESSAGES  CONSUMER LAG")
+    for row in rows:
+        if not row.partitions:
+            print(f"{row.name:{width}}  missing (run `hookfleet topics ensure`)")
+            continue
+        lag = ", ".join(f"{group}={n}" for group, n in row.lag.items()) or "-"
+        print(f"{row.name:{width}}  {row.partitions:10}  {row.end_offsets:11}  {row.messages:10}  {lag}")
     return 0
 
 
@@ -116,16 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>", parser_class=_Parser)
 
     dev = sub.add_parser("dev", help="local stack without Docker: Kafka (KRaft) + PostgreSQL")
-    dev.add_argument("action", choices=["up", "down", "status"])
-    dev.set_defaults(handler=_dev)
+    dev_sub = dev.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
+    for action, text in (
+        ("up", "start Kafka and PostgreSQL (idempotent; waits until both answer)"),
+        ("down", "stop both cleanly"),
+        ("status", "show whether each is up and where the logs are"),
+    ):
+        dev_sub.add_parser(action, help=text, description=text).set_defaults(handler=_dev)
 
-    topics = sub.add_parser("topics", help="Kafka topics")
-    topics.add_argument("action", choices=["ensure"], help="create every hookfleet topic that is missing")
-    topics.set_defaults(handler=_topics_ensure)
+    topics = sub.add_parser("topics", help="Kafka topics: create them, show their offsets and lag")
+    topics_sub = topics.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
+    ensure = "create every hookfleet topic that is missing (HOOKFLEET_PARTITIONS, HOOKFLEET_REPLICATION_FACTOR)"
+    topics_sub.add_parser("ensure", help=ensure, description=ensure).set_defaults(handler=_topics_ensure)
+    listing = "every hookfleet topic: partitions, end offsets, messages held, and each role's consumer lag"
+    topics_sub.add_parser("list", help=listing, description=listing).set_defaults(handler=_topics_list)
 
     db = sub.add_parser("db", help="PostgreSQL schema")
-    db.add_argument("action", choices=["migrate"], help="apply pending migrations")
-    db.set_defaults(handler=_db_migrate)
+    db_sub = db.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
+    migrate = "apply pending migrations (idempotent; safe while roles run)"
+    db_sub.add_parser("migrate", help=migrate, description=migrate).set_defaults(handler=_db_migrate)
 
     schemas = sub.add_parser("schemas", help="wire schemas")
     schemas_sub = schemas.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -152,10 +181,18 @@ def _add_role_commands(sub: Any) -> None:
         role = sub.add_parser(name, help=help_text)
         role.set_defaults(handler=_lazy(target))
 
-    publish = sub.add_parser("publish", help="publish events to webhooks.events")
+    publish = sub.add_parser(
+        "publish",
+        help="publish events to webhooks.events",
+        description="Publish one event (--account, --type, --data) or many (--file). An event is at most"
+        " 256 KiB as JSON. A file is checked whole first: bad lines are reported by number, the good ones"
+        " are sent, and the exit code is 1 if any line was rejected.",
+    )
     publish.add_argument("--account", help="account id the event belongs to")
     publish.add_argument("--type", dest="event_type", help="event type from the catalog")
-    publish.add_argument("--data", help="JSON object: the event's data")
+    publish.add_argument(
+        "--data", help="JSON object: the event's data (large data: use --file, a shell argument is limited)"
+    )
     publish.add_argument("--file", help="NDJSON file, one {account_id, type, data} object per line ('-' = stdin)")
     publish.set_defaults(handler=_lazy("producer.cli:publish"))
 
@@ -172,9 +209,22 @@ def _add_role_commands(sub: Any) -> None:
     create.add_argument("name")
     create.add_argument("--id", dest="account_id", help="account id (default: generated)")
     create.set_defaults(handler=_lazy("api.accounts:cli_create"))
+    keys = accounts_sub.add_parser("keys", help="an account's API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_action", required=True, metavar="<action>", parser_class=_Parser)
+    key_create = keys_sub.add_parser("create", help="another API key for ACCOUNT (shown once)")
+    key_create.add_argument("account", help="account id (acct_...)")
+    key_create.add_argument("--label", default="", help="what the key is for, e.g. 'ci' or 'crm-sync'")
+    key_list = keys_sub.add_parser("list", help="ACCOUNT's keys with their last use and revocation")
+    key_list.add_argument("account", help="account id (acct_...)")
+    key_revoke = keys_sub.add_parser("revoke", help="revoke a key now, on every API replica")
+    key_revoke.add_argument("key_id", help="key id from `keys list` (key_...)")
+    keys.set_defaults(handler=_lazy("api.accounts:cli_keys"))
 
-    webhooks = sub.add_parser("webhooks", help="manage webhooks through the API (HOOKFLEET_API_URL, HOOKFLEET_API_KEY)")
-    webhooks.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|show|update|enable|disable|delete|...")
+    # `hookfleet webhooks --help` is answered by the client's own parser, which describes every action.
+    webhooks = sub.add_parser(
+        "webhooks", help="manage webhooks through the API (HOOKFLEET_API_URL, HOOKFLEET_API_KEY)", add_help=False
+    )
+    webhooks.add_argument("rest", nargs=argparse.REMAINDER)
     webhooks.set_defaults(handler=_lazy("api.client_cli:main"))
 
     demo = sub.add_parser("demo", help="run the whole fleet locally with a demo receiver and a live table")
@@ -185,25 +235,35 @@ def _add_role_commands(sub: Any) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from hookfleet.db import DatabaseUnavailable
+    from hookfleet.db import DatabaseUnavailable, SchemaNotMigrated
     from hookfleet.devstack import DevStackError
     from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
     from hookfleet.secretbox import SecretKeyError
 
-    return (CliError, KafkaUnavailable, KafkaDeliveryError, DatabaseUnavailable, DevStackError, SecretKeyError)
+    return (
+        CliError,
+        KafkaUnavailable,
+        KafkaDeliveryError,
+        DatabaseUnavailable,
+        SchemaNotMigrated,
+        DevStackError,
+        SecretKeyError,
+    )
 
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        return f"invalid {where}: {first['msg']}"
+        return f"invalid {first_error(exc)}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # only `webhooks` takes options of its own (its client parser, --help included)
+        if getattr(args, "command", None) != "webhooks":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.rest = [*unknown, *args.rest]
     if not logging.getLogger().handlers:
         # Tools print their own results; only real trouble from libraries should reach the terminal.
         from hookfleet import logs

@@ -22,6 +22,10 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL could not be reached; the message names host and port but never the password."""
 
 
+class SchemaNotMigrated(RuntimeError):
+    """The database lacks a table this version needs: `hookfleet db migrate` was not run."""
+
+
 def describe(url: str) -> str:
     """host:port/dbname of a conninfo, for messages (never the password)."""
     try:

@@ -1,9 +1,11 @@
 """The local stack without Docker: Apache Kafka (KRaft) from Maven Central jars and a private PostgreSQL.
 
 `hookfleet dev up|down|status`. Everything lives in deploy/local/.cache (git-ignored): the jars, the
-broker's data and config, PostgreSQL's data directory, logs and pid files. Start is idempotent (a
-running component is left alone) and waits until each component answers; on failure the log path and
-its last lines are printed.
+broker's data and config, PostgreSQL's data directory, logs and pid files. One exception: run as root
+from a checkout the `postgres` user cannot enter, PostgreSQL's data directory and its log live under
+/var/lib/hookfleet/<hash of the checkout path>/ instead, since the server itself writes both. Start is
+idempotent (a running component is left alone) and waits until each component answers; on failure the
+tool's own error output, the log path and its last lines are printed.
 """
 
 from __future__ import annotations
@@ -244,86 +246,97 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
 
 
 def pg_data_dir(paths: Paths) -> Path:
-    """The private data folder; as root, one the `postgres` user can reach even if the checkout can't be."""
+    """The private data folder; as root, one the `postgres` user can reach even if the checkout can't be
+    (a checkout under a 0700 `mktemp -d` directory, or root's home)."""
     preferred = paths.cache / "pgdata"
     if os.geteuid() != 0:
         return preferred
     paths.cache.mkdir(parents=True, exist_ok=True)
-    if subprocess.call(_as_pg_user(["test", "-x", str(paths.cache)]), stderr=subprocess.DEVNULL) == 0:
+    if subprocess.call(_as_pg_user(["test", "-x", str(paths.cache)]), stderr=subprocess.DEVNULL, cwd="/") == 0:
         return preferred
     digest = hashlib.sha256(str(paths.local).encode()).hexdigest()[:12]
     return Path("/var/lib/hookfleet") / digest / "pgdata"
 
 
-def _pg_ready(bin_dir: Path) -> bool:
+def pg_log_path(paths: Paths, data: Path) -> Path:
+    """PostgreSQL's log, written by the server itself (`pg_ctl -l`), so it must be where the `postgres` user
+    can write: beside a relocated data folder, else in the checkout's log folder."""
+    return paths.logs / "postgres.log" if data.is_relative_to(paths.cache) else data.parent / "postgres.log"
+
+
+def _pg_ready(bin_dir: Path, port: int = PG_PORT) -> bool:
     rc = subprocess.call(
-        [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-q"],
+        [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     return rc == 0
 
 
-def postgres_up(paths: Paths) -> None:
+def _run_as_pg(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    # cwd "/": the `postgres` user may not be allowed into the caller's working directory.
+    return subprocess.run(_as_pg_user(cmd), capture_output=True, text=True, cwd="/")
+
+
+def _pg_owned(*paths: Path) -> None:
+    if os.geteuid() == 0:
+        for path in paths:
+            shutil.chown(path, "postgres", "postgres")
+
+
+def postgres_up(paths: Paths, port: int = PG_PORT) -> None:
     bin_dir = _pg_bin()
     data = pg_data_dir(paths)
-    log = paths.logs / "postgres.log"
-    if _pg_ready(bin_dir):
-        say(f"postgresql already up on 127.0.0.1:{PG_PORT}")
+    log = pg_log_path(paths, data)
+    if _pg_ready(bin_dir, port):
+        say(f"postgresql already up on 127.0.0.1:{port}")
     else:
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                shutil.chown(data, "postgres", "postgres")
+            _pg_owned(data)
             say(f"initialising postgresql data directory {data}")
-            out = subprocess.run(
-                _as_pg_user(
-                    [str(bin_dir / "initdb"), "-D", str(data), "-U", "hookfleet", "--auth=trust", "-E", "UTF8"]
-                ),
-                capture_output=True,
-                text=True,
+            out = _run_as_pg(
+                [str(bin_dir / "initdb"), "-D", str(data), "-U", "hookfleet", "--auth=trust", "-E", "UTF8"]
             )
             if out.returncode != 0:
-                raise DevStackError(f"initdb failed: {out.stderr.strip()[-800:]}")
+                raise DevStackError(f"initdb failed: {(out.stderr or out.stdout).strip()[-800:]}")
+        log.parent.mkdir(parents=True, exist_ok=True)
         log.touch()
-        if os.geteuid() == 0:
-            shutil.chown(log, "postgres", "postgres")
-        options = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200 -c fsync=off"
-        out = subprocess.run(
-            _as_pg_user(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]
-            ),
-            capture_output=True,
-            text=True,
+        _pg_owned(log)
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200 -c fsync=off"
+        out = _run_as_pg(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]
         )
         if out.returncode != 0:
-            raise DevStackError(f"postgresql did not start; log: {log}\n{_tail(log)}")
-        say(f"postgresql up on 127.0.0.1:{PG_PORT}; data in {data}; log {log}")
-    exists = _psql("SELECT 1 FROM pg_database WHERE datname = 'hookfleet'")
+            said = "\n".join("    " + line for line in (out.stderr + out.stdout).strip().splitlines()[-15:])
+            raise DevStackError(
+                f"postgresql did not start (pg_ctl exit {out.returncode}); pg_ctl said:\n{said}\n"
+                f"log: {log}\n{_tail(log)}"
+            )
+        say(f"postgresql up on 127.0.0.1:{port}; data in {data}; log {log}")
+    exists = _psql("SELECT 1 FROM pg_database WHERE datname = 'hookfleet'", port)
     if exists.stdout.strip() != "1":
-        created = _psql("CREATE DATABASE hookfleet")
+        created = _psql("CREATE DATABASE hookfleet", port)
         if created.returncode != 0:
             raise DevStackError(f"could not create database hookfleet: {created.stderr.strip()[-400:]}")
 
 
-def _psql(sql: str) -> subprocess.CompletedProcess[str]:
+def _psql(sql: str, port: int = PG_PORT) -> subprocess.CompletedProcess[str]:
     """One statement against the local server's maintenance database."""
     return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "hookfleet", "-d", "postgres", "-tAc", sql],
+        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "hookfleet", "-d", "postgres", "-tAc", sql],
         capture_output=True,
         text=True,
     )
 
 
-def postgres_down(paths: Paths) -> None:
+def postgres_down(paths: Paths, port: int = PG_PORT) -> None:
     bin_dir = _pg_bin()
     data = pg_data_dir(paths)
-    if not _pg_ready(bin_dir) or not (data / "PG_VERSION").exists():
+    if not _pg_ready(bin_dir, port) or not (data / "PG_VERSION").exists():
         say("postgresql not running")
         return
-    subprocess.call(
-        _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), stdout=subprocess.DEVNULL
-    )
+    _run_as_pg([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
     say("postgresql stopped")
 
 
@@ -353,7 +366,7 @@ def status(local: Path | None = None, bootstrap: str = f"127.0.0.1:{KAFKA_PORT}"
         say(f"kafka       down {bootstrap}")
         kafka_ok = False
     pg_ok = _pg_ready(_pg_bin())
-    say(f"postgresql  {'up  ' if pg_ok else 'down'} 127.0.0.1:{PG_PORT}")
+    say(f"postgresql  {'up  ' if pg_ok else 'down'} 127.0.0.1:{PG_PORT} (log {pg_log_path(paths, pg_data_dir(paths))})")
     say(f"logs        {paths.logs}")
     return kafka_ok and pg_ok
 

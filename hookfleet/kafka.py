@@ -1,5 +1,8 @@
 """Thin typed wrappers around confluent-kafka: the only place the runtime touches the Kafka client.
 
+Roles get their clients from the factories here (`new_consumer`, `new_producer`) in their main.py and
+take them as constructor arguments, so a unit test can hand a role the in-memory stub in tests/support.
+
 Why wrappers: librdkafka reports most failures asynchronously (delivery callbacks, error callbacks) and
 raises `BufferError` when its local queue is full. These wrappers turn both into our own exceptions,
 retry `BufferError` after serving callbacks, and give asyncio code a future per produced message.
@@ -8,6 +11,7 @@ retry `BufferError` after serving callbacks, and give asyncio code a future per 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -15,10 +19,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]
+"""(topic, partition): the plain-value form of a TopicPartition, the key of every per-partition map."""
+
+Headers = list[tuple[str, str | bytes | None]]
+"""Message headers as the producer takes them (and as `message_headers` returns them)."""
 
 
 class KafkaUnavailable(RuntimeError):
@@ -34,9 +52,96 @@ class KafkaDeliveryError(RuntimeError):
         self.retriable = error.retriable()
 
 
+class BrokerErrorLog:
+    """Turns librdkafka's error stream into state changes: one line when errors start (`kafka_down`), one
+    every `repeat_s` while they go on (`kafka_still_down`, with the count), one when they have stopped for
+    `quiet_s` (`kafka_recovered`).
+
+    Why: librdkafka retries by itself and reports every failed reconnect; a 31 s broker outage was ~670
+    WARNING lines per role. librdkafka has no "connected again" callback, so recovery is a quiet period
+    longer than its reconnect backoff (at most 10 s); a ticker thread runs only while errors last.
+    Shared by every client of the process: the process is what an operator reads the log of.
+    """
+
+    def __init__(
+        self, repeat_s: float = 30.0, quiet_s: float = 15.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.repeat_s = repeat_s
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._last_error_at = 0.0
+        self._errors = 0
+        self._last = ("", "")
+        self._next_report = 0.0
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def error(self, code: str, reason: str, fatal: bool = False) -> None:
+        if fatal:  # the client cannot go on (e.g. the idempotent producer's state is lost): always said
+            log.error("event=kafka_fatal_error code=%s reason=%s", code, reason)
+        with self._lock:
+            now = self._clock()
+            self._last_error_at = now
+            self._last = (code, reason)
+            self._errors += 1
+            if self._down_since is not None:
+                return
+            self._down_since, self._errors, self._next_report = now, 1, now + self.repeat_s
+            log.warning(
+                "event=kafka_down code=%s reason=%s hint='clients retry by themselves; logged every %.0fs while down'",
+                code,
+                reason,
+                self.repeat_s,
+            )
+            self._start_ticker()
+
+    def tick(self) -> bool:
+        """Report a state change that is due; returns whether errors are still going on."""
+        with self._lock:
+            if self._down_since is None:
+                return False
+            now = self._clock()
+            if now - self._last_error_at >= self.quiet_s:
+                log.info(
+                    "event=kafka_recovered down_s=%.0f errors=%d quiet_s=%.0f",
+                    self._last_error_at - self._down_since,
+                    self._errors,
+                    self.quiet_s,
+                )
+                self._down_since = None
+                self._errors = 0
+                return False
+            if now >= self._next_report:
+                log.warning(
+                    "event=kafka_still_down down_s=%.0f errors=%d code=%s reason=%s",
+                    now - self._down_since,
+                    self._errors,
+                    *self._last,
+                )
+                self._next_report = now + self.repeat_s
+            return True
+
+    def _start_ticker(self) -> None:
+        if self._ticker is not None and self._ticker.is_alive():
+            return
+        self._ticker = threading.Thread(target=self._tick_loop, name="kafka-error-log", daemon=True)
+        self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        while self.tick():
+            time.sleep(min(1.0, self.quiet_s / 4))
+
+
+BROKER_ERRORS = BrokerErrorLog()
+
+
 def _error_cb(error: KafkaError) -> None:
-    # librdkafka retries transient errors itself; these are logged so an operator sees broker trouble.
-    log.warning("event=kafka_error code=%s reason=%s", error.name(), error.str())
+    BROKER_ERRORS.error(error.name(), error.str(), fatal=error.fatal())
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -119,6 +224,65 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float =
     return created
 
 
+@dataclass(frozen=True, slots=True)
+class TopicOverview:
+    name: str
+    partitions: int  # 0: the topic does not exist
+    end_offsets: int  # sum over partitions of the next offset to be written
+    messages: int  # sum over partitions of end - start (what retention still holds)
+    lag: dict[str, int]  # group -> messages not yet committed by it (groups with a committed offset only)
+
+
+def topic_overview(
+    bootstrap: str, names: Iterable[str], groups: Iterable[str], timeout_s: float = 10.0
+) -> list[TopicOverview]:
+    """Partitions, end offsets and per-group lag of `names`, read without joining any group (a standalone
+    consumer per group only reads its committed offsets, so no rebalance is caused)."""
+    check_broker(bootstrap)
+    admin = AdminClient(client_config(bootstrap))
+    try:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"kafka broker at {bootstrap} did not answer within {timeout_s:g}s") from exc
+    names, groups = list(names), list(groups)
+    partitions = {
+        name: [TopicPartition(name, p) for p in sorted(metadata[name].partitions)] for name in names if name in metadata
+    }
+    every = [tp for tps in partitions.values() for tp in tps]
+    probe = Consumer(client_config(bootstrap, **{"group.id": "hookfleet-topics-list", "enable.auto.commit": False}))
+    try:
+        marks = {(tp.topic, tp.partition): probe.get_watermark_offsets(tp, timeout=timeout_s) for tp in every}
+    finally:
+        probe.close()
+    committed: dict[str, dict[tuple[str, int], int]] = {}
+    for group in groups:
+        reader = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+        try:
+            found = reader.committed(every, timeout=timeout_s) if every else []
+        finally:
+            reader.close()
+        committed[group] = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+    overview = []
+    for name in names:
+        tps = partitions.get(name, [])
+        keys = [(tp.topic, tp.partition) for tp in tps]
+        lag = {}
+        for group, offsets in committed.items():
+            if any(k in offsets for k in keys):
+                # a partition the group never committed on is behind by everything retention still holds
+                lag[group] = sum(marks[k][1] - offsets.get(k, marks[k][0]) for k in keys)
+        overview.append(
+            TopicOverview(
+                name=name,
+                partitions=len(tps),
+                end_offsets=sum(marks[k][1] for k in keys),
+                messages=sum(marks[k][1] - marks[k][0] for k in keys),
+                lag=lag,
+            )
+        )
+    return overview
+
+
 def delete_topics(bootstrap: str, names: list[str], timeout_s: float = 30.0) -> None:
     admin = AdminClient(client_config(bootstrap))
     for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
@@ -162,7 +326,7 @@ class KafkaProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it.
@@ -185,13 +349,17 @@ class KafkaProducer:
                 return
             except BufferError:
                 self._producer.poll(0.1)
+            except KafkaException as exc:  # refused locally (e.g. MSG_SIZE_TOO_LARGE): our error, not a traceback
+                if self._count_errors:
+                    _produce_errors().labels(topic).inc()
+                raise KafkaDeliveryError(exc.args[0]) from exc
 
     def send(
         self,
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
     ) -> asyncio.Future[Message]:
         """Produce and return a future that resolves when the broker acknowledges (acks=all)."""
         loop = asyncio.get_running_loop()
@@ -271,20 +439,81 @@ def consumer_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, An
 
 
 def new_consumer(bootstrap: str, group_id: str, **extra: Any) -> Consumer:
+    """A consumer with `consumer_config`'s defaults; `extra` holds the role's own options and callbacks."""
     return Consumer(consumer_config(bootstrap, group_id, **extra))
 
 
+def new_producer(bootstrap: str, **extra: Any) -> KafkaProducer:
+    """The idempotent, acks=all producer every role writes with."""
+    return KafkaProducer(bootstrap, **extra)
+
+
+class BrokerState:
+    """Whether a client reaches a broker, from librdkafka's error and statistics callbacks (its `up` feeds /readyz).
+
+    Created before the client, so its callbacks can be passed to the factory; read by the health
+    server's thread, so it only ever assigns a plain bool.
+    """
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.up = False
+        BROKER_ERRORS.error(error.name(), error.str(), fatal=error.fatal())  # state changes, not every retry
+
+    def on_stats(self, raw: str) -> None:
+        """Up when at least one real broker (not a bootstrap placeholder, whose nodeid is -1) is UP."""
+        try:
+            brokers: dict[str, Any] = json.loads(raw).get("brokers", {})
+        except ValueError:
+            return
+        self.up = any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values())
+
+
+def topic_partition(key: PartitionKey, offset: int | None = None) -> TopicPartition:
+    """`(topic, partition)` -> TopicPartition, at `offset` when given (seek, store_offsets)."""
+    if offset is None:
+        return TopicPartition(key[0], key[1])
+    return TopicPartition(key[0], key[1], offset)
+
+
+def message_headers(message: Message) -> Headers | None:
+    """A consumed message's headers as a list (librdkafka may hand out a list or a dict)."""
+    headers = message.headers()
+    if headers is None:
+        return None
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def written_ms(message: Message) -> int | None:
+    """When the message was written (the producer's CreateTime, or the broker's), if the broker kept it."""
+    kind, timestamp = message.timestamp()
+    return int(timestamp) if kind != TIMESTAMP_NOT_AVAILABLE else None
+
+
 __all__ = [
+    "BrokerState",
     "Consumer",
+    "Headers",
     "KafkaDeliveryError",
     "KafkaError",
+    "KafkaException",
     "KafkaProducer",
     "KafkaUnavailable",
     "Message",
+    "PartitionKey",
+    "TopicOverview",
     "TopicPartition",
     "TopicSpec",
     "check_broker",
     "ensure_topics",
+    "message_headers",
     "new_consumer",
+    "new_producer",
+    "topic_overview",
+    "topic_partition",
     "wait_for_broker",
+    "written_ms",
 ]

@@ -19,8 +19,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 log = logging.getLogger(__name__)
 
 
+_KEY_CHECK_TEXT = "hookfleet secret key check v1"
+_KEY_CHECK_AAD = "hookfleet-key-check"  # never a webhook id (those start with wh_)
+
+
 class SecretKeyError(ValueError):
-    """The configured key is malformed or does not open a stored secret (wrong key)."""
+    """The configured key is missing, malformed, or does not open a stored secret (wrong key)."""
 
 
 class SecretBox:
@@ -41,6 +45,16 @@ class SecretBox:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, secret.encode(), webhook_id.encode())
 
+    def key_check(self) -> bytes:
+        """A value only this key opens (stored once per database; see hookfleet/secret_keys.py)."""
+        return self.seal(_KEY_CHECK_TEXT, _KEY_CHECK_AAD)
+
+    def opens_key_check(self, value: bytes) -> bool:
+        try:
+            return self._aead.decrypt(value[:12], value[12:], _KEY_CHECK_AAD.encode()) == _KEY_CHECK_TEXT.encode()
+        except InvalidTag:
+            return False
+
     def open(self, ciphertext: bytes, webhook_id: str) -> str:
         try:
             return self._aead.decrypt(ciphertext[:12], ciphertext[12:], webhook_id.encode()).decode()
@@ -50,19 +64,22 @@ class SecretBox:
             ) from None
 
 
-def key_b64(secret_key: str | None, home: str) -> str:
-    """The configured key, or for single-host development a key file created once under `home`."""
-    if secret_key:
-        return secret_key
-    path = Path(home).expanduser() / "secret.key"
+def ensure_key_file(path: Path) -> Path:
+    """Create a key file with a fresh random key unless it exists (never overwritten: it may be the only copy)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # created meanwhile by another process
+            return path
         with os.fdopen(fd, "w") as out:
             out.write(base64.b64encode(secrets.token_bytes(32)).decode())
         log.warning("event=secret_key_generated path=%s hint='set HOOKFLEET_SECRET_KEY in production'", path)
-    return path.read_text().strip()
+    return path
 
 
-def load(secret_key: str | None, home: str) -> SecretBox:
-    return SecretBox.from_b64(key_b64(secret_key, home))
+def key_b64(secret_key: str | None, home: str) -> str:
+    """The configured key, or for single-host development a key file created once under `home`."""
+    if secret_key and secret_key.strip():
+        return secret_key.strip()
+    return ensure_key_file(Path(home).expanduser() / "secret.key").read_text().strip()

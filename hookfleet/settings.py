@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.retry_schedule import DELAYS_S
 from schemas.topics import Topics
 
 LOCAL_KAFKA = "127.0.0.1:19092"
@@ -88,10 +89,20 @@ class DeliverySettings(CommonSettings):
 
 
 class SecretKeySettings(CommonSettings):
+    """The key that seals webhook secrets. Every API and dispatcher of a fleet must use the same one, so
+    outside local development it must be given (hookfleet/secret_keys.py has the rule)."""
+
     secret_key: SecretStr | None = Field(
         default=None,
-        description="base64 32-byte key that encrypts webhook secrets at rest; "
-        "when unset a key file in HOOKFLEET_HOME is created (single-host dev only)",
+        description="base64 32-byte key that encrypts webhook secrets at rest (same on every API and dispatcher)",
+    )
+    secret_key_file: str | None = Field(
+        default=None, description="file holding the key instead (a mounted Docker or Kubernetes secret)"
+    )
+    dev: bool = Field(
+        default=False,
+        description="local development: without a key, use (and create) HOOKFLEET_HOME/secret.key; "
+        "implied when DATABASE_URL is the local stack's",
     )
     home: str = Field(default="~/.hookfleet")
 
@@ -107,15 +118,19 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings):
     )
     subscriptions_reload_s: float = Field(default=60.0, gt=0)
     drain_timeout_s: float = Field(default=25.0, ge=0, description="SIGTERM drain bound; below the pod grace period")
-    retry_delays_s: tuple[float, float, float] = (10.0, 60.0, 300.0)
+    retry_delays_s: tuple[float, float, float] = Field(
+        default=DELAYS_S, description="delay before attempts 2, 3 and 4 (schemas/retry_schedule.py)"
+    )
 
 
 class RetrySchedulerSettings(CommonSettings):
     group_id: str = Field(default="hookfleet-retry-scheduler", validate_default=True)
     _group = _group_id
-    drain_timeout_s: float = Field(default=10.0, ge=0)
+    drain_timeout_s: float = Field(
+        default=10.0, ge=0, description="SIGTERM bound for outstanding hand-offs; below the pod grace period"
+    )
     retry_delays_s: tuple[float, float, float] = Field(
-        default=(10.0, 60.0, 300.0), description="the dispatcher's schedule: bounds how long a task may be held"
+        default=DELAYS_S, description="the dispatcher's schedule: bounds how long a task may be held"
     )
     max_hold_slack_s: float = Field(
         default=300.0, ge=0, description="a task is held at most 2 x its stage's delay + this after it was written"
@@ -127,6 +142,11 @@ class RecorderSettings(CommonSettings):
     _group = _group_id
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
+    drain_timeout_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="SIGTERM during a database outage: retry this long, then exit uncommitted (nothing is lost)",
+    )
     lag_export_s: float = Field(
         default=15.0, ge=0, description="how often to read broker-side consumer lag (hookfleet/broker_lag.py); 0 = off"
     )
@@ -144,3 +164,14 @@ class ApiSettings(DeliverySettings, SecretKeySettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     secret_rotation_overlap_s: int = Field(default=24 * 3600, ge=0)
+    max_webhooks_per_account: int = Field(default=100, ge=1, description="webhooks an account may hold")
+    max_api_keys_per_account: int = Field(default=20, ge=1, description="active API keys an account may hold")
+    creates_per_minute: int = Field(
+        default=30, ge=1, description="webhook and API key creations per account per minute, per API process"
+    )
+    tests_per_minute: int = Field(
+        default=10, ge=1, description="Test deliveries per account per minute, per API process"
+    )
+    dns_workers: int = Field(
+        default=4, ge=1, le=64, description="threads resolving webhook hosts at registration (slow DNS waits there)"
+    )

@@ -1,4 +1,4 @@
-"""EventPublisher: what product services use to publish events (DESIGN.md §3).
+"""EventPublisher: what product services use to publish events (docs/architecture.md#topics).
 
 Validates against the schema before anything reaches Kafka (a bad event fails in the caller, where the
 bug is), assigns a sortable `evt_` id and `created_at`, keys by account id, and lets the caller wait for
@@ -19,6 +19,31 @@ from schemas.ids import new_event_id
 from schemas.models import Event
 
 _TYPES = [t.value for t in EventType]
+
+MAX_EVENT_BYTES = 256 * 1024
+"""The largest event (its JSON body, as delivered) that may be published: 256 KiB.
+
+Why not the broker's limit (1 MiB by default, 1,000,000 bytes on the producer side): the event travels on
+inside a DeliveryTask per webhook (event + its metadata, about 500 bytes more), through the delay and dead
+topics, and into the delivery log, so it must stay well below the limit of every topic it reaches. It is
+also the request body every receiver gets; 256 KiB is what common webhook senders allow."""
+
+
+class EventTooLarge(ValueError):
+    """The event's body exceeds MAX_EVENT_BYTES; nothing was sent. Split the data or send a reference."""
+
+    def __init__(self, size: int, limit: int = MAX_EVENT_BYTES) -> None:
+        super().__init__(f"event is {size} bytes, above the {limit} byte limit; send less data or a reference to it")
+        self.size = size
+        self.limit = limit
+
+
+def event_body(event: Event) -> bytes:
+    """The bytes that will be published (and delivered); raises EventTooLarge before anything is sent."""
+    body = event.body()
+    if len(body) > MAX_EVENT_BYTES:
+        raise EventTooLarge(len(body))
+    return body
 
 
 def build_event(
@@ -46,6 +71,7 @@ def build_event(
 class EventPublisher:
     """`publish` returns once queued; `publish_and_wait` / `await publish_async` return once acknowledged.
 
+    Every method raises EventTooLarge (a ValueError) for an event above MAX_EVENT_BYTES, before sending.
     Use as a context manager (or call `close`) so queued events are flushed before the process exits.
     """
 
@@ -55,16 +81,19 @@ class EventPublisher:
         self._producer = producer or KafkaProducer(self._settings.kafka_bootstrap_servers, count_errors=False)
 
     def publish(self, event: Event, on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
-        self._producer.produce(self._topic, event.body(), key=event.account_id, on_delivery=on_delivery)
+        self._producer.produce(self._topic, event_body(event), key=event.account_id, on_delivery=on_delivery)
 
     def publish_and_wait(self, event: Event, timeout_s: float = 30.0) -> Message:
-        return self._producer.send_sync(self._topic, event.body(), key=event.account_id, timeout_s=timeout_s)
+        return self._producer.send_sync(self._topic, event_body(event), key=event.account_id, timeout_s=timeout_s)
 
     async def publish_async(self, event: Event) -> Message:
-        return await self._producer.send(self._topic, event.body(), key=event.account_id)
+        return await self._producer.send(self._topic, event_body(event), key=event.account_id)
 
     async def publish_many_async(self, events: list[Event]) -> None:
-        await asyncio.gather(*(self._producer.send(self._topic, e.body(), key=e.account_id) for e in events))
+        bodies = [event_body(e) for e in events]  # all checked before any is sent
+        await asyncio.gather(
+            *(self._producer.send(self._topic, body, key=e.account_id) for e, body in zip(events, bodies, strict=True))
+        )
 
     def flush(self, timeout_s: float = 30.0) -> int:
         return self._producer.flush(timeout_s)

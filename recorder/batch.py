@@ -13,12 +13,10 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from hookfleet.attempt_rows import json_text, storable_text
+from hookfleet.kafka import PartitionKey
 from schemas.models import AttemptRecord, DeliveryTask
 from schemas.topics import Topics
-
-TopicPartitionKey = tuple[str, int]
-
-_REASON_MAX = 200
+from schemas.validation import first_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +54,16 @@ def parse_message(topics: Topics, topic: str, key: bytes | None, value: bytes | 
         if topic == topics.dead:
             return DeadLetter(DeliveryTask.model_validate_json(value))
     except ValidationError as exc:
-        return InvalidMessage(topic, key, value, _reason(exc))
+        return InvalidMessage(topic, key, value, first_error(exc))
     return InvalidMessage(topic, key, value, f"unexpected topic {topic}")
-
-
-def _reason(exc: ValidationError) -> str:
-    """First validation error as one short line (the header must stay small and never carry a payload)."""
-    first = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "message"
-    return f"{exc.title} {where}: {first['msg']}"[:_REASON_MAX]
 
 
 @dataclass(slots=True)
 class PartitionShare:
     attempts: list[AttemptRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    invalid: list[InvalidMessage] = field(default_factory=list)
+    invalid: list[tuple[int, InvalidMessage]] = field(default_factory=list)
+    """With the offset each was read at (the invalid topic's `source_offset` header)."""
     next_offset: int = -1
 
 
@@ -79,7 +71,7 @@ class PartitionShare:
 class Batch:
     """Messages consumed but not yet durable, grouped by partition."""
 
-    shares: dict[TopicPartitionKey, PartitionShare] = field(default_factory=dict)
+    shares: dict[PartitionKey, PartitionShare] = field(default_factory=dict)
     size: int = 0
 
     def add(self, topic: str, partition: int, offset: int, parsed: Parsed) -> None:
@@ -89,11 +81,11 @@ class Batch:
         elif isinstance(parsed, DeadLetter):
             share.dead.append(parsed)
         else:
-            share.invalid.append(parsed)
+            share.invalid.append((offset, parsed))
         share.next_offset = max(share.next_offset, offset + 1)
         self.size += 1
 
-    def drop(self, partitions: set[TopicPartitionKey]) -> int:
+    def drop(self, partitions: set[PartitionKey]) -> int:
         """Forget revoked partitions' messages (their next owner re-reads them); returns how many."""
         dropped = 0
         for key in partitions & self.shares.keys():
@@ -118,15 +110,16 @@ class Batch:
         return list(latest.values())
 
     @property
-    def invalid(self) -> list[InvalidMessage]:
-        return [m for share in self.shares.values() for m in share.invalid]
+    def invalid(self) -> list[tuple[PartitionKey, int, InvalidMessage]]:
+        """Each unreadable message with the partition and offset it was read at."""
+        return [(key, offset, m) for key, share in self.shares.items() for offset, m in share.invalid]
 
     def clear_invalid(self) -> None:
         """The invalid messages were acknowledged by the broker; do not route them again on a retry."""
         for share in self.shares.values():
             share.invalid.clear()
 
-    def commit_offsets(self) -> dict[TopicPartitionKey, int]:
+    def commit_offsets(self) -> dict[PartitionKey, int]:
         """Per partition, one past the last message held: what to commit once the batch is durable."""
         return {key: share.next_offset for key, share in self.shares.items()}
 

@@ -1,5 +1,8 @@
 """The recorder's consume -> write -> commit loop: every Kafka call of the role lives here.
 
+The clients and the store are made in `main.new_recorder` and handed in; the recorder closes them when
+it stops.
+
 Offsets are committed only after the batch's transaction committed, so a crash or a database outage
 loses nothing; it only delays the log. While PostgreSQL is unreachable the assigned partitions are
 paused (no unbounded buffering) but the consumer keeps polling, so it stays in its group, and the write
@@ -12,22 +15,25 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaException
 
-from hookfleet import broker_lag, metrics
+from hookfleet import metrics
 from hookfleet.db import DatabaseUnavailable, describe
+from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
+    BrokerState,
     Consumer,
     KafkaDeliveryError,
     KafkaError,
+    KafkaException,
     KafkaProducer,
     KafkaUnavailable,
     Message,
+    PartitionKey,
     TopicPartition,
-    new_consumer,
-    wait_for_broker,
+    topic_partition,
 )
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
@@ -40,8 +46,11 @@ log = logging.getLogger(__name__)
 
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 5.0
-DRAIN_TIMEOUT_S = 20.0
-"""On SIGTERM during an outage, keep retrying this long, then exit without committing (nothing is lost)."""
+CONSUMER_OPTIONS: dict[str, Any] = {
+    "enable.auto.commit": False,  # committed explicitly, after the transaction
+    "statistics.interval.ms": 5000,
+}
+"""The role's own consumer options, on top of `hookfleet.kafka.consumer_config`'s defaults."""
 _IDLE_POLL_S = 0.5
 _OUTAGE_POLL_S = 0.2
 _PRODUCE_ACK_TIMEOUT_S = 30.0
@@ -58,36 +67,43 @@ class ShutdownDuringOutage(Exception):
 
 class Recorder:
     def __init__(
-        self, settings: RecorderSettings, shutdown: Shutdown, heartbeat: metrics.Heartbeat | None = None
+        self,
+        settings: RecorderSettings,
+        shutdown: Shutdown,
+        consumer: Consumer,
+        producer: KafkaProducer,
+        store: RecorderStore,
+        *,
+        heartbeat: metrics.Heartbeat | None = None,
+        broker: BrokerState | None = None,
     ) -> None:
+        """`consumer` must have been made with `CONSUMER_OPTIONS` (offsets are committed here, by hand);
+        `broker`, when given, must be fed by the consumer's callbacks (its `up` feeds /readyz)."""
         self.settings = settings
         self.heartbeat = heartbeat or metrics.Heartbeat()
+        self.broker = broker or BrokerState()
         self.outcomes = WebhookOutcomes()
         self._failing_due = 0.0
         self._outcomes_due = 0.0
         self._top_reported: set[str] = set()
         self.topics = settings.topics
         self.shutdown = shutdown
-        self.store = RecorderStore(settings.database_url.get_secret_value())
+        self.store = store
         self.batch = Batch()
-        self.assigned: set[tuple[str, int]] = set()
+        self.assigned: set[PartitionKey] = set()
         self.db_up = True
         self._drain_deadline: float | None = None
-        self.consumer: Consumer = new_consumer(
-            settings.kafka_bootstrap_servers,
-            settings.group_id,
-            **{
-                "enable.auto.commit": False,  # committed explicitly, after the transaction
-                "statistics.interval.ms": 5000,
-                "stats_cb": metrics.stats_callback(settings.group_id),
-            },
-        )
-        self.producer = KafkaProducer(settings.kafka_bootstrap_servers)
+        self.consumer = consumer
+        self.producer = producer
 
     # ----------------------------------------------------------------------------------------- lifecycle
 
     def ready(self) -> tuple[bool, str]:
+        """For /readyz: the broker reachable and partitions assigned (a database outage is only reported:
+        the role waits it out with its partitions paused)."""
         db = "up" if self.db_up else "unavailable"
+        if not self.broker.up:
+            return False, f"kafka broker at {self.settings.kafka_bootstrap_servers} unreachable; postgresql {db}"
         if not self.assigned:
             return False, f"no partitions assigned; postgresql {db}"
         return True, f"partitions={len(self.assigned)} postgresql {db}"
@@ -172,6 +188,7 @@ class Recorder:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.broker.up = True  # an assignment came from the group coordinator: the broker answers
         log.info("event=partitions_assigned count=%d", len(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -226,7 +243,7 @@ class Recorder:
             self.heartbeat.beat()
             if self.shutdown.requested.is_set():
                 if self._drain_deadline is None:
-                    self._drain_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                    self._drain_deadline = time.monotonic() + self.settings.drain_timeout_s
                 elif time.monotonic() > self._drain_deadline:
                     raise ShutdownDuringOutage
             # Re-applied each round: a rebalance may have assigned partitions that are not paused yet.
@@ -238,7 +255,7 @@ class Recorder:
                 self._take(message)
 
     def _assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)]
+        return [topic_partition(key) for key in sorted(self.assigned)]
 
     def _route_invalid(self) -> None:
         invalid = self.batch.invalid
@@ -249,21 +266,16 @@ class Recorder:
         def settle(error: KafkaError | None, _message: Message) -> None:
             acks.append(error)
 
-        for item in invalid:
-            self.producer.produce(
-                self.topics.invalid,
-                item.value or b"",
-                key=item.key,
-                headers=[("reason", item.reason), ("source_topic", item.source_topic)],
-                on_delivery=settle,
-            )
+        for source, offset, item in invalid:
+            value, key, headers = invalid_message(item.value, item.key, item.reason, source, offset, "recorder")
+            self.producer.produce(self.topics.invalid, value, key=key, headers=headers, on_delivery=settle)
         if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
             raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.invalid}")
         _wait_for(lambda: len(acks) == len(invalid), _PRODUCE_ACK_TIMEOUT_S)
         for error in acks:
             if error is not None:
                 raise KafkaDeliveryError(error)
-        for item in invalid:
+        for _, _, item in invalid:
             kind = "attempt" if item.source_topic == self.topics.attempts else "dead_letter"
             metrics.INVALID_EVENTS.labels(f"recorder_{kind}").inc()
         self.batch.clear_invalid()
@@ -287,9 +299,7 @@ class Recorder:
             settled = (letter.dead_at - letter.task.event.created_at).total_seconds()
             metrics.DELIVERY_SETTLED.labels("dead_lettered").observe(max(0.0, settled))
         offsets = [
-            TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in self.batch.commit_offsets().items()
-            if (topic, partition) in self.assigned
+            topic_partition(key, offset) for key, offset in self.batch.commit_offsets().items() if key in self.assigned
         ]
         self.batch = Batch()
         if offsets:
@@ -352,31 +362,3 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
         if time.monotonic() > until:
             raise KafkaUnavailable("broker acknowledgements did not arrive")
         time.sleep(0.005)
-
-
-def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
-    """Run until shutdown is requested; callable in-process (tests) as well as from `hookfleet recorder`.
-
-    The health server starts first: with the broker unreachable the role waits alive and unready, and
-    starts by itself once the broker answers. The broker-side lag exporter runs beside the loop.
-    """
-    server = None
-    heartbeat = metrics.Heartbeat()
-    recorder = Recorder(settings, shutdown, heartbeat)
-    if settings.metrics_port:
-        server = metrics.HealthServer(settings.metrics_port, recorder.ready, heartbeat).start()
-    lag_stop = None
-    try:
-        if (
-            wait_for_broker(settings.kafka_bootstrap_servers, shutdown.requested, heartbeat.beat)
-            and settings.lag_export_s
-        ):
-            lag_stop = broker_lag.start_exporter(
-                settings.kafka_bootstrap_servers, settings.topic_prefix, settings.lag_groups, settings.lag_export_s
-            )
-        return recorder.run()
-    finally:
-        if lag_stop is not None:
-            lag_stop.set()
-        if server is not None:
-            server.stop()

@@ -22,8 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-Partition = tuple[str, int]
-"""(topic, partition): the plain-value form of a Kafka TopicPartition."""
+from hookfleet.kafka import PartitionKey
 
 
 def bounded_due_ms(due_at_ms: int, written_ms: int | None, stage_delay_s: float, slack_s: float) -> int:
@@ -53,10 +52,10 @@ class Hold:
 
 class DueGate:
     def __init__(self) -> None:
-        self._holds: dict[Partition, Hold] = {}
-        self._assigned: set[Partition] = set()
+        self._holds: dict[PartitionKey, Hold] = {}
+        self._assigned: set[PartitionKey] = set()
 
-    def on_message(self, partition: Partition, offset: int, due_at_ms: int, now_ms: int) -> Step:
+    def on_message(self, partition: PartitionKey, offset: int, due_at_ms: int, now_ms: int) -> Step:
         if partition in self._holds:
             return Step.SKIP
         if due_at_ms <= now_ms:
@@ -64,13 +63,13 @@ class DueGate:
         self._holds[partition] = Hold(offset, due_at_ms)
         return Step.HOLD
 
-    def is_held(self, partition: Partition) -> bool:
+    def is_held(self, partition: PartitionKey) -> bool:
         return partition in self._holds
 
-    def hold_of(self, partition: Partition) -> Hold | None:
+    def hold_of(self, partition: PartitionKey) -> Hold | None:
         return self._holds.get(partition)
 
-    def release_due(self, now_ms: int) -> list[tuple[Partition, Hold]]:
+    def release_due(self, now_ms: int) -> list[tuple[PartitionKey, Hold]]:
         """Holds whose head is due at `now_ms`: forgotten here, to be resumed by the caller."""
         due = [(p, h) for p, h in self._holds.items() if h.due_at_ms <= now_ms]
         for partition, _ in due:
@@ -87,18 +86,18 @@ class DueGate:
             return idle_s
         return max(0.0, min(idle_s, (due - now_ms) / 1000))
 
-    def assign(self, partitions: Iterable[Partition]) -> dict[Partition, Hold]:
+    def assign(self, partitions: Iterable[PartitionKey]) -> dict[PartitionKey, Hold]:
         """Record newly assigned partitions; returns every hold to re-apply (a rebalance un-pauses)."""
         self._assigned.update(partitions)
         return {p: h for p, h in self._holds.items() if p in self._assigned}
 
-    def revoke(self, partitions: Iterable[Partition]) -> None:
+    def revoke(self, partitions: Iterable[PartitionKey]) -> None:
         for partition in partitions:
             self._assigned.discard(partition)
             self._holds.pop(partition, None)
 
     @property
-    def assigned(self) -> frozenset[Partition]:
+    def assigned(self) -> frozenset[PartitionKey]:
         return frozenset(self._assigned)
 
     @property
@@ -106,13 +105,13 @@ class DueGate:
         return len(self._holds)
 
 
-def to_nudge(released: Iterable[Partition], leaders: Mapping[Partition, int]) -> list[Partition]:
+def to_nudge(released: Iterable[PartitionKey], leaders: Mapping[PartitionKey, int]) -> list[PartitionKey]:
     """One just-resumed partition per leader broker, to send that broker's fetcher a wake-up request.
 
     A partition whose leader is unknown is always nudged: a wasted request costs a fraction of a
     millisecond, a missed wake-up up to a second of lateness.
     """
-    targets: list[Partition] = []
+    targets: list[PartitionKey] = []
     nudged: set[int] = set()
     for partition in released:
         leader = leaders.get(partition)

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from retry_scheduler.gate import Partition
+from hookfleet.kafka import PartitionKey
 
 
 @dataclass(slots=True)
@@ -25,9 +25,9 @@ class _Track:
 
 class HandOffLedger:
     def __init__(self) -> None:
-        self._tracks: dict[Partition, _Track] = {}
+        self._tracks: dict[PartitionKey, _Track] = {}
 
-    def start(self, partition: Partition, offset: int) -> None:
+    def start(self, partition: PartitionKey, offset: int) -> None:
         track = self._tracks.setdefault(partition, _Track())
         if offset <= track.last_started:
             raise ValueError(
@@ -37,12 +37,12 @@ class HandOffLedger:
         track.unacked.add(offset)
         track.last_started = offset
 
-    def already_started(self, partition: Partition, offset: int) -> bool:
+    def already_started(self, partition: PartitionKey, offset: int) -> bool:
         """True for a message read again (an un-asked-for rewind): handing it off twice would duplicate it."""
         track = self._tracks.get(partition)
         return track is not None and offset <= track.last_started
 
-    def ack(self, partition: Partition, offset: int) -> int | None:
+    def ack(self, partition: PartitionKey, offset: int) -> int | None:
         """Mark `offset` acknowledged; returns the offset to store if the low-water mark advanced."""
         track = self._tracks.get(partition)
         if track is None or offset not in track.unacked:
@@ -53,11 +53,11 @@ class HandOffLedger:
             advanced = track.started.popleft() + 1
         return advanced
 
-    def revoke(self, partitions: Iterable[Partition]) -> None:
+    def revoke(self, partitions: Iterable[PartitionKey]) -> None:
         for partition in partitions:
             self._tracks.pop(partition, None)
 
-    def is_pending(self, partition: Partition, offset: int) -> bool:
+    def is_pending(self, partition: PartitionKey, offset: int) -> bool:
         track = self._tracks.get(partition)
         return track is not None and offset in track.unacked
 

@@ -5,17 +5,40 @@ from __future__ import annotations
 import argparse
 
 from hookfleet import logs
-from hookfleet.kafka import wait_for_broker
-from hookfleet.metrics import HealthServer, Heartbeat
+from hookfleet.kafka import BrokerState, new_consumer, new_producer, wait_for_broker
+from hookfleet.metrics import HealthServer, Heartbeat, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.scheduler import RetryScheduler
+from retry_scheduler.scheduler import CONSUMER_OPTIONS, RetryScheduler
 
 
 def run(args: argparse.Namespace) -> int:
     settings = RetrySchedulerSettings()
     logs.setup(settings.log_level, role="retry-scheduler")
+    # A broker outage is waited out, alive and unready (see run_scheduler).
     return run_scheduler(settings, Shutdown().install())
+
+
+def new_scheduler(
+    settings: RetrySchedulerSettings, shutdown: Shutdown, heartbeat: Heartbeat | None = None
+) -> RetryScheduler:
+    """A scheduler with its real clients; the consumer's callbacks feed lag metrics and broker health."""
+    broker = BrokerState()
+    lag_stats = stats_callback(settings.group_id)
+
+    def on_stats(raw: str) -> None:
+        lag_stats(raw)
+        broker.on_stats(raw)
+
+    consumer = new_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.group_id,
+        **CONSUMER_OPTIONS,
+        stats_cb=on_stats,
+        error_cb=broker.on_error,
+    )
+    producer = new_producer(settings.kafka_bootstrap_servers)
+    return RetryScheduler(settings, shutdown, consumer, producer, broker, heartbeat=heartbeat)
 
 
 def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
@@ -25,7 +48,7 @@ def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
     it starts consuming by itself once the broker answers.
     """
     heartbeat = Heartbeat()
-    scheduler = RetryScheduler(settings, shutdown, heartbeat)
+    scheduler = new_scheduler(settings, shutdown, heartbeat)
     health = HealthServer(settings.metrics_port, scheduler.ready, heartbeat).start() if settings.metrics_port else None
     try:
         wait_for_broker(settings.kafka_bootstrap_servers, shutdown.requested, heartbeat.beat)

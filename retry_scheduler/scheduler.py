@@ -1,5 +1,8 @@
 """The retry scheduler's Kafka side: every consumer and producer call of the role is in this module.
 
+The clients are made by `hookfleet.kafka`'s factories (see `main.new_scheduler`) and handed in; the
+scheduler owns them from then on and closes them when it stops.
+
 One synchronous loop. It never sleeps: it polls with a timeout bounded by the next hold's due time, so a
 held partition resumes on time while the others keep flowing. Timing rules live in `gate.DueGate`, offset
 safety in `ledger.HandOffLedger`; this module applies their answers to librdkafka:
@@ -12,7 +15,6 @@ safety in `ledger.HandOffLedger`; this module applies their answers to librdkafk
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import time
@@ -20,15 +22,28 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
-
-from hookfleet.kafka import KafkaProducer, new_consumer
-from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat, stats_callback
+from hookfleet.invalid import invalid_message
+from hookfleet.kafka import (
+    BrokerState,
+    Consumer,
+    Headers,
+    KafkaError,
+    KafkaException,
+    KafkaProducer,
+    Message,
+    PartitionKey,
+    TopicPartition,
+    message_headers,
+    topic_partition,
+    written_ms,
+)
+from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.gate import DueGate, Hold, Partition, Step, bounded_due_ms, to_nudge
+from retry_scheduler.gate import DueGate, Hold, Step, bounded_due_ms, to_nudge
 from retry_scheduler.ledger import HandOffLedger
-from retry_scheduler.tasks import STAGES, Invalid, read_task, stage_of
+from retry_scheduler.tasks import Invalid, read_task
+from schemas.retry_schedule import Stage, delay_of, stage_of
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +73,22 @@ CONSUMER_OPTIONS: dict[str, Any] = {
     "fetch.queue.backoff.ms": 5,
     "statistics.interval.ms": 5000,
 }
+"""The role's own consumer options, on top of `hookfleet.kafka.consumer_config`'s defaults."""
 
 
 @dataclass(frozen=True, slots=True)
 class HandOff:
     """A message on its way out of a delay topic: to deliveries when due, to invalid when malformed."""
 
-    source: Partition
+    source: PartitionKey
     offset: int
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes | str | None]] | None
+    headers: Headers | None
     due_at_ms: int | None
     """None for a malformed message (no lateness to measure)."""
-    stage: str
+    stage: Stage
     tries: int = 0
     """Produce attempts that failed so far (the producer retries internally first)."""
 
@@ -88,30 +104,11 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _tp(partition: Partition, offset: int | None = None) -> TopicPartition:
-    if offset is None:
-        return TopicPartition(partition[0], partition[1])
-    return TopicPartition(partition[0], partition[1], offset)
-
-
-def _written_ms(message: Message) -> int | None:
-    """When the task was written to the delay topic (the producer's CreateTime), if the broker kept it."""
-    kind, timestamp = message.timestamp()
-    return timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None
-
-
-def _position(message: Message) -> tuple[Partition, int]:
+def _position(message: Message) -> tuple[PartitionKey, int]:
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     if topic is None or partition is None or offset is None:  # only on error events, filtered before
         raise ValueError("consumed message without a topic, partition or offset")
     return (topic, partition), offset
-
-
-def _headers(message: Message) -> list[tuple[str, bytes | str | None]] | None:
-    headers = message.headers()
-    if headers is None:
-        return None
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
 class _Summary:
@@ -126,8 +123,17 @@ class _Summary:
 
 class RetryScheduler:
     def __init__(
-        self, settings: RetrySchedulerSettings, shutdown: Shutdown, heartbeat: Heartbeat | None = None
+        self,
+        settings: RetrySchedulerSettings,
+        shutdown: Shutdown,
+        consumer: Consumer,
+        producer: KafkaProducer,
+        broker: BrokerState | None = None,
+        *,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
+        """`consumer` must have been made with `CONSUMER_OPTIONS`; `broker`, when given, must be fed by its
+        callbacks (its `up` feeds /readyz); `heartbeat` is beaten every turn of the loop (/livez)."""
         self._settings = settings
         self._heartbeat = heartbeat
         self._topics = settings.topics
@@ -136,34 +142,22 @@ class RetryScheduler:
         self._ledger = HandOffLedger()
         self._acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
         self._failed: deque[tuple[float, HandOff]] = deque()
-        self._reapply: dict[Partition, Hold] = {}
-        self._leaders: dict[Partition, int] = {}
+        self._reapply: dict[PartitionKey, Hold] = {}
+        self._leaders: dict[PartitionKey, int] = {}
         self._leaders_due = float("inf")
         self._summary = _Summary()
         # Read by the health server thread: plain values only, replaced never mutated.
         self._assigned_count = 0
         self._assignment_known = False
-        self._broker_up = False
-        lag_stats = stats_callback(settings.group_id)
-
-        def on_stats(raw: str) -> None:
-            lag_stats(raw)
-            self._note_broker_state(raw)
-
-        self._consumer: Consumer = new_consumer(
-            settings.kafka_bootstrap_servers,
-            settings.group_id,
-            **CONSUMER_OPTIONS,
-            stats_cb=on_stats,
-            error_cb=self._on_error,
-        )
-        self._producer = KafkaProducer(settings.kafka_bootstrap_servers)
+        self._broker = broker or BrokerState()
+        self._consumer = consumer
+        self._producer = producer
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def ready(self) -> tuple[bool, str]:
-        """For /healthz: assigned partitions known and the broker reachable."""
-        if not self._broker_up:
+        """For /readyz (and /healthz): assigned partitions known and the broker reachable."""
+        if not self._broker.up:
             return False, f"kafka broker at {self._settings.kafka_bootstrap_servers} unreachable"
         if not self._assignment_known:
             return False, "waiting for a partition assignment"
@@ -212,14 +206,14 @@ class RetryScheduler:
         if first is not None:
             batch = [first, *self._consumer.consume(BATCH - 1, timeout=0)]
             now_ms = _now_ms()
-            reheld: set[Partition] = set()
+            reheld: set[PartitionKey] = set()
             for message in batch:
                 self._handle(message, now_ms, reheld)
         self._drain_acks()
         PARTITIONS_PAUSED.set(self._gate.held_count)
         self._log_summary()
 
-    def _handle(self, message: Message, now_ms: int, reheld: set[Partition]) -> None:
+    def _handle(self, message: Message, now_ms: int, reheld: set[PartitionKey]) -> None:
         error = message.error()
         if error is not None:
             log.warning("event=consume_error code=%s reason=%s", error.name(), error.str())
@@ -242,8 +236,8 @@ class RetryScheduler:
         stage = stage_of(self._topics, partition[0])
         due_ms = bounded_due_ms(
             task.due_at,
-            _written_ms(message),
-            self._settings.retry_delays_s[STAGES.index(stage)],
+            written_ms(message),
+            delay_of(stage, self._settings.retry_delays_s),
             self._settings.max_hold_slack_s,
         )
         if due_ms != task.due_at:
@@ -269,13 +263,13 @@ class RetryScheduler:
                     self._topics.deliveries,
                     message.key(),
                     message.value(),
-                    _headers(message),
+                    message_headers(message),
                     due_ms,
                     stage,
                 )
             )
 
-    def _route_invalid(self, message: Message, partition: Partition, offset: int, invalid: Invalid) -> None:
+    def _route_invalid(self, message: Message, partition: PartitionKey, offset: int, invalid: Invalid) -> None:
         log.warning(
             "event=invalid_task topic=%s partition=%d offset=%d kind=%s reason=%r",
             partition[0],
@@ -286,29 +280,20 @@ class RetryScheduler:
         )
         INVALID_EVENTS.labels(invalid.kind).inc()
         self._summary.invalid += 1
-        headers: list[tuple[str, bytes | str | None]] = [
-            *(_headers(message) or []),
-            ("reason", invalid.reason),
-            ("source", f"{partition[0]}/{partition[1]}@{offset}"),
-        ]
+        value, key, headers = invalid_message(
+            message.value(), message.key(), invalid.reason, partition, offset, "retry-scheduler"
+        )
         self._start(
             HandOff(
-                partition,
-                offset,
-                self._topics.invalid,
-                message.key(),
-                message.value(),
-                headers,
-                None,
-                stage_of(self._topics, partition[0]),
+                partition, offset, self._topics.invalid, key, value, headers, None, stage_of(self._topics, partition[0])
             )
         )
 
     # ---------------------------------------------------------------------------------------------- holds
 
-    def _apply_hold(self, partition: Partition, hold: Hold, quiet: bool = False) -> None:
+    def _apply_hold(self, partition: PartitionKey, hold: Hold, quiet: bool = False) -> None:
         # Pause first, then seek: a seek before the pause can be overridden by the pause's own position.
-        tp = _tp(partition, hold.offset)
+        tp = topic_partition(partition, hold.offset)
         self._consumer.pause([tp])
         try:
             self._consumer.seek(tp)
@@ -336,7 +321,7 @@ class RetryScheduler:
     def _resume_due(self, now_ms: int) -> None:
         released = self._gate.release_due(now_ms)
         for partition, hold in released:
-            tp = _tp(partition, hold.offset)
+            tp = topic_partition(partition, hold.offset)
             try:
                 self._consumer.seek(tp)  # paused, so nothing was fetched past the hold; this makes it certain
             except KafkaException as exc:
@@ -346,7 +331,7 @@ class RetryScheduler:
         for partition in to_nudge((p for p, _ in released), self._leaders):
             self._nudge(partition)
 
-    def _nudge(self, partition: Partition) -> None:
+    def _nudge(self, partition: PartitionKey) -> None:
         """Wake the fetcher thread of the partition's leader, which `resume` alone does not (`gate` doc).
 
         A watermark query is a request to exactly that broker: queuing it and its reply each wake the thread,
@@ -357,7 +342,7 @@ class RetryScheduler:
         """
         started = time.monotonic()
         try:
-            self._consumer.get_watermark_offsets(_tp(partition), timeout=NUDGE_TIMEOUT_S, cached=False)
+            self._consumer.get_watermark_offsets(topic_partition(partition), timeout=NUDGE_TIMEOUT_S, cached=False)
         except KafkaException as exc:  # the request went out, which is all the wake needs
             log.debug("event=nudge_failed topic=%s partition=%d reason=%s", *partition, exc)
         log.debug(
@@ -366,7 +351,7 @@ class RetryScheduler:
 
     def _load_leaders(self) -> None:
         self._leaders_due = time.monotonic() + LEADERS_REFRESH_S
-        leaders: dict[Partition, int] = {}
+        leaders: dict[PartitionKey, int] = {}
         try:
             for topic in self._topics.retries:
                 metadata = self._consumer.list_topics(topic, timeout=5.0).topics[topic]
@@ -394,7 +379,7 @@ class RetryScheduler:
         )
 
     def _drain_acks(self) -> None:
-        to_store: dict[Partition, int] = {}
+        to_store: dict[PartitionKey, int] = {}
         while True:
             try:
                 ack = self._acks.get_nowait()
@@ -411,7 +396,7 @@ class RetryScheduler:
                 self._on_handed_off(hand_off, ack.acked_at)
         if to_store:
             try:
-                self._consumer.store_offsets(offsets=[_tp(p, o) for p, o in to_store.items()])
+                self._consumer.store_offsets(offsets=[topic_partition(p, o) for p, o in to_store.items()])
             except KafkaException as exc:  # revoked meanwhile: the next owner re-reads, at least once
                 log.warning("event=store_offsets_failed reason=%s", exc)
 
@@ -491,7 +476,7 @@ class RetryScheduler:
         self._leaders_due = 0.0  # new partitions: learn their leaders on the next tick
         self._assigned_count = len(self._gate.assigned)
         self._assignment_known = True
-        self._broker_up = True
+        self._broker.up = True
         log.info("event=partitions_assigned added=%d assigned=%d", len(partitions), self._assigned_count)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -508,7 +493,7 @@ class RetryScheduler:
         self._forget(lost)
         log.warning("event=partitions_lost removed=%d assigned=%d", len(lost), self._assigned_count)
 
-    def _forget(self, partitions: list[Partition]) -> None:
+    def _forget(self, partitions: list[PartitionKey]) -> None:
         gone = set(partitions)
         self._gate.revoke(partitions)
         self._ledger.revoke(partitions)
@@ -516,19 +501,7 @@ class RetryScheduler:
         self._assigned_count = len(self._gate.assigned)
         PARTITIONS_PAUSED.set(self._gate.held_count)
 
-    # ------------------------------------------------------------------------------------- broker health
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self._broker_up = False
-        log.warning("event=kafka_error code=%s reason=%s", error.name(), error.str())
-
-    def _note_broker_state(self, raw: str) -> None:
-        try:
-            brokers: dict[str, Any] = json.loads(raw).get("brokers", {})
-        except ValueError:
-            return
-        self._broker_up = any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values())
+    # ------------------------------------------------------------------------------------------- summary
 
     def _log_summary(self, force: bool = False) -> None:
         summary = self._summary

@@ -11,12 +11,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from schemas.models import DeliveryTask
-from schemas.topics import Topics
-
-STAGES = ("10s", "60s", "5m")
-"""Metric label of each delay topic, in schedule order (Topics.retries)."""
-
-_REASON_MAX = 200
+from schemas.validation import first_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +28,5 @@ def read_task(value: bytes | None) -> DeliveryTask | Invalid:
     try:
         return DeliveryTask.model_validate_json(value)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        kind = "invalid_json" if first["type"] == "json_invalid" else "invalid_task"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        reason = f"not a valid DeliveryTask: {where}: {first['msg']}{more}"
-        return Invalid(kind, reason[:_REASON_MAX])
-
-
-def stage_of(topics: Topics, topic: str) -> str:
-    """`webhooks.retry.60s` -> "60s": the stage label comes from the delay topic the task waited in."""
-    try:
-        return STAGES[topics.retries.index(topic)]
-    except ValueError:
-        raise ValueError(f"{topic} is not a delay topic (expected one of {', '.join(topics.retries)})") from None
+        kind = "invalid_json" if exc.errors()[0]["type"] == "json_invalid" else "invalid_task"
+        return Invalid(kind, first_error(exc))

@@ -32,8 +32,12 @@ def _no_control_characters(value: str) -> str:
 
 
 def _https_url(value: str) -> str:
+    """URL schemes are case-insensitive (RFC 3986 §3.1): `HTTPS://` is stored as `https://`."""
     if _CONTROL.search(value) or " " in value:
         raise ValueError("webhook url must not contain spaces or control characters; percent-encode them")
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme.lower() == "https":
+        value = "https://" + rest
     return validate_https_url(value)
 
 
@@ -54,7 +58,7 @@ WebhookUrl = Annotated[
         max_length=2048,
         description="https URL of the receiver; its host must resolve to a public address",
         examples=["https://crm.example.com/hooks/hookfleet"],
-        json_schema_extra={"pattern": r"^https://[^\x00-\x20\x7f]+$"},
+        json_schema_extra={"pattern": r"^[Hh][Tt][Tt][Pp][Ss]://[^\x00-\x20\x7f]+$"},
     ),
     AfterValidator(_https_url),
 ]
@@ -200,6 +204,38 @@ class RecoverResult(_Response):
     redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
 
 
+# ------------------------------------------------------------------------------------------ API keys
+
+
+class ApiKeyCreate(_Request):
+    label: Annotated[
+        str,
+        Field(
+            max_length=100,
+            description="what the key is for, e.g. `ci`; no control characters",
+            json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f]*$"},
+        ),
+        AfterValidator(_no_control_characters),
+    ] = ""
+
+
+class ApiKeyView(_Response):
+    id: str = Field(examples=["key_01JD8Z6Q3K4M5N6P7R8S9T0V1W"], description="pass to DELETE to revoke the key")
+    label: str
+    key: str = Field(description="masked (`hfk_****` + its last 4 characters)", examples=["hfk_****x9Qa"])
+    created_at: Timestamp
+    last_used_at: Timestamp | None = Field(description="last authenticated request, to the minute; null: never")
+    revoked_at: Timestamp | None = Field(description="set once revoked: the key is refused from then on")
+
+
+class ApiKeyWithSecret(ApiKeyView):
+    key: str = Field(description="the API key in full; shown only in this response, store it now")
+
+
+class ApiKeyList(_Response):
+    data: list[ApiKeyView] = Field(description="oldest first, revoked keys included")
+
+
 # ------------------------------------------------------------------------------------------ catalog, errors
 
 
@@ -230,6 +266,10 @@ class Health(_Response):
 
 
 __all__ = [
+    "ApiKeyCreate",
+    "ApiKeyList",
+    "ApiKeyView",
+    "ApiKeyWithSecret",
     "Delivery",
     "DeliveryPage",
     "DeliveryQuery",

@@ -1,4 +1,4 @@
-"""Pydantic models of every message on the wire (DESIGN.md §1 and §3).
+"""Pydantic models of every message on the wire (docs/architecture.md#wire-contract, docs/architecture.md#topics).
 
 Validation is strict and closed (`extra="forbid"`): a producer bug surfaces as a validation error that
 names the field, and the dispatcher routes that message to the invalid topic instead of guessing.
@@ -14,9 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from schemas.catalog import EventType
-
-MAX_ATTEMPTS = 4
-"""Attempt 1 is immediate; attempts 2-4 are the 10 s / 60 s / 5 min retries (DESIGN.md §1)."""
+from schemas.retry_schedule import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: dispatcher/routing.py imports it here
 
 EventId = Annotated[str, Field(pattern=r"^evt_[0-9A-Za-z]{1,64}$", examples=["evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])]
 AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", examples=["acct_42"])]

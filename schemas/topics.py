@@ -1,4 +1,4 @@
-"""Kafka topic names (DESIGN.md §3). A prefix lets several fleets, or tests, share one cluster."""
+"""Kafka topic names (docs/architecture.md#topics). A prefix lets several fleets, or tests, share one cluster."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
--- Accounts, webhooks, the delivery log and dead letters (DESIGN.md §4).
+-- Accounts, webhooks, the delivery log and dead letters (docs/architecture.md#tables).
 
 CREATE TABLE accounts (
     id            text PRIMARY KEY,

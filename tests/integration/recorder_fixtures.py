@@ -16,7 +16,7 @@ import psycopg
 from hookfleet.kafka import KafkaProducer, Message, TopicPartition, new_consumer
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
-from recorder.loop import run_recorder
+from recorder.main import run_recorder
 from schemas.catalog import EventType
 from schemas.ids import new_attempt_id, new_event_id, new_webhook_id
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome

@@ -134,7 +134,18 @@ def world(database_root_url: str, kafka_bootstrap: str, ca_bundle: str, tls_ca: 
     topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}.")
     ensure_topics(kafka_bootstrap, [TopicSpec(name, 1, 1, {}) for name in topics.all()])
     receiver = HttpsReceiver(tls_ca).start()
-    settings = api_settings(database_url, kafka_bootstrap, ca_bundle, topics, delivery_timeout_s=2.0)
+    settings = api_settings(
+        database_url,
+        kafka_bootstrap,
+        ca_bundle,
+        topics,
+        delivery_timeout_s=2.0,
+        # generous quotas: a 429 is not what this test is about (test_api_quotas.py is)
+        creates_per_minute=100_000,
+        tests_per_minute=100_000,
+        max_webhooks_per_account=100_000,
+        max_api_keys_per_account=100_000,
+    )
     served = ServedApi(settings).start()
     try:
         from api.accounts import create_account

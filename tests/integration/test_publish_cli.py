@@ -69,9 +69,39 @@ def test_publish_ndjson_reports_rejected_lines_and_publishes_the_rest(
     path.write_text("\n".join(lines) + "\n")
     result = _publish(kafka_bootstrap, topics, "--file", str(path))
     assert result.returncode == 1  # some lines were rejected
-    out = result.stdout
-    assert "published 3 event(s); 3 line(s) rejected; 0 not acknowledged" in out, out
-    assert "line 2: type: 'contact.deleted' is not an event type" in out, out
-    assert "line 4: not valid JSON" in out and "line 6: unknown field(s): color" in out, out
+    assert result.stdout.strip() == "sent 3, rejected 3", result.stdout
+    err = result.stderr
+    assert "line 2: type: 'contact.deleted' is not an event type" in err, err
+    assert "line 4: not valid JSON" in err and "line 6: unknown field(s): color" in err, err
     events = [Event.model_validate_json(m.value()) for m in consume_all(kafka_bootstrap, topics.events, 3)]
     assert sorted(int(e.data["n"]) for e in events) == [1, 2, 3]
+
+
+def test_publish_ndjson_with_an_oversized_line_reports_it_and_sends_every_other_line(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    big = "x" * (2 * 1024 * 1024)
+    lines = [json.dumps({"account_id": "acct_1", "type": "contact.created", "data": {"n": n}}) for n in range(5)]
+    lines.insert(0, json.dumps({"account_id": "acct_1", "type": "contact.created", "data": {"blob": big}}))
+    lines.insert(3, json.dumps({"account_id": "acct_1", "type": "contact.created", "data": {"blob": big[:300_000]}}))
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    result = _publish(kafka_bootstrap, topics, "--file", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "KafkaException" not in result.stderr
+    assert result.stdout.strip() == "sent 5, rejected 2", result.stdout
+    assert "line 1: event is 2097" in result.stderr and "above the 262144 byte limit" in result.stderr
+    assert "line 4: event is 300" in result.stderr, result.stderr
+    events = [Event.model_validate_json(m.value()) for m in consume_all(kafka_bootstrap, topics.events, 5)]
+    assert sorted(int(e.data["n"]) for e in events) == [0, 1, 2, 3, 4]
+
+
+def test_publish_a_missing_file_is_one_line(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> None:
+    missing = _publish(kafka_bootstrap, topics, "--file", str(tmp_path / "nope.ndjson"))
+    assert missing.returncode == 1
+    assert missing.stderr == f"hookfleet: error: cannot read {tmp_path / 'nope.ndjson'}: No such file or directory\n"
+
+
+def test_publish_help_points_large_data_at_file() -> None:
+    result = subprocess.run([HOOKFLEET, "publish", "--help"], capture_output=True, text=True, timeout=30)
+    assert "use --file" in " ".join(result.stdout.split()) and "256 KiB" in result.stdout

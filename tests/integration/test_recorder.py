@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from hookfleet.kafka import KafkaProducer
 from hookfleet.shutdown import Shutdown
-from recorder.loop import Recorder
+from recorder.main import new_recorder
 from schemas.models import Outcome
 from schemas.topics import Topics
 from tests.integration.recorder_fixtures import (
@@ -153,8 +153,13 @@ def test_garbage_goes_to_the_invalid_topic_and_later_rows_still_arrive(
     by_source = {headers_of(m)["source_topic"]: m for m in got}
     assert set(by_source) == {topics.attempts, topics.dead}
     assert by_source[topics.attempts].value() == b"\x00garbage"
-    assert headers_of(by_source[topics.attempts])["reason"].startswith("AttemptRecord")
-    assert "event" in headers_of(by_source[topics.dead])["reason"]
+    assert headers_of(by_source[topics.attempts])["reason"].startswith("value: Invalid JSON")
+    assert headers_of(by_source[topics.dead])["reason"].startswith("event: ")
+    for message in got:
+        headers = headers_of(message)
+        assert headers["role"] == "recorder"
+        assert headers["source_partition"].isdigit()
+        assert headers["source_offset"] == "0"  # each was the first message of its partition
     assert sum("event=invalid_message" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -196,7 +201,7 @@ def test_shutdown_writes_the_batch_in_hand_before_its_wait_is_over(
 ) -> None:
     settings = recorder_settings(kafka_bootstrap, topics, database_url, batch_wait_ms=60_000)
     shutdown = Shutdown()
-    recorder = Recorder(settings, shutdown)
+    recorder = new_recorder(settings, shutdown)
     exit_code: list[int] = []
     thread = threading.Thread(target=lambda: exit_code.append(recorder.run()))
     thread.start()

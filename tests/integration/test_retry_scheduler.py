@@ -303,10 +303,12 @@ def test_malformed_task_goes_to_invalid_with_reason_and_does_not_block(
     assert bad[b"wh_bad"].value() == b"garbage{"
     assert bad[b"wh_bad2"].value() == b'{"webhook_id": "wh_x", "attempt": 2}'
     headers = {key: dict(m.headers() or []) for key, m in bad.items()}
-    assert headers[b"wh_bad"]["reason"].decode().startswith("not a valid DeliveryTask: message: Invalid JSON")
-    assert headers[b"wh_bad2"]["reason"].decode() == "not a valid DeliveryTask: event: Field required (+1 more)"
-    assert headers[b"wh_bad"]["source"].decode() == f"{topics.retry_60s}/0@0"
-    assert headers[b"wh_bad2"]["source"].decode() == f"{topics.retry_60s}/0@1"
+    assert headers[b"wh_bad"]["reason"].decode().startswith("value: Invalid JSON")
+    assert headers[b"wh_bad2"]["reason"].decode() == "event: Field required (+1 more)"
+    for key, offset in ((b"wh_bad", b"0"), (b"wh_bad2", b"1")):
+        assert headers[key]["source_topic"] == topics.retry_60s.encode()
+        assert (headers[key]["source_partition"], headers[key]["source_offset"]) == (b"0", offset)
+        assert headers[key]["role"] == b"retry-scheduler"
 
 
 def test_rebalance_to_a_second_scheduler_keeps_holds_and_sends_each_task_once(

@@ -12,7 +12,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from hookfleet.kafka import client_config
+from hookfleet.kafka import PartitionKey, client_config
 from hookfleet.settings import CommonSettings, DispatcherSettings
 from producer.publisher import EventPublisher, build_event
 from schemas.catalog import EventType, sample_data
@@ -32,7 +32,7 @@ TYPES = list(EventType)
 Pair = tuple[str, str]  # (event id, receiver path)
 
 
-def group_assignment(bootstrap: str, group: str) -> dict[str, set[tuple[str, int]]]:
+def group_assignment(bootstrap: str, group: str) -> dict[str, set[PartitionKey]]:
     """member id -> the partitions the broker's group coordinator has assigned to it."""
     admin = AdminClient(client_config(bootstrap))
     description = admin.describe_consumer_groups([group])[group].result(timeout=10)
@@ -42,7 +42,7 @@ def group_assignment(bootstrap: str, group: str) -> dict[str, set[tuple[str, int
     }
 
 
-def is_split(assignment: dict[str, set[tuple[str, int]]], partitions: set[tuple[str, int]], members: int) -> bool:
+def is_split(assignment: dict[str, set[PartitionKey]], partitions: set[PartitionKey], members: int) -> bool:
     """`members` consumers share `partitions`, each with some, none twice."""
     owned = [tp for tps in assignment.values() for tp in tps]
     return (
@@ -54,10 +54,10 @@ def is_split(assignment: dict[str, set[tuple[str, int]]], partitions: set[tuple[
 
 
 def wait_for_split(
-    bootstrap: str, group: str, partitions: set[tuple[str, int]], members: int
-) -> dict[str, set[tuple[str, int]]]:
+    bootstrap: str, group: str, partitions: set[PartitionKey], members: int
+) -> dict[str, set[PartitionKey]]:
     deadline = time.monotonic() + 45
-    assignment: dict[str, set[tuple[str, int]]] = {}
+    assignment: dict[str, set[PartitionKey]] = {}
     while time.monotonic() < deadline:
         assignment = group_assignment(bootstrap, group)
         if is_split(assignment, partitions, members):

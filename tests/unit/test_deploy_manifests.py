@@ -93,6 +93,7 @@ def drain_bound_s(role: str, env: dict[str, str]) -> float:
     defaults = {
         "dispatcher": DispatcherSettings.model_fields["drain_timeout_s"].default,
         "retry-scheduler": RetrySchedulerSettings.model_fields["drain_timeout_s"].default,
+        "recorder": RecorderSettings.model_fields["drain_timeout_s"].default,
     }
     return float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", defaults.get(role, 0.0)))
 
@@ -121,8 +122,9 @@ def test_every_role_has_a_compose_service_with_image_env_and_healthcheck(compose
     assert service["image"] == compose["services"]["setup"]["image"], "roles run the image the setup service builds"
     assert service["command"] == [role]
     env = service["environment"]
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "HOOKFLEET_SECRET_KEY"):
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
         assert env.get(name) is not None, f"{role}: {name} missing"
+    assert env.get("HOOKFLEET_SECRET_KEY_FILE") or env.get("HOOKFLEET_SECRET_KEY"), f"{role}: no secret key"
     assert env["HOOKFLEET_METRICS_PORT"] == str(METRICS_PORT)
     health = " ".join(service["healthcheck"]["test"])
     assert f"127.0.0.1:{METRICS_PORT}/readyz" in health
@@ -133,6 +135,16 @@ def test_every_role_has_a_compose_service_with_image_env_and_healthcheck(compose
     assert service["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     grace = float(service["stop_grace_period"].removesuffix("s"))
     assert grace > drain_bound_s(role, env) + 5, f"{role}: stop_grace_period must exceed the drain bound"
+
+
+def test_compose_never_passes_an_empty_secret_key(compose: dict[str, Any]) -> None:
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    assert not re.search(r"HOOKFLEET_SECRET_KEY\s*:\s*\$\{HOOKFLEET_SECRET_KEY:?-", text)
+    for name, service in compose["services"].items():
+        value = (service.get("environment") or {}).get("HOOKFLEET_SECRET_KEY")
+        assert value is None or value.strip(), f"{name}: empty HOOKFLEET_SECRET_KEY"
+    setup = " ".join(compose["services"]["setup"]["entrypoint"])
+    assert "ensure_key_file" in setup and "HOOKFLEET_SECRET_KEY_FILE" in setup
 
 
 def test_compose_api_listens_on_all_interfaces_and_publishes_its_port(compose: dict[str, Any]) -> None:

@@ -50,8 +50,7 @@ def test_parse_attempt_and_dead_letter() -> None:
 def test_garbage_is_invalid_with_a_short_reason_naming_the_problem() -> None:
     parsed = parse_message(TOPICS, TOPICS.attempts, b"k", b"not json")
     assert isinstance(parsed, InvalidMessage)
-    assert parsed.reason.startswith("AttemptRecord")
-    assert "json" in parsed.reason.lower()
+    assert parsed.reason.startswith("value: Invalid JSON")
     assert (parsed.source_topic, parsed.key, parsed.value) == (TOPICS.attempts, b"k", b"not json")
 
 
@@ -67,7 +66,7 @@ def test_wrong_shape_reason_names_the_field() -> None:
 def test_attempt_on_the_dead_topic_is_invalid() -> None:
     parsed = parse_message(TOPICS, TOPICS.dead, None, attempt().model_dump_json().encode())
     assert isinstance(parsed, InvalidMessage)
-    assert parsed.reason.startswith("DeliveryTask")
+    assert parsed.reason.startswith("event: Input should be an object")
 
 
 def test_empty_value_is_invalid() -> None:

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from retry_scheduler.tasks import Invalid, read_task, stage_of
+from retry_scheduler.tasks import Invalid, read_task
 from schemas.models import DeliveryTask
+from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, STAGES, delay_of, stage_of
 from schemas.topics import Topics
 
 TASK = {
@@ -38,17 +39,17 @@ def test_valid_task_is_read() -> None:
         (
             b"not json",
             "invalid_json",
-            "not a valid DeliveryTask: message: Invalid JSON: expected ident at line 1 column 2",
+            "value: Invalid JSON: expected ident at line 1 column 2",
         ),
         (
             json.dumps({**TASK, "due_at": "soon"}).encode(),
             "invalid_task",
-            "not a valid DeliveryTask: due_at: Input should be a valid integer",
+            "due_at: Input should be a valid integer",
         ),
         (
             json.dumps({**TASK, "webhook_id": "nope", "attempt": 9}).encode(),
             "invalid_task",
-            "not a valid DeliveryTask: webhook_id: String should match pattern '^wh_[0-9A-Za-z]{1,64}$' (+1 more)",
+            "webhook_id: String should match pattern '^wh_[0-9A-Za-z]{1,64}$' (+1 more)",
         ),
     ],
 )
@@ -69,3 +70,10 @@ def test_stage_comes_from_the_delay_topic() -> None:
     assert [stage_of(topics, t) for t in topics.retries] == ["10s", "60s", "5m"]
     with pytest.raises(ValueError, match="not a delay topic"):
         stage_of(topics, topics.deliveries)
+
+
+def test_schedule_has_one_delay_topic_per_retry() -> None:
+    topics = Topics()
+    assert len(STAGES) == len(DELAYS_S) == len(topics.retries) == MAX_ATTEMPTS - 1
+    assert [delay_of(stage) for stage in STAGES] == [10.0, 60.0, 300.0]
+    assert delay_of("60s", (1.0, 2.0, 3.0)) == 2.0

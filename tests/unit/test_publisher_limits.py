@@ -1,0 +1,54 @@
+"""EventPublisher refuses an oversized event with a typed error before anything reaches the producer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from hookfleet.settings import CommonSettings
+from producer.publisher import MAX_EVENT_BYTES, EventPublisher, EventTooLarge, build_event
+
+
+class RecordingProducer:
+    """Stands in for KafkaProducer: records what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, **_: Any) -> None:
+        self.sent.append(value)
+
+    def send_sync(self, topic: str, value: bytes, **_: Any) -> None:
+        self.sent.append(value)
+
+    def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
+        self.sent.append(value)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def _event(data_bytes: int) -> Any:
+    return build_event("acct_1", "message.read", {"blob": "x" * data_bytes})
+
+
+def test_an_event_at_the_limit_is_sent_and_one_byte_more_is_refused() -> None:
+    producer = RecordingProducer()
+    publisher = EventPublisher(CommonSettings(), producer=producer)  # type: ignore[arg-type]
+    overhead = len(_event(0).body())
+    publisher.publish(_event(MAX_EVENT_BYTES - overhead))
+    assert len(producer.sent[0]) == MAX_EVENT_BYTES
+    too_big = _event(MAX_EVENT_BYTES - overhead + 1)
+    with pytest.raises(EventTooLarge) as caught:
+        publisher.publish(too_big)
+    assert (caught.value.size, caught.value.limit) == (MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(EventTooLarge):
+        publisher.publish_and_wait(too_big)
+    with pytest.raises(EventTooLarge):
+        asyncio.run(publisher.publish_async(too_big))
+    with pytest.raises(EventTooLarge):  # a batch is checked whole: nothing of it is sent
+        asyncio.run(publisher.publish_many_async([_event(10), too_big]))
+    assert len(producer.sent) == 1

@@ -1,0 +1,162 @@
+"""The recorder's real loop on the in-memory broker and an in-memory store: rows before offsets, invalid
+routing, a database outage and a shutdown during one, each in well under a second (the PostgreSQL side
+is tested in tests/integration/test_recorder*.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+
+from hookfleet.kafka import PartitionKey
+from hookfleet.settings import RecorderSettings
+from hookfleet.shutdown import Shutdown
+from recorder import loop as loop_module
+from recorder.batch import Batch
+from recorder.loop import Recorder
+from recorder.store import WriteResult
+from schemas.topics import Topics
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of, running
+from tests.unit.test_recorder_batch import attempt
+
+TOPICS = Topics.with_prefix("unit.")
+GROUP = "unit.recorder"
+
+
+def attempt_bytes(n: int) -> bytes:
+    return attempt(n).model_dump_json().encode()
+
+
+@dataclass
+class MemoryStore:
+    """Stands in for RecorderStore: keeps what was written, fails the first `failures` writes, and notes
+    the consumer's committed offsets and paused partitions at each write."""
+
+    broker: MemoryBroker
+    consumer: MemoryConsumer | None = None
+    failures: int = 0
+    written: list[str] = field(default_factory=list)
+    seen: list[tuple[dict[PartitionKey, int], set[PartitionKey]]] = field(default_factory=list)
+    closed: bool = False
+
+    def write(self, batch: Batch) -> WriteResult:
+        assert self.consumer is not None
+        self.seen.append((dict(self.broker.committed.get(GROUP, {})), set(self.consumer.paused)))
+        if self.failures:
+            self.failures -= 1
+            raise psycopg.OperationalError("connection refused")
+        self.written += [a.attempt_id for a in batch.attempts]
+        return WriteResult(len(batch.attempts), len(batch.dead_letters), {})
+
+    def count_failing(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Fleet:
+    recorder: Recorder
+    consumer: MemoryConsumer
+    store: MemoryStore
+    exit_code: list[object]
+
+    def committed(self, key: PartitionKey) -> int | None:
+        return self.store.broker.committed.get(GROUP, {}).get(key)
+
+
+@contextmanager
+def recorder_running(broker: MemoryBroker, store: MemoryStore, drain_timeout_s: float = 5.0) -> Iterator[Fleet]:
+    settings = RecorderSettings(
+        topic_prefix=TOPICS.prefix, group_id=GROUP, batch_wait_ms=10, drain_timeout_s=drain_timeout_s
+    )
+    shutdown = Shutdown()
+    consumer = MemoryConsumer(broker, settings.group_id)
+    store.consumer = consumer
+    recorder = Recorder(settings, shutdown, consumer, MemoryProducer(broker), store)  # type: ignore[arg-type]
+    with running(recorder.run, shutdown, broker) as exit_code:
+        yield Fleet(recorder, consumer, store, exit_code)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop_module, "RETRY_INITIAL_S", 0.02)
+    monkeypatch.setattr(loop_module, "_OUTAGE_POLL_S", 0.01)
+
+
+def test_rows_are_written_before_their_offsets_are_committed() -> None:
+    # Given three attempt records on one partition
+    broker = MemoryBroker()
+    for n in range(3):
+        broker.append(TOPICS.attempts, attempt_bytes(n), partition=0)
+    store = MemoryStore(broker)
+    with recorder_running(broker, store) as fleet:
+        # Then all three are written, and the commit comes after: the write saw nothing committed
+        assert broker.wait(lambda: fleet.committed((TOPICS.attempts, 0)) == 3)
+        assert sorted(store.written) == ["att_0", "att_1", "att_2"]
+        assert store.seen[0][0] == {}
+    assert fleet.exit_code == [0] and store.closed
+
+
+def test_garbage_goes_to_the_invalid_topic_in_the_one_shape_and_is_committed_past() -> None:
+    # Given garbage between two records on the attempts topic and on the dead topic
+    broker = MemoryBroker()
+    broker.append(TOPICS.attempts, attempt_bytes(1), partition=1)
+    broker.append(TOPICS.attempts, b"\x00garbage", key=b"wh_1", partition=1)
+    broker.append(TOPICS.attempts, attempt_bytes(2), partition=1)
+    broker.append(TOPICS.dead, b'{"event": 1}', key=b"wh_2", partition=0)
+    store = MemoryStore(broker)
+    with recorder_running(broker, store) as fleet:
+        assert broker.wait(
+            lambda: fleet.committed((TOPICS.attempts, 1)) == 3 and fleet.committed((TOPICS.dead, 0)) == 1
+        )
+    # Then the rows around it are written, and each unreadable message is on the invalid topic as it came
+    assert sorted(store.written) == ["att_1", "att_2"]
+    invalid = {m.key(): m for m in broker.messages(TOPICS.invalid)}
+    assert invalid[b"wh_1"].value() == b"\x00garbage"
+    headers = headers_of(invalid[b"wh_1"])
+    assert list(headers) == ["reason", "source_topic", "source_partition", "source_offset", "role"]
+    assert headers["reason"].startswith(b"value: Invalid JSON")
+    assert (headers["source_topic"], headers["source_partition"], headers["source_offset"], headers["role"]) == (
+        TOPICS.attempts.encode(),
+        b"1",
+        b"1",
+        b"recorder",
+    )
+    assert headers_of(invalid[b"wh_2"])["reason"].startswith(b"event: ")
+
+
+def test_database_outage_pauses_the_partitions_and_commits_only_after_the_write() -> None:
+    # Given a database that refuses the first two writes
+    broker = MemoryBroker()
+    broker.append(TOPICS.attempts, attempt_bytes(1), partition=2)
+    store = MemoryStore(broker, failures=2)
+    with recorder_running(broker, store) as fleet:
+        assert broker.wait(lambda: fleet.committed((TOPICS.attempts, 2)) == 1)
+        # Then nothing was committed before the write went in, and meanwhile every partition was paused
+        assert [committed for committed, _ in store.seen] == [{}, {}, {}]
+        assert store.seen[-1][1] == set(fleet.consumer.assigned)
+        assert store.written == ["att_1"]
+        assert fleet.recorder.db_up
+        # And the partitions flow again afterwards
+        assert not fleet.consumer.paused
+
+
+def test_shutdown_during_an_outage_exits_after_the_drain_bound_without_committing() -> None:
+    # Given a database that never answers and a short drain bound
+    broker = MemoryBroker()
+    broker.append(TOPICS.attempts, attempt_bytes(1), partition=0)
+    store = MemoryStore(broker, failures=10**6)
+    with recorder_running(broker, store, drain_timeout_s=0.1) as fleet:
+        assert broker.wait(lambda: len(store.seen) >= 1)
+        stopping = time.monotonic()
+    # Then the recorder gave up after the bound, exited 0 and committed nothing (the next owner re-reads)
+    assert time.monotonic() - stopping < 1.0
+    assert fleet.exit_code == [0]
+    assert GROUP not in broker.committed
+    assert store.written == []

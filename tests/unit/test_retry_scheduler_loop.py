@@ -1,0 +1,141 @@
+"""The retry scheduler's real loop on the in-memory broker: hand-off, hold, invalid routing, failed
+produces and offsets, each in well under a second (the broker-backed timing tests are in
+tests/integration/test_retry_scheduler.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from hookfleet.settings import RetrySchedulerSettings
+from hookfleet.shutdown import Shutdown
+from retry_scheduler import scheduler as scheduler_module
+from retry_scheduler.scheduler import RetryScheduler
+from schemas.catalog import EventType
+from schemas.models import DeliveryTask, Event
+from schemas.topics import Topics
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of, running
+
+TOPICS = Topics.with_prefix("unit.")
+GROUP = "unit.retry-scheduler"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def task_bytes(n: int, due_at: int) -> bytes:
+    event = Event(id=f"evt_{n}", type=EventType.MESSAGE_READ, created_at=T0, account_id="acct_1", data={})
+    return DeliveryTask(event=event, webhook_id=f"wh_{n}", attempt=2, due_at=due_at).model_dump_json().encode()
+
+
+@dataclass
+class Fleet:
+    scheduler: RetryScheduler
+    consumer: MemoryConsumer
+    broker: MemoryBroker
+
+    def delivered(self) -> list[int]:
+        """Event numbers handed back to the deliveries topic, in order."""
+        tasks = [DeliveryTask.model_validate_json(m.value() or b"") for m in self.broker.messages(TOPICS.deliveries)]
+        return [int(task.event.id.removeprefix("evt_")) for task in tasks]
+
+
+@contextmanager
+def scheduler_running(broker: MemoryBroker, producer: MemoryProducer | None = None) -> Iterator[Fleet]:
+    settings = RetrySchedulerSettings(topic_prefix=TOPICS.prefix, group_id=GROUP, drain_timeout_s=1.0)
+    shutdown = Shutdown()
+    consumer = MemoryConsumer(broker, settings.group_id)
+    scheduler = RetryScheduler(settings, shutdown, consumer, producer or MemoryProducer(broker))  # type: ignore[arg-type]
+    with running(scheduler.run, shutdown, broker):
+        yield Fleet(scheduler, consumer, broker)
+
+
+def test_due_task_is_handed_back_and_its_offset_stored_only_once_acknowledged() -> None:
+    # Given a due task in the 60 s delay topic and a broker that holds acknowledgements back
+    broker = MemoryBroker()
+    source = (TOPICS.retry_60s, 1)
+    broker.append(source[0], task_bytes(1, now_ms() - 10), key=b"wh_1", partition=1)
+    producer = MemoryProducer(broker, acks="manual")
+    with scheduler_running(broker, producer) as fleet:
+        # When it is handed off: it is on the deliveries topic, with its key, but the offset waits
+        assert broker.wait(lambda: fleet.delivered() == [1])
+        assert broker.messages(TOPICS.deliveries)[0].key() == b"wh_1"
+        time.sleep(0.05)
+        assert source not in fleet.consumer.stored
+        # Then once the broker acknowledges, the offset past it is stored
+        producer.ack_all()
+        assert broker.wait(lambda: fleet.consumer.stored.get(source) == 1)
+    assert broker.committed[GROUP] == {source: 1}, "stop commits what was stored"
+
+
+def test_not_yet_due_task_holds_only_its_partition_and_is_handed_off_when_due() -> None:
+    # Given a task due in 300 ms on partition 0, and a due one on partition 2
+    broker = MemoryBroker()
+    due_at = now_ms() + 300
+    broker.append(TOPICS.retry_10s, task_bytes(1, due_at), partition=0)
+    broker.append(TOPICS.retry_10s, task_bytes(2, now_ms()), partition=2)
+    with scheduler_running(broker) as fleet:
+        # Then the due one flows while partition 0 is paused at the waiting task
+        assert broker.wait(lambda: fleet.delivered() == [2])
+        assert (TOPICS.retry_10s, 0) in fleet.consumer.paused
+        assert fleet.consumer.position_of((TOPICS.retry_10s, 0)) == 0
+        # And the waiting one leaves at its due time, not before, and the partition resumes
+        assert broker.wait(lambda: fleet.delivered() == [2, 1], timeout_s=2)
+        assert now_ms() >= due_at
+        assert (TOPICS.retry_10s, 0) not in fleet.consumer.paused
+
+
+def test_malformed_task_goes_to_the_invalid_topic_in_the_one_shape_and_the_partition_moves_on() -> None:
+    # Given garbage ahead of a due task on one partition
+    broker = MemoryBroker()
+    broker.append(TOPICS.retry_5m, b"garbage{", key=b"wh_bad", headers=[("trace", b"t1")], partition=2)
+    broker.append(TOPICS.retry_5m, task_bytes(3, now_ms()), partition=2)
+    with scheduler_running(broker) as fleet:
+        assert broker.wait(lambda: fleet.delivered() == [3] and fleet.consumer.stored.get((TOPICS.retry_5m, 2)) == 2)
+    # Then the garbage is in the invalid topic: same bytes and key, the documented headers only
+    (invalid,) = broker.messages(TOPICS.invalid)
+    assert (invalid.value(), invalid.key()) == (b"garbage{", b"wh_bad")
+    headers = headers_of(invalid)
+    assert list(headers) == ["reason", "source_topic", "source_partition", "source_offset", "role"]
+    assert headers["reason"].startswith(b"value: Invalid JSON")
+    assert (headers["source_topic"], headers["source_partition"], headers["source_offset"]) == (
+        TOPICS.retry_5m.encode(),
+        b"2",
+        b"0",
+    )
+    assert headers["role"] == b"retry-scheduler"
+
+
+def test_failed_hand_off_is_produced_again_and_its_offset_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a broker that fails the first produce
+    monkeypatch.setattr(scheduler_module, "RETRY_BACKOFF_S", (0.05,))
+    broker = MemoryBroker()
+    source = (TOPICS.retry_10s, 0)
+    broker.append(source[0], task_bytes(4, now_ms()), partition=0)
+    producer = MemoryProducer(broker)
+    producer.fail_next(1)
+    with scheduler_running(broker, producer) as fleet:
+        # Then the task is produced again after the backoff, exactly once, and only then stored
+        assert broker.wait(lambda: fleet.consumer.stored.get(source) == 1)
+        assert fleet.delivered() == [4]
+
+
+def test_a_restarted_scheduler_starts_after_what_was_committed() -> None:
+    # Given a scheduler that handed off one task and stopped
+    broker = MemoryBroker()
+    broker.append(TOPICS.retry_10s, task_bytes(5, now_ms()), partition=1)
+    with scheduler_running(broker) as fleet:
+        assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 1)
+    # When a new one of the same group starts and a second task arrives
+    broker.append(TOPICS.retry_10s, task_bytes(6, now_ms()), partition=1)
+    with scheduler_running(broker) as fleet:
+        assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 2)
+        # Then only the new task is handed off again
+        assert fleet.delivered() == [5, 6]
