@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from api.app import build_app
+from api.resources import RESOURCES
 from hookfleet import logs
 from hookfleet.metrics import HealthServer, Heartbeat
 from hookfleet.settings import ApiSettings
@@ -33,8 +34,9 @@ async def serve(settings: ApiSettings) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     heartbeat = Heartbeat()
     beating = asyncio.create_task(_beat(heartbeat))
-    # Opens the database pool; an unreachable database is retried in the background (api/store.py): the
-    # API serves, unready on its HTTP /healthz, and recovers by itself.
+    # Opens the database pool; an unreachable database is retried in the background (api/store.py), and so
+    # is the secret key check (api/resources.py): the API serves, unready on its HTTP /healthz, and
+    # recovers by itself.
     await runner.setup()
     health = None
     try:
@@ -45,6 +47,7 @@ async def serve(settings: ApiSettings) -> None:
             health = HealthServer(settings.metrics_port, lambda: (True, "serving"), heartbeat).start()
         stop = asyncio.Event()
         Shutdown().install(asyncio.get_running_loop()).on_request(stop.set)
+        app[RESOURCES].on_fatal(stop.set)  # the key check deferred by a database outage refused the key
         log.info("event=api_started host=%s port=%d", settings.host, settings.port)
         await stop.wait()
     finally:
@@ -53,6 +56,9 @@ async def serve(settings: ApiSettings) -> None:
             health.stop()
         await runner.cleanup()
         log.info("event=api_stopped")
+    fatal = app[RESOURCES].fatal
+    if fatal is not None:
+        raise fatal  # one line and exit 1, as when the key is refused at startup
 
 
 def run(args: argparse.Namespace) -> int:

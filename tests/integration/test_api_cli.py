@@ -298,3 +298,51 @@ async def test_hookfleet_api_with_its_database_down_serves_alive_unready_and_rec
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_hookfleet_api_started_during_a_database_outage_still_refuses_a_wrong_key(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    """The key check waits for the database with the API, but a key that does not open the database's check
+    value stops the API with one line once PostgreSQL answers, as it does when the database is up at start."""
+    import base64
+
+    import aiohttp
+
+    from hookfleet.secret_keys import verify_against_database
+    from hookfleet.secretbox import SecretBox
+    from tests.support.tcp_proxy import TcpProxy
+
+    verify_against_database(database_url, SecretBox.from_b64(SECRET_KEY))  # the fleet's key is recorded
+    info = conninfo_to_dict(database_url)
+    with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))) as proxy:
+        proxy.cut()
+        port = _free_port()
+        env = {
+            "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "HOOKFLEET_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),  # not the fleet's key
+            "HOOKFLEET_PORT": str(port),
+            "HOOKFLEET_METRICS_PORT": "0",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            HOOKFLEET,
+            "api",
+            env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                health = f"http://127.0.0.1:{port}/healthz"
+                assert await _wait_status(session, health, 503, 60), "the API did not serve while its database was down"
+                assert proc.returncode is None
+                proxy.restore()
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 1, out.decode()
+            assert b"event=secret_key_refused" in out, out.decode()
+            assert b"Traceback" not in out
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
