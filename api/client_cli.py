@@ -88,6 +88,8 @@ def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
         ("url", webhook["url"]),
         ("events", ", ".join(webhook["events"])),
         ("active", "yes" if webhook["active"] else "no"),
+        ("rate limit", f"{webhook['rate_limit_per_s']}/s" if webhook.get("rate_limit_per_s") else "none"),
+        ("ordering", webhook.get("ordering", "unordered")),
         ("status", f"{webhook['status']} since {webhook['status_changed_at']}"),
         ("secret", webhook["secret"] + secret_note),
     ]
@@ -119,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--url", required=True, help="https URL of your receiver")
     create.add_argument("--events", required=True, type=_events, help="comma-separated event types")
     create.add_argument("--inactive", action="store_true", help="create it switched off")
+    create.add_argument("--rate-limit", type=int, dest="rate_limit_per_s", help="deliveries per second at most")
+    create.add_argument(
+        "--ordering", choices=["unordered", "fifo"], help="fifo: in publish order; later events wait while one retries"
+    )
 
     sub.add_parser("list", parents=[common], help="list webhooks")
     for name, text in (
@@ -130,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, parents=[common], help=text).add_argument("id", help="webhook id (wh_...)")
 
-    update = sub.add_parser("update", parents=[common], help="change name, url or events")
+    update = sub.add_parser("update", parents=[common], help="change name, url, events, rate limit or ordering")
     update.add_argument("id")
     update.add_argument("--name")
     update.add_argument("--url")
     update.add_argument("--events", type=_events)
+    update.add_argument("--rate-limit", type=int, dest="rate_limit_per_s", help="deliveries per second; 0 removes it")
+    update.add_argument("--ordering", choices=["unordered", "fifo"])
 
     test = sub.add_parser("test", parents=[common], help="send a sample event now and show the answer")
     test.add_argument("id")
@@ -165,6 +173,7 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     once = "   <- shown only now: store it"
     if action == "create":
         body = {"name": opts.name, "url": opts.url, "events": opts.events, "active": not opts.inactive}
+        body |= {k: getattr(opts, k) for k in ("rate_limit_per_s", "ordering") if getattr(opts, k) is not None}
         created = client.call("POST", "/v1/webhooks", body)
         return _out(opts, created, lambda: webhook_fields(created, once))
     if action == "list":
@@ -179,9 +188,10 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
         return _out(opts, shown, lambda: webhook_fields(shown))
     if action in ("enable", "disable", "update"):
         if action == "update":
-            changes = {k: getattr(opts, k) for k in ("name", "url", "events") if getattr(opts, k) is not None}
+            names = ("name", "url", "events", "rate_limit_per_s", "ordering")
+            changes = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
             if not changes:
-                raise CliError("nothing to update: give --name, --url and/or --events")
+                raise CliError("nothing to update: give --name, --url, --events, --rate-limit and/or --ordering")
         else:
             changes = {"active": action == "enable"}
         updated = client.call("PATCH", path, changes)

@@ -36,6 +36,8 @@ class WebhookRow:
     status_changed_at: datetime
     created_at: datetime
     updated_at: datetime
+    rate_limit_per_s: int | None = None
+    ordering: str = "unordered"
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -93,6 +95,8 @@ _WEBHOOK_COLUMNS = (
     "status_changed_at",
     "created_at",
     "updated_at",
+    "rate_limit_per_s",
+    "ordering",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -110,7 +114,7 @@ _DELIVERY_COLUMNS = (
 )
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active"})
+_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering"})
 
 
 class Store:
@@ -213,16 +217,25 @@ class Store:
     # ------------------------------------------------------------------------------------ webhooks
 
     async def insert_webhook(
-        self, webhook_id: str, account_id: str, name: str, url: str, events: Sequence[str], sealed: bytes, active: bool
+        self,
+        webhook_id: str,
+        account_id: str,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        sealed: bytes,
+        active: bool,
+        rate_limit_per_s: int | None = None,
+        ordering: str = "unordered",
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
-                    "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                    "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
+                    " rate_limit_per_s, ordering) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
                 ).format(_WEBHOOK),
-                (webhook_id, account_id, name, url, list(events), sealed, active),
+                (webhook_id, account_id, name, url, list(events), sealed, active, rate_limit_per_s, ordering),
             )
             row = await cur.fetchone()
         assert row is not None

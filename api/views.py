@@ -24,6 +24,8 @@ def _fields(row: WebhookRow, now: datetime) -> dict[str, object]:
         "url": row.url,
         "events": [EventType(e) for e in row.events],
         "active": row.active,
+        "rate_limit_per_s": row.rate_limit_per_s,
+        "ordering": row.ordering,
         "status": row.status,
         "status_changed_at": row.status_changed_at,
         "previous_secret_expires_at": overlap if row.previous_secret_ciphertext and overlap and overlap > now else None,

@@ -63,6 +63,8 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         [e.value for e in body.events],
         resources.box.seal(secret, webhook_id),
         body.active,
+        body.rate_limit_per_s,
+        body.ordering,
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
     response = json_response(webhook_with_secret(row, secret, datetime.now(UTC)), 201)
@@ -89,6 +91,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     row = await _own_webhook(request, resources)
     body = await read_body(request, WebhookUpdate)
     changes = body.model_dump(exclude_none=True, mode="json")
+    if changes.get("rate_limit_per_s") == 0:
+        changes["rate_limit_per_s"] = None  # 0 removes the limit
     if "url" in changes and changes["url"] != row.url:
         await resources.hosts.check(changes["url"])
     updated = await resources.store.update_webhook(row.account_id, row.id, changes)

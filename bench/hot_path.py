@@ -6,7 +6,8 @@ profiler run through the whole stack mixes the dispatcher with the broker, the r
 Here the only variable is the dispatcher's own code, measured as CPU microseconds per delivery (all of
 this process's threads, librdkafka's included), so a change to the hot path can be judged before and
 after in a minute. Attempt records are produced to a real broker topic (acks=all, idempotent), exactly
-as in production; only the event consumer is replaced.
+as in production; only the consumer is replaced: it hands out delivery tasks as the fan-out stage writes
+them (the delivery stage is measured; the fan-out stage is one produce per task).
 
     python -m bench.hot_path --events 20000                      # CPU us per delivery
     python -m bench.hot_path --events 20000 --profile pyinstrument   # where it goes
@@ -34,6 +35,7 @@ from confluent_kafka import Message, TopicPartition
 from bench.receiver import Receiver
 from demo.tls import make_demo_certs
 from dispatcher.delivery import Deliverer
+from dispatcher.fanout import first_task_json
 from dispatcher.signing import new_secret
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from dispatcher.worker import Dispatcher
@@ -47,7 +49,7 @@ PARTITIONS = 6
 
 
 class MemoryConsumer:
-    """Stands in for the confluent-kafka consumer: hands out prebuilt event messages, records stored offsets."""
+    """Stands in for the confluent-kafka consumer: hands out prebuilt messages, records committed offsets."""
 
     def __init__(self, messages: list[Message], topic: str) -> None:
         self._messages = messages
@@ -76,7 +78,7 @@ class MemoryConsumer:
             time.sleep(min(timeout, 0.05))
         return batch
 
-    def store_offsets(self, offsets: list[TopicPartition] | None = None, message: Any = None) -> None:
+    def commit(self, offsets: list[TopicPartition] | None = None, asynchronous: bool = True) -> None:
         with self._lock:
             for tp in offsets or []:
                 self.stored[tp.partition] = max(self.stored.get(tp.partition, -1), tp.offset)
@@ -89,24 +91,27 @@ class MemoryConsumer:
     def resume(self, partitions: list[TopicPartition]) -> None:
         pass
 
-    def commit(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return partitions
 
     def close(self) -> None:
         pass
 
 
 def _messages(topic: str, accounts: int, count: int) -> list[Message]:
+    """Delivery tasks as the fan-out stage writes them, webhook n's on partition n % PARTITIONS."""
     types = list(EventType)
     offsets = [0] * PARTITIONS
     out = []
     for n in range(count):
         account = f"acct_{n % accounts:03d}"
+        webhook_id = f"wh_{n % accounts:04d}"
         event_type = types[n % len(types)]
         body = build_event(account, event_type, sample_data(event_type)).body()
-        partition = n % PARTITIONS
+        value = first_task_json(body, webhook_id, int(time.time() * 1000))
+        partition = (n % accounts) % PARTITIONS
         out.append(
-            Message(topic=topic, partition=partition, offset=offsets[partition], key=account.encode(), value=body)
+            Message(topic=topic, partition=partition, offset=offsets[partition], key=webhook_id.encode(), value=value)
         )
         offsets[partition] += 1
     return out
@@ -120,7 +125,7 @@ async def _dispatch(
     index: SubscriptionIndex,
 ) -> float:
     """One Dispatcher over `consumer`'s messages until every offset is stored; returns the seconds taken."""
-    dispatcher = Dispatcher(settings, consumer, producer, deliverer, index)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(settings, {"delivery": consumer}, producer, deliverer, index)  # type: ignore[dict-item]
     stop = asyncio.Event()
     started = time.monotonic()
     runner = asyncio.create_task(dispatcher.run(stop))
@@ -233,6 +238,7 @@ def run(
         topic_prefix=prefix,
         ca_bundle=str(ca),
         allow_networks="127.0.0.0/8",
+        stages="delivery",
         **(env or {}),
     )
     ensure_topics(bootstrap, [TopicSpec(n, PARTITIONS, 1, {}) for n in settings.topics.all()])
@@ -251,8 +257,8 @@ def run(
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    warm = _messages(settings.topics.events, endpoints, warmup)
-    measured = _messages(settings.topics.events, endpoints, events)
+    warm = _messages(settings.topics.deliveries, endpoints, warmup)
+    measured = _messages(settings.topics.deliveries, endpoints, events)
     try:
         receiver.reset()
         elapsed, cpu, report, collector = asyncio.run(_measure(settings, index, warm, measured, profile))

@@ -14,7 +14,7 @@ from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet import logs, metrics, secret_keys
 from hookfleet.db import describe
-from hookfleet.kafka import KafkaProducer, check_broker, new_consumer
+from hookfleet.kafka import Consumer, check_broker, new_consumer, new_producer
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
 from schemas.catalog import EventType
@@ -45,19 +45,24 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
         await sync_task
         return
 
-    producer = KafkaProducer(settings.kafka_bootstrap_servers)
-    consumer = new_consumer(
-        settings.kafka_bootstrap_servers,
-        settings.group_id,
-        **{
-            "statistics.interval.ms": 5000,
-            "stats_cb": metrics.stats_callback(settings.group_id),
-            "queued.max.messages.kbytes": 16384,  # bounds prefetch memory per dispatcher
-        },
-    )
+    producer = new_producer(settings.kafka_bootstrap_servers)
+    consumers: dict[str, Consumer] = {
+        stage: new_consumer(
+            settings.kafka_bootstrap_servers,
+            settings.group_id,
+            **{
+                "client.id": f"hookfleet-{stage}",
+                "statistics.interval.ms": 5000,
+                "stats_cb": metrics.stats_callback(settings.group_id),
+                "queued.max.messages.kbytes": 16384,  # bounds prefetch memory per dispatcher
+                "enable.auto.commit": False,  # committed by the stage itself, with finished offsets as metadata
+            },
+        )
+        for stage in settings.stages
+    }
     deliverer = Deliverer(settings)
     metrics.init_label_values([t.value for t in EventType], [o.value for o in Outcome])
-    dispatcher = Dispatcher(settings, consumer, producer, deliverer, index)
+    dispatcher = Dispatcher(settings, consumers, producer, deliverer, index)
     health = None
     if settings.metrics_port:
         health = metrics.HealthServer(

@@ -1,4 +1,4 @@
-"""Low-water-mark offset tracking (DESIGN.md §3): pure, no I/O.
+"""Low-water-mark offset tracking: pure, no I/O.
 
 Deliveries finish out of order. Kafka stores one offset per partition meaning "everything below this is
 done", so per partition we may store only the low-water mark: the smallest offset still unfinished (or
@@ -38,6 +38,17 @@ class LowWaterMark:
     @property
     def committable(self) -> int | None:
         return self._next
+
+    def commit_point(self) -> int | None:
+        """The offset to commit now: the oldest unfinished one, else one past the last finished.
+
+        Committing the oldest unfinished offset (rather than only `committable`) is what lets the finished
+        offsets above it be recorded even before the first one finishes (offset_codec.py)."""
+        return self._pending[0] if self._pending else self._next
+
+    def finished_above(self) -> set[int]:
+        """Offsets finished out of order, above the oldest unfinished one (a copy: safe to keep)."""
+        return set(self._done)
 
     @property
     def pending(self) -> int:

@@ -1,8 +1,8 @@
-"""Where a failed or deferred delivery goes next: pure functions (DESIGN.md §1 retry schedule).
+"""Where a failed or deferred delivery goes next: pure functions (docs/architecture.md#retries).
 
 attempt 1 fails -> retry.10s (due +10 s); 2 -> retry.60s (+60 s); 3 -> retry.5m (+300 s); 4 -> dead.
 The attempt number travels with the task, never derived from consumer state, so any dispatcher can
-pick up any retry.
+pick up any retry. The schedule itself lives in schemas/retry_schedule.py.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.models import MAX_ATTEMPTS
+from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, STAGES
+from schemas.retry_schedule import Stage as DelayStage
 from schemas.topics import Topics
 
-Stage = Literal["10s", "60s", "5m", "dead"]
-STAGES: tuple[Stage, Stage, Stage] = ("10s", "60s", "5m")
-DEFAULT_DELAYS_S: tuple[float, float, float] = (10.0, 60.0, 300.0)
+Stage = DelayStage | Literal["dead"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +26,7 @@ class FailureRoute:
 
 
 def route_failure(
-    failed_attempt: int, failed_at_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DEFAULT_DELAYS_S
+    failed_attempt: int, failed_at_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DELAYS_S
 ) -> FailureRoute:
     """The delay topic (or the dead-letter topic) for a task whose attempt `failed_attempt` just failed."""
     if not 1 <= failed_attempt <= MAX_ATTEMPTS:
@@ -41,12 +40,8 @@ def route_failure(
 
 
 def route_park(
-    attempt: int, now_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DEFAULT_DELAYS_S
+    attempt: int, now_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DELAYS_S
 ) -> FailureRoute:
-    """A deferred delivery (endpoint saturated): first delay topic, same attempt number (nothing was tried)."""
+    """A deferred delivery (a slow or hanging webhook): first delay topic, same attempt number (nothing
+    was tried)."""
     return FailureRoute(STAGES[0], topics.retry_10s, attempt, now_ms + round(delays_s[0] * 1000))
-
-
-def stage_of_topic(topic: str, topics: Topics) -> Stage:
-    """Which schedule stage a delay topic holds (for metrics labels)."""
-    return STAGES[topics.retries.index(topic)]

@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "hookfleet_webhooks"
 _COLUMNS = (
-    "id, account_id, url, events, active, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at"
+    "id, account_id, url, events, active, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at,"
+    " rate_limit_per_s, ordering"
 )
 
 
 def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
-    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires = row
+    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering = row
     try:
         secret = box.open(bytes(secret_ct), wid)
         previous = box.open(bytes(prev_ct), wid) if prev_ct is not None else None
@@ -56,6 +57,8 @@ def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
         secret=secret,
         previous_secret=previous,
         previous_secret_expires_at=prev_expires if isinstance(prev_expires, datetime) else None,
+        rate_limit_per_s=rate_limit,
+        ordering="fifo" if ordering == "fifo" else "unordered",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from schemas.catalog import EventType
 
@@ -25,6 +26,8 @@ class Endpoint:
     secret: str
     previous_secret: str | None = None
     previous_secret_expires_at: datetime | None = None
+    rate_limit_per_s: int | None = None  # enforced by the webhook's one owner (dispatcher/lanes.py)
+    ordering: Literal["unordered", "fifo"] = "unordered"
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"

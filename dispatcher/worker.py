@@ -1,10 +1,22 @@
-"""The dispatcher's consume -> fan-out -> deliver -> route loop (DESIGN.md §3).
+"""The dispatcher: a fan-out stage and a delivery stage over one consumer (docs/architecture.md#dispatcher).
+
+- Fan-out consumes `webhooks.events` (key = account) and writes one `DeliveryTask` per subscribed active
+  webhook to `webhooks.deliveries` (key = webhook id); an event's offset is finished when the broker has
+  acknowledged all of its tasks.
+- Delivery consumes `webhooks.deliveries`. A webhook's tasks all land on one partition, so the dispatcher
+  that owns the partition owns the webhook: one `Lane` per webhook (lanes.py) decides concurrency, rate,
+  order, parking and backpressure locally and exactly.
+`HOOKFLEET_STAGES` runs either stage alone, so each can be scaled on its own.
 
 Concurrency model: one asyncio loop owns all state. The blocking confluent-kafka calls that can invoke
-rebalance callbacks (`consume`, `close`) run on one dedicated thread, so the loop stays free to drain
-revoked partitions while the callback waits for it. Each consumed message becomes one task; a partition's
-offset is stored only up to its low-water mark, i.e. only past messages whose every outcome is durable
-(2xx attempt record acknowledged, or the retry / dead-letter task acknowledged by the broker).
+rebalance callbacks (`consume`, `commit`, `close`) run on one dedicated thread, so the loop stays free to
+drain revoked partitions while the callback waits for it.
+
+Offsets: per partition, the commit is the oldest unfinished offset, and its metadata names the offsets
+above it that are already finished (offset_codec.py); a new owner skips those. "Finished" means the
+outcome is durable: the 2xx attempt record, or the retry / park / dead-letter task, acknowledged by the
+broker. So a crash re-sends at most the requests open at the crash plus what finished since the last
+commit (`commit_interval_s`).
 """
 
 from __future__ import annotations
@@ -13,8 +25,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,29 +33,35 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
-from dispatcher.gates import EndpointGates
-from dispatcher.offsets import LowWaterMark
+from dispatcher.fanout import FanoutJob, first_task_json
+from dispatcher.lanes import Admission, Lane, LanePolicy
 from dispatcher.routing import FailureRoute, route_failure, route_park
+from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet import metrics
-from hookfleet.kafka import Consumer, KafkaDeliveryError, KafkaProducer, Message, TopicPartition
+from hookfleet.invalid import invalid_message
+from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, KafkaProducer, Message, PartitionKey
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
 from schemas.models import AttemptRecord, DeliveryTask, Event, NextStep, Outcome
+from schemas.retry_schedule import MAX_ATTEMPTS
+from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
-
+TP = PartitionKey
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Collector thresholds while dispatching (CPython's defaults are 700, 10, 10): see `settle_heap`."""
+
+SWEEP_INTERVAL_S = 0.25
+"""How often stalled webhooks' queues are parked and held-back partitions re-checked."""
 
 
 def settle_heap() -> None:
     """Tune the cyclic garbage collector for a loop with thousands of deliveries in flight.
 
-    Each in-flight delivery holds a few hundred objects (task, coroutine frames, futures, aiohttp request
+    Each in-flight delivery holds a few hundred objects (task, coroutine frames, futures, HTTP request
     and response) that live for milliseconds, long enough to survive young collections; with the default
     thresholds they keep triggering full collections that scan all of them, each stopping the loop for
     about 100 ms. Everything built before consuming starts (modules, settings, the subscription index,
@@ -57,274 +74,377 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def validation_reason(exc: ValidationError) -> str:
-    """`field: message` of the first error: what the invalid topic's `reason` header says."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "value"
-    return f"{where}: {first['msg']}"[:200]
+@dataclass(slots=True)
+class _Job:
+    """One consumed delivery task on its way through its webhook's lane."""
 
-
-@dataclass
-class _PartitionState:
-    marks: LowWaterMark
+    task: DeliveryTask
+    key: TP
     generation: int
+    offset: int
 
 
 class Dispatcher:
     def __init__(
         self,
         settings: DispatcherSettings,
-        consumer: Consumer,
+        consumers: Mapping[str, Consumer],
         producer: KafkaProducer,
         deliverer: Deliverer,
         index: SubscriptionIndex,
     ) -> None:
+        """`consumers`: one per stage this process runs ("fanout", "delivery"), all in one group."""
         self._settings = settings
         self._topics = settings.topics
-        self._consumer = consumer
+        topic_of = {"fanout": self._topics.events, "delivery": self._topics.deliveries}
+        self._stages = {
+            stage: StageConsumer(stage, consumer, topic_of[stage], self._drain, settings.drain_timeout_s)
+            for stage, consumer in consumers.items()
+        }
+        self._delivery = self._stages.get("delivery")
         self._producer = producer
         self._deliverer = deliverer
         self._index = index
-        self._gates = EndpointGates(settings.per_endpoint_concurrency, settings.per_endpoint_queue)
-        self._partitions: dict[TP, _PartitionState] = {}
-        self._to_store: dict[TP, int] = {}  # committable offsets not yet handed to the consumer
-        self._generation = 0
-        self._tasks: dict[asyncio.Task[None], TP] = {}
-        self._in_flight = 0
-        self._paused = False
-        self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-consumer")
+        self._lanes: dict[str, Lane[_Job]] = {}
+        self._tasks: dict[asyncio.Task[None], TP] = {}  # open requests, parks, drops, invalid-topic writes
+        self._held = 0  # delivery tasks accepted and not yet finished (queued, open or being routed)
+        self._open_requests = 0  # started and not yet durable: what a crash now would send twice
+        self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
+        self._holds: dict[TP, set[str]] = {}  # partition -> webhooks whose full queue holds it back
+        self._stopping = False
+        self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.assigned: set[TP] = set()
+
+    @property
+    def assigned(self) -> set[TP]:
+        return {key for stage in self._stages.values() for key in stage.partitions}
 
     # ------------------------------------------------------------------------------------ lifecycle
-
-    def subscribe(self) -> None:
-        self._consumer.subscribe(
-            [self._topics.events, self._topics.deliveries], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within the configured bound and close."""
         self._loop = asyncio.get_running_loop()
         settle_heap()
-        self.subscribe()
-        batch = 500
-        while not stop.is_set():
-            messages: list[Message] = await self._loop.run_in_executor(self._kafka_thread, self._poll, batch)
-            for message in messages:
-                self._accept(message)
-            self._apply_backpressure()
+        for stage in self._stages.values():
+            stage.subscribe(self._loop)
+        await asyncio.gather(*(self._consume(stage, stop) for stage in self._stages.values()))
         await self._shutdown()
 
-    def _poll(self, batch: int) -> list[Message]:
-        """On the consumer thread: store the offsets finished since the last poll, then consume.
-
-        `consume(n, timeout)` waits until it has n messages or the timeout passes, so a batch with a
-        timeout would hold the first message up to 100 ms whenever fewer than n arrive. Instead: take
-        what is already fetched; when nothing is, wait for one message and take what came with it.
-        """
-        self._store_offsets(list(self._to_store))
-        messages: list[Message] = self._consumer.consume(batch, 0)
-        if not messages:
-            messages = self._consumer.consume(1, 0.1)
-            if messages:
-                messages += self._consumer.consume(batch - 1, 0)
-        return messages
-
-    def _store_offsets(self, keys: list[TP]) -> None:
-        """On the consumer thread. Offsets are stored here in one call per poll rather than from the loop
-        per finished message: `store_offsets` contends with the consumer's own locks, and called from
-        the loop it held every delivery behind it (16 % of the loop's time at 2,000 deliveries/s)."""
-        offsets = []
-        for key in keys:
-            committable = self._to_store.pop(key, None)  # atomic: the loop thread may add meanwhile
-            if committable is not None:
-                offsets.append(TopicPartition(key[0], key[1], committable))
-        if not offsets:
-            return
-        try:
-            self._consumer.store_offsets(offsets=offsets)
-        except Exception:  # a partition lost meanwhile: the next owner redelivers
-            log.debug("event=store_offsets_failed partitions=%d", len(offsets), exc_info=True)
+    async def _consume(self, stage: StageConsumer, stop: asyncio.Event) -> None:
+        batch = 500
+        next_commit = 0.0
+        while not stop.is_set():
+            messages = await stage.poll(batch)
+            for message in messages:
+                self._accept(stage, message)
+            now = time.monotonic()
+            if stage is self._delivery and now >= self._next_sweep:
+                self._sweep(now)
+                self._next_sweep = now + SWEEP_INTERVAL_S
+            self._apply_global_bound(stage)
+            if now >= next_commit:
+                stage.commit_soon()
+                next_commit = now + self._settings.commit_interval_s
 
     async def _shutdown(self) -> None:
-        pending = list(self._tasks)
-        log.info("event=dispatcher_draining in_flight=%d bound_s=%.1f", self._in_flight, self._settings.drain_timeout_s)
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=self._settings.drain_timeout_s)
-            for task in still:
-                task.cancel()
-            if still:
-                log.warning("event=dispatcher_drain_incomplete abandoned=%d (redelivered after restart)", len(still))
-                await asyncio.gather(*still, return_exceptions=True)
+        self._stopping = True  # no lane starts another request
+        log.info(
+            "event=dispatcher_draining open_requests=%d held=%d bound_s=%.1f",
+            self._open_requests,
+            self._held,
+            self._settings.drain_timeout_s,
+        )
         assert self._loop is not None
-        # close() commits the stored offsets and may run the revoke callback: off the loop thread.
-        await self._loop.run_in_executor(self._kafka_thread, self._store_offsets, list(self._to_store))
-        await self._loop.run_in_executor(self._kafka_thread, self._consumer.close)
-        self._kafka_thread.shutdown(wait=True)
+        await self._wait_for(list(self._tasks), "dispatcher_drain_incomplete", cancel=True)
+        # Fan-out tasks the broker has not acknowledged yet: wait for them, so their events count as done.
+        await self._loop.run_in_executor(None, self._producer.flush, self._settings.drain_timeout_s)
+        await asyncio.sleep(0.05)  # let the last acknowledgement callbacks reach the loop
+        for stage in self._stages.values():
+            await stage.close()
         log.info("event=dispatcher_stopped")
 
-    # ------------------------------------------------------------------------------------ rebalance
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called on the consumer thread; plain dict updates are safe because the loop thread is blocked
-        # awaiting this very consume() call.
-        self._generation += 1
-        for tp in partitions:
-            key = (tp.topic, tp.partition)
-            self._partitions[key] = _PartitionState(LowWaterMark(), self._generation)
-            self.assigned.add(key)
-        if self._paused and partitions:
-            consumer.pause(partitions)
-        log.info("event=partitions_assigned count=%d total=%d", len(partitions), len(self.assigned))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        if self._loop is not None and self._loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._drain(keys), self._loop)
-            try:
-                future.result(timeout=self._settings.drain_timeout_s + 5)
-            except Exception:  # a failed drain only means redelivery
-                log.warning("event=revoke_drain_failed", exc_info=True)
-        self._store_offsets(list(keys))  # what the drain finished, before the final commit
-        for key in keys:
-            self._partitions.pop(key, None)
-            self.assigned.discard(key)
-        try:
-            consumer.commit(asynchronous=False)
-        except Exception:  # nothing stored yet is not an error
-            log.debug("event=revoke_commit_skipped", exc_info=True)
-        log.info("event=partitions_revoked count=%d total=%d", len(partitions), len(self.assigned))
+    async def _wait_for(self, pending: list[asyncio.Task[None]], event: str, cancel: bool) -> None:
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=self._settings.drain_timeout_s)
+        if still:
+            log.warning(
+                "event=%s abandoned=%d (their offsets stay uncommitted: redone by the next owner)", event, len(still)
+            )
+            if cancel:
+                for task in still:
+                    task.cancel()
+                await asyncio.gather(*still, return_exceptions=True)
 
     async def _drain(self, keys: set[TP]) -> None:
-        """Let the revoked partitions' work finish (so their offsets are stored) within the drain bound."""
+        """Revoked partitions: their webhooks' queued work is left to the next owner, open requests finish
+        within the drain bound (the stage then prepares each partition's final commit)."""
+        for webhook_id, lane in list(self._lanes.items()):
+            if lane.partition in keys:
+                self._held -= len(lane.queue)
+                lane.queue.clear()
+                self._release(webhook_id, lane)
+                if lane.idle():
+                    del self._lanes[webhook_id]
         pending = [task for task, key in self._tasks.items() if key in keys]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=self._settings.drain_timeout_s)
-            if still:
-                log.warning("event=revoke_abandoned tasks=%d (their offsets stay uncommitted)", len(still))
+        await self._wait_for(pending, "revoke_abandoned", cancel=False)
         for key in keys:
-            state = self._partitions.get(key)
-            if state is not None:
-                state.generation = -1  # late completions of abandoned work must not store offsets
+            self._holds.pop(key, None)
 
     # ------------------------------------------------------------------------------------ per message
 
-    def _accept(self, message: Message) -> None:
+    def _accept(self, stage: StageConsumer, message: Message) -> None:
         error = message.error()
         if error is not None:
-            log.warning("event=consume_error code=%s reason=%s", error.name(), error.str())
+            log.warning("event=consume_error stage=%s code=%s reason=%s", stage.stage, error.name(), error.str())
             return
         key: TP = (message.topic() or "", message.partition() or 0)
-        state = self._partitions.get(key)
+        state = stage.partitions.get(key)
         if state is None:  # a message of a partition revoked in the same batch
             return
         offset = message.offset() or 0
         state.marks.begin(offset)
-        if key[0] == self._topics.events:
+        if offset in state.skip:  # finished before the last owner's final commit
+            state.skip.discard(offset)
+            metrics.SKIPPED_ON_RESTART.inc()
+            self._finish(key, state.generation, offset)
+            return
+        if stage.stage == "fanout":
             metrics.EVENTS_CONSUMED.labels("events").inc()
-            work = self._handle_event(message)
+            self._fan_out(message, key, state.generation, offset)
         else:
             metrics.EVENTS_CONSUMED.labels("deliveries").inc()
-            work = self._handle_task(message)
-        task = asyncio.ensure_future(self._settle(work, key, state.generation, offset))
+            self._take(message, key, state.generation, offset)
+
+    def _finish(self, key: TP, generation: int, offset: int) -> None:
+        """The outcome of this message is durable: its offset may be committed."""
+        stage = self._delivery if key[0] == self._topics.deliveries else self._stages.get("fanout")
+        state = stage.partitions.get(key) if stage is not None else None
+        if state is None or state.generation != generation:
+            return
+        state.marks.finish(offset)
+        state.dirty = True
+
+    def _spawn(self, work: Coroutine[Any, Any, None], key: TP) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks[task] = key
         task.add_done_callback(self._tasks.pop)
 
-    async def _settle(self, work: Awaitable[None], key: TP, generation: int, offset: int) -> None:
+    async def _finish_after(self, work: Awaitable[None], key: TP, generation: int, offset: int) -> None:
         await work
-        state = self._partitions.get(key)
-        if state is None or state.generation != generation:
-            return
-        committable = state.marks.finish(offset)
-        if committable is not None:
-            self._to_store[key] = committable  # stored by the consumer thread before its next poll
+        self._finish(key, generation, offset)
 
-    async def _handle_event(self, message: Message) -> None:
+    # ------------------------------------------------------------------------------------ fan-out stage
+
+    def _fan_out(self, message: Message, key: TP, generation: int, offset: int) -> None:
         raw = message.value() or b""
         try:
             event = Event.model_validate_json(raw)
         except ValidationError as exc:
-            await self._to_invalid(message, validation_reason(exc))
+            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
         endpoints = self._index.match(event.account_id, event.type)
         if not endpoints:
+            self._finish(key, generation, offset)
             return
+        assert self._loop is not None
         body = event.body()
-        if len(endpoints) == 1:  # the common case: no gather, no extra task per delivery
-            await self._deliver(endpoints[0], event, 1, body, parked=False)
-            return
-        await asyncio.gather(*(self._deliver(endpoint, event, 1, body, parked=False) for endpoint in endpoints))
+        now_ms = int(time.time() * 1000)
+        loop = self._loop
 
-    async def _handle_task(self, message: Message) -> None:
+        def to_loop(done: FanoutJob) -> None:
+            loop.call_soon_threadsafe(self._fanned_out, done)
+
+        job = FanoutJob(key, generation, offset, len(endpoints), to_loop)
+        self._fanout_pending += len(endpoints)
+        for endpoint in endpoints:
+            value = first_task_json(body, endpoint.id, now_ms)
+            webhook_id = endpoint.id
+
+            def acked(error: KafkaError | None, _: Message, webhook_id: str = webhook_id, value: bytes = value) -> None:
+                job.acked(webhook_id, value, error is None)
+
+            self._producer.produce(self._topics.deliveries, value, key=webhook_id, on_delivery=acked)
+        metrics.FANNED_OUT.inc(len(endpoints))
+
+    def _fanned_out(self, job: FanoutJob) -> None:
+        """Every task of one event is acknowledged, or failed: finish the event, or produce those again."""
+        failed, job.failed = job.failed, []
+        self._fanout_pending -= job.total - len(failed)
+        if not failed:
+            self._finish(job.partition, job.generation, job.offset)
+            return
+
+        async def again() -> None:
+            await asyncio.gather(*(self._send_durably(self._topics.deliveries, v, w) for w, v in failed))
+            self._fanout_pending -= len(failed)
+
+        self._spawn(self._finish_after(again(), job.partition, job.generation, job.offset), job.partition)
+
+    # ------------------------------------------------------------------------------------ delivery stage
+
+    def _take(self, message: Message, key: TP, generation: int, offset: int) -> None:
         try:
             task = DeliveryTask.model_validate_json(message.value() or b"")
         except ValidationError as exc:
-            await self._to_invalid(message, validation_reason(exc))
+            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
         endpoint = self._index.get(task.webhook_id)
-        reason = kind = None
-        if endpoint is None:
-            reason, kind = "webhook deleted", "deleted"
-        elif not endpoint.active:
-            reason, kind = "webhook disabled", "disabled"
-        elif task.event.type not in endpoint.events:
-            reason, kind = f"webhook no longer subscribed to {task.event.type.value}", "unsubscribed"
+        reason = self._drop_reason(endpoint, task)
         if reason is not None:
-            metrics.DROPPED.labels(kind).inc()
-            log.info(
-                "event=task_dropped webhook_id=%s event_id=%s attempt=%d reason=%r",
-                task.webhook_id,
-                task.event.id,
-                task.attempt,
-                reason,
-            )
-            record = self._record(task.event, task.webhook_id, task.attempt, None, "dropped", reason)
-            await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), task.webhook_id)
+            self._spawn(self._finish_after(self._drop(task, *reason), key, generation, offset), key)
             return
         assert endpoint is not None
-        await self._deliver(endpoint, task.event, task.attempt, task.event.body(), parked=task.parked)
-
-    # ------------------------------------------------------------------------------------ delivery
-
-    async def _deliver(self, endpoint: Endpoint, event: Event, attempt: int, body: bytes, parked: bool) -> None:
-        entered = self._gates.try_enter(endpoint.id)
-        if entered is None:
-            await self._park(endpoint, event, attempt)
+        job = _Job(task, key, generation, offset)
+        lane = self._lane(endpoint, key)
+        self._held += 1
+        now = time.monotonic()
+        admission = lane.admit(now)
+        if admission is Admission.PARK:
+            if not lane.parking:
+                lane.parking = True
+                log.info(
+                    "event=webhook_parking webhook_id=%s reason=%s answer_ms=%s queued=%d",
+                    endpoint.id,
+                    "stalled" if lane.stalled(now) else "slow",
+                    None if lane.latency_s is None else round(lane.latency_s * 1000),
+                    len(lane.queue),
+                )
+            self._spawn(self._park(job), key)
             return
-        self._track(+1)
-        try:
-            try:
-                # An open gate needs no timer. A waiting delivery is parked only once its endpoint has
-                # finished nothing for park_after_s: a stalled endpoint, not one still working off a burst.
-                while not entered.done():
-                    try:
-                        await asyncio.wait_for(asyncio.shield(entered), self._settings.park_after_s)
-                    except TimeoutError:
-                        if not entered.done() and self._gates.stalled(endpoint.id, self._settings.park_after_s):
-                            entered.cancel()  # gives up its place in the queue
-                            await self._park(endpoint, event, attempt)
-                            return
-            except asyncio.CancelledError:
-                if not entered.done():
-                    entered.cancel()  # the shielded waiter would otherwise keep its place in the queue
-                elif not entered.cancelled():
-                    self._gates.leave(endpoint.id)
-                raise
-            try:
-                result = await self._deliverer.deliver(endpoint, event, attempt, body)
-            finally:
-                self._gates.leave(endpoint.id)
-            await self._route(endpoint, event, attempt, result)
-        finally:
-            self._track(-1)
+        lane.parking = False
+        lane.queue.append(job)
+        if admission is Admission.HOLD_BACK and not lane.held_back:
+            self._hold(endpoint.id, lane)
+        self._pump(endpoint.id, lane)
 
-    async def _route(self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult) -> None:
+    def _lane(self, endpoint: Endpoint, key: TP) -> Lane[_Job]:
+        policy = LanePolicy(
+            concurrency=self._settings.per_endpoint_concurrency,
+            queue_limit=self._settings.per_endpoint_queue,
+            park_after_s=self._settings.park_after_s,
+            slow_after_s=self._settings.slow_after_s,
+            rate_limit_per_s=endpoint.rate_limit_per_s,
+            fifo=endpoint.ordering == "fifo",
+        )
+        lane = self._lanes.get(endpoint.id)
+        if lane is None:
+            lane = self._lanes[endpoint.id] = Lane(policy, key, time.monotonic())
+        elif lane.policy != policy:  # the webhook's settings changed: keep its queue and its pace
+            lane.policy = policy
+            lane.bucket = Lane(policy, key, time.monotonic()).bucket
+        return lane
+
+    @staticmethod
+    def _drop_reason(endpoint: Endpoint | None, task: DeliveryTask) -> tuple[str, str] | None:
+        """Retries use the webhook's current configuration: disabled, deleted or unsubscribed means drop."""
+        if endpoint is None:
+            return "webhook deleted", "deleted"
+        if not endpoint.active:
+            return "webhook disabled", "disabled"
+        if task.event.type not in endpoint.events:
+            return f"webhook no longer subscribed to {task.event.type.value}", "unsubscribed"
+        return None
+
+    def _pump(self, webhook_id: str, lane: Lane[_Job]) -> None:
+        """Start as many of the lane's queued deliveries as its concurrency and rate limit allow."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        while lane.can_start():
+            if lane.bucket is not None:
+                wait = lane.bucket.take(now)
+                if wait > 0:
+                    assert self._loop is not None
+                    lane.waking = True
+                    self._loop.call_later(wait, self._wake, webhook_id, lane)
+                    break
+            job = lane.queue.popleft()
+            lane.started(now)
+            self._open_requests += 1
+            metrics.IN_FLIGHT.set(self._open_requests)
+            self._spawn(self._run(webhook_id, lane, job), job.key)
+        if lane.held_back and lane.below_release_mark():
+            self._release(webhook_id, lane)
+        if lane.idle() and self._lanes.get(webhook_id) is lane:
+            del self._lanes[webhook_id]
+
+    def _wake(self, webhook_id: str, lane: Lane[_Job]) -> None:
+        lane.waking = False
+        self._pump(webhook_id, lane)
+
+    async def _run(self, webhook_id: str, lane: Lane[_Job], job: _Job) -> None:
+        task = job.task
+        answered = False
+        elapsed_s = 0.0
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                lane.finished(time.monotonic(), answered, elapsed_s)
+                self._pump(webhook_id, lane)
+
+        try:
+            endpoint = self._index.get(webhook_id)
+            reason = self._drop_reason(endpoint, task)
+            if reason is not None:
+                release()
+                await self._drop(task, *reason)
+            elif lane.policy.fifo:
+                assert endpoint is not None
+                answered = await self._deliver_in_order(endpoint, task)
+                release()
+            else:
+                assert endpoint is not None
+                result = await self._deliverer.deliver(endpoint, task.event, task.attempt, task.event.body())
+                answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
+                release()  # the next request may start while this outcome is made durable
+                await self._route(endpoint, task.event, task.attempt, result)
+        finally:
+            release()
+            self._open_requests -= 1
+            metrics.IN_FLIGHT.set(self._open_requests)
+        self._held -= 1
+        self._finish(job.key, job.generation, job.offset)
+
+    async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask) -> bool:
+        """An ordered webhook retries in its lane, so its later events wait behind this one.
+
+        Same schedule as every delivery (10 s / 60 s / 5 min, then dead letter); each attempt is logged
+        as it happens. Its offset stays unfinished meanwhile, so after a crash the event is delivered
+        again before the later ones (restarting its schedule at the attempt consumed)."""
+        event, attempt = task.event, task.attempt
+        body = event.body()
+        while True:
+            result = await self._deliverer.deliver(endpoint, event, attempt, body)
+            if result.ok or attempt >= MAX_ATTEMPTS:
+                await self._route(endpoint, event, attempt, result)
+                return result.outcome is not Outcome.TIMEOUT
+            route = route_failure(attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
+            self._count_attempt(event, result)
+            metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
+            record = attempt_record(event, endpoint.id, attempt, result, "retry")
+            await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
+            await asyncio.sleep(max(0.0, route.due_at_ms / 1000 - time.time()))
+            current = self._index.get(endpoint.id)
+            reason = self._drop_reason(current, task)
+            if reason is not None:
+                await self._drop(task.model_copy(update={"attempt": route.next_attempt}), *reason)
+                return True
+            assert current is not None
+            endpoint, attempt = current, route.next_attempt
+
+    def _count_attempt(self, event: Event, result: DeliveryResult) -> None:
         metrics.DELIVERIES.labels(event.type.value, result.outcome.value).inc()
         metrics.DELIVERY_DURATION.labels(result.outcome.value).observe(result.response_ms / 1000)
+
+    async def _route(self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult) -> None:
+        self._count_attempt(event, result)
         if result.ok:
             metrics.EVENT_TO_DELIVERED.observe(max(0.0, (result.attempted_at - event.created_at).total_seconds()))
-            record = self._record(event, endpoint.id, attempt, result, "done")
+            record = attempt_record(event, endpoint.id, attempt, result, "done")
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             return
         now_ms = int(time.time() * 1000)
@@ -337,7 +457,7 @@ class Dispatcher:
             last_error=result.error,
         )
         step: NextStep = "dead" if route.stage == "dead" else "retry"
-        record = self._record(event, endpoint.id, attempt, result, step)
+        record = attempt_record(event, endpoint.id, attempt, result, step)
         if route.stage == "dead":
             metrics.DEAD_LETTERS.labels(event.type.value).inc()
             log.warning(
@@ -350,63 +470,61 @@ class Dispatcher:
             self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id),
         )
 
-    async def _park(self, endpoint: Endpoint, event: Event, attempt: int) -> None:
-        route = route_park(attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
-        task = DeliveryTask(event=event, webhook_id=endpoint.id, attempt=attempt, due_at=route.due_at_ms, parked=True)
+    async def _park(self, job: _Job) -> None:
+        """Defer a slow or hanging webhook's delivery through the first delay topic (not an attempt)."""
+        task = job.task
+        route = route_park(task.attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
+        parked = task.model_copy(update={"due_at": route.due_at_ms, "parked": True})
         metrics.RETRIES_SCHEDULED.labels("parked").inc()
-        log.debug("event=delivery_parked webhook_id=%s event_id=%s attempt=%d", endpoint.id, event.id, attempt)
-        await self._send_durably(route.topic, task.model_dump_json().encode(), endpoint.id)
-
-    def _record(
-        self,
-        event: Event,
-        webhook_id: str,
-        attempt: int,
-        result: DeliveryResult | None,
-        step: NextStep,
-        error: str | None = None,
-    ) -> AttemptRecord:
-        if result is not None:
-            return attempt_record(event, webhook_id, attempt, result, step)
-        return AttemptRecord(  # a dropped task: nothing was tried
-            attempt_id=new_attempt_id(),
-            event_id=event.id,
-            event_type=event.type,
-            account_id=event.account_id,
-            webhook_id=webhook_id,
-            attempt=attempt,
-            outcome=Outcome.DROPPED,
-            error=error,
-            attempted_at=datetime.now(UTC),
-            next_step=step,
-            event=event,
+        log.debug(
+            "event=delivery_parked webhook_id=%s event_id=%s attempt=%d", task.webhook_id, task.event.id, task.attempt
         )
+        await self._send_durably(route.topic, parked.model_dump_json().encode(), task.webhook_id)
+        self._held -= 1
+        self._finish(job.key, job.generation, job.offset)
+
+    async def _drop(self, task: DeliveryTask, reason: str, kind: str) -> None:
+        metrics.DROPPED.labels(kind).inc()
+        log.info(
+            "event=task_dropped webhook_id=%s event_id=%s attempt=%d reason=%r",
+            task.webhook_id,
+            task.event.id,
+            task.attempt,
+            reason,
+        )
+        record = AttemptRecord(  # nothing was tried
+            attempt_id=new_attempt_id(),
+            event_id=task.event.id,
+            event_type=task.event.type,
+            account_id=task.event.account_id,
+            webhook_id=task.webhook_id,
+            attempt=task.attempt,
+            outcome=Outcome.DROPPED,
+            error=reason,
+            attempted_at=datetime.now(UTC),
+            next_step="dropped",
+            event=task.event,
+        )
+        await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), task.webhook_id)
 
     async def _to_invalid(self, message: Message, reason: str) -> None:
         metrics.INVALID_EVENTS.labels("validation").inc()
+        source: TP = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
         log.warning(
-            "event=invalid_message topic=%s partition=%s offset=%s reason=%r",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            reason,
+            "event=invalid_message topic=%s partition=%s offset=%s reason=%r", source[0], source[1], offset, reason
         )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("source_topic", (message.topic() or "").encode()),
-            ("source_partition", str(message.partition()).encode()),
-            ("source_offset", str(message.offset()).encode()),
-        ]
-        await self._send_durably(self._topics.invalid, message.value() or b"", message.key(), headers)
+        value, key, headers = invalid_message(message.value(), message.key(), reason, source, offset, "dispatcher")
+        await self._send_durably(self._topics.invalid, value, key, headers)
 
     async def _send_durably(
         self,
         topic: str,
         value: bytes,
         key: bytes | str | None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
     ) -> None:
-        """Produce until the broker acknowledges. The offset of this work is not stored before that, so
+        """Produce until the broker acknowledges. The offset of this work is not finished before that, so
         giving up would lose the outcome; waiting only delays the partition's commit."""
         delay = 0.5
         while True:
@@ -418,32 +536,65 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    # ------------------------------------------------------------------------------------ backpressure
+    # ------------------------------------------------------------------------------------ flow control
 
-    def _track(self, delta: int) -> None:
-        self._in_flight += delta
-        metrics.IN_FLIGHT.set(self._in_flight)
+    def _sweep(self, now: float) -> None:
+        """Park the queues of webhooks that stopped answering; let go of partitions whose lanes drained."""
+        for webhook_id, lane in list(self._lanes.items()):
+            if lane.policy.fifo or not lane.queue or not lane.stalled(now):
+                continue
+            while lane.queue:
+                job = lane.queue.popleft()
+                self._spawn(self._park(job), job.key)
+            if lane.held_back:
+                self._release(webhook_id, lane)
 
-    def _apply_backpressure(self) -> None:
+    def _hold(self, webhook_id: str, lane: Lane[_Job]) -> None:
+        """Backpressure from one webhook that keeps answering but has a full queue: pause its partition."""
+        lane.held_back = True
+        holders = self._holds.setdefault(lane.partition, set())
+        if not holders and self._delivery is not None and not self._delivery.paused:
+            self._delivery.pause([lane.partition])
+            log.info("event=partition_held_back topic=%s partition=%d webhook_id=%s", *lane.partition, webhook_id)
+        holders.add(webhook_id)
+        self._count_paused()
+
+    def _release(self, webhook_id: str, lane: Lane[_Job]) -> None:
+        lane.held_back = False
+        holders = self._holds.get(lane.partition)
+        if holders is None:
+            return
+        holders.discard(webhook_id)
+        if not holders:
+            del self._holds[lane.partition]
+            delivery = self._delivery
+            if delivery is not None and not delivery.paused and lane.partition in delivery.partitions:
+                delivery.resume([lane.partition])
+                log.info("event=partition_released topic=%s partition=%d", *lane.partition)
+        self._count_paused()
+
+    def _apply_global_bound(self, stage: StageConsumer) -> None:
+        """Memory bounds: delivery tasks held in lanes; fan-out tasks the broker has not acknowledged."""
         limit = self._settings.max_in_flight
-        if not self._paused and self._in_flight >= limit:
-            self._set_paused(True)
-        elif self._paused and self._in_flight <= limit // 2:
-            self._set_paused(False)
-
-    def _set_paused(self, paused: bool) -> None:
-        partitions = [TopicPartition(t, p) for t, p in self.assigned]
-        self._paused = paused
-        if partitions:
-            (self._consumer.pause if paused else self._consumer.resume)(partitions)
-        metrics.PARTITIONS_PAUSED.set(len(partitions) if paused else 0)
+        load = self._held if stage is self._delivery else self._fanout_pending
+        if not stage.paused and load >= limit:
+            stage.paused = True
+            stage.pause([k for k in stage.partitions if k not in self._holds])
+        elif stage.paused and load <= limit // 2:
+            stage.paused = False
+            stage.resume([k for k in stage.partitions if k not in self._holds])
+        else:
+            return
+        self._count_paused()
         log.info(
-            "event=%s in_flight=%d partitions=%d", "paused" if paused else "resumed", self._in_flight, len(partitions)
+            "event=%s stage=%s held=%d fanout_pending=%d",
+            "paused" if stage.paused else "resumed",
+            stage.stage,
+            self._held,
+            self._fanout_pending,
         )
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def stats(self) -> dict[str, Any]:
-        return {"in_flight": self._in_flight, "assigned": len(self.assigned), "paused": self._paused}
+    def _count_paused(self) -> None:
+        paused = sum(len(stage.partitions) for stage in self._stages.values() if stage.paused)
+        held = 0 if self._delivery is None or self._delivery.paused else len(self._holds)
+        metrics.PARTITIONS_PAUSED.set(paused + held)

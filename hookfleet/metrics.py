@@ -49,7 +49,10 @@ EVENT_TO_DELIVERED = Histogram(
     "Event created_at to a 2xx from the receiver (includes retries)",
     buckets=_LATENCY_BUCKETS,
 )
-IN_FLIGHT = Gauge("hookfleet_deliveries_in_flight", "Deliveries accepted by this dispatcher and not yet settled")
+IN_FLIGHT = Gauge(
+    "hookfleet_deliveries_in_flight",
+    "Deliveries started and not yet durable (request open, or its outcome not yet acknowledged by the broker)",
+)
 IN_FLIGHT_LIMIT = Gauge(
     "hookfleet_deliveries_in_flight_limit", "HOOKFLEET_MAX_IN_FLIGHT: above it the dispatcher pauses partitions"
 )
@@ -76,6 +79,10 @@ DEAD_LETTERS = Counter("hookfleet_dead_letters", "Deliveries dead-lettered after
 DROPPED = Counter("hookfleet_deliveries_dropped", "Tasks dropped: webhook disabled or deleted meanwhile", ["reason"])
 INVALID_EVENTS = Counter("hookfleet_invalid_events", "Messages routed to the invalid topic", ["reason"])
 EVENTS_CONSUMED = Counter("hookfleet_events_consumed", "Messages consumed by the dispatcher", ["topic_kind"])
+FANNED_OUT = Counter("hookfleet_tasks_fanned_out", "Delivery tasks written by the fan-out stage")
+SKIPPED_ON_RESTART = Counter(
+    "hookfleet_offsets_skipped_on_restart", "Consumed messages skipped: finished before the previous owner's commit"
+)
 RECORDER_BATCH = Histogram(
     "hookfleet_recorder_batch_size", "Rows per recorder transaction", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000)
 )

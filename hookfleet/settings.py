@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -107,20 +107,51 @@ class SecretKeySettings(CommonSettings):
     home: str = Field(default="~/.hookfleet")
 
 
+Stage = Literal["fanout", "delivery"]
+STAGES: tuple[Stage, ...] = ("fanout", "delivery")
+
+
+def _split_stages(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class DispatcherSettings(DeliverySettings, SecretKeySettings):
     group_id: str = Field(default="hookfleet-dispatcher", validate_default=True)
     _group = _group_id
-    max_in_flight: int = Field(default=5000, ge=1, description="deliveries held at once before partitions pause")
-    per_endpoint_concurrency: int = Field(default=50, ge=1)
-    per_endpoint_queue: int = Field(default=1000, ge=0, description="waiting deliveries per endpoint before parking")
+    stages: Annotated[list[Stage], NoDecode] = Field(
+        default_factory=lambda: list(STAGES),
+        min_length=1,
+        description="which stages this process runs: fanout (events -> tasks), delivery (tasks -> HTTP), or both",
+    )
+    max_in_flight: int = Field(
+        default=5000, ge=1, description="delivery tasks held (queued or open) before the delivery partitions pause"
+    )
+    per_endpoint_concurrency: int = Field(default=50, ge=1, description="open requests per webhook at once")
+    per_endpoint_queue: int = Field(
+        default=1000, ge=1, description="queued deliveries per webhook before its partition is held back"
+    )
     park_after_s: float = Field(
-        default=5.0, gt=0, description="a delivery that waited this long for its endpoint is parked, not held"
+        default=5.0,
+        gt=0,
+        description="a webhook answering nothing for this long, or whose full queue would take longer, is parked",
+    )
+    slow_after_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="a webhook answering this slowly, with a queue it cannot drain in park_after_s, is parked",
+    )
+    commit_interval_s: float = Field(
+        default=0.5, gt=0, le=10, description="how often offsets (with the finished ones above) are committed"
     )
     subscriptions_reload_s: float = Field(default=60.0, gt=0)
     drain_timeout_s: float = Field(default=25.0, ge=0, description="SIGTERM drain bound; below the pod grace period")
     retry_delays_s: tuple[float, float, float] = Field(
         default=DELAYS_S, description="delay before attempts 2, 3 and 4 (schemas/retry_schedule.py)"
     )
+
+    _stages = field_validator("stages", mode="before")(staticmethod(_split_stages))
 
 
 class RetrySchedulerSettings(CommonSettings):

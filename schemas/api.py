@@ -69,6 +69,24 @@ EventList = Annotated[
 ]
 
 
+RateLimit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=10_000,
+        description="deliveries per second at most, exact across the fleet (one dispatcher owns the webhook)",
+        examples=[50],
+    ),
+]
+Ordering = Annotated[
+    Literal["unordered", "fifo"],
+    Field(
+        description="fifo: events arrive in publish order, and while one is retrying the later ones wait "
+        "(up to 6 min 10 s behind a failing event); unordered (default): no waiting, retries may overtake",
+    ),
+]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -85,6 +103,8 @@ class WebhookCreate(_Request):
     url: WebhookUrl
     events: EventList
     active: bool = True
+    rate_limit_per_s: RateLimit | None = None
+    ordering: Ordering = "unordered"
 
 
 class WebhookUpdate(_Request):
@@ -94,6 +114,8 @@ class WebhookUpdate(_Request):
     url: WebhookUrl | None = None
     events: EventList | None = None
     active: bool | None = None
+    rate_limit_per_s: Annotated[int, Field(ge=0, le=10_000, description="0 removes the limit")] | None = None
+    ordering: Ordering | None = None
 
 
 class WebhookView(_Response):
@@ -102,6 +124,8 @@ class WebhookView(_Response):
     url: str
     events: list[EventType]
     active: bool
+    rate_limit_per_s: int | None = Field(default=None, description="null: no limit")
+    ordering: Literal["unordered", "fifo"] = "unordered"
     status: Literal["healthy", "failing"]
     status_changed_at: Timestamp
     secret: str = Field(

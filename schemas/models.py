@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from schemas.catalog import EventType
-from schemas.retry_schedule import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: dispatcher/routing.py imports it here
+from schemas.retry_schedule import MAX_ATTEMPTS
 
 EventId = Annotated[str, Field(pattern=r"^evt_[0-9A-Za-z]{1,64}$", examples=["evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])]
 AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", examples=["acct_42"])]

@@ -237,7 +237,7 @@ function renderEventChoices() {
   }
 }
 
-const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events" };
+const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events", rate_limit_per_s: "wh-rate" };
 
 function setFieldError(inputId, message) {
   const target = inputId === "wh-events" ? $("wh-events").closest("fieldset") : $(inputId);
@@ -269,6 +269,10 @@ function validateForm(body) {
   if (!body.name.trim()) problems.name = "Enter a name.";
   if (!/^https:\/\/\S+$/.test(body.url)) problems.url = "Enter a URL that starts with https://";
   if (!body.events.length) problems.events = "Choose at least one event.";
+  const rate = body.rate_limit_per_s;
+  if (rate !== undefined && !(Number.isInteger(rate) && rate >= 1 && rate <= 10000)) {
+    problems.rate_limit_per_s = "Enter a whole number from 1 to 10000, or leave it empty.";
+  }
   return problems;
 }
 
@@ -280,7 +284,10 @@ async function createWebhook(event) {
     name: $("wh-name").value,
     url: $("wh-url").value.trim(),
     events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
+    ordering: $("wh-fifo").checked ? "fifo" : "unordered",
   };
+  const rate = $("wh-rate").value.trim();
+  if (rate) body.rate_limit_per_s = Number(rate);
   const problems = validateForm(body);
   if (Object.keys(problems).length) {
     for (const [field, message] of Object.entries(problems)) setFieldError(FORM_FIELDS[field], message);

@@ -109,15 +109,17 @@ def seed_webhook(
     active: bool = True,
     name: str = "CRM Sync",
     secret_key: str = TEST_SECRET_KEY,
+    rate_limit_per_s: int | None = None,
+    ordering: str = "unordered",
 ) -> tuple[str, str]:
     """Insert a webhook the way the API stores it; returns (webhook id, plaintext secret)."""
     webhook_id, secret = new_webhook_id(), new_secret()
     sealed = SecretBox.from_b64(secret_key).seal(secret, webhook_id)
     with psycopg.connect(database_url) as conn:
         conn.execute(
-            "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (webhook_id, account_id, name, url, list(events), sealed, active),
+            "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active, rate_limit_per_s,"
+            " ordering) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (webhook_id, account_id, name, url, list(events), sealed, active, rate_limit_per_s, ordering),
         )
     return webhook_id, secret
 

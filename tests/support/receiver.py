@@ -43,6 +43,7 @@ class _Behaviour:
     hang: bool = False
     body: bytes | None = None
     served: int = 0
+    fail_events: dict[str, int] = field(default_factory=dict)  # event id -> how many of its deliveries fail
 
 
 class HttpsReceiver:
@@ -69,10 +70,14 @@ class HttpsReceiver:
         statuses: list[int] | None = None,
         hang: bool = False,
         body: bytes | None = None,
+        fail_events: dict[str, int] | None = None,
     ) -> str:
-        """Configure `path` (answer `body`, default "answered <status>"); returns its https URL."""
+        """Configure `path` (answer `body`, default "answered <status>"; 500 to the first n deliveries of
+        each event in `fail_events`); returns its https URL."""
         with self._lock:
-            self._behaviours[path] = _Behaviour(statuses=statuses or [200], hang=hang, body=body)
+            self._behaviours[path] = _Behaviour(
+                statuses=statuses or [200], hang=hang, body=body, fail_events=dict(fail_events or {})
+            )
             if secret is not None:
                 self._secrets[path] = secret
         return self.url(path)
@@ -106,6 +111,10 @@ class HttpsReceiver:
             secret = self._secrets.get(path)
             status = behaviour.statuses[min(behaviour.served, len(behaviour.statuses) - 1)]
             behaviour.served += 1
+            event_id = request.headers.get("X-Webhook-Id", "")
+            if behaviour.fail_events.get(event_id, 0) > 0:
+                behaviour.fail_events[event_id] -= 1
+                status = 500
             hang = behaviour.hang
             answer = behaviour.body
         ok = None

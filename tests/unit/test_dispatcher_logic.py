@@ -228,27 +228,3 @@ def test_low_water_mark_never_passes_unfinished_work() -> None:
     assert lwm.committable == 14
     with pytest.raises(ValueError, match="must increase"):
         lwm.begin(20)
-
-
-async def test_gates_bound_concurrency_queue_and_report_stalls() -> None:
-    from dispatcher.gates import EndpointGates
-
-    gates = EndpointGates(concurrency=2, queue=1)
-    first, second = gates.try_enter("wh_1"), gates.try_enter("wh_1")
-    assert first is not None and first.done() and second is not None and second.done()
-    waiting = gates.try_enter("wh_1")
-    assert waiting is not None and not waiting.done()
-    assert gates.try_enter("wh_1") is None  # queue full: the caller parks
-    assert gates.try_enter("wh_2") is not None  # other endpoints are unaffected
-    assert not gates.stalled("wh_1", 5.0)
-    import time as _time
-
-    assert gates.stalled("wh_1", 5.0, now=_time.monotonic() + 6)  # nothing finished for 6 s
-    gates.leave("wh_1")  # a finished delivery hands its slot to the waiter ...
-    assert waiting.done() and gates.load("wh_1") == 2
-    assert not gates.stalled("wh_1", 5.0, now=_time.monotonic() + 1)  # ... and counts as progress
-    cancelled = gates.try_enter("wh_1")
-    assert cancelled is not None
-    cancelled.cancel()
-    gates.leave("wh_1")  # a cancelled waiter is skipped, the slot is released
-    assert gates.load("wh_1") == 1  # one active; the cancelled waiter was skipped and dropped

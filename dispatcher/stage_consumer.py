@@ -1,0 +1,196 @@
+"""One stage's Kafka consumer: its own thread, its partitions' offsets, commits with finished-offset metadata.
+
+Each stage of the dispatcher has its own consumer, all in one consumer group (heterogeneous
+subscriptions): the group then balances `webhooks.events` over the fan-out consumers and
+`webhooks.deliveries` over the delivery consumers separately. With one consumer for both topics a joining
+dispatcher could be handed only events partitions, and one process would own every webhook.
+
+Threading: `consume`, synchronous `commit` and `close` may run rebalance callbacks, so they run on this
+stage's dedicated thread; the asyncio loop meanwhile stays free to drain revoked work. The partition
+table is changed only inside those callbacks (while this stage's loop code awaits the very call) and
+read by the loop between calls, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from dispatcher.offset_codec import decode_finished, encode_finished
+from dispatcher.offsets import LowWaterMark
+from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
+
+log = logging.getLogger(__name__)
+
+TP = PartitionKey
+
+
+@dataclass
+class PartitionState:
+    marks: LowWaterMark
+    generation: int
+    skip: set[int] = field(default_factory=set)  # finished before the last owner's commit: not redone
+    dirty: bool = False  # finished something since the last commit was prepared
+
+
+class StageConsumer:
+    def __init__(
+        self,
+        stage: str,
+        consumer: Consumer,
+        topic: str,
+        drain: Callable[[set[TP]], Awaitable[None]],
+        drain_timeout_s: float,
+    ) -> None:
+        self.stage = stage
+        self.consumer = consumer
+        self.topic = topic
+        self.partitions: dict[TP, PartitionState] = {}
+        self.paused = False  # by the dispatcher's global bound for this stage
+        self._drain = drain
+        self._drain_timeout_s = drain_timeout_s
+        self._commits: dict[TP, TopicPartition] = {}  # prepared on the loop, committed on the thread
+        self._generation = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dispatcher-{stage}")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---------------------------------------------------------------------------------- from the loop
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    async def poll(self, batch: int) -> list[Message]:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._thread, self._poll, batch)
+
+    def commit_soon(self) -> None:
+        """Prepare the changed partitions' commits and send them now (asynchronously), from the loop.
+
+        Sent from here rather than at the next poll: under load one loop turn takes hundreds of
+        milliseconds, and every one of them widens what a crash would deliver twice. Two calls a
+        second do not contend with the consumer thread the way a call per message did."""
+        self.prepare_commits()
+        self._commit(asynchronous=True)
+
+    def prepare_commits(self, keys: set[TP] | None = None, force: bool = False) -> None:
+        """The commit of every changed partition, with its finished offsets as metadata."""
+        for key, state in self.partitions.items():
+            if (keys is not None and key not in keys) or state.generation < 0 or not (state.dirty or force):
+                continue
+            base = state.marks.commit_point()
+            if base is None:
+                continue
+            state.dirty = False
+            metadata = encode_finished(base, state.marks.finished_above())
+            self._commits[key] = TopicPartition(key[0], key[1], base, metadata)
+
+    def pause(self, keys: list[TP]) -> None:
+        if keys:
+            self.consumer.pause([topic_partition(k) for k in keys])
+
+    def resume(self, keys: list[TP]) -> None:
+        if keys:
+            self.consumer.resume([topic_partition(k) for k in keys])
+
+    async def close(self) -> None:
+        """Commit every partition's final position and leave the group."""
+        assert self._loop is not None
+        self.prepare_commits(force=True)
+        await self._loop.run_in_executor(self._thread, self._commit, False)
+        await self._loop.run_in_executor(self._thread, self.consumer.close)
+        self._thread.shutdown(wait=True)
+
+    # ---------------------------------------------------------------------------------- on the thread
+
+    def _poll(self, batch: int) -> list[Message]:
+        """Commit what the loop prepared, then consume.
+
+        `consume(n, timeout)` waits until it has n messages or the timeout passes, so a batch with a
+        timeout would hold the first message up to 100 ms whenever fewer than n arrive. Instead: take
+        what is already fetched; when nothing is, wait for one message and take what came with it.
+        """
+        self._commit(asynchronous=True)
+        messages: list[Message] = self.consumer.consume(batch, 0)
+        if not messages:
+            messages = self.consumer.consume(1, 0.1)
+            if messages:
+                messages += self.consumer.consume(batch - 1, 0)
+        return messages
+
+    def _commit(self, asynchronous: bool, keys: set[TP] | None = None) -> None:
+        """Commit the prepared offsets (of `keys` only, when given)."""
+        if keys is None:
+            prepared, self._commits = self._commits, {}  # one atomic swap: the loop may add meanwhile
+        else:
+            prepared = {k: tp for k in keys if (tp := self._commits.pop(k, None)) is not None}
+        if not prepared:
+            return
+        offsets = list(prepared.values())
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception:  # a partition lost meanwhile: its next owner redoes the unfinished work
+            log.debug("event=commit_failed stage=%s partitions=%d", self.stage, len(offsets), exc_info=True)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
+        skips = self._finished_by_previous_owner(partitions)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.partitions[key] = PartitionState(LowWaterMark(), self._generation, skips.get(key, set()))
+        if self.paused and partitions:
+            consumer.pause(partitions)
+        log.info(
+            "event=partitions_assigned stage=%s count=%d total=%d skipping=%d",
+            self.stage,
+            len(partitions),
+            len(self.partitions),
+            sum(len(s) for s in skips.values()),
+        )
+
+    def _finished_by_previous_owner(self, partitions: list[TopicPartition]) -> dict[TP, set[int]]:
+        """The finished offsets recorded with each partition's last commit (skipped when consumed again)."""
+        if not partitions:
+            return {}
+        try:
+            committed = self.consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
+            )
+        except Exception:  # without them nothing is lost: the finished work is only done again
+            log.warning("event=committed_metadata_unavailable stage=%s", self.stage, exc_info=True)
+            return {}
+        skips: dict[TP, set[int]] = {}
+        for tp in committed:
+            finished = decode_finished(tp.offset, tp.metadata)
+            if finished:
+                skips[(tp.topic, tp.partition)] = set(finished)
+        return skips
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        if self._loop is not None and self._loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._revoke_on_loop(keys), self._loop)
+            try:
+                future.result(timeout=self._drain_timeout_s + 5)
+            except Exception:  # a failed drain only means the next owner redoes more
+                log.warning("event=revoke_drain_failed stage=%s", self.stage, exc_info=True)
+        self._commit(asynchronous=False, keys=keys)
+        for key in keys:
+            self.partitions.pop(key, None)
+        log.info(
+            "event=partitions_revoked stage=%s count=%d total=%d", self.stage, len(partitions), len(self.partitions)
+        )
+
+    async def _revoke_on_loop(self, keys: set[TP]) -> None:
+        await self._drain(keys)
+        self.prepare_commits(keys, force=True)
+        for key in keys:
+            state = self.partitions.get(key)
+            if state is not None:
+                state.generation = -1  # late completions of abandoned work must not count
