@@ -6,7 +6,6 @@ running for the other tests)."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support.fleet import Fleet, Role
 from tests.support.kafka_proxy import KafkaProxy
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,6 @@ def status(url: str) -> int | None:
         return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -48,7 +41,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("role", ["retry-scheduler", "recorder"])
+@pytest.mark.parametrize("role", ["retry-scheduler", "recorder", "dispatcher"])
 def test_a_role_started_without_its_broker_waits_alive_and_unready_then_starts(
     fleet: Fleet, kafka_bootstrap: str, role: str
 ) -> None:
