@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from api import client_cli
 from hookfleet.cli import main as hookfleet_main
 from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
+from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -186,15 +187,8 @@ async def test_cli_as_a_subprocess_prints_json_for_scripts(api: RunningApi) -> N
     assert [w["id"] for w in json.loads(out)["data"]] == [created["id"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_hookfleet_api_serves_until_sigterm(database_url: str, kafka_bootstrap: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -261,7 +255,7 @@ async def test_hookfleet_api_with_its_database_down_serves_alive_unready_and_rec
     info = conninfo_to_dict(database_url)
     with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))) as proxy:
         proxy.cut()
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         env = {
             "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -317,7 +311,7 @@ async def test_hookfleet_api_started_during_a_database_outage_still_refuses_a_wr
     info = conninfo_to_dict(database_url)
     with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))) as proxy:
         proxy.cut()
-        port = _free_port()
+        port = free_port()
         env = {
             "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,

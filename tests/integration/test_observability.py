@@ -13,7 +13,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -35,6 +34,7 @@ from schemas.catalog import EventType, sample_data
 from schemas.topics import Topics
 from tests.support.fleet import Fleet, Role, seed_webhook, set_active
 from tests.support.kafka_proxy import KafkaProxy
+from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -47,13 +47,6 @@ ROLES = ("dispatcher", "retry-scheduler", "recorder", "api")
 RATE_WINDOW = "5m"  # what Grafana's $__rate_interval becomes here: the whole test fits in it
 WAVES, WAVE_GAP_S = 3, 1.5  # events arrive over several scrapes, so every rate() sees an increase
 FAILING_TYPES = (EventType.MESSAGE_FAILED, EventType.CONTACT_UPDATED)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.25) -> None:
