@@ -162,8 +162,8 @@ class StageConsumer:
             committed = self.consumer.committed(
                 [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
             )
-        except Exception:  # without them nothing is lost: the finished work is only done again
-            log.warning("event=committed_metadata_unavailable stage=%s", self.stage, exc_info=True)
+        except Exception as exc:  # without them nothing is lost: the finished work is only done again
+            log.warning("event=committed_metadata_unavailable stage=%s error=%r (nothing skipped)", self.stage, exc)
             return {}
         skips: dict[TP, set[int]] = {}
         for tp in committed:
