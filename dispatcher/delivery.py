@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from dispatcher.address_guard import BlockedAddressError, IPNetwork, check_url_host, is_blocked
 from dispatcher.outcome import classify_error, classify_status
+from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
 from hookfleet import USER_AGENT
@@ -40,6 +41,7 @@ class DeliveryResult:
     response_ms: int
     excerpt: str
     attempted_at: datetime
+    retry_after_s: float | None = None  # the response's Retry-After, in seconds (routing.py decides its use)
 
     @property
     def ok(self) -> bool:
@@ -124,6 +126,8 @@ class Deliverer:
             secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload
         )
         headers["Content-Type"] = "application/json"
+        # The webhook's own headers (e.g. Authorization); reserved names are refused when they are set.
+        headers.update(endpoint.headers)
         started = time.monotonic()
         try:
             check_url_host(endpoint.url, self._allow)
@@ -131,8 +135,9 @@ class Deliverer:
                 raw = await resp.content.read(_READ_CAP)
                 outcome, error = classify_status(resp.status)
                 status: int | None = resp.status
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), attempted_at)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            raw, status = b"", None
+            raw, status, retry_after = b"", None, None
             outcome, error = classify_error(exc)
         elapsed_ms = round((time.monotonic() - started) * 1000)
         return DeliveryResult(
@@ -142,6 +147,7 @@ class Deliverer:
             response_ms=elapsed_ms,
             excerpt=raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")[:EXCERPT_BYTES],
             attempted_at=attempted_at,
+            retry_after_s=retry_after,
         )
 
     async def close(self) -> None:

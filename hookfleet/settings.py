@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.retry_schedule import DELAYS_S
+from schemas.retry_schedule import DELAYS_S, RETRY_AFTER_CAP_S
 from schemas.topics import Topics
 
 LOCAL_KAFKA = "127.0.0.1:19092"
@@ -145,6 +145,9 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings):
     retry_delays_s: tuple[float, float, float] = Field(
         default=DELAYS_S, description="delay before attempts 2, 3 and 4 (schemas/retry_schedule.py)"
     )
+    retry_after_cap_s: float = Field(
+        default=RETRY_AFTER_CAP_S, ge=0, description="longest wait a receiver's Retry-After (429/503) may ask for"
+    )
 
     _stages = field_validator("stages", mode="before")(staticmethod(_split_stages))
 
@@ -160,6 +163,11 @@ class RetrySchedulerSettings(CommonSettings):
     )
     max_hold_slack_s: float = Field(
         default=300.0, ge=0, description="a task is held at most 2 x its stage's delay + this after it was written"
+    )
+    retry_after_cap_s: float = Field(
+        default=RETRY_AFTER_CAP_S,
+        ge=0,
+        description="the dispatcher's Retry-After cap: a task due up to this far ahead is relayed until due",
     )
 
 
