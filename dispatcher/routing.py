@@ -40,7 +40,7 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 @dataclass(frozen=True, slots=True)
 class FailureRoute:
     stage: Stage
-    topic: str | None  # None for "disabled": nothing is queued
+    topic: str  # for "disabled": nothing is queued; only the attempt record is written, to the attempts topic
     next_attempt: int  # for "dead" / "disabled": the attempt that failed last
     due_at_ms: int  # for "dead" / "disabled": when it was decided
 
@@ -94,7 +94,7 @@ def route_failure(
     if not 1 <= failed_attempt <= MAX_ATTEMPTS:
         raise ValueError(f"attempt must be 1..{MAX_ATTEMPTS} (got {failed_attempt})")
     if status_code == GONE:
-        return FailureRoute("disabled", None, failed_attempt, failed_at_ms)
+        return FailureRoute("disabled", topics.attempts, failed_attempt, failed_at_ms)
     if failed_attempt == MAX_ATTEMPTS:
         return FailureRoute("dead", topics.dead, failed_attempt, failed_at_ms)
     index = failed_attempt - 1

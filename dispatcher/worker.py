@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
-from dispatcher.fanout import FanoutJob, first_task_json
+from dispatcher.fanout import FanoutJob, first_task_json, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy
 from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
@@ -249,7 +249,7 @@ class Dispatcher:
                 self._finish_after(self._to_invalid(message, validation_reason(exc)), key, generation, offset), key
             )
             return
-        endpoints = self._index.match(event.account_id, event.type)
+        endpoints = recipients(event, self._index.match(event.account_id, event.type))
         if not endpoints:
             self._finish(key, generation, offset)
             return
@@ -463,7 +463,6 @@ class Dispatcher:
             record = attempt_record(event, endpoint.id, attempt, result, "disabled")
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             return
-        assert route.topic is not None
         task = DeliveryTask(
             event=event,
             webhook_id=endpoint.id,

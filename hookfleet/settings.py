@@ -8,6 +8,7 @@ configuration. Secrets are `SecretStr`, so printing a settings object masks them
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -174,6 +175,15 @@ class RetrySchedulerSettings(CommonSettings):
 class RecorderSettings(CommonSettings):
     group_id: str = Field(default="hookfleet-recorder", validate_default=True)
     _group = _group_id
+    disable_after: timedelta = Field(
+        default=timedelta(days=5),
+        description="a webhook failing this long (no success) while deliveries keep failing is switched off;"
+        " seconds or ISO 8601 (P5D)",
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None, description="SMTP server for notification mail (may carry a password); unset: no mail"
+    )
+    smtp_from: str = Field(default="hookfleet@localhost", description="sender address of notification mail")
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
     drain_timeout_s: float = Field(

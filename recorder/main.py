@@ -29,7 +29,7 @@ def new_recorder(settings: RecorderSettings, shutdown: Shutdown) -> Recorder:
         stats_cb=metrics.stats_callback(settings.group_id),
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
-    store = RecorderStore(settings.database_url.get_secret_value())
+    store = RecorderStore(settings.database_url.get_secret_value(), settings.disable_after)
     return Recorder(settings, shutdown, consumer, producer, store)
 
 

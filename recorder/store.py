@@ -10,15 +10,20 @@ with the same time changes nothing, a later one (the delivery was redriven and d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows
 from hookfleet.db import connect
 from recorder.batch import Batch, dead_letter_row
+from recorder.health import WebhookFacts, gone_at, latest_failure, operational_data, should_auto_disable
 from recorder.status import WebhookState, decide_status, status_events
+from schemas.catalog import EventType
+from schemas.ids import new_event_id
+from schemas.models import Event
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +70,67 @@ _LATEST_SUCCESS = (
 )
 
 
+# Conditional: of two recorders (or a replay) only the first switches it off, so only one notifies.
+_DISABLE = (
+    "UPDATE webhooks SET active = false, disabled_reason = %(reason)s, disabled_at = %(at)s, updated_at = now() "
+    "WHERE id = %(id)s AND active AND (enabled_at IS NULL OR enabled_at < %(at)s) RETURNING id"
+)
+
+_FAILING_ACTIVE = (
+    "SELECT id, failing_since, enabled_at FROM webhooks "
+    "WHERE id = ANY(%s) AND active AND status = 'failing' ORDER BY id FOR UPDATE"
+)
+
+_FACTS = (
+    "SELECT w.id, w.account_id, w.name, w.url, w.active, w.status, w.disabled_reason, "
+    "(SELECT count(*) FROM dead_letters d WHERE d.webhook_id = w.id AND d.redriven_at IS NULL) "
+    "FROM webhooks w WHERE w.id = %s"
+)
+
+_INSERT_OUTBOX = (
+    "INSERT INTO operational_outbox (event_id, account_id, event) VALUES (%s, %s, %s::jsonb) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+
+_CLAIM_OUTBOX = (
+    "SELECT o.event_id, o.account_id, o.event::text, "
+    "(SELECT a.notification_email FROM accounts a WHERE a.id = o.account_id) "
+    "FROM operational_outbox o ORDER BY o.created_at, o.event_id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     attempts_inserted: int
     dead_letters_written: int
     status_changes: dict[str, WebhookState]
+    notifications: int = 0
+    """Operational events written to the outbox by this batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    event_id: str
+    account_id: str
+    event_json: str
+    notify_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One webhook state change to notify: which event, when it happened, the error behind it."""
+
+    webhook_id: str
+    event_type: EventType
+    at: datetime
+    last_error: str | None
 
 
 class RecorderStore:
     """One connection, opened lazily and dropped on any error so the next write reconnects."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, disable_after: timedelta = timedelta(days=5)) -> None:
+        self._disable_after = disable_after
         self._url = psycopg.conninfo.make_conninfo(database_url, **_KEEPALIVE, tcp_user_timeout=_TCP_USER_TIMEOUT_MS)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -123,14 +178,20 @@ class RecorderStore:
                     cur.executemany(_INSERT_PAYLOAD, payloads)
             if dead:
                 cur.executemany(_UPSERT_DEAD, [dead_letter_row(d) for d in dead])
-            changes = self._flip_statuses(cur, batch)
-        return WriteResult(inserted, len(dead), changes)
+            changes, flips = self._flip_statuses(cur, batch)
+            flips.extend(self._switch_off(cur, batch))
+            for change in flips:
+                self._notify(cur, change)
+        return WriteResult(inserted, len(dead), changes, len(flips))
 
-    def _flip_statuses(self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch) -> dict[str, WebhookState]:
+    def _flip_statuses(
+        self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch
+    ) -> tuple[dict[str, WebhookState], list[_Change]]:
+        """Status changes (under the row lock, so two recorders never both flip), and those to notify."""
         dead = batch.dead_letters
         events = status_events(batch.attempts, dead)
         if not events:
-            return {}
+            return {}, []
         dead_ids = sorted({d.task.webhook_id for d in dead})
         rows = cur.execute(_LOCK_WEBHOOKS, {"ids": sorted(events), "dead_ids": dead_ids}).fetchall()
         latest: dict[str, datetime] = {}
@@ -139,17 +200,88 @@ class RecorderStore:
             for webhook_id, at in cur.execute(_LATEST_SUCCESS, (dead_ids, oldest_dead)).fetchall():
                 latest[str(webhook_id)] = at  # type: ignore[assignment]
         changes: dict[str, WebhookState] = {}
+        flips: list[_Change] = []
+        last_error = {d.task.webhook_id: d.task.last_error for d in sorted(dead, key=lambda d: d.dead_at)}
         for webhook_id, status, changed_at in rows:
             current = WebhookState(status, changed_at)  # type: ignore[arg-type]
             new = decide_status(current, events[str(webhook_id)], latest.get(str(webhook_id)))
             if new != current:
                 changes[str(webhook_id)] = new
+            if new.status != current.status:
+                kind = EventType.WEBHOOK_FAILING if new.status == "failing" else EventType.WEBHOOK_RECOVERED
+                error = last_error.get(str(webhook_id)) if new.status == "failing" else None
+                flips.append(_Change(str(webhook_id), kind, new.changed_at, error))
         for webhook_id, state in changes.items():
             cur.execute(
-                "UPDATE webhooks SET status = %s, status_changed_at = %s WHERE id = %s",
-                (state.status, state.changed_at, webhook_id),
+                "UPDATE webhooks SET status = %s, status_changed_at = %s, failing_since = CASE WHEN %s = 'failing' "
+                "THEN coalesce(failing_since, %s) END WHERE id = %s",
+                (state.status, state.changed_at, state.status, state.changed_at, webhook_id),
             )
-        return changes
+        return changes, flips
+
+    def _switch_off(self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch) -> list[_Change]:
+        """410 Gone, and auto-disable after `disable_after` of failing (recorder/health.py)."""
+        attempts = batch.attempts
+        offs: list[_Change] = []
+        for webhook_id, at in sorted(gone_at(attempts).items()):
+            if cur.execute(_DISABLE, {"reason": "gone", "at": at, "id": webhook_id}).fetchone():
+                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, at, "http 410"))
+        failures = latest_failure(attempts)
+        for letter in batch.dead_letters:
+            seen = failures.get(letter.task.webhook_id)
+            if seen is None or letter.dead_at > seen[0]:
+                failures[letter.task.webhook_id] = (letter.dead_at, letter.task.last_error)
+        if not failures:
+            return offs
+        for row in cur.execute(_FAILING_ACTIVE, (sorted(failures),)).fetchall():
+            webhook_id, since, enabled_at = str(row[0]), row[1], row[2]
+            at, error = failures[webhook_id]
+            if not should_auto_disable(since, enabled_at, at, self._disable_after):  # type: ignore[arg-type]
+                continue
+            if cur.execute(_DISABLE, {"reason": "failing", "at": at, "id": webhook_id}).fetchone():
+                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, at, error))
+        return offs
+
+    def _notify(self, cur: psycopg.Cursor[tuple[object, ...]], change: _Change) -> None:
+        """Write the operational event of one state change to the outbox, in the change's transaction."""
+        row = cur.execute(_FACTS, (change.webhook_id,)).fetchone()
+        if row is None:
+            return
+        facts = WebhookFacts(*row)  # type: ignore[arg-type]
+        event = Event(
+            id=new_event_id(),
+            type=change.event_type,
+            created_at=datetime.now(UTC),
+            account_id=facts.account_id,
+            data=operational_data(facts, change.at, change.last_error),
+        )
+        cur.execute(_INSERT_OUTBOX, (event.id, event.account_id, json_text(event)))
+        log.info(
+            "event=webhook_state_changed webhook_id=%s change=%s at=%s",
+            change.webhook_id,
+            change.event_type.value,
+            change.at.isoformat(),
+        )
+
+    def drain_outbox(self, send: Callable[[list[OutboxItem]], None], limit: int = 100) -> int:
+        """Lock up to `limit` unsent operational events, `send` them, delete them; one transaction.
+
+        SKIP LOCKED: another recorder draining at the same time takes other rows, so each is sent by one.
+        If `send` raises, nothing is deleted and the rows are sent again later (at least once).
+        """
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(_CLAIM_OUTBOX, (limit,)).fetchall()
+                if not rows:
+                    return 0
+                items = [OutboxItem(*row) for row in rows]  # type: ignore[arg-type]
+                send(items)
+                conn.execute("DELETE FROM operational_outbox WHERE event_id = ANY(%s)", ([i.event_id for i in items],))
+        except BaseException:
+            self.close()
+            raise
+        return len(items)
 
     def count_failing(self) -> int:
         conn = self._connection()

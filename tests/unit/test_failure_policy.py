@@ -56,7 +56,12 @@ def test_retry_wait_honours_retry_after_for_429_and_503_only(
 def test_410_switches_off_at_any_attempt_and_queues_nothing() -> None:
     for attempt in (1, 2, 3, 4):
         route = route_failure(attempt, 5_000, TOPICS, status_code=410)
-        assert (route.stage, route.topic, route.next_attempt, route.due_at_ms) == ("disabled", None, attempt, 5_000)
+        assert (route.stage, route.topic, route.next_attempt, route.due_at_ms) == (
+            "disabled",
+            "p.webhooks.attempts",
+            attempt,
+            5_000,
+        )
 
 
 def test_retry_after_moves_due_time_and_picks_a_topic_that_holds_that_long() -> None:
