@@ -32,6 +32,9 @@ class WebhookRow:
     status_changed_at: datetime
     created_at: datetime
     updated_at: datetime
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    headers_ciphertext: bytes | None = None
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -89,6 +92,9 @@ _WEBHOOK_COLUMNS = (
     "status_changed_at",
     "created_at",
     "updated_at",
+    "disabled_reason",
+    "disabled_at",
+    "headers_ciphertext",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -106,7 +112,15 @@ _DELIVERY_COLUMNS = (
 )
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active"})
+_UPDATABLE = frozenset({"name", "url", "events", "active", "headers_ciphertext"})
+
+# Switching off by hand records why and when; switching on clears both and restarts the auto-disable
+# clock (`enabled_at`), so a 410 or a failure from before does not switch it off again.
+_ACTIVE_CHANGE = sql.SQL(
+    ", disabled_reason = CASE WHEN %(active)s THEN NULL WHEN active THEN 'manual' ELSE disabled_reason END"
+    ", disabled_at = CASE WHEN %(active)s THEN NULL WHEN active THEN now() ELSE disabled_at END"
+    ", enabled_at = CASE WHEN %(active)s AND NOT active THEN now() ELSE enabled_at END"
+)
 
 
 class Store:
@@ -146,6 +160,17 @@ class Store:
             if row is not None and row[1]:
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_hash = %s", (key_hash,))
         return None if row is None else str(row[0])
+
+    async def get_account(self, account_id: str) -> tuple[str, str | None] | None:
+        """(name, notification e-mail) of the account."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT name, notification_email FROM accounts WHERE id = %s", (account_id,))
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
+
+    async def set_notification_email(self, account_id: str, email: str | None) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE accounts SET notification_email = %s WHERE id = %s", (email, account_id))
 
     async def list_api_keys(self, account_id: str) -> list[ApiKeyRow]:
         async with self._pool.connection() as conn:
@@ -199,16 +224,26 @@ class Store:
     # ------------------------------------------------------------------------------------ webhooks
 
     async def insert_webhook(
-        self, webhook_id: str, account_id: str, name: str, url: str, events: Sequence[str], sealed: bytes, active: bool
+        self,
+        webhook_id: str,
+        account_id: str,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        sealed: bytes,
+        active: bool,
+        sealed_headers: bytes | None = None,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
-                    "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                    "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
+                    " headers_ciphertext, disabled_reason, disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
-                (webhook_id, account_id, name, url, list(events), sealed, active),
+                (webhook_id, account_id, name, url, list(events), sealed, active, sealed_headers, active, active),
             )
             row = await cur.fetchone()
         assert row is not None
@@ -248,6 +283,8 @@ class Store:
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in sorted(changes)
         )
+        if "active" in changes:
+            assignments = sql.Composed([assignments, _ACTIVE_CHANGE])
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(

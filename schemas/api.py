@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from schemas.catalog import EventType
+from schemas.catalog import EventType, Kind
 from schemas.models import NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
 
 Timestamp = Annotated[
@@ -69,6 +69,48 @@ EventList = Annotated[
 ]
 
 
+RESERVED_HEADER_PREFIXES = ("x-webhook-", "webhook-")
+RESERVED_HEADERS = frozenset({"content-type", "host", "content-length", "user-agent"})
+MAX_CUSTOM_HEADERS = 20
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # an HTTP token (RFC 9110 §5.1)
+
+
+def _custom_headers(value: dict[str, str]) -> dict[str, str]:
+    """Names are HTTP tokens, not ones hookfleet sets itself (signatures, body framing); values one line."""
+    if len(value) > MAX_CUSTOM_HEADERS:
+        raise ValueError(f"at most {MAX_CUSTOM_HEADERS} custom headers (got {len(value)})")
+    seen: set[str] = set()
+    for name, header_value in value.items():
+        lower = name.lower()
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name[:100]!r} is not a valid HTTP header name")
+        if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
+            raise ValueError(
+                f"header {name} is reserved: hookfleet sets it (reserved: X-Webhook-*, webhook-*, Content-Type, "
+                "Host, Content-Length, User-Agent)"
+            )
+        if lower in seen:
+            raise ValueError(f"header {name} is given twice (names are case-insensitive)")
+        seen.add(lower)
+        if len(header_value) > 2048 or _CONTROL.search(header_value.replace("\t", "")):
+            raise ValueError(f"header {name}: value must be one line of at most 2048 characters")
+    return value
+
+
+CustomHeaders = Annotated[
+    dict[str, str],
+    Field(
+        description="extra request headers sent with every delivery (e.g. `Authorization` for a gateway);"
+        " stored encrypted, shown masked. Reserved: X-Webhook-*, webhook-*, Content-Type, Host, Content-Length,"
+        " User-Agent",
+        examples=[{"Authorization": "Bearer 8f1c..."}],
+    ),
+    AfterValidator(_custom_headers),
+]
+
+DisabledReason = Literal["gone", "failing", "manual"]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -85,6 +127,7 @@ class WebhookCreate(_Request):
     url: WebhookUrl
     events: EventList
     active: bool = True
+    headers: CustomHeaders | None = None
 
 
 class WebhookUpdate(_Request):
@@ -93,7 +136,10 @@ class WebhookUpdate(_Request):
     name: WebhookName | None = None
     url: WebhookUrl | None = None
     events: EventList | None = None
-    active: bool | None = None
+    active: bool | None = Field(
+        default=None, description="false switches the webhook off by hand; true switches it on and clears the reason"
+    )
+    headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
 
 
 class WebhookView(_Response):
@@ -104,6 +150,17 @@ class WebhookView(_Response):
     active: bool
     status: Literal["healthy", "failing"]
     status_changed_at: Timestamp
+    disabled_reason: DisabledReason | None = Field(
+        default=None,
+        description="why it is off: `gone` (the receiver answered 410), `failing` (failed for too long,"
+        " HOOKFLEET_DISABLE_AFTER), `manual` (switched off by hand); null while active",
+    )
+    disabled_at: Timestamp | None = Field(default=None, description="when it was switched off; null while active")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom header names, values masked (`****` + last 4 characters of long values)",
+        examples=[{"Authorization": "****c0de"}],
+    )
     secret: str = Field(
         description="masked (`whsec_****` + its last 4 characters); shown in full only on create and rotate",
         examples=["whsec_****Zw8="],
@@ -165,7 +222,10 @@ class Delivery(_Response):
     response_ms: int | None
     response_excerpt: str
     attempted_at: Timestamp
-    next_step: NextStep = Field(description="what followed: done, retry, dead (dead-lettered) or dropped")
+    next_step: NextStep = Field(
+        description="what followed: done, retry, dead (dead-lettered), dropped, or disabled (410 Gone switched the"
+        " webhook off)"
+    )
     test: bool = Field(description="sent by the Test action")
 
 
@@ -202,6 +262,32 @@ class RecoverRequest(_Request):
 class RecoverResult(_Response):
     webhook_id: str
     redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
+
+
+# ------------------------------------------------------------------------------------------ account
+
+
+class AccountView(_Response):
+    id: str
+    name: str
+    notification_email: str | None = Field(
+        description="where webhook.failing / .recovered / .disabled are mailed (when the operator set up SMTP)"
+    )
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _email_or_empty(value: str) -> str:
+    if value and not _EMAIL.match(value):
+        raise ValueError(f"notification_email must be an e-mail address like ops@example.com (got {value[:80]!r})")
+    return value
+
+
+class AccountUpdate(_Request):
+    notification_email: Annotated[str, Field(max_length=254), AfterValidator(_email_or_empty)] | None = Field(
+        default=None, description="an e-mail address; an empty string removes it", examples=["ops@example.com"]
+    )
 
 
 # ------------------------------------------------------------------------------------------ API keys
@@ -241,6 +327,10 @@ class ApiKeyList(_Response):
 
 class EventTypeInfo(_Response):
     type: EventType
+    kind: Kind = Field(
+        description="`product`: published by the product's services; `operational`: published by hookfleet about"
+        " your webhooks' health (never sent to the webhook it is about)"
+    )
     fires_when: str
     sample: dict[str, Any] = Field(description="a complete delivery body of this type")
     json_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of the delivery body of this type")
@@ -266,6 +356,8 @@ class Health(_Response):
 
 
 __all__ = [
+    "AccountUpdate",
+    "AccountView",
     "ApiKeyCreate",
     "ApiKeyList",
     "ApiKeyView",
