@@ -71,17 +71,21 @@ def should_auto_disable(
     return failed_at - start >= disable_after
 
 
-def operational_data(facts: WebhookFacts, since: datetime, last_error: str | None) -> dict[str, Any]:
-    """The `data` of a webhook.failing / .recovered / .disabled event (shaped like the catalog sample)."""
+def operational_data(facts: WebhookFacts, reason: str, since: datetime, last_error: str | None) -> dict[str, Any]:
+    """The `data` of a webhook.failing / .recovered / .disabled event (shaped like the catalog sample).
+
+    `reason`: "dead_letter" (failing), "delivered" (recovered), "gone" or "failing" (disabled);
+    `last_error` is "" when there is none, so every field keeps one JSON type.
+    """
     return {
         "webhook_id": facts.webhook_id,
         "name": facts.name,
         "url": facts.url,
         "active": facts.active,
         "status": facts.status,
-        "reason": facts.disabled_reason,
+        "reason": reason,
         "since": format_rfc3339(since),
-        "last_error": last_error,
+        "last_error": last_error or "",
         "dead_letters": facts.dead_letters,
     }
 
@@ -99,8 +103,7 @@ def mail_text(event_type: EventType, data: dict[str, Any]) -> tuple[str, str]:
     lines = [
         f'{event_type.value}: your webhook "{data["name"]}" ({data["webhook_id"]})',
         f"URL: {data['url']}",
-        f"Status: {data['status']}, {'active' if data['active'] else 'switched off'}"
-        + (f" (reason: {data['reason']})" if data.get("reason") else ""),
+        f"Status: {data['status']}, {'active' if data['active'] else 'switched off'} (reason: {data['reason']})",
         f"Since: {data['since']}",
     ]
     if data.get("last_error"):

@@ -122,6 +122,7 @@ class _Change:
 
     webhook_id: str
     event_type: EventType
+    reason: str
     at: datetime
     last_error: str | None
 
@@ -208,9 +209,14 @@ class RecorderStore:
             if new != current:
                 changes[str(webhook_id)] = new
             if new.status != current.status:
-                kind = EventType.WEBHOOK_FAILING if new.status == "failing" else EventType.WEBHOOK_RECOVERED
-                error = last_error.get(str(webhook_id)) if new.status == "failing" else None
-                flips.append(_Change(str(webhook_id), kind, new.changed_at, error))
+                if new.status == "failing":
+                    change = _Change(
+                        str(webhook_id), EventType.WEBHOOK_FAILING, "dead_letter", new.changed_at,
+                        last_error.get(str(webhook_id)),
+                    )  # fmt: skip
+                else:
+                    change = _Change(str(webhook_id), EventType.WEBHOOK_RECOVERED, "delivered", new.changed_at, None)
+                flips.append(change)
         for webhook_id, state in changes.items():
             cur.execute(
                 "UPDATE webhooks SET status = %s, status_changed_at = %s, failing_since = CASE WHEN %s = 'failing' "
@@ -225,7 +231,7 @@ class RecorderStore:
         offs: list[_Change] = []
         for webhook_id, at in sorted(gone_at(attempts).items()):
             if cur.execute(_DISABLE, {"reason": "gone", "at": at, "id": webhook_id}).fetchone():
-                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, at, "http 410"))
+                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, "gone", at, "http 410"))
         failures = latest_failure(attempts)
         for letter in batch.dead_letters:
             seen = failures.get(letter.task.webhook_id)
@@ -239,7 +245,7 @@ class RecorderStore:
             if not should_auto_disable(since, enabled_at, at, self._disable_after):  # type: ignore[arg-type]
                 continue
             if cur.execute(_DISABLE, {"reason": "failing", "at": at, "id": webhook_id}).fetchone():
-                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, at, error))
+                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, "failing", at, error))
         return offs
 
     def _notify(self, cur: psycopg.Cursor[tuple[object, ...]], change: _Change) -> None:
@@ -253,7 +259,7 @@ class RecorderStore:
             type=change.event_type,
             created_at=datetime.now(UTC),
             account_id=facts.account_id,
-            data=operational_data(facts, change.at, change.last_error),
+            data=operational_data(facts, change.reason, change.at, change.last_error),
         )
         cur.execute(_INSERT_OUTBOX, (event.id, event.account_id, json_text(event)))
         log.info(

@@ -123,15 +123,15 @@ OPERATIONAL_CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         EventType.WEBHOOK_FAILING,
         "one of your webhooks started failing: a delivery to it exhausted its retries",
-        {**_WEBHOOK, "active": True, "status": "failing", "reason": None, "since": "2026-11-27T10:21:03.000Z",
+        {**_WEBHOOK, "active": True, "status": "failing", "reason": "dead_letter", "since": "2026-11-27T10:21:03.000Z",
          "last_error": "http 500", "dead_letters": 1},
         "operational",
     ),
     CatalogEntry(
         EventType.WEBHOOK_RECOVERED,
         "a failing webhook delivered successfully again",
-        {**_WEBHOOK, "active": True, "status": "healthy", "reason": None, "since": "2026-11-27T11:02:40.000Z",
-         "last_error": None, "dead_letters": 3},
+        {**_WEBHOOK, "active": True, "status": "healthy", "reason": "delivered", "since": "2026-11-27T11:02:40.000Z",
+         "last_error": "", "dead_letters": 3},
         "operational",
     ),
     CatalogEntry(
