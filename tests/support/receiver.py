@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trustme
@@ -44,6 +45,7 @@ class _Behaviour:
     body: bytes | None = None
     served: int = 0
     fail_events: dict[str, int] = field(default_factory=dict)  # event id -> how many of its deliveries fail
+    headers: Callable[[], dict[str, str]] | None = None  # response headers, made per answer (HTTP dates)
 
 
 class HttpsReceiver:
@@ -71,12 +73,19 @@ class HttpsReceiver:
         hang: bool = False,
         body: bytes | None = None,
         fail_events: dict[str, int] | None = None,
+        headers: dict[str, str] | Callable[[], dict[str, str]] | None = None,
     ) -> str:
         """Configure `path` (answer `body`, default "answered <status>"; 500 to the first n deliveries of
-        each event in `fail_events`); returns its https URL."""
+        each event in `fail_events`; `headers` on every answer, or made by a function per answer); returns
+        its https URL."""
+        make_headers = (lambda fixed=dict(headers): dict(fixed)) if isinstance(headers, dict) else headers
         with self._lock:
             self._behaviours[path] = _Behaviour(
-                statuses=statuses or [200], hang=hang, body=body, fail_events=dict(fail_events or {})
+                statuses=statuses or [200],
+                hang=hang,
+                body=body,
+                fail_events=dict(fail_events or {}),
+                headers=make_headers,
             )
             if secret is not None:
                 self._secrets[path] = secret
@@ -117,6 +126,7 @@ class HttpsReceiver:
                 status = 500
             hang = behaviour.hang
             answer = behaviour.body
+            make_headers = behaviour.headers
         ok = None
         if secret is not None:
             expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
@@ -125,9 +135,10 @@ class HttpsReceiver:
             self.received.append(Received(path, dict(request.headers), body, time.time(), ok))
         if hang:
             await self._release.wait()
+        extra = make_headers() if make_headers is not None else None
         if answer is not None:
-            return web.Response(status=status, body=answer)
-        return web.Response(status=status, text=f"answered {status}")
+            return web.Response(status=status, body=answer, headers=extra)
+        return web.Response(status=status, text=f"answered {status}", headers=extra)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
