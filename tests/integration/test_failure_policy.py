@@ -157,7 +157,8 @@ class _Mailbox:
 
 
 def _attempt(webhook_id: str, at: datetime, outcome: Outcome, account_id: str = "acct_a") -> AttemptRecord:
-    return make_attempt(webhook_id, outcome=outcome, attempted_at=at, account_id=account_id)
+    record = make_attempt(webhook_id, outcome=outcome, attempted_at=at, account_id=account_id)
+    return record if outcome is Outcome.SUCCESS else record.model_copy(update={"error": outcome.value})
 
 
 def _healthy_since(database_url: str, webhook_id: str, since: datetime) -> None:
