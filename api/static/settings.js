@@ -125,6 +125,19 @@ function statusBadge(status) {
   return el("span", { class: `badge ${status}`, text: status === "healthy" ? "Healthy" : "Failing" });
 }
 
+const OFF_REASONS = {
+  gone: "Receiver answered 410 Gone",
+  failing: "Kept failing too long",
+  manual: "Switched off by hand",
+};
+
+// Why a webhook is off and since when (empty while it is on).
+function offReason(webhook) {
+  if (webhook.active) return "";
+  const why = OFF_REASONS[webhook.disabled_reason] || "Switched off";
+  return webhook.disabled_at ? `${why} · since ${new Date(webhook.disabled_at).toLocaleString()}` : why;
+}
+
 function renderWebhooks() {
   const body = $("webhooks").querySelector("tbody");
   body.replaceChildren();
@@ -145,7 +158,12 @@ function renderWebhooks() {
       el("td", { class: "url", text: webhook.url }),
       el("td", { class: "events", text: webhook.events.join(", ") }),
       el("td", {}, statusBadge(webhook.status)),
-      el("td", {}, el("label", { class: "switch" }, toggle, el("span", { text: webhook.active ? "On" : "Off" }))),
+      el(
+        "td",
+        {},
+        el("label", { class: "switch" }, toggle, el("span", { text: webhook.active ? "On" : "Off" })),
+        el("small", { class: "off-reason", text: offReason(webhook) }),
+      ),
       el(
         "td",
         {},
@@ -190,6 +208,8 @@ async function setActive(webhook, checkbox) {
   } finally {
     checkbox.removeAttribute("aria-busy");
     checkbox.nextElementSibling.textContent = checkbox.checked ? "On" : "Off";
+    const note = checkbox.closest("td").querySelector(".off-reason");
+    if (note) note.textContent = offReason(webhook);
   }
 }
 
