@@ -151,13 +151,13 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await expect(switch).not_to_be_checked()
     await expect(switch).to_be_focused()
     assert (await api.call("GET", f"/v1/webhooks/{webhook_id}", key)).body["active"] is False
-    row = page.locator(f"tr[data-webhook-id='{webhook_id}']")
-    await expect(row.locator(".off-reason")).to_contain_text("Switched off by hand · since")
+    webhook_row = page.locator(f"tr[data-webhook-id='{webhook_id}']")
+    await expect(webhook_row.locator(".off-reason")).to_contain_text("Switched off by hand · since")
     await shot(page, "05-inactive")
     await switch.click()
     await expect(page.locator("#notice")).to_contain_text("CRM Sync is now active")
     await expect(switch).to_be_checked()
-    await expect(row.locator(".off-reason")).to_have_text("")
+    await expect(webhook_row.locator(".off-reason")).to_have_text("")
     assert (await api.call("GET", f"/v1/webhooks/{webhook_id}", key)).body["active"] is True
 
     # Logs: both test attempts and an earlier real attempt that timed out (as the recorder logs it),
