@@ -12,9 +12,11 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows
 from hookfleet.db import DatabaseUnavailable, describe
+from schemas.catalog import EventType
 from schemas.models import AttemptRecord
+from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,12 +345,23 @@ class Store:
                     (event_id, account_id, event),
                 )
             if record.outcome.value == "success":
-                await conn.execute(
-                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s"
+                cur = await conn.execute(
+                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
                     " WHERE id = %(id)s AND account_id = %(account_id)s AND status = 'failing'"
-                    " AND status_changed_at < %(at)s",
+                    " AND status_changed_at < %(at)s RETURNING id",
                     {"at": record.attempted_at, "id": record.webhook_id, "account_id": record.account_id},
                 )
+                if await cur.fetchone() is not None:  # healed: webhook.recovered, sent by a recorder
+                    facts = await (await conn.execute(FACTS_SQL, (record.webhook_id,))).fetchone()
+                    assert facts is not None
+                    recovered = operational_event(
+                        EventType.WEBHOOK_RECOVERED,
+                        WebhookFacts(*facts),
+                        "delivered",
+                        record.attempted_at,
+                        None,
+                    )
+                    await conn.execute(INSERT_OUTBOX_SQL, (recovered.id, recovered.account_id, json_text(recovered)))
 
     async def list_deliveries(
         self, account_id: str, webhook_id: str, where: DeliveryFilter, limit: int

@@ -12,30 +12,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from schemas.catalog import EventType
-from schemas.models import AttemptRecord, Outcome, format_rfc3339
+from schemas.models import AttemptRecord, Outcome
 
 DisabledReason = Literal["gone", "failing", "manual"]
 
 NOT_A_FAILURE = frozenset({Outcome.SUCCESS, Outcome.DROPPED})
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookFacts:
-    """What an operational event says about a webhook (read under the row lock that changed it)."""
-
-    webhook_id: str
-    account_id: str
-    name: str
-    url: str
-    active: bool
-    status: str
-    disabled_reason: str | None
-    dead_letters: int
 
 
 def gone_at(attempts: list[AttemptRecord]) -> dict[str, datetime]:
@@ -69,25 +54,6 @@ def should_auto_disable(
         return False
     start = max(failing_since, enabled_at) if enabled_at is not None else failing_since
     return failed_at - start >= disable_after
-
-
-def operational_data(facts: WebhookFacts, reason: str, since: datetime, last_error: str | None) -> dict[str, Any]:
-    """The `data` of a webhook.failing / .recovered / .disabled event (shaped like the catalog sample).
-
-    `reason`: "dead_letter" (failing), "delivered" (recovered), "gone" or "failing" (disabled);
-    `last_error` is "" when there is none, so every field keeps one JSON type.
-    """
-    return {
-        "webhook_id": facts.webhook_id,
-        "name": facts.name,
-        "url": facts.url,
-        "active": facts.active,
-        "status": facts.status,
-        "reason": reason,
-        "since": format_rfc3339(since),
-        "last_error": last_error or "",
-        "dead_letters": facts.dead_letters,
-    }
 
 
 SUBJECTS: dict[EventType, str] = {

@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 
 from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows
 from hookfleet.db import connect
 from recorder.batch import Batch, dead_letter_row
-from recorder.health import WebhookFacts, gone_at, latest_failure, operational_data, should_auto_disable
+from recorder.health import gone_at, latest_failure, should_auto_disable
 from recorder.status import WebhookState, decide_status, status_events
 from schemas.catalog import EventType
-from schemas.ids import new_event_id
-from schemas.models import Event
+from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +78,6 @@ _DISABLE = (
 _FAILING_ACTIVE = (
     "SELECT id, failing_since, enabled_at FROM webhooks "
     "WHERE id = ANY(%s) AND active AND status = 'failing' ORDER BY id FOR UPDATE"
-)
-
-_FACTS = (
-    "SELECT w.id, w.account_id, w.name, w.url, w.active, w.status, w.disabled_reason, "
-    "(SELECT count(*) FROM dead_letters d WHERE d.webhook_id = w.id AND d.redriven_at IS NULL) "
-    "FROM webhooks w WHERE w.id = %s"
-)
-
-_INSERT_OUTBOX = (
-    "INSERT INTO operational_outbox (event_id, account_id, event) VALUES (%s, %s, %s::jsonb) "
-    "ON CONFLICT (event_id) DO NOTHING"
 )
 
 _CLAIM_OUTBOX = (
@@ -217,11 +205,18 @@ class RecorderStore:
                 else:
                     change = _Change(str(webhook_id), EventType.WEBHOOK_RECOVERED, "delivered", new.changed_at, None)
                 flips.append(change)
+        became_failing = {c.webhook_id for c in flips if c.event_type is EventType.WEBHOOK_FAILING}
         for webhook_id, state in changes.items():
             cur.execute(
-                "UPDATE webhooks SET status = %s, status_changed_at = %s, failing_since = CASE WHEN %s = 'failing' "
-                "THEN coalesce(failing_since, %s) END WHERE id = %s",
-                (state.status, state.changed_at, state.status, state.changed_at, webhook_id),
+                "UPDATE webhooks SET status = %(status)s, status_changed_at = %(at)s, failing_since = CASE"
+                " WHEN %(status)s = 'healthy' THEN NULL WHEN %(became)s THEN %(at)s"
+                " ELSE coalesce(failing_since, %(at)s) END WHERE id = %(id)s",
+                {
+                    "status": state.status,
+                    "at": state.changed_at,
+                    "became": webhook_id in became_failing,
+                    "id": webhook_id,
+                },
             )
         return changes, flips
 
@@ -250,18 +245,12 @@ class RecorderStore:
 
     def _notify(self, cur: psycopg.Cursor[tuple[object, ...]], change: _Change) -> None:
         """Write the operational event of one state change to the outbox, in the change's transaction."""
-        row = cur.execute(_FACTS, (change.webhook_id,)).fetchone()
+        row = cur.execute(FACTS_SQL, (change.webhook_id,)).fetchone()
         if row is None:
             return
         facts = WebhookFacts(*row)  # type: ignore[arg-type]
-        event = Event(
-            id=new_event_id(),
-            type=change.event_type,
-            created_at=datetime.now(UTC),
-            account_id=facts.account_id,
-            data=operational_data(facts, change.reason, change.at, change.last_error),
-        )
-        cur.execute(_INSERT_OUTBOX, (event.id, event.account_id, json_text(event)))
+        event = operational_event(change.event_type, facts, change.reason, change.at, change.last_error)
+        cur.execute(INSERT_OUTBOX_SQL, (event.id, event.account_id, json_text(event)))
         log.info(
             "event=webhook_state_changed webhook_id=%s change=%s at=%s",
             change.webhook_id,

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.support.api_client import RunningApi, api_settings
+from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,27 @@ async def test_event_types_lists_the_operational_ones_apart_and_webhooks_may_sub
     assert sum(k == "product" for k in kinds.values()) == 9
     created = await _create(api, key, events=["webhook.failing", "webhook.disabled"])
     assert created["events"] == ["webhook.disabled", "webhook.failing"]
+
+
+async def test_a_successful_test_delivery_heals_a_failing_webhook_and_queues_one_webhook_recovered(
+    api: RunningApi, key: str, database_url: str, receiver: HttpsReceiver
+) -> None:
+    created = await _create(api, key, url=receiver.url("/crm"), headers={"Authorization": TOKEN})
+    receiver.expect("/crm", secret=created["secret"], statuses=[200])
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE webhooks SET status = 'failing', status_changed_at = now() - interval '1 hour',"
+            " failing_since = now() - interval '1 hour' WHERE id = %s",
+            (created["id"],),
+        )
+    for _ in range(2):  # the second success changes nothing, so it notifies nothing
+        assert (await api.call("POST", f"/v1/webhooks/{created['id']}/test", key)).body["ok"] is True
+    [delivered, _] = receiver.at("/crm")
+    assert delivered.headers["Authorization"] == TOKEN  # the Test sends the custom headers too
+    with psycopg.connect(database_url) as conn:
+        state = conn.execute("SELECT status, failing_since FROM webhooks WHERE id = %s", (created["id"],)).fetchone()
+        queued = conn.execute("SELECT account_id, event FROM operational_outbox").fetchall()
+    assert state == ("healthy", None)
+    [(account_id, event)] = queued
+    assert account_id == "acct_a" and event["type"] == "webhook.recovered"
+    assert event["data"]["webhook_id"] == created["id"] and event["data"]["reason"] == "delivered"
