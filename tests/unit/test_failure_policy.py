@@ -3,12 +3,18 @@ retry scheduler's relay of long waits."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dispatcher.fanout import recipients
 from dispatcher.routing import delay_topic_for, parse_retry_after, retry_wait_s, route_failure
+from dispatcher.subscriptions import Endpoint
+from producer.publisher import build_event
+from recorder.health import gone_at, latest_failure, mail_text, should_auto_disable
 from retry_scheduler.gate import bounded_due_ms, hold_plan
+from schemas.catalog import OPERATIONAL_TYPES, EventType
+from schemas.models import AttemptRecord, Event, Outcome
 from schemas.topics import Topics
 
 TOPICS = Topics.with_prefix("p.")
@@ -108,3 +114,89 @@ def test_hold_plan_keeps_the_guard_against_absurd_due_times() -> None:
     year_2100 = 4_102_444_800_000
     assert hold_plan(year_2100, written, 300.0, 300.0, 3600.0) == (bounded_due_ms(year_2100, written, 300, 300), False)
     assert hold_plan(year_2100, written, 300.0, 300.0, 3600.0) == (written + 900_000, False)
+
+
+# ------------------------------------------------------------------------------------------ recorder health
+
+DAY = timedelta(days=1)
+
+
+def test_auto_disable_counts_from_failing_since_or_the_last_switch_on() -> None:
+    since = NOW - 10 * DAY
+    assert should_auto_disable(since, None, since + 5 * DAY, 5 * DAY)
+    assert not should_auto_disable(since, None, since + 5 * DAY - timedelta(seconds=1), 5 * DAY)
+    assert not should_auto_disable(None, None, NOW, 5 * DAY)  # healthy: never
+    assert not should_auto_disable(since, NOW - DAY, NOW, 5 * DAY)  # switched on a day ago: starts over
+    assert should_auto_disable(since, since - DAY, since + 6 * DAY, 5 * DAY)  # switched on before it failed
+
+
+def _record(webhook_id: str, at: datetime, outcome: Outcome, next_step: str, test: bool = False) -> AttemptRecord:
+    event = Event(id="evt_1", type=EventType.MESSAGE_READ, created_at=NOW, account_id="a", data={})
+    return AttemptRecord(
+        attempt_id="att_1",
+        event_id=event.id,
+        event_type=event.type,
+        account_id="a",
+        webhook_id=webhook_id,
+        attempt=1,
+        outcome=outcome,
+        status_code=410 if next_step == "disabled" else 500,
+        error="http 500" if outcome is not Outcome.SUCCESS else None,
+        attempted_at=at,
+        next_step=next_step,  # type: ignore[arg-type]
+        test=test,
+    )
+
+
+def test_gone_and_latest_failure_ignore_test_deliveries_and_successes() -> None:
+    records = [
+        _record("wh_a", NOW + timedelta(seconds=2), Outcome.HTTP_ERROR, "disabled"),
+        _record("wh_a", NOW + timedelta(seconds=1), Outcome.HTTP_ERROR, "disabled"),
+        _record("wh_b", NOW, Outcome.HTTP_ERROR, "disabled", test=True),
+        _record("wh_c", NOW + timedelta(seconds=5), Outcome.SUCCESS, "done"),
+        _record("wh_c", NOW, Outcome.HTTP_ERROR, "retry"),
+        _record("wh_d", NOW, Outcome.DROPPED, "dropped"),
+    ]
+    assert gone_at(records) == {"wh_a": NOW + timedelta(seconds=1)}
+    assert latest_failure(records) == {"wh_a": (NOW + timedelta(seconds=2), "http 500"), "wh_c": (NOW, "http 500")}
+
+
+def test_notification_mail_names_the_webhook_the_change_and_the_way_back() -> None:
+    data = {
+        "webhook_id": "wh_1",
+        "name": "CRM Sync",
+        "url": "https://crm.example.com/h",
+        "active": False,
+        "status": "healthy",
+        "reason": "gone",
+        "since": "2026-11-29T21:00:00.000Z",
+        "last_error": "http 410",
+        "dead_letters": 0,
+    }
+    subject, text = mail_text(EventType.WEBHOOK_DISABLED, data)
+    assert subject == "Webhook disabled: CRM Sync"
+    assert "switched off (reason: gone)" in text and "Last error: http 410" in text
+    assert "switch the webhook on again" in text
+
+
+def test_a_webhook_is_never_sent_operational_events_about_itself() -> None:
+    def endpoint(webhook_id: str) -> Endpoint:
+        return Endpoint(webhook_id, "a", "https://x.example/", frozenset(OPERATIONAL_TYPES), True, "whsec_x")
+
+    about_a = Event(
+        id="evt_1", type=EventType.WEBHOOK_FAILING, created_at=NOW, account_id="a", data={"webhook_id": "wh_a"}
+    )
+    product = Event(
+        id="evt_2", type=EventType.MESSAGE_READ, created_at=NOW, account_id="a", data={"webhook_id": "wh_a"}
+    )
+    both = [endpoint("wh_a"), endpoint("wh_b")]
+    assert [e.id for e in recipients(about_a, both)] == ["wh_b"]
+    assert [e.id for e in recipients(product, both)] == ["wh_a", "wh_b"]
+
+
+def test_product_services_cannot_publish_operational_types() -> None:
+    with pytest.raises(ValueError, match="operational: only hookfleet publishes it"):
+        build_event("acct_1", "webhook.failing", {})
+    with pytest.raises(ValueError, match="operational"):
+        build_event("acct_1", EventType.WEBHOOK_DISABLED, {})
+    assert build_event("acct_1", "message.read", {}).type is EventType.MESSAGE_READ
