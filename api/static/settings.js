@@ -103,6 +103,8 @@ async function showApp() {
     renderEventChoices();
   }
   await loadWebhooks();
+  const account = await api("GET", "/v1/account");
+  $("notify-email").value = account.notification_email || "";
   $("app-title").setAttribute("tabindex", "-1");
   focusHeading("app-title");
 }
@@ -249,7 +251,7 @@ function renderEventChoices() {
         { for: id },
         el("input", { type: "checkbox", id, name: "events", value: entry.type }),
         el("span", { text: entry.type }),
-        el("small", { text: entry.fires_when }),
+        el("small", { text: entry.kind === "operational" ? `About your webhooks: ${entry.fires_when}` : entry.fires_when }),
       ),
     );
     $("test-type").append(el("option", { value: entry.type, text: entry.type }));
@@ -257,7 +259,19 @@ function renderEventChoices() {
   }
 }
 
-const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events" };
+const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events", headers: "wh-headers" };
+
+// "Name: value" lines -> {Name: "value"}; a line without a colon is reported by the API's own check.
+function parseHeaders(text) {
+  const headers = {};
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const at = line.indexOf(":");
+    if (at < 0) headers[line.trim()] = "";
+    else headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return headers;
+}
 
 function setFieldError(inputId, message) {
   const target = inputId === "wh-events" ? $("wh-events").closest("fieldset") : $(inputId);
@@ -301,6 +315,8 @@ async function createWebhook(event) {
     url: $("wh-url").value.trim(),
     events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
   };
+  const headers = parseHeaders($("wh-headers").value);
+  if (Object.keys(headers).length) body.headers = headers;
   const problems = validateForm(body);
   if (Object.keys(problems).length) {
     for (const [field, message] of Object.entries(problems)) setFieldError(FORM_FIELDS[field], message);
@@ -320,6 +336,19 @@ async function createWebhook(event) {
     } else {
       $("form-error").textContent = error.message;
     }
+  }
+}
+
+async function saveNotifyEmail(event) {
+  event.preventDefault();
+  $("notify-error").textContent = "";
+  $("notify-email").removeAttribute("aria-invalid");
+  try {
+    const account = await api("PATCH", "/v1/account", { notification_email: $("notify-email").value.trim() });
+    notice(account.notification_email ? `Failure notifications go to ${account.notification_email}.` : "No failure e-mails.");
+  } catch (error) {
+    $("notify-error").textContent = error.message.replace(/^[a-z_.0-9]+: /, "");
+    $("notify-email").setAttribute("aria-invalid", "true");
   }
 }
 
@@ -470,6 +499,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("new-webhook").focus();
   });
   $("webhook-form").addEventListener("submit", createWebhook);
+  $("notify-form").addEventListener("submit", saveNotifyEmail);
   $("copy-secret").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", hideSecret);
   $("test-form").addEventListener("submit", sendTest);
