@@ -83,7 +83,7 @@ def _custom_headers(value: dict[str, str]) -> dict[str, str]:
     seen: set[str] = set()
     for name, header_value in value.items():
         lower = name.lower()
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"header name {name[:100]!r} is not a valid HTTP header name")
         if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
             raise ValueError(
@@ -93,10 +93,23 @@ def _custom_headers(value: dict[str, str]) -> dict[str, str]:
         if lower in seen:
             raise ValueError(f"header {name} is given twice (names are case-insensitive)")
         seen.add(lower)
-        if len(header_value) > 2048 or not _HEADER_VALUE.match(header_value):
+        if len(header_value) > 2048 or not _HEADER_VALUE.fullmatch(header_value):
             raise ValueError(f"header {name}: value must be one line of printable ASCII, at most 2048 characters")
     return value
 
+
+def _any_case(word: str) -> str:
+    """A JSON Schema (ECMA 262) pattern for `word` in any letter case: that dialect has no `(?i)`."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)  # letters and "-" only
+
+
+_RESERVED_PATTERN = (
+    "^(?:"
+    + "|".join(
+        [_any_case(p) for p in RESERVED_HEADER_PREFIXES] + [_any_case(n) + "$" for n in sorted(RESERVED_HEADERS)]
+    )
+    + ")"
+)
 
 CustomHeaders = Annotated[
     dict[str, str],
@@ -105,6 +118,11 @@ CustomHeaders = Annotated[
         " stored encrypted, shown masked. Reserved: X-Webhook-*, webhook-*, Content-Type, Host, Content-Length,"
         " User-Agent",
         examples=[{"Authorization": "Bearer 8f1c..."}],
+        json_schema_extra={
+            "maxProperties": MAX_CUSTOM_HEADERS,
+            "propertyNames": {"pattern": _HEADER_NAME.pattern, "not": {"pattern": _RESERVED_PATTERN}},
+            "additionalProperties": {"type": "string", "maxLength": 2048, "pattern": _HEADER_VALUE.pattern},
+        },
     ),
     AfterValidator(_custom_headers),
 ]
@@ -276,19 +294,25 @@ class AccountView(_Response):
     )
 
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
+_EMAIL = re.compile(rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$")
 
 
 def _email_or_empty(value: str) -> str:
-    if value and not _EMAIL.match(value):
+    if value and not _EMAIL.fullmatch(value):
         raise ValueError(f"notification_email must be an e-mail address like ops@example.com (got {value[:80]!r})")
     return value
 
 
 class AccountUpdate(_Request):
-    notification_email: Annotated[str, Field(max_length=254), AfterValidator(_email_or_empty)] | None = Field(
-        default=None, description="an e-mail address; an empty string removes it", examples=["ops@example.com"]
-    )
+    notification_email: (
+        Annotated[
+            str,
+            Field(max_length=254, json_schema_extra={"pattern": rf"^(?:|{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART})$"}),
+            AfterValidator(_email_or_empty),
+        ]
+        | None
+    ) = Field(default=None, description="an e-mail address; an empty string removes it", examples=["ops@example.com"])
 
 
 # ------------------------------------------------------------------------------------------ API keys

@@ -74,7 +74,14 @@ async def test_reserved_header_names_are_refused_with_a_clear_422(api: RunningAp
 
 
 async def test_bad_header_names_and_values_are_refused(api: RunningApi, key: str) -> None:
-    for headers in ({"Bad Name": "x"}, {"X-A": "line\r\nInjected: 1"}, {f"X-{i}": "v" for i in range(21)}):
+    for headers in (
+        {"Bad Name": "x"},
+        {"X-A\n": "x"},
+        {"X-A": "line\r\nInjected: 1"},
+        {"X-A": "trailing newline\n"},
+        {"X-A": "naïve"},
+        {f"X-{i}": "v" for i in range(21)},
+    ):
         reply = await api.call("POST", "/v1/webhooks", key, {**NEW, "headers": headers})
         assert reply.status == 422, (headers, reply.body)
 
@@ -104,8 +111,9 @@ async def test_the_account_notification_address(api: RunningApi, key: str) -> No
     assert shown.status == 200 and shown.body == {"id": "acct_a", "name": "Acme", "notification_email": None}
     changed = await api.call("PATCH", "/v1/account", key, {"notification_email": "ops@example.com"})
     assert changed.body["notification_email"] == "ops@example.com"
-    bad = await api.call("PATCH", "/v1/account", key, {"notification_email": "not-an-address"})
-    assert bad.status == 422 and bad.error["field"] == "notification_email"
+    for wrong in ("not-an-address", "ops@example.com\n", "\x00@example.com"):
+        bad = await api.call("PATCH", "/v1/account", key, {"notification_email": wrong})
+        assert bad.status == 422 and bad.error["field"] == "notification_email"
     removed = await api.call("PATCH", "/v1/account", key, {"notification_email": ""})
     assert removed.body["notification_email"] is None
 
