@@ -67,6 +67,15 @@ class StageConsumer:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._thread, self._poll, batch)
 
+    def commit_soon(self) -> None:
+        """Prepare the changed partitions' commits and send them now (asynchronously), from the loop.
+
+        Sent from here rather than at the next poll: under load one loop turn takes hundreds of
+        milliseconds, and every one of them widens what a crash would deliver twice. Two calls a
+        second do not contend with the consumer thread the way a call per message did."""
+        self.prepare_commits()
+        self._commit(asynchronous=True)
+
     def prepare_commits(self, keys: set[TP] | None = None, force: bool = False) -> None:
         """The commit of every changed partition, with its finished offsets as metadata."""
         for key, state in self.partitions.items():

@@ -112,7 +112,7 @@ class Dispatcher:
         self._lanes: dict[str, Lane[_Job]] = {}
         self._tasks: dict[asyncio.Task[None], TP] = {}  # open requests, parks, drops, invalid-topic writes
         self._held = 0  # delivery tasks accepted and not yet finished (queued, open or being routed)
-        self._open_requests = 0
+        self._open_requests = 0  # started and not yet durable: what a crash now would send twice
         self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
         self._holds: dict[TP, set[str]] = {}  # partition -> webhooks whose full queue holds it back
         self._stopping = False
@@ -147,7 +147,7 @@ class Dispatcher:
                 self._next_sweep = now + SWEEP_INTERVAL_S
             self._apply_global_bound(stage)
             if now >= next_commit:
-                stage.prepare_commits()
+                stage.commit_soon()
                 next_commit = now + self._settings.commit_interval_s
 
     async def _shutdown(self) -> None:
@@ -309,8 +309,18 @@ class Dispatcher:
         now = time.monotonic()
         admission = lane.admit(now)
         if admission is Admission.PARK:
+            if not lane.parking:
+                lane.parking = True
+                log.info(
+                    "event=webhook_parking webhook_id=%s reason=%s answer_ms=%s queued=%d",
+                    endpoint.id,
+                    "stalled" if lane.stalled(now) else "slow",
+                    None if lane.latency_s is None else round(lane.latency_s * 1000),
+                    len(lane.queue),
+                )
             self._spawn(self._park(job), key)
             return
+        lane.parking = False
         lane.queue.append(job)
         if admission is Admission.HOLD_BACK and not lane.held_back:
             self._hold(endpoint.id, lane)
@@ -321,6 +331,7 @@ class Dispatcher:
             concurrency=self._settings.per_endpoint_concurrency,
             queue_limit=self._settings.per_endpoint_queue,
             park_after_s=self._settings.park_after_s,
+            slow_after_s=self._settings.slow_after_s,
             rate_limit_per_s=endpoint.rate_limit_per_s,
             fifo=endpoint.ordering == "fifo",
         )
@@ -380,8 +391,6 @@ class Dispatcher:
             nonlocal released
             if not released:
                 released = True
-                self._open_requests -= 1
-                metrics.IN_FLIGHT.set(self._open_requests)
                 lane.finished(time.monotonic(), answered, elapsed_s)
                 self._pump(webhook_id, lane)
 
@@ -403,6 +412,8 @@ class Dispatcher:
                 await self._route(endpoint, task.event, task.attempt, result)
         finally:
             release()
+            self._open_requests -= 1
+            metrics.IN_FLIGHT.set(self._open_requests)
         self._held -= 1
         self._finish(job.key, job.generation, job.offset)
 

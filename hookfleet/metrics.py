@@ -29,7 +29,10 @@ EVENT_TO_DELIVERED = Histogram(
     "Event created_at to a 2xx from the receiver (includes retries)",
     buckets=_LATENCY_BUCKETS,
 )
-IN_FLIGHT = Gauge("hookfleet_deliveries_in_flight", "HTTP delivery requests open right now on this dispatcher")
+IN_FLIGHT = Gauge(
+    "hookfleet_deliveries_in_flight",
+    "Deliveries started and not yet durable (request open, or its outcome not yet acknowledged by the broker)",
+)
 PARTITIONS_PAUSED = Gauge("hookfleet_partitions_paused", "Partitions paused for backpressure or not-yet-due retries")
 RETRIES_SCHEDULED = Counter(
     "hookfleet_retries_scheduled", "Tasks written to a delay topic, by stage (10s, 60s, 5m, parked)", ["stage"]

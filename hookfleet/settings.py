@@ -138,6 +138,11 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings):
         gt=0,
         description="a webhook answering nothing for this long, or whose full queue would take longer, is parked",
     )
+    slow_after_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="a webhook answering this slowly, with a queue it cannot drain in park_after_s, is parked",
+    )
     commit_interval_s: float = Field(
         default=0.5, gt=0, le=10, description="how often offsets (with the finished ones above) are committed"
     )

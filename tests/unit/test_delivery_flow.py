@@ -67,13 +67,28 @@ def test_a_hanging_webhook_is_parked_once_nothing_was_answered_for_park_after_s(
 def test_a_slow_webhook_with_a_full_queue_is_parked() -> None:
     # Given a webhook answering in 2 s, 2 at once: 1 a second
     w = lane(queue_limit=20)
-    for i in range(4):
+    w.started(0.0)
+    w.finished(2.0, answered=True, elapsed_s=2.0)
+    w.queue.extend(range(20))
+    assert w.admit(2.0) is Admission.HOLD_BACK  # one answer is not a verdict (the first wave pays for TLS)
+    for i in range(1, 4):
         w.started(i * 2.0)
         w.finished(i * 2.0 + 2.0, answered=True, elapsed_s=2.0)
-    w.queue.extend(range(20))
     # Then 20 queued would take 20 s > park_after_s: offered work at the pace it can take
     assert w.expected_wait_s(8.0) == pytest.approx(20.0)
     assert w.admit(8.0) is Admission.PARK
+
+
+def test_a_receiver_reading_slow_only_through_a_busy_dispatcher_is_held_back() -> None:
+    # Given answers measured at 300 ms (the dispatcher's own delays included), 2 at once
+    w = lane(queue_limit=20)
+    w.started(0.0)
+    w.finished(0.3, answered=True, elapsed_s=0.3)
+    w.queue.extend(range(20))
+    # Then its queue would take 3 s... and with 40 queued 6 s, still below the slow floor: held back
+    w.queue.extend(range(20))
+    assert w.expected_wait_s(1.0) == pytest.approx(6.0)
+    assert not w.slow(1.0) and w.admit(1.0) is Admission.HOLD_BACK
 
 
 def test_a_rate_limit_paces_the_queue_estimate() -> None:
@@ -115,12 +130,16 @@ def test_commit_metadata_round_trips_finished_offsets() -> None:
 
 
 def test_commit_metadata_fits_the_broker_limit_by_dropping_the_highest_runs() -> None:
-    scattered = set(range(1, 200_000, 3))  # ~66,000 runs: far more than 4,000 characters
+    import random
+
+    rng = random.Random(7)  # irregular gaps: zlib cannot fold 20,000 runs into 4,000 characters
+    scattered = {1} | {o for o in range(2, 400_000) if rng.random() < 0.05}
     text = encode_finished(0, scattered, max_chars=4000)
     assert 0 < len(text) <= 4000
     kept = decode_finished(0, text)
-    assert kept and kept <= scattered
-    assert min(kept) == 1 and kept == {o for o in scattered if o <= max(kept)}  # a prefix: lowest runs kept
+    assert kept and kept < scattered
+    highest = max(kept)
+    assert min(kept) == 1 and kept == {o for o in scattered if o <= highest}  # a prefix: lowest runs kept
 
 
 @given(st.integers(0, 10**12), st.sets(st.integers(1, 20_000), max_size=500))
