@@ -11,6 +11,7 @@ import ipaddress
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -189,6 +190,18 @@ class RecorderSettings(CommonSettings):
         default=None, description="SMTP server for notification mail (may carry a password); unset: no mail"
     )
     smtp_from: str = Field(default="hookfleet@localhost", description="sender address of notification mail")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname:
+                raise ValueError(
+                    "smtp url must be smtp://host:port, smtp+starttls://user:password@host:587"
+                    f" or smtps://user:password@host:465 (got scheme {parts.scheme!r})"
+                )
+        return value
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
     drain_timeout_s: float = Field(

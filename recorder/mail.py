@@ -15,13 +15,6 @@ from urllib.parse import unquote, urlsplit
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
 
-def check_smtp_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError("smtp url must be smtp://host:port, smtp+starttls://user:pass@host:587 or smtps://...")
-    return url
-
-
 def send_mail(smtp_url: str, sender: str, to: str, subject: str, text: str, timeout_s: float = 10.0) -> None:
     """Send one mail; raises smtplib.SMTPException / OSError on failure."""
     parts = urlsplit(smtp_url)
