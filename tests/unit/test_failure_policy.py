@@ -200,3 +200,15 @@ def test_product_services_cannot_publish_operational_types() -> None:
     with pytest.raises(ValueError, match="operational"):
         build_event("acct_1", EventType.WEBHOOK_DISABLED, {})
     assert build_event("acct_1", "message.read", {}).type is EventType.MESSAGE_READ
+
+
+def test_the_smtp_url_and_the_disable_period_are_read_from_the_environment_forms() -> None:
+    from pydantic import ValidationError
+
+    from hookfleet.settings import RecorderSettings
+
+    settings = RecorderSettings(smtp_url="smtp+starttls://u:p%40ss@mail.example.com:587", disable_after="P2D")
+    assert settings.disable_after == 2 * DAY and "p%40ss" not in repr(settings)
+    assert RecorderSettings(disable_after=3600).disable_after == timedelta(hours=1)
+    with pytest.raises(ValidationError, match="smtp url must be smtp://host:port"):
+        RecorderSettings(smtp_url="http://mail.example.com")
