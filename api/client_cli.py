@@ -88,6 +88,8 @@ def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
         ("url", webhook["url"]),
         ("events", ", ".join(webhook["events"])),
         ("active", "yes" if webhook["active"] else f"no ({off_reason(webhook)})"),
+        ("rate limit", f"{webhook['rate_limit_per_s']}/s" if webhook.get("rate_limit_per_s") else "none"),
+        ("ordering", webhook.get("ordering", "unordered")),
         ("status", f"{webhook['status']} since {webhook['status_changed_at']}"),
         ("secret", webhook["secret"] + secret_note),
     ]
@@ -141,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--url", required=True, help="https URL of your receiver")
     create.add_argument("--events", required=True, type=_events, help="comma-separated event types")
     create.add_argument("--inactive", action="store_true", help="create it switched off")
+    create.add_argument("--rate-limit", type=int, dest="rate_limit_per_s", help="deliveries per second at most")
+    create.add_argument(
+        "--ordering", choices=["unordered", "fifo"], help="fifo: in publish order; later events wait while one retries"
+    )
     header_help = "custom request header NAME:VALUE sent with every delivery (repeatable; stored encrypted)"
     create.add_argument("--header", dest="headers", action="append", type=_header, help=header_help)
 
@@ -154,11 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, parents=[common], help=text).add_argument("id", help="webhook id (wh_...)")
 
-    update = sub.add_parser("update", parents=[common], help="change name, url or events")
+    update = sub.add_parser("update", parents=[common], help="change name, url, events, rate limit or ordering")
     update.add_argument("id")
     update.add_argument("--name")
     update.add_argument("--url")
     update.add_argument("--events", type=_events)
+    update.add_argument("--rate-limit", type=int, dest="rate_limit_per_s", help="deliveries per second; 0 removes it")
+    update.add_argument("--ordering", choices=["unordered", "fifo"])
     update.add_argument("--header", dest="headers", action="append", type=_header, help=header_help + "; replaces all")
     update.add_argument("--clear-headers", action="store_true", help="remove every custom header")
 
@@ -183,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     recover = sub.add_parser("recover", parents=[common], help="redrive the webhook's dead letters")
     recover.add_argument("id")
     recover.add_argument("--since", help="only dead letters from this RFC 3339 time on")
+
+    replay = sub.add_parser(
+        "replay", parents=[common], help="send the events of a time range again (--dry-run counts them first)"
+    )
+    replay.add_argument("id")
+    replay.add_argument("--since", required=True, help="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+    replay.add_argument("--until", help="RFC 3339 time; default: now")
+    replay.add_argument("--event-types", type=_events, help="comma-separated event types; default: all")
+    replay.add_argument("--only-failed", action="store_true", help="only events not yet received with a 2xx")
+    replay.add_argument("--dry-run", action="store_true", help="only count what would be sent")
+
+    replay_status = sub.add_parser("replay-status", parents=[common], help="progress of a replay")
+    replay_status.add_argument("id")
+    replay_status.add_argument("replay_id", help="replay id from `replay` (rpl_...)")
     return parser
 
 
@@ -194,6 +216,7 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     once = "   <- shown only now: store it"
     if action == "create":
         body = {"name": opts.name, "url": opts.url, "events": opts.events, "active": not opts.inactive}
+        body |= {k: getattr(opts, k) for k in ("rate_limit_per_s", "ordering") if getattr(opts, k) is not None}
         if opts.headers:
             body["headers"] = dict(opts.headers)
         created = client.call("POST", "/v1/webhooks", body)
@@ -217,11 +240,15 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
         return _out(opts, shown, lambda: webhook_fields(shown))
     if action in ("enable", "disable", "update"):
         if action == "update":
-            changes = {k: getattr(opts, k) for k in ("name", "url", "events") if getattr(opts, k) is not None}
+            names = ("name", "url", "events", "rate_limit_per_s", "ordering")
+            changes = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
             if opts.headers or opts.clear_headers:
                 changes["headers"] = dict(opts.headers or [])
             if not changes:
-                raise CliError("nothing to update: give --name, --url, --events, --header or --clear-headers")
+                raise CliError(
+                    "nothing to update: give --name, --url, --events, --rate-limit, --ordering, --header"
+                    " or --clear-headers"
+                )
         else:
             changes = {"active": action == "enable"}
         updated = client.call("PATCH", path, changes)
@@ -285,7 +312,43 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     if action == "recover":
         recovered = client.call("POST", f"{path}/recover", {"since": opts.since} if opts.since else {})
         return _out(opts, recovered, lambda: f"queued {recovered['redriven']} dead letter(s) of {wid} again")
+    if action == "replay":
+        wanted: dict[str, Any] = {"since": opts.since, "only_failed": opts.only_failed, "dry_run": opts.dry_run}
+        if opts.until:
+            wanted["until"] = opts.until
+        if opts.event_types:
+            wanted["event_types"] = opts.event_types
+        answer = client.call("POST", f"{path}/replay", wanted)
+        if opts.dry_run:
+            return _out(opts, answer, lambda: _preview_text(answer))
+        return _out(opts, answer, lambda: _replay_text(answer))
+    if action == "replay-status":
+        shown = client.call("GET", f"{path}/replays/{urllib.parse.quote(opts.replay_id, safe='')}")
+        return _out(opts, shown, lambda: _replay_text(shown))
     raise CliError(f"unknown action {action}")  # pragma: no cover - argparse restricts the choices
+
+
+def _preview_text(preview: dict[str, Any]) -> str:
+    lines = [f"would replay {preview['count']} event(s) from {preview['since']} until {preview['until']}"]
+    for end in ("first", "last"):
+        if preview[end]:
+            ref = preview[end]
+            lines.append(f"{end}: {ref['event_id']} ({ref['event_type']}) at {ref['first_attempted_at']}")
+    return "\n".join(lines)
+
+
+def _replay_text(replay: dict[str, Any]) -> str:
+    return fields(
+        [
+            ("replay", f"{replay['id']} ({replay['state']})"),
+            ("range", f"{replay['since']} .. {replay['until']}"),
+            (
+                "progress",
+                f"{replay['queued']}/{replay['total']} queued, {replay['delivered']} delivered, "
+                f"{replay['failed']} failed ({replay['dead']} dead-lettered)",
+            ),
+        ]
+    )
 
 
 def _out(opts: argparse.Namespace, data: Any, render: Any) -> str:

@@ -10,13 +10,15 @@ from aiohttp import web
 
 from api import cursor
 from api.auth import account_of
-from api.errors import ApiError, not_found
+from api.errors import ApiError, not_found, past_retention
 from api.operation import json_response, path_id, read_query
 from api.resources import resources_of
 from api.store import DeliveryFilter
 from api.views import delivery_view
+from hookfleet.retention import horizon
 from schemas.api import DeliveryPage, DeliveryQuery, RedeliverResult
-from schemas.models import DeliveryTask, Event
+from schemas.ids import ulid_time_ms
+from schemas.models import DeliveryTask, Event, format_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ async def list_deliveries(request: web.Request) -> web.StreamResponse:
         before=before,
     )
     rows = await resources.store.list_deliveries(account, webhook_id, where, query.limit + 1)
+    if not rows and before is not None and before[0] < horizon(resources.settings.retention_days):
+        # The next page would start in days that retention dropped (or is about to): say so, not "empty".
+        raise past_retention(
+            f"this page of the delivery log (before {format_rfc3339(before[0])})", resources.settings.retention_days
+        )
     page, more = rows[: query.limit], len(rows) > query.limit
     next_cursor = cursor.encode(page[-1].attempted_at, page[-1].attempt_id) if more else None
     return json_response(DeliveryPage(data=[delivery_view(row) for row in page], next_cursor=next_cursor))
@@ -56,6 +63,10 @@ async def redeliver(request: web.Request) -> web.StreamResponse:
     attempt_id = path_id(request, "attempt_id", "delivery")
     found = await resources.store.find_attempt(account, attempt_id)
     if found is None:
+        made_ms = ulid_time_ms(attempt_id)
+        oldest = horizon(resources.settings.retention_days)
+        if made_ms is not None and made_ms < oldest.timestamp() * 1000:
+            raise past_retention(f"delivery {attempt_id[:80]}", resources.settings.retention_days)
         raise not_found("delivery", attempt_id)
     webhook_id, event_id = found
     if await resources.store.get_webhook(account, webhook_id) is None:

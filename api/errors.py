@@ -45,6 +45,14 @@ def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} {shown} not found")
 
 
+def past_retention(what: str, days: int) -> ApiError:
+    """410: the thing existed but its day of the delivery log was dropped (HOOKFLEET_RETENTION_DAYS)."""
+    shown = "".join(c if c.isprintable() else "?" for c in what)
+    return ApiError(
+        410, "past_retention", f"{shown} is past the delivery log's retention of {days} days and no longer stored"
+    )
+
+
 def from_validation(exc: ValidationError, location: str = "") -> ApiError:
     """The first pydantic error as a 422 naming the field (or a 400 for a body that is not JSON)."""
     first = exc.errors(include_url=False, include_input=False)[0]

@@ -22,7 +22,9 @@ _ERROR_TEXT = {
     404: "No such resource in this account.",
     413: "The body is too large.",
     415: "The body is not sent as application/json.",
-    409: "The account's last active API key cannot be revoked; create another first.",
+    409: "Conflicts with the resource's state: the account's last active API key cannot be revoked (create"
+    " another first); a disabled webhook cannot be replayed (`webhook_disabled`: enable it first).",
+    410: "Past the delivery log's retention (`past_retention`): that day of the log was dropped.",
     422: "A field is invalid; `error.field` names it.",
     429: "A quota of the account is exceeded (`quota_exceeded`); `Retry-After` says when to try again.",
     503: "The database or the message broker is not reachable, or a stored secret cannot be decrypted"
@@ -58,6 +60,7 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
             wanted.append((op.query, "validation"))
         if op.response is not None:
             wanted.append((op.response, "serialization"))
+        wanted.extend((model, "serialization") for _, model, _ in op.also)
     refs, definitions = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF)
     components: dict[str, Any] = definitions.get("$defs", {})
     error_ref = refs[(ErrorBody, "serialization")]
@@ -97,6 +100,8 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
                 name: {"description": text, "schema": {"type": "string"}} for name, text in op.response_headers.items()
             }
         responses: dict[str, Any] = {str(op.status): success}
+        for status, model, when in op.also:
+            responses[str(status)] = {"description": when, "content": _json_content(refs[(model, "serialization")])}
         for status in op.error_statuses:
             error: dict[str, Any] = {"description": _ERROR_TEXT[status], "content": _json_content(error_ref)}
             if status == 401:

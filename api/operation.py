@@ -38,6 +38,8 @@ class Operation:
     description: str = ""
     response_headers: dict[str, str] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
+    also: tuple[tuple[int, type[BaseModel], str], ...] = ()
+    """Other success answers (status, body, when), e.g. a dry run's 200 beside the 202 of the real thing."""
     """Error statuses beyond those implied by the contract (429 for a quota, 409 for a conflict)."""
 
     @property

@@ -1,5 +1,5 @@
 """What the API holds while it runs: the database pool, the secret box, the delivery session used by
-Test (the dispatcher's own), and the Kafka producer used by Redeliver and Recover.
+Test (the dispatcher's own), the Kafka producer used by Redeliver, Recover and Replay, and the running replays.
 
 Created on startup inside the running loop and closed on cleanup. The holder itself exists before the
 app starts, because aiohttp freezes the application's mapping once it is running.
@@ -20,6 +20,7 @@ from api.url_check import HostChecker
 from dispatcher.delivery import Deliverer
 from hookfleet import secret_keys, secretbox
 from hookfleet.kafka import KafkaProducer
+from hookfleet.replay import ReplayRunner
 from hookfleet.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Resources:
     _deliverer: Deliverer | None = None
     _producer: KafkaProducer | None = None
     _hosts: HostChecker | None = None
+    _replays: ReplayRunner | None = None
     _closing: list[str] = field(default_factory=list)
     create_rate: SlidingWindow = field(init=False)
     test_rate: SlidingWindow = field(init=False)
@@ -67,6 +69,11 @@ class Resources:
         return self._hosts
 
     @property
+    def replays(self) -> ReplayRunner:
+        assert self._replays is not None, "resources used before startup"
+        return self._replays
+
+    @property
     def database_url(self) -> str:
         return self.settings.database_url.get_secret_value()
 
@@ -78,12 +85,17 @@ class Resources:
         self._deliverer = Deliverer(self.settings)
         self._producer = KafkaProducer(self.settings.kafka_bootstrap_servers)
         self._hosts = HostChecker(self.settings.allow_networks, self.settings.dns_workers)
+        self._replays = ReplayRunner(
+            self.database_url, self._producer, self.settings.topics, self.settings.replay_rate_per_s
+        )
 
     async def close(self) -> None:
         if self._hosts is not None:
             self._hosts.close()
         if self._deliverer is not None:
             await self._deliverer.close()
+        if self._replays is not None:
+            await asyncio.to_thread(self._replays.close)
         if self._producer is not None:
             await asyncio.to_thread(self._producer.close, 10.0)
         if self._store is not None:

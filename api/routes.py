@@ -8,7 +8,7 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, notifications, webhooks
+from api import api_keys, deliveries, notifications, replays, webhooks
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
@@ -26,6 +26,9 @@ from schemas.api import (
     RecoverRequest,
     RecoverResult,
     RedeliverResult,
+    ReplayPreview,
+    ReplayRequest,
+    ReplayView,
     TestRequest,
     TestResult,
     WebhookCreate,
@@ -119,6 +122,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "deliveries",
         query=DeliveryQuery,
         response=DeliveryPage,
+        description="A `cursor` past the retention horizon with nothing left behind it is a 410 `past_retention`.",
+        errors=(410,),
     ),
     Operation(
         "POST",
@@ -129,7 +134,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "deliveries",
         status=202,
         response=RedeliverResult,
-        description="Queues the event for the webhook as a fresh attempt 1, with the same event id.",
+        description="Queues the event for the webhook as a fresh attempt 1, with the same event id."
+        " A delivery older than the retention is a 410 `past_retention`.",
+        errors=(410,),
     ),
     Operation(
         "POST",
@@ -142,6 +149,34 @@ OPERATIONS: tuple[Operation, ...] = (
         request=RecoverRequest,
         body_required=False,
         response=RecoverResult,
+    ),
+    Operation(
+        "POST",
+        f"{_WEBHOOK}/replay",
+        replays.start_replay,
+        "replayWebhook",
+        "Replay a time range",
+        "deliveries",
+        status=202,
+        request=ReplayRequest,
+        response=ReplayView,
+        description="Re-enqueues the events this webhook was sent in [since, until) as fresh attempts 1 (same event"
+        " ids), at the operator's replay rate; `dry_run` answers 200 with a ReplayPreview (count, first and last"
+        " event) and sends nothing. Only events within the retention; a disabled webhook is a 409.",
+        response_headers={"Location": "path of the replay's progress"},
+        errors=(409, 410),
+        also=((200, ReplayPreview, "dry run: what would be sent"),),
+    ),
+    Operation(
+        "GET",
+        f"{_WEBHOOK}/replays/{{replay_id}}",
+        replays.get_replay,
+        "getReplay",
+        "Progress of a replay",
+        "deliveries",
+        response=ReplayView,
+        description="queued (at the replay rate), delivered (a 2xx since queued), failed (no 2xx yet: retrying on"
+        " the normal schedule, or dead-lettered).",
     ),
     Operation(
         "GET", "/v1/account", notifications.get_account, "getAccount", "Your account", "account", response=AccountView

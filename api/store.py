@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
 from hookfleet.db import DatabaseUnavailable, describe
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
@@ -34,6 +34,8 @@ class WebhookRow:
     status_changed_at: datetime
     created_at: datetime
     updated_at: datetime
+    rate_limit_per_s: int | None = None
+    ordering: str = "unordered"
     disabled_reason: str | None = None
     disabled_at: datetime | None = None
     headers_ciphertext: bytes | None = None
@@ -69,6 +71,7 @@ class DeliveryRow:
     attempted_at: datetime
     next_step: str
     test: bool
+    replay_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,8 @@ _WEBHOOK_COLUMNS = (
     "status_changed_at",
     "created_at",
     "updated_at",
+    "rate_limit_per_s",
+    "ordering",
     "disabled_reason",
     "disabled_at",
     "headers_ciphertext",
@@ -111,10 +116,11 @@ _DELIVERY_COLUMNS = (
     "attempted_at",
     "next_step",
     "test",
+    "replay_id",
 )
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active", "headers_ciphertext"})
+_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
 
 # Switching off by hand records why and when; switching on clears both and restarts the auto-disable
 # clock (`enabled_at`), so a 410 or a failure from before does not switch it off again.
@@ -234,6 +240,8 @@ class Store:
         events: Sequence[str],
         sealed: bytes,
         active: bool,
+        rate_limit_per_s: int | None = None,
+        ordering: str = "unordered",
         sealed_headers: bytes | None = None,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
@@ -241,11 +249,24 @@ class Store:
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " headers_ciphertext, disabled_reason, disabled_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " rate_limit_per_s, ordering, headers_ciphertext, disabled_reason, disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
                     " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
-                (webhook_id, account_id, name, url, list(events), sealed, active, sealed_headers, active, active),
+                (
+                    webhook_id,
+                    account_id,
+                    name,
+                    url,
+                    list(events),
+                    sealed,
+                    active,
+                    rate_limit_per_s,
+                    ordering,
+                    sealed_headers,
+                    active,
+                    active,
+                ),
             )
             row = await cur.fetchone()
         assert row is not None
@@ -331,6 +352,8 @@ class Store:
         failing status on success (only when the attempt is newer than the status change, as the recorder does).
         """
         async with self._pool.connection() as conn, conn.transaction():
+            # The recorder keeps days ahead; this covers an API whose recorder is not running.
+            await conn.execute("SELECT hookfleet_create_log_day(%s)", (log_day(record.attempted_at),))
             await conn.execute(
                 sql.SQL("INSERT INTO delivery_attempts ({}) VALUES ({})").format(
                     sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
@@ -338,12 +361,8 @@ class Store:
                 ),
                 attempt_row(record),
             )
-            for event_id, account_id, event in payload_rows([record]):
-                await conn.execute(
-                    "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)"
-                    " ON CONFLICT (event_id) DO NOTHING",
-                    (event_id, account_id, event),
-                )
+            for row in payload_rows([record]):
+                await conn.execute(INSERT_PAYLOAD, row)
             if record.outcome.value == "success":
                 cur = await conn.execute(
                     "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
@@ -406,7 +425,8 @@ class Store:
         """The stored event as JSON text (text, so the strict wire model parses it as it parses Kafka bytes)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT event::text FROM event_payloads WHERE event_id = %s AND account_id = %s",
+                "SELECT event::text FROM event_payloads WHERE event_id = %s AND account_id = %s"
+                " ORDER BY logged_on DESC LIMIT 1",
                 (event_id, account_id),
             )
             row = await cur.fetchone()

@@ -32,6 +32,8 @@ def _fields(row: WebhookRow, now: datetime, headers: dict[str, str] | None = Non
         "url": row.url,
         "events": [EventType(e) for e in row.events],
         "active": row.active,
+        "rate_limit_per_s": row.rate_limit_per_s,
+        "ordering": row.ordering,
         "status": row.status,
         "status_changed_at": row.status_changed_at,
         "previous_secret_expires_at": overlap if row.previous_secret_ciphertext and overlap and overlap > now else None,
@@ -65,4 +67,5 @@ def delivery_view(row: DeliveryRow) -> Delivery:
         attempted_at=row.attempted_at,
         next_step=row.next_step,
         test=row.test,
+        replay=row.replay_id,
     )

@@ -64,6 +64,8 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         [e.value for e in body.events],
         resources.box.seal(secret, webhook_id),
         body.active,
+        body.rate_limit_per_s,
+        body.ordering,
         seal_headers(resources.box, webhook_id, body.headers or {}),
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
@@ -95,6 +97,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     row = await _own_webhook(request, resources)
     body = await read_body(request, WebhookUpdate)
     changes = body.model_dump(exclude_none=True, mode="json")
+    if changes.get("rate_limit_per_s") == 0:
+        changes["rate_limit_per_s"] = None  # 0 removes the limit
     if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
         changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
     if "url" in changes and changes["url"] != row.url:

@@ -49,9 +49,16 @@ class DeliveryResult:
 
 
 def attempt_record(
-    event: Event, webhook_id: str, attempt: int, result: DeliveryResult, next_step: NextStep, test: bool = False
+    event: Event,
+    webhook_id: str,
+    attempt: int,
+    result: DeliveryResult,
+    next_step: NextStep,
+    test: bool = False,
+    replay_id: str | None = None,
 ) -> AttemptRecord:
-    """The delivery-log record of one attempt: the same shape from the dispatcher and from "Test"."""
+    """The delivery-log record of one attempt: the same shape from the dispatcher and from "Test";
+    `replay_id` marks the attempts of a replay in the log."""
     return AttemptRecord(
         attempt_id=new_attempt_id(),
         event_id=event.id,
@@ -67,6 +74,7 @@ def attempt_record(
         attempted_at=result.attempted_at,
         next_step=next_step,
         test=test,
+        replay_id=replay_id,
         event=event,
     )
 

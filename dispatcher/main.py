@@ -14,7 +14,7 @@ from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet import logs, metrics, secret_keys
 from hookfleet.db import describe
-from hookfleet.kafka import Consumer, KafkaProducer, check_broker, new_consumer
+from hookfleet.kafka import Consumer, check_broker, new_consumer, new_producer
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
 from schemas.catalog import EventType
@@ -45,7 +45,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
         await sync_task
         return
 
-    producer = KafkaProducer(settings.kafka_bootstrap_servers)
+    producer = new_producer(settings.kafka_bootstrap_servers)
     consumers: dict[str, Consumer] = {
         stage: new_consumer(
             settings.kafka_bootstrap_servers,

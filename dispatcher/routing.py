@@ -2,7 +2,7 @@
 
 attempt 1 fails -> retry.10s (due +10 s); 2 -> retry.60s (+60 s); 3 -> retry.5m (+300 s); 4 -> dead.
 The attempt number travels with the task, never derived from consumer state, so any dispatcher can
-pick up any retry.
+pick up any retry. The schedule itself lives in schemas/retry_schedule.py.
 
 Per-status policy (docs/architecture.md#failure-policy):
 - `410 Gone`: the receiver says the endpoint no longer exists: no further attempt, the webhook is
@@ -23,13 +23,11 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from schemas.models import MAX_ATTEMPTS
-from schemas.retry_schedule import RETRY_AFTER_CAP_S
+from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, RETRY_AFTER_CAP_S, STAGES
+from schemas.retry_schedule import Stage as DelayStage
 from schemas.topics import Topics
 
-Stage = Literal["10s", "60s", "5m", "dead", "disabled"]
-STAGES: tuple[Stage, Stage, Stage] = ("10s", "60s", "5m")
-DEFAULT_DELAYS_S: tuple[float, float, float] = (10.0, 60.0, 300.0)
+Stage = DelayStage | Literal["dead", "disabled"]
 
 GONE = 410
 """The receiver says the endpoint is gone for good: stop, and switch the webhook off."""
@@ -73,7 +71,7 @@ def retry_wait_s(
     return max(scheduled_s, min(retry_after_s, cap_s))
 
 
-def delay_topic_for(wait_s: float, topics: Topics, delays_s: tuple[float, float, float]) -> tuple[Stage, str]:
+def delay_topic_for(wait_s: float, topics: Topics, delays_s: tuple[float, float, float]) -> tuple[DelayStage, str]:
     """The shortest delay topic that holds at least `wait_s`; the longest one when none does."""
     for index, delay in enumerate(delays_s):
         if wait_s <= delay:
@@ -85,7 +83,7 @@ def route_failure(
     failed_attempt: int,
     failed_at_ms: int,
     topics: Topics,
-    delays_s: tuple[float, float, float] = DEFAULT_DELAYS_S,
+    delays_s: tuple[float, float, float] = DELAYS_S,
     status_code: int | None = None,
     retry_after_s: float | None = None,
     cap_s: float = RETRY_AFTER_CAP_S,
@@ -107,12 +105,8 @@ def route_failure(
 
 
 def route_park(
-    attempt: int, now_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DEFAULT_DELAYS_S
+    attempt: int, now_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DELAYS_S
 ) -> FailureRoute:
-    """A deferred delivery (endpoint saturated): first delay topic, same attempt number (nothing was tried)."""
+    """A deferred delivery (a slow or hanging webhook): first delay topic, same attempt number (nothing
+    was tried)."""
     return FailureRoute(STAGES[0], topics.retry_10s, attempt, now_ms + round(delays_s[0] * 1000))
-
-
-def stage_of_topic(topic: str, topics: Topics) -> Stage:
-    """Which schedule stage a delay topic holds (for metrics labels)."""
-    return STAGES[topics.retries.index(topic)]

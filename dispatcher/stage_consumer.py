@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 from dispatcher.offset_codec import decode_finished, encode_finished
 from dispatcher.offsets import LowWaterMark
-from hookfleet.kafka import Consumer, Message, TopicPartition
+from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
+TP = PartitionKey
 
 
 @dataclass
@@ -90,11 +90,11 @@ class StageConsumer:
 
     def pause(self, keys: list[TP]) -> None:
         if keys:
-            self.consumer.pause([TopicPartition(*k) for k in keys])
+            self.consumer.pause([topic_partition(k) for k in keys])
 
     def resume(self, keys: list[TP]) -> None:
         if keys:
-            self.consumer.resume([TopicPartition(*k) for k in keys])
+            self.consumer.resume([topic_partition(k) for k in keys])
 
     async def close(self) -> None:
         """Commit every partition's final position and leave the group."""

@@ -39,14 +39,16 @@ from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet import metrics
-from hookfleet.kafka import Consumer, KafkaDeliveryError, KafkaError, KafkaProducer, Message
+from hookfleet.invalid import invalid_message
+from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, KafkaProducer, Message, PartitionKey
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
 from schemas.models import AttemptRecord, DeliveryTask, Event, NextStep, Outcome
+from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
+TP = PartitionKey
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Collector thresholds while dispatching (CPython's defaults are 700, 10, 10): see `settle_heap`."""
@@ -69,13 +71,6 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def validation_reason(exc: ValidationError) -> str:
-    """`field: message` of the first error: what the invalid topic's `reason` header says."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "value"
-    return f"{where}: {first['msg']}"[:200]
 
 
 @dataclass(slots=True)
@@ -245,9 +240,7 @@ class Dispatcher:
         try:
             event = Event.model_validate_json(raw)
         except ValidationError as exc:
-            self._spawn(
-                self._finish_after(self._to_invalid(message, validation_reason(exc)), key, generation, offset), key
-            )
+            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
         endpoints = recipients(event, self._index.match(event.account_id, event.type))
         if not endpoints:
@@ -293,9 +286,7 @@ class Dispatcher:
         try:
             task = DeliveryTask.model_validate_json(message.value() or b"")
         except ValidationError as exc:
-            self._spawn(
-                self._finish_after(self._to_invalid(message, validation_reason(exc)), key, generation, offset), key
-            )
+            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
         endpoint = self._index.get(task.webhook_id)
         reason = self._drop_reason(endpoint, task)
@@ -409,7 +400,7 @@ class Dispatcher:
                 result = await self._deliverer.deliver(endpoint, task.event, task.attempt, task.event.body())
                 answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
                 release()  # the next request may start while this outcome is made durable
-                await self._route(endpoint, task.event, task.attempt, result)
+                await self._route(endpoint, task.event, task.attempt, result, task.replay_id)
         finally:
             release()
             self._open_requests -= 1
@@ -429,11 +420,11 @@ class Dispatcher:
         while True:
             result = await self._deliverer.deliver(endpoint, event, attempt, body)
             if result.ok or (route := self._failure_route(attempt, result)).stage in ("dead", "disabled"):
-                await self._route(endpoint, event, attempt, result)
+                await self._route(endpoint, event, attempt, result, task.replay_id)
                 return result.outcome is not Outcome.TIMEOUT
             self._count_attempt(event, result)
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
-            record = attempt_record(event, endpoint.id, attempt, result, "retry")
+            record = attempt_record(event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             await asyncio.sleep(max(0.0, route.due_at_ms / 1000 - time.time()))
             current = self._index.get(endpoint.id)
@@ -460,18 +451,22 @@ class Dispatcher:
         metrics.DELIVERIES.labels(event.type.value, result.outcome.value).inc()
         metrics.DELIVERY_DURATION.labels(result.outcome.value).observe(result.response_ms / 1000)
 
-    async def _route(self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult) -> None:
+    async def _route(
+        self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult, replay_id: str | None = None
+    ) -> None:
+        """Log the attempt and, when it failed, hand the task to its delay topic or the dead letters (a
+        replayed delivery keeps its replay id through its retries and in every log row)."""
         self._count_attempt(event, result)
         if result.ok:
             metrics.EVENT_TO_DELIVERED.observe(max(0.0, (result.attempted_at - event.created_at).total_seconds()))
-            record = attempt_record(event, endpoint.id, attempt, result, "done")
+            record = attempt_record(event, endpoint.id, attempt, result, "done", replay_id=replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             return
         route = self._failure_route(attempt, result)
         if route.stage == "disabled":
             # 410 Gone: nothing more is queued; the recorder switches the webhook off from this record.
             log.warning("event=webhook_gone webhook_id=%s event_id=%s status=410", endpoint.id, event.id)
-            record = attempt_record(event, endpoint.id, attempt, result, "disabled")
+            record = attempt_record(event, endpoint.id, attempt, result, "disabled", replay_id=replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             return
         task = DeliveryTask(
@@ -480,9 +475,10 @@ class Dispatcher:
             attempt=route.next_attempt,
             due_at=route.due_at_ms,
             last_error=result.error,
+            replay_id=replay_id,
         )
         step: NextStep = "dead" if route.stage == "dead" else "retry"
-        record = attempt_record(event, endpoint.id, attempt, result, step)
+        record = attempt_record(event, endpoint.id, attempt, result, step, replay_id=replay_id)
         if route.stage == "dead":
             metrics.DEAD_LETTERS.labels(event.type.value).inc()
             log.warning(
@@ -529,32 +525,26 @@ class Dispatcher:
             attempted_at=datetime.now(UTC),
             next_step="dropped",
             event=task.event,
+            replay_id=task.replay_id,
         )
         await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), task.webhook_id)
 
     async def _to_invalid(self, message: Message, reason: str) -> None:
         metrics.INVALID_EVENTS.labels("validation").inc()
+        source: TP = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
         log.warning(
-            "event=invalid_message topic=%s partition=%s offset=%s reason=%r",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            reason,
+            "event=invalid_message topic=%s partition=%s offset=%s reason=%r", source[0], source[1], offset, reason
         )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("source_topic", (message.topic() or "").encode()),
-            ("source_partition", str(message.partition()).encode()),
-            ("source_offset", str(message.offset()).encode()),
-        ]
-        await self._send_durably(self._topics.invalid, message.value() or b"", message.key(), headers)
+        value, key, headers = invalid_message(message.value(), message.key(), reason, source, offset, "dispatcher")
+        await self._send_durably(self._topics.invalid, value, key, headers)
 
     async def _send_durably(
         self,
         topic: str,
         value: bytes,
         key: bytes | str | None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Produce until the broker acknowledges. The offset of this work is not finished before that, so
         giving up would lose the outcome; waiting only delays the partition's commit."""

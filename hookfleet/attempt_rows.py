@@ -4,6 +4,7 @@ batches and the API's Test), so both write the same columns and survive the same
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -41,6 +42,7 @@ ATTEMPT_COLUMNS = (
     "attempted_at",
     "next_step",
     "test",
+    "replay_id",
 )
 
 
@@ -61,6 +63,7 @@ def attempt_row(record: AttemptRecord) -> tuple[object, ...]:
         record.attempted_at,
         record.next_step,
         record.test,
+        record.replay_id,
     )
 
 
@@ -70,10 +73,25 @@ def json_text(model: BaseModel) -> str:
     return json.dumps(without_nul(raw), separators=(",", ":"))
 
 
-def payload_rows(records: list[AttemptRecord]) -> list[tuple[str, str, str]]:
-    """event_payloads rows (event id, account id, event JSON), one per event carried by the records."""
-    rows: dict[str, tuple[str, str, str]] = {}
+def log_day(at: datetime) -> date:
+    """The UTC day, hence the partition, a row of the log belongs to."""
+    return at.astimezone(UTC).date()
+
+
+def payload_rows(records: list[AttemptRecord]) -> list[tuple[str, str, str, date]]:
+    """event_payloads rows (event id, account id, event JSON, log day): one per event and day of the log
+    carried by the records, so each day partition holds the payloads its attempts need."""
+    rows: dict[tuple[str, date], tuple[str, str, str, date]] = {}
     for record in records:
-        if record.event is not None and record.event.id not in rows:
-            rows[record.event.id] = (record.event.id, record.event.account_id, json_text(record.event))
+        if record.event is None:
+            continue
+        key = (record.event.id, log_day(record.attempted_at))
+        if key not in rows:
+            rows[key] = (record.event.id, record.event.account_id, json_text(record.event), key[1])
     return list(rows.values())
+
+
+INSERT_PAYLOAD = (
+    "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s::jsonb, %s) "
+    "ON CONFLICT (event_id, logged_on) DO NOTHING"
+)

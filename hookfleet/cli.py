@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
     migrate = "apply pending migrations (idempotent; safe while roles run)"
     db_sub.add_parser("migrate", help=migrate, description=migrate).set_defaults(handler=_db_migrate)
+    prune_text = "drop the delivery log's day partitions older than HOOKFLEET_RETENTION_DAYS (never a DELETE)"
+    prune = db_sub.add_parser("prune", help=prune_text, description=prune_text)
+    prune.add_argument("--dry-run", action="store_true", help="only list the partitions that would be dropped")
+    prune.set_defaults(handler=_lazy("hookfleet.retention:cli"))
 
     schemas = sub.add_parser("schemas", help="wire schemas")
     schemas_sub = schemas.add_subparsers(dest="action", required=True, parser_class=_Parser)

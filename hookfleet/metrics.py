@@ -68,6 +68,21 @@ API_REQUEST_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+LOG_PARTITION_ROWS = Gauge(
+    "hookfleet_log_partition_rows", "Rows of a delivery-log day partition (planner estimate)", ["table", "day"]
+)
+LOG_PARTITION_BYTES = Gauge(
+    "hookfleet_log_partition_bytes", "Bytes of a delivery-log day partition, indexes included", ["table", "day"]
+)
+LOG_PRUNE_DURATION = Histogram(
+    "hookfleet_log_prune_duration_seconds",
+    "Time to drop the expired day partitions of the delivery log",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LOG_PARTITIONS_DROPPED = Counter("hookfleet_log_partitions_dropped", "Expired day partitions dropped")
+REPLAY_EVENTS = Counter("hookfleet_replay_events", "Events of replays, by progress (selected, queued)", ["state"])
+REPLAYS_RUNNING = Gauge("hookfleet_replays_running", "Replays this API process is enqueuing now")
+
 
 def stats_callback(group: str) -> Callable[[str], None]:
     """librdkafka `stats_cb`: publishes per-partition consumer lag (enable with statistics.interval.ms).

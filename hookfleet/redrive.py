@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from hookfleet.cli import CliError
 from hookfleet.db import connect
 from hookfleet.kafka import KafkaDeliveryError, KafkaError, KafkaProducer, KafkaUnavailable, Message, check_broker
-from schemas.models import DeliveryTask
+from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,14 @@ _CLAIM = (
 _MARK = "UPDATE dead_letters SET redriven_at = %s WHERE webhook_id = %s AND event_id = ANY(%s)"
 
 
+def fresh_task(event: Event, webhook_id: str, now_ms: int, replay_id: str | None = None) -> DeliveryTask:
+    """`event` for `webhook_id` as a fresh attempt 1, due at once (redrive, replay)."""
+    return DeliveryTask(event=event, webhook_id=webhook_id, attempt=1, due_at=now_ms, replay_id=replay_id)
+
+
 def fresh_attempt(dead: DeliveryTask, now_ms: int) -> DeliveryTask:
     """The same event for the same webhook, starting over at attempt 1, due at once."""
-    return DeliveryTask(event=dead.event, webhook_id=dead.webhook_id, attempt=1, due_at=now_ms)
+    return fresh_task(dead.event, dead.webhook_id, now_ms)
 
 
 def redrive(
@@ -66,7 +71,7 @@ def redrive(
                     break
                 now = datetime.now(UTC)
                 tasks = [fresh_attempt(DeliveryTask.model_validate_json(str(task)), _epoch_ms(now)) for _, task in rows]
-                _publish_acked(producer, topics.deliveries, tasks)
+                publish_acked(producer, topics.deliveries, tasks)
                 conn.execute(_MARK, (now, webhook_id, [str(event_id) for event_id, _ in rows]))
             total += len(rows)
             if len(rows) < CHUNK:
@@ -79,7 +84,7 @@ def _epoch_ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def _publish_acked(producer: KafkaProducer, topic: str, tasks: list[DeliveryTask]) -> None:
+def publish_acked(producer: KafkaProducer, topic: str, tasks: list[DeliveryTask]) -> None:
     """Produce every task and return only once the broker acknowledged all of them (acks=all)."""
     errors: list[KafkaError] = []
     acked = 0

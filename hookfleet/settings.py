@@ -38,6 +38,9 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = Field(default="", description="prepended to every topic name")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = do not serve /metrics")
     log_level: str = "INFO"
+    retention_days: int = Field(
+        default=30, ge=1, le=3650, description="days the delivery log is kept; older day partitions are dropped"
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -209,6 +212,9 @@ class RecorderSettings(CommonSettings):
         ge=0,
         description="SIGTERM during a database outage: retry this long, then exit uncommitted (nothing is lost)",
     )
+    log_maintenance_s: float = Field(
+        default=3600.0, gt=0, description="how often the log's day partitions are created ahead and pruned"
+    )
 
 
 class ApiSettings(DeliverySettings, SecretKeySettings):
@@ -225,4 +231,7 @@ class ApiSettings(DeliverySettings, SecretKeySettings):
     )
     dns_workers: int = Field(
         default=4, ge=1, le=64, description="threads resolving webhook hosts at registration (slow DNS waits there)"
+    )
+    replay_rate_per_s: float = Field(
+        default=50.0, gt=0, le=10_000, description="events a replay re-enqueues per second, per replay"
     )

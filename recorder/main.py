@@ -6,6 +6,7 @@ import argparse
 
 from hookfleet import logs, metrics
 from hookfleet.kafka import check_broker, new_consumer, new_producer
+from hookfleet.retention import LogMaintenance
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from recorder.loop import CONSUMER_OPTIONS, Recorder
@@ -29,7 +30,7 @@ def new_recorder(settings: RecorderSettings, shutdown: Shutdown) -> Recorder:
         stats_cb=metrics.stats_callback(settings.group_id),
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
-    store = RecorderStore(settings.database_url.get_secret_value(), settings.disable_after)
+    store = RecorderStore(settings.database_url.get_secret_value(), settings.retention_days, settings.disable_after)
     return Recorder(settings, shutdown, consumer, producer, store)
 
 
@@ -37,8 +38,13 @@ def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
     """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
     recorder = new_recorder(settings, shutdown)
     health = metrics.HealthServer(settings.metrics_port, recorder.ready).start() if settings.metrics_port else None
+    # Day partitions ahead, expired ones dropped, sizes published: on its own thread and connection.
+    maintenance = LogMaintenance(
+        settings.database_url.get_secret_value(), settings.retention_days, settings.log_maintenance_s
+    ).start()
     try:
         return recorder.run()
     finally:
+        maintenance.stop()
         if health is not None:
             health.stop()

@@ -1,8 +1,12 @@
 """Every PostgreSQL call of the recorder: one transaction per batch, idempotent under replay.
 
 Attempt rows are COPYed into a per-connection temporary table and moved with
-`INSERT ... ON CONFLICT (attempt_id) DO NOTHING`, so a replayed batch (crash between the database commit
-and the offset commit, or a rebalance) adds nothing. Dead letters are upserted; a dead letter replayed
+`INSERT ... ON CONFLICT (attempt_id, attempted_at) DO NOTHING`, so a replayed batch (crash between the
+database commit and the offset commit, or a rebalance) adds nothing: a replayed record carries the same
+attempted_at, so it meets its first copy in the same day partition. The day partitions a batch needs are
+created before it is written (hookfleet/retention.py); a record older than the retention horizon (a
+recorder that was down for longer than the retention) is not written, since its day is already dropped.
+Dead letters are upserted; a dead letter replayed
 with the same time changes nothing, a later one (the delivery was redriven and died again) resets
 `redriven_at`.
 """
@@ -12,16 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
 from hookfleet.db import connect
+from hookfleet.retention import ensure_days, horizon
 from recorder.batch import Batch, dead_letter_row
 from recorder.health import gone_at, latest_failure, should_auto_disable
 from recorder.status import WebhookState, decide_status, status_events
 from schemas.catalog import EventType
+from schemas.models import AttemptRecord
 from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
 
 log = logging.getLogger(__name__)
@@ -40,12 +46,7 @@ _CREATE_STAGING = (
 _MOVE_STAGED = (
     f"INSERT INTO delivery_attempts ({_COLUMNS}) "  # noqa: S608 - fixed column list, no input
     f"SELECT {_COLUMNS} FROM recorder_attempts_staging "
-    "ON CONFLICT (attempt_id) DO NOTHING"
-)
-
-_INSERT_PAYLOAD = (
-    "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb) "
-    "ON CONFLICT (event_id) DO NOTHING"
+    "ON CONFLICT (attempt_id, attempted_at) DO NOTHING"
 )
 
 _UPSERT_DEAD = (
@@ -118,10 +119,15 @@ class _Change:
 class RecorderStore:
     """One connection, opened lazily and dropped on any error so the next write reconnects."""
 
-    def __init__(self, database_url: str, disable_after: timedelta = timedelta(days=5)) -> None:
+    def __init__(
+        self, database_url: str, retention_days: int = 30, disable_after: timedelta = timedelta(days=5)
+    ) -> None:
         self._disable_after = disable_after
         self._url = psycopg.conninfo.make_conninfo(database_url, **_KEEPALIVE, tcp_user_timeout=_TCP_USER_TIMEOUT_MS)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._retention_days = retention_days
+        self._days: set[date] = set()
+        """Days whose partitions this store saw exist (checking again costs a lock, so only new days do)."""
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -135,6 +141,7 @@ class RecorderStore:
         return self._conn
 
     def close(self) -> None:
+        self._days.clear()  # a failed write may have met a day dropped meanwhile: check again
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -152,8 +159,12 @@ class RecorderStore:
 
     def _write(self, batch: Batch) -> WriteResult:
         conn = self._connection()
-        attempts = batch.attempts
+        attempts = self._within_retention(batch.attempts)
         dead = batch.dead_letters
+        new_days = {log_day(record.attempted_at) for record in attempts} - self._days
+        if new_days:
+            ensure_days(conn, new_days)  # outside the batch transaction: DDL locks stay short
+            self._days |= new_days
         with conn.transaction(), conn.cursor() as cur:
             inserted = 0
             if attempts:
@@ -164,7 +175,7 @@ class RecorderStore:
                 inserted = cur.rowcount
                 payloads = payload_rows(attempts)
                 if payloads:
-                    cur.executemany(_INSERT_PAYLOAD, payloads)
+                    cur.executemany(INSERT_PAYLOAD, payloads)
             if dead:
                 cur.executemany(_UPSERT_DEAD, [dead_letter_row(d) for d in dead])
             changes, flips = self._flip_statuses(cur, batch)
@@ -172,6 +183,15 @@ class RecorderStore:
             for change in flips:
                 self._notify(cur, change)
         return WriteResult(inserted, len(dead), changes, len(flips))
+
+    def _within_retention(self, attempts: list[AttemptRecord]) -> list[AttemptRecord]:
+        oldest = horizon(self._retention_days)
+        kept = [record for record in attempts if record.attempted_at >= oldest]
+        if len(kept) < len(attempts):
+            log.warning(
+                "event=attempts_past_retention skipped=%d horizon=%s", len(attempts) - len(kept), oldest.isoformat()
+            )
+        return kept
 
     def _flip_statuses(
         self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch

@@ -129,6 +129,23 @@ CustomHeaders = Annotated[
 
 DisabledReason = Literal["gone", "failing", "manual"]
 
+RateLimit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=10_000,
+        description="deliveries per second at most, exact across the fleet (one dispatcher owns the webhook)",
+        examples=[50],
+    ),
+]
+Ordering = Annotated[
+    Literal["unordered", "fifo"],
+    Field(
+        description="fifo: events arrive in publish order, and while one is retrying the later ones wait "
+        "(up to 6 min 10 s behind a failing event); unordered (default): no waiting, retries may overtake",
+    ),
+]
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -146,6 +163,8 @@ class WebhookCreate(_Request):
     url: WebhookUrl
     events: EventList
     active: bool = True
+    rate_limit_per_s: RateLimit | None = None
+    ordering: Ordering = "unordered"
     headers: CustomHeaders | None = None
 
 
@@ -158,6 +177,8 @@ class WebhookUpdate(_Request):
     active: bool | None = Field(
         default=None, description="false switches the webhook off by hand; true switches it on and clears the reason"
     )
+    rate_limit_per_s: Annotated[int, Field(ge=0, le=10_000, description="0 removes the limit")] | None = None
+    ordering: Ordering | None = None
     headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
 
 
@@ -167,6 +188,8 @@ class WebhookView(_Response):
     url: str
     events: list[EventType]
     active: bool
+    rate_limit_per_s: int | None = Field(default=None, description="null: no limit")
+    ordering: Literal["unordered", "fifo"] = "unordered"
     status: Literal["healthy", "failing"]
     status_changed_at: Timestamp
     disabled_reason: DisabledReason | None = Field(
@@ -246,6 +269,7 @@ class Delivery(_Response):
         " webhook off)"
     )
     test: bool = Field(description="sent by the Test action")
+    replay: str | None = Field(default=None, description="the replay (rpl_...) that sent this attempt, if any")
 
 
 class DeliveryQuery(BaseModel):
@@ -313,6 +337,56 @@ class AccountUpdate(_Request):
         ]
         | None
     ) = Field(default=None, description="an e-mail address; an empty string removes it", examples=["ops@example.com"])
+
+
+# ------------------------------------------------------------------------------------------ replay
+
+
+class ReplayRequest(_Request):
+    since: Timestamp = Field(description="events first attempted at or after this time (within retention)")
+    until: Timestamp | None = Field(default=None, description="and before this time; null: now")
+    event_types: list[EventType] | None = Field(default=None, min_length=1, description="only these types")
+    only_failed: bool = Field(default=False, description="only events this webhook has not received with a 2xx")
+    dry_run: bool = Field(default=False, description="only count: nothing is sent")
+
+
+class ReplayEventRef(_Response):
+    event_id: str
+    event_type: EventType
+    first_attempted_at: Timestamp
+
+
+class ReplayPreview(_Response):
+    """The answer to a dry run: what a replay with the same fields would send now."""
+
+    webhook_id: str
+    dry_run: Literal[True] = True
+    count: int = Field(ge=0, description="events that would be re-enqueued")
+    since: Timestamp
+    until: Timestamp
+    first: ReplayEventRef | None
+    last: ReplayEventRef | None
+
+
+class ReplayView(_Response):
+    """A replay and its progress: queued so far (at the replay rate), delivered (a 2xx since it was queued),
+    failed (no 2xx yet: retrying on the normal schedule, or dead-lettered)."""
+
+    id: str = Field(examples=["rpl_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])
+    webhook_id: str
+    state: Literal["running", "done", "failed"]
+    since: Timestamp
+    until: Timestamp
+    event_types: list[EventType] | None
+    only_failed: bool
+    total: int = Field(ge=0)
+    queued: int = Field(ge=0)
+    delivered: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    dead: int = Field(ge=0, description="of `failed`, those dead-lettered after the last retry")
+    error: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
 
 
 # ------------------------------------------------------------------------------------------ API keys

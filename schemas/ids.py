@@ -36,3 +36,21 @@ def new_attempt_id() -> str:
 
 def new_webhook_id() -> str:
     return "wh_" + ulid()
+
+
+def new_replay_id() -> str:
+    return "rpl_" + ulid()
+
+
+def ulid_time_ms(identifier: str) -> int | None:
+    """The creation time (unix ms) inside a prefixed ULID such as `att_...`; None when it is not one."""
+    _, _, body = identifier.rpartition("_")
+    if len(body) != 26:
+        return None
+    value = 0
+    for char in body.upper():
+        digit = _ALPHABET.find(char)
+        if digit < 0:
+            return None
+        value = value * 32 + digit
+    return value >> 80

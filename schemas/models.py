@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from schemas.catalog import EventType
-from schemas.retry_schedule import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: dispatcher/routing.py imports it here
+from schemas.retry_schedule import MAX_ATTEMPTS
 
 EventId = Annotated[str, Field(pattern=r"^evt_[0-9A-Za-z]{1,64}$", examples=["evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])]
 AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", examples=["acct_42"])]
+ReplayId = Annotated[str, Field(pattern=r"^rpl_[0-9A-Za-z]{1,64}$", examples=["rpl_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])]
 WebhookId = Annotated[str, Field(pattern=r"^wh_[0-9A-Za-z]{1,64}$", examples=["wh_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])]
 
 
@@ -64,6 +65,7 @@ class DeliveryTask(_Wire):
     due_at: int = Field(ge=0, description="epoch milliseconds when the attempt may run")
     parked: bool = Field(default=False, description="deferred because the endpoint was saturated; not an attempt")
     last_error: str | None = Field(default=None, max_length=200, description="outcome of the previous attempt")
+    replay_id: ReplayId | None = Field(default=None, description="the replay that re-enqueued this event, if any")
 
 
 class Outcome(StrEnum):
@@ -97,6 +99,7 @@ class AttemptRecord(_Wire):
     attempted_at: AwareDatetime
     next_step: NextStep
     test: bool = False
+    replay_id: ReplayId | None = Field(default=None, description="the replay this attempt belongs to, if any")
     event: Event | None = Field(
         default=None, description="the event delivered, so a row of the log can be redelivered later"
     )

@@ -259,7 +259,13 @@ function renderEventChoices() {
   }
 }
 
-const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events", headers: "wh-headers" };
+const FORM_FIELDS = {
+  name: "wh-name",
+  url: "wh-url",
+  events: "wh-events",
+  rate_limit_per_s: "wh-rate",
+  headers: "wh-headers",
+};
 
 // "Name: value" lines -> {Name: "value"}; a line without a colon is reported by the API's own check.
 function parseHeaders(text) {
@@ -303,6 +309,10 @@ function validateForm(body) {
   if (!body.name.trim()) problems.name = "Enter a name.";
   if (!/^https:\/\/\S+$/.test(body.url)) problems.url = "Enter a URL that starts with https://";
   if (!body.events.length) problems.events = "Choose at least one event.";
+  const rate = body.rate_limit_per_s;
+  if (rate !== undefined && !(Number.isInteger(rate) && rate >= 1 && rate <= 10000)) {
+    problems.rate_limit_per_s = "Enter a whole number from 1 to 10000, or leave it empty.";
+  }
   return problems;
 }
 
@@ -314,7 +324,10 @@ async function createWebhook(event) {
     name: $("wh-name").value,
     url: $("wh-url").value.trim(),
     events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
+    ordering: $("wh-fifo").checked ? "fifo" : "unordered",
   };
+  const rate = $("wh-rate").value.trim();
+  if (rate) body.rate_limit_per_s = Number(rate);
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) body.headers = headers;
   const problems = validateForm(body);
@@ -456,6 +469,7 @@ function logRow(row) {
   const status = row.status_code !== null ? String(row.status_code) : row.error || row.outcome;
   const kind = el("td", {}, row.event_type);
   if (row.test) kind.append(" ", el("span", { class: "badge test", text: "test" }));
+  if (row.replay) kind.append(" ", el("span", { class: "badge replay", text: "replay", title: row.replay }));
   return el(
     "tr",
     {},

@@ -154,7 +154,16 @@ def world(database_root_url: str, kafka_bootstrap: str, ca_bundle: str, tls_ca: 
         body = b'{"name": "Fuzz target", "url": "%s", "events": ["message.read"]}' % receiver.expect("/f").encode()
         webhook = _request(served.base_url, "POST", "/v1/webhooks", key, body)
         tested = _request(served.base_url, "POST", f"/v1/webhooks/{webhook['id']}/test", key, b"{}")
-        yield {"base_url": served.base_url, "key": key, "webhook_id": webhook["id"], "attempt_id": tested["attempt_id"]}
+        replayed = _request(
+            served.base_url, "POST", f"/v1/webhooks/{webhook['id']}/replay", key, b'{"since": "2026-01-01T00:00:00Z"}'
+        )
+        yield {
+            "base_url": served.base_url,
+            "key": key,
+            "webhook_id": webhook["id"],
+            "attempt_id": tested["attempt_id"],
+            "replay_id": replayed["id"],
+        }
     finally:
         served.stop()
         receiver.stop()
@@ -187,9 +196,10 @@ CASES = [
 ]
 
 # Valid by the schema yet refused, by design: a URL whose host does not resolve or resolves only to private
-# addresses (the SSRF check needs DNS, which no schema can express), and a cursor this API did not issue.
-# Every other check runs on these operations too.
-SCHEMA_CANNOT_EXPRESS = {"createWebhook", "updateWebhook", "listDeliveries"}
+# addresses (the SSRF check needs DNS, which no schema can express), a cursor this API did not issue, and a
+# replay range that ends before it starts or before the retention horizon (410). Every other check runs on
+# these operations too.
+SCHEMA_CANNOT_EXPRESS = {"createWebhook", "updateWebhook", "listDeliveries", "replayWebhook"}
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)

@@ -319,3 +319,29 @@ async def test_a_database_outage_is_a_503_in_the_error_shape(
         health = await api.call("GET", "/healthz")
         assert health.status == 503 and health.body["status"] == "unavailable"
     proxy.close()
+
+
+# ------------------------------------------------------------------------------------------ flow settings
+
+
+async def test_rate_limit_and_ordering_are_set_changed_and_removed(api: RunningApi, key: str) -> None:
+    created = await create(api, key, rate_limit_per_s=50, ordering="fifo")
+    assert (created["rate_limit_per_s"], created["ordering"]) == (50, "fifo")
+    plain = await create(api, key)
+    assert (plain["rate_limit_per_s"], plain["ordering"]) == (None, "unordered")
+    path = f"/v1/webhooks/{created['id']}"
+    changed = await api.call("PATCH", path, key, {"rate_limit_per_s": 200, "ordering": "unordered"})
+    assert changed.status == 200 and (changed.body["rate_limit_per_s"], changed.body["ordering"]) == (200, "unordered")
+    removed = await api.call("PATCH", path, key, {"rate_limit_per_s": 0})
+    assert removed.status == 200 and removed.body["rate_limit_per_s"] is None
+    assert (await api.call("GET", path, key)).body["rate_limit_per_s"] is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rate_limit_per_s", 0), ("rate_limit_per_s", 10_001), ("rate_limit_per_s", "fast"), ("ordering", "lifo")],
+)
+async def test_bad_flow_settings_are_422_naming_the_field(api: RunningApi, key: str, field: str, value: object) -> None:
+    reply = await api.call("POST", "/v1/webhooks", key, {**NEW, field: value})
+    assert reply.status == 422, reply.body
+    assert reply.error["field"] == field

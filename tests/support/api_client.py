@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -143,6 +143,7 @@ def insert_attempt(
     )
     attempt_id = new_attempt_id()
     with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT hookfleet_create_log_day(%s)", (at.astimezone(UTC).date(),))
         conn.execute(
             "INSERT INTO delivery_attempts (attempt_id, event_id, event_type, account_id, webhook_id, attempt,"
             " outcome, status_code, error, response_ms, response_excerpt, attempted_at, next_step)"
@@ -163,7 +164,7 @@ def insert_attempt(
         )
         if with_payload:
             conn.execute(
-                "INSERT INTO event_payloads (event_id, account_id, event) VALUES (%s, %s, %s::jsonb)",
-                (event.id, account_id, event.model_dump_json()),
+                "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s::jsonb, %s)",
+                (event.id, account_id, event.model_dump_json(), at.astimezone(UTC).date()),
             )
     return attempt_id, event.id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows, without_nul
 from recorder.batch import Batch, DeadLetter, InvalidMessage, dead_letter_row, parse_message
@@ -141,6 +141,18 @@ def test_attempt_row_follows_the_column_order() -> None:
 def test_payload_rows_once_per_event_and_only_when_carried() -> None:
     rows = payload_rows([attempt(1, event=EVENT), attempt(2, event=EVENT), attempt(3)])
     assert len(rows) == 1
-    event_id, account_id, body = rows[0]
-    assert (event_id, account_id) == ("evt_1", "acct_1")
+    event_id, account_id, body, day = rows[0]
+    assert (event_id, account_id, day) == ("evt_1", "acct_1", T0.astimezone(UTC).date())
     assert Event.model_validate_json(body) == EVENT
+
+
+def test_payload_rows_once_per_event_and_log_day() -> None:
+    """Each day partition of the log holds the payloads of its own attempts, so they are dropped together."""
+    next_day = attempt(2, event=EVENT).model_copy(update={"attempted_at": T0 + timedelta(days=1)})
+    rows = payload_rows([attempt(1, event=EVENT), next_day, attempt(3, event=EVENT)])
+    assert sorted(row[3] for row in rows) == [T0.date(), (T0 + timedelta(days=1)).date()]
+
+
+def test_attempt_row_carries_the_replay_id() -> None:
+    row = dict(zip(ATTEMPT_COLUMNS, attempt_row(attempt(1).model_copy(update={"replay_id": "rpl_1"})), strict=True))
+    assert row["replay_id"] == "rpl_1"

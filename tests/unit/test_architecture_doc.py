@@ -1,0 +1,76 @@
+"""docs/architecture.md stays true to the code: every topic, setting and metric it names exists, every
+section it links to is there, and the README points to it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+from pydantic_settings import BaseSettings
+
+import hookfleet.metrics  # noqa: F401 - registers every metric
+from hookfleet import settings
+from schemas.topics import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs" / "architecture.md").read_text()
+
+
+def _anchor(heading: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", heading.lower()).strip().replace(" ", "-")
+
+
+def test_every_topic_named_exists() -> None:
+    named = set(re.findall(r"`(webhooks\.[a-z0-9.]*[a-z0-9])`", DOC))
+    assert named, "the document names no topic"
+    assert named <= set(Topics().all()), named - set(Topics().all())
+    assert set(Topics().all()) <= named, "a topic is missing from the document"
+
+
+def test_every_setting_named_exists() -> None:
+    fields: set[str] = set()
+    for value in vars(settings).values():
+        if isinstance(value, type) and issubclass(value, BaseSettings):
+            fields |= {f"HOOKFLEET_{name.upper()}" for name in value.model_fields}
+    named = set(re.findall(r"\b(HOOKFLEET_[A-Z0-9_]+)\b", DOC))
+    assert len(named) > 20
+    assert named <= fields, sorted(named - fields)
+
+
+def test_every_metric_named_exists() -> None:
+    registered: set[str] = set()
+    for family in REGISTRY.collect():
+        registered |= {family.name, *(s.name for s in family.samples)}
+        if family.type == "counter":
+            registered.add(family.name + "_total")
+    named = set(re.findall(r"\b(hookfleet_[a-z_]+[a-z])\b", DOC))
+    assert named, "the document names no metric"
+    assert named <= registered, sorted(named - registered)
+
+
+def test_every_section_linked_exists_and_the_readme_links_the_document() -> None:
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", DOC, flags=re.M)}
+    linked = set(re.findall(r"\]\(#([a-z0-9-]+)\)", DOC))
+    assert linked <= anchors, sorted(linked - anchors)
+    assert "docs/architecture.md" in (ROOT / "README.md").read_text()
+
+
+def test_every_reference_to_a_section_from_the_code_exists() -> None:
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", DOC, flags=re.M)}
+    cited: dict[str, str] = {}
+    for folder in ("hookfleet", "schemas", "producer", "dispatcher", "retry_scheduler", "recorder", "api", "deploy"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in {".py", ".sql", ".yml", ".yaml", ".md"} or any(
+                part.startswith(".") for part in path.relative_to(ROOT).parts
+            ):
+                continue  # caches and data of the local stack are not the project's text
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:  # a file of a running component that went away meanwhile
+                continue
+            for anchor in re.findall(r"architecture\.md#([a-z0-9-]+)", text):
+                cited[anchor] = str(path.relative_to(ROOT))
+    assert cited, "no code cites the document"
+    missing = {a: where for a, where in cited.items() if a not in anchors}
+    assert not missing, missing

@@ -1,0 +1,212 @@
+"""The dispatcher's real loop on the in-memory broker: fan-out, drop, route, park and commit paths in
+milliseconds. The HTTP side is a stub deliverer answering what each test says (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from dispatcher.delivery import DeliveryResult
+from dispatcher.fanout import first_task_json
+from dispatcher.offset_codec import decode_finished
+from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from dispatcher.worker import Dispatcher
+from hookfleet.settings import DispatcherSettings
+from producer.publisher import build_event
+from schemas.catalog import EventType
+from schemas.models import DeliveryTask, Event, Outcome
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
+
+
+def result(outcome: Outcome = Outcome.SUCCESS, status: int | None = 200) -> DeliveryResult:
+    error = None if outcome is Outcome.SUCCESS else f"HTTP {status}" if status else outcome.value
+    return DeliveryResult(outcome, status, error, 3, "ok", datetime.now(UTC))
+
+
+class StubDeliverer:
+    """Answers each delivery with `answer(endpoint, event, attempt)`; records what was asked."""
+
+    def __init__(self, answer: Callable[[Endpoint, Event, int], DeliveryResult] | None = None) -> None:
+        self.answer = answer or (lambda *_: result())
+        self.calls: list[tuple[str, str, int]] = []
+        self.gate: asyncio.Event | None = None  # when set, deliveries of "wh_slow" wait for it
+
+    async def deliver(
+        self, endpoint: Endpoint, event: Event, attempt: int, body: bytes | None = None
+    ) -> DeliveryResult:
+        self.calls.append((endpoint.id, event.id, attempt))
+        if endpoint.id == "wh_slow" and self.gate is not None:
+            await self.gate.wait()
+        return self.answer(endpoint, event, attempt)
+
+    async def close(self) -> None:
+        pass
+
+
+def endpoint(webhook_id: str, account: str = "acct_1", active: bool = True, **extra: object) -> Endpoint:
+    return Endpoint(
+        id=webhook_id,
+        account_id=account,
+        url=f"https://example.com/{webhook_id}",
+        events=frozenset(EventType),
+        active=active,
+        secret="whsec_test",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+SETTINGS = DispatcherSettings(topic_prefix="u.", park_after_s=0.3, commit_interval_s=0.05, drain_timeout_s=0.2)
+
+
+async def run_until(
+    broker: MemoryBroker,
+    index: SubscriptionIndex,
+    deliverer: StubDeliverer,
+    done: Callable[[], bool],
+    settings: DispatcherSettings = SETTINGS,
+    stages: tuple[str, ...] = ("fanout", "delivery"),
+) -> Dispatcher:
+    consumers = {stage: MemoryConsumer(broker, settings.group_id) for stage in stages}
+    dispatcher = Dispatcher(settings, consumers, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    for _ in range(400):
+        await asyncio.sleep(0.01)
+        if done():
+            break
+    await asyncio.sleep(0.1)  # one more commit interval
+    stop.set()
+    broker.wake()
+    await asyncio.wait_for(runner, 5)
+    return dispatcher
+
+
+def tasks(broker: MemoryBroker, topic: str) -> list[DeliveryTask]:
+    return [DeliveryTask.model_validate_json(m.value() or b"") for m in broker.messages(topic)]
+
+
+def records(broker: MemoryBroker) -> list[dict[str, object]]:
+    return [json.loads(m.value() or b"") for m in broker.messages(SETTINGS.topics.attempts)]
+
+
+async def test_fan_out_writes_one_task_per_subscribed_webhook_keyed_by_webhook() -> None:
+    # Given an account with two active webhooks and an inactive one
+    broker = MemoryBroker()
+    index = SubscriptionIndex([endpoint("wh_a"), endpoint("wh_b"), endpoint("wh_off", active=False)])
+    event = build_event("acct_1", EventType.MESSAGE_SENT, {"n": 1})
+    broker.append(SETTINGS.topics.events, event.body(), key="acct_1")
+    # When only the fan-out stage runs
+    deliverer = StubDeliverer()
+    await run_until(broker, index, deliverer, lambda: len(broker.messages(SETTINGS.topics.deliveries)) == 2,
+                    stages=("fanout",))  # fmt: skip
+    # Then one attempt-1 task per active webhook, keyed by webhook id, and nothing delivered here
+    written = broker.messages(SETTINGS.topics.deliveries)
+    assert sorted((m.key(), DeliveryTask.model_validate_json(m.value() or b"").attempt) for m in written) == [
+        (b"wh_a", 1),
+        (b"wh_b", 1),
+    ]
+    assert all(DeliveryTask.model_validate_json(m.value() or b"").event == event for m in written)
+    assert deliverer.calls == []
+    events_partition = broker.messages(SETTINGS.topics.events)[0].partition() or 0
+    assert broker.committed[SETTINGS.group_id][(SETTINGS.topics.events, events_partition)] == 1
+
+
+async def test_failed_delivery_is_routed_to_the_first_delay_topic_and_logged() -> None:
+    broker = MemoryBroker()
+    index = SubscriptionIndex([endpoint("wh_a")])
+    event = build_event("acct_1", EventType.MESSAGE_READ, {})
+    broker.append(SETTINGS.topics.deliveries, first_task_json(event.body(), "wh_a", 0), key="wh_a")
+    deliverer = StubDeliverer(lambda *_: result(Outcome.HTTP_ERROR, 500))
+    await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.retry_10s)),
+                    stages=("delivery",))  # fmt: skip
+    [retry] = tasks(broker, SETTINGS.topics.retry_10s)
+    assert (retry.webhook_id, retry.attempt, retry.parked, retry.last_error) == ("wh_a", 2, False, "HTTP 500")
+    [record] = records(broker)
+    assert (record["attempt"], record["outcome"], record["next_step"]) == (1, "http_error", "retry")
+
+
+async def test_task_of_a_disabled_webhook_is_dropped_with_a_log_row() -> None:
+    broker = MemoryBroker()
+    index = SubscriptionIndex([endpoint("wh_a", active=False)])
+    event = build_event("acct_1", EventType.MESSAGE_READ, {})
+    broker.append(SETTINGS.topics.deliveries, first_task_json(event.body(), "wh_a", 0), key="wh_a")
+    deliverer = StubDeliverer()
+    await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.attempts)),
+                    stages=("delivery",))  # fmt: skip
+    assert deliverer.calls == []
+    [record] = records(broker)
+    assert (record["outcome"], record["next_step"], record["error"]) == ("dropped", "dropped", "webhook disabled")
+
+
+async def test_a_hanging_webhooks_queue_is_parked_and_others_keep_flowing() -> None:
+    # Given a webhook that never answers (concurrency 1) and a healthy one on the same partition
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_slow"), endpoint("wh_fast")])
+    settings = SETTINGS.model_copy(update={"per_endpoint_concurrency": 1})
+    for n in range(5):
+        for webhook_id in ("wh_slow", "wh_fast"):
+            body = build_event("acct_1", EventType.MESSAGE_SENT, {"n": n}).body()
+            broker.append(settings.topics.deliveries, first_task_json(body, webhook_id, 0), key=webhook_id)
+    deliverer = StubDeliverer()
+    deliverer.gate = asyncio.Event()  # never set: wh_slow hangs
+    await run_until(broker, index, deliverer, lambda: len(broker.messages(settings.topics.retry_10s)) == 4,
+                    settings=settings, stages=("delivery",))  # fmt: skip
+    # Then the fast webhook got all 5, the hanging one 1 (its slot), the other 4 were parked, not tried
+    assert sum(1 for c in deliverer.calls if c[0] == "wh_fast") == 5
+    assert sum(1 for c in deliverer.calls if c[0] == "wh_slow") == 1
+    parked = tasks(broker, settings.topics.retry_10s)
+    assert len(parked) == 4 and all(t.parked and t.attempt == 1 and t.webhook_id == "wh_slow" for t in parked)
+
+
+async def test_commit_names_the_finished_offsets_above_an_unfinished_one_and_a_restart_skips_them() -> None:
+    # Given one partition: a slow webhook's task first, then 5 of a fast one
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_slow"), endpoint("wh_fast")])
+    deliveries = SETTINGS.topics.deliveries
+    body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
+    broker.append(deliveries, first_task_json(body, "wh_slow", 0), key="wh_slow")
+    for _ in range(5):
+        broker.append(deliveries, first_task_json(body, "wh_fast", 0), key="wh_fast")
+    settings = SETTINGS.model_copy(update={"park_after_s": 60.0})
+    first = StubDeliverer()
+    first.gate = asyncio.Event()  # the slow one is still open when the dispatcher stops
+    await run_until(broker, index, first, lambda: len(first.calls) == 6, settings=settings, stages=("delivery",))
+    # Then the commit stays at the unfinished offset 0 and its metadata names 1..5
+    key = (deliveries, 0)
+    assert broker.committed[SETTINGS.group_id][key] == 0
+    assert decode_finished(0, broker.metadata[SETTINGS.group_id][key]) == {1, 2, 3, 4, 5}
+    # When the next owner starts, it delivers only the unfinished one
+    second = StubDeliverer()
+    await run_until(broker, index, second, lambda: len(second.calls) >= 1, settings=settings, stages=("delivery",))
+    assert [c[0] for c in second.calls] == ["wh_slow"]
+    assert broker.committed[SETTINGS.group_id][key] == 6
+
+
+@pytest.mark.parametrize("outcome", [Outcome.SUCCESS, Outcome.HTTP_ERROR])
+async def test_an_offset_is_committed_only_once_its_outcome_is_acknowledged(outcome: Outcome) -> None:
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_a")])
+    body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
+    broker.append(SETTINGS.topics.deliveries, first_task_json(body, "wh_a", 0), key="wh_a")
+    consumers = {"delivery": MemoryConsumer(broker, SETTINGS.group_id)}
+    producer = MemoryProducer(broker, acks="manual")
+    deliverer = StubDeliverer(lambda *_: result(outcome, 200 if outcome is Outcome.SUCCESS else 503))
+    dispatcher = Dispatcher(SETTINGS, consumers, producer, deliverer, index)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if producer.unacknowledged:
+            break
+    await asyncio.sleep(0.2)  # several commit intervals with the outcome unacknowledged
+    assert broker.committed.get(SETTINGS.group_id, {}).get((SETTINGS.topics.deliveries, 0)) in (None, 0)
+    producer.ack_all()
+    await asyncio.sleep(0.2)
+    assert broker.committed[SETTINGS.group_id][(SETTINGS.topics.deliveries, 0)] == 1
+    stop.set()
+    broker.wake()
+    await asyncio.wait_for(runner, 5)
