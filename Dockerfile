@@ -13,7 +13,8 @@ COPY retry_scheduler/ retry_scheduler/
 COPY recorder/ recorder/
 COPY api/ api/
 COPY demo/ demo/
-# confluent-kafka and psycopg[binary] ship manylinux wheels that bundle librdkafka and libpq: no compiler needed.
+# confluent-kafka, psycopg[binary] and pyreqwest ship manylinux wheels (librdkafka, libpq, the Rust HTTP client
+# built in): no compiler needed.
 RUN /opt/hookfleet/bin/pip install . && /opt/hookfleet/bin/hookfleet --help >/dev/null
 
 FROM python:3.11-slim

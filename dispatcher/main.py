@@ -84,6 +84,10 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = DispatcherSettings()
     logs.setup(settings.log_level, role="dispatcher")
+    if getattr(args, "processes", "1") != "1":  # one process per core: dispatcher/processes.py
+        from dispatcher.processes import process_count, supervise
+
+        return supervise(process_count(args.processes), settings.metrics_port)
     check_broker(settings.kafka_bootstrap_servers)
 
     async def main() -> None:

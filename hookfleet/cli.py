@@ -184,6 +184,8 @@ def _add_role_commands(sub: Any) -> None:
     ):
         role = sub.add_parser(name, help=help_text)
         role.set_defaults(handler=_lazy(target))
+        if name == "dispatcher":
+            role.add_argument("--processes", default="1", metavar="N|auto", help="processes (auto: 1 per core)")
 
     publish = sub.add_parser(
         "publish",

@@ -9,7 +9,7 @@ import sys
 def setup(level: str = "INFO", role: str = "hookfleet") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter(f"ts=%(asctime)s level=%(levelname)s role={role} logger=%(name)s %(message)s")
+        logging.Formatter(f"ts=%(asctime)s level=%(levelname)s role={role} pid=%(process)d logger=%(name)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

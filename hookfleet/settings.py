@@ -83,7 +83,12 @@ def _split_networks(value: Any) -> Any:
 class DeliverySettings(CommonSettings):
     """How one HTTP delivery is made: shared by the dispatcher and the API's Test action."""
 
-    delivery_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    delivery_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="whole attempt: connect, TLS, send, response head and body"
+    )
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="TCP connect + TLS handshake; the attempt's total still bounds it"
+    )
     ca_bundle: str | None = Field(default=None, description="PEM file of extra trusted CAs (private CAs, tests)")
     allow_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
         default_factory=list,

@@ -137,8 +137,15 @@ def test_two_dispatchers_share_one_accounts_burst_to_20_webhooks(
         receiver.expect(path, secret=secret)
         paths.append(path)
     ports = [free_port(), free_port()]
-    fleet.start_dispatcher("dispatcher-1", HOOKFLEET_METRICS_PORT=str(ports[0]))
-    fleet.start_dispatcher("dispatcher-2", HOOKFLEET_METRICS_PORT=str(ports[1]))
+    # 20 x 10 connections: the test's receiver shares this process and must keep answering fast, or the
+    # webhooks would rightly be judged slow and parked.
+    fleet.start_dispatcher(
+        "dispatcher-1", HOOKFLEET_METRICS_PORT=str(ports[0]), HOOKFLEET_PER_ENDPOINT_CONCURRENCY="10"
+    )
+    fleet.start_dispatcher(
+        "dispatcher-2", HOOKFLEET_METRICS_PORT=str(ports[1]), HOOKFLEET_PER_ENDPOINT_CONCURRENCY="10"
+    )
+    fleet.start("retry-scheduler")  # as in every fleet: anything parked comes back through it
     group = fleet.env["HOOKFLEET_TOPIC_PREFIX"] + "hookfleet-dispatcher"
     every = {(t, p) for t in (topics.events, topics.deliveries) for p in range(TEST_PARTITIONS)}
     wait_for_split(kafka_bootstrap, group, every, members=4)  # one consumer per stage per process
@@ -148,7 +155,13 @@ def test_two_dispatchers_share_one_accounts_burst_to_20_webhooks(
             publisher.publish(build_event("acct_big", EventType.MESSAGE_DELIVERED, {"n": n}))
         assert publisher.flush() == 0
     assert receiver.wait_for(lambda: receiver.count() >= 10_000, timeout_s=120), receiver.count()
-    per_process = [metric(scrape(port), "hookfleet_deliveries_total") for port in ports]
+    per_process: list[float] = []
+
+    def counted() -> bool:  # a process counts a delivery once its outcome is routed, just after the receiver
+        per_process[:] = [metric(scrape(port), "hookfleet_deliveries_total") for port in ports]
+        return sum(per_process) >= 10_000
+
+    assert receiver.wait_for(counted, timeout_s=10, interval_s=0.2), per_process
     print(f"deliveries per dispatcher: {per_process}")
     assert all(n > 0 for n in per_process), per_process
     assert sum(per_process) == 10_000

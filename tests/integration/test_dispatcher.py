@@ -89,7 +89,7 @@ def test_each_event_type_reaches_exactly_the_active_subscribed_webhooks(
         assert received.headers["Content-Type"] == "application/json"
         assert abs(int(received.headers["X-Webhook-Timestamp"]) - received.at) < 5
         secret = hooks[received.path][1]
-        assert StandardWebhook(secret).verify(received.body, received.headers)["id"] == event.id
+        assert StandardWebhook(secret).verify(received.body, dict(received.headers))["id"] == event.id
 
 
 def test_garbage_goes_to_the_invalid_topic_and_delivery_continues(

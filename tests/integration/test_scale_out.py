@@ -28,6 +28,7 @@ HOOKS_PER_ACCOUNT = 2
 EVENTS_PER_BURST = 2500  # x 2 webhooks = 5000 deliveries per burst
 JOIN_EVENTS_PER_TICK, JOIN_TICK_S = 20, 0.05  # 400 events/s while the group rebalances: well below capacity
 TYPES = list(PRODUCT_TYPES)
+STAGES = 2  # group members per dispatcher process: one consumer per stage (fan-out, delivery)
 
 Pair = tuple[str, str]  # (event id, receiver path)
 
@@ -129,7 +130,7 @@ def test_second_dispatcher_takes_half_the_partitions_and_no_pair_is_lost(
     fleet.start("retry-scheduler")
     try:
         first = fleet.start_dispatcher("dispatcher-1", HOOKFLEET_RETRY_DELAYS_S="[1,1,1]")
-        wait_for_split(kafka_bootstrap, group, partitions, members=1)
+        wait_for_split(kafka_bootstrap, group, partitions, members=STAGES)
 
         # Warm-up burst of the same size: it opens the TLS connections to every endpoint (a burst's first
         # hundreds of handshakes cost more than its deliveries), so the measured bursts compare steady states.
@@ -152,11 +153,13 @@ def test_second_dispatcher_takes_half_the_partitions_and_no_pair_is_lost(
             tick = time.monotonic()
             owed_join |= publish_burst(publisher, accounts, hooks, JOIN_EVENTS_PER_TICK)
             time.sleep(max(0.0, tick + JOIN_TICK_S - time.monotonic()))
-            if split_at is None and is_split(group_assignment(kafka_bootstrap, group), partitions, members=2):
+            if split_at is None and is_split(group_assignment(kafka_bootstrap, group), partitions, 2 * STAGES):
                 split_at = time.monotonic()
         arrivals.wait(owed_join, time.time())
         assignment = group_assignment(kafka_bootstrap, group)
-        assert is_split(assignment, partitions, members=2), assignment
+        assert is_split(assignment, partitions, members=2 * STAGES), assignment
+        for topic in (topics.events, topics.deliveries):  # each topic's partitions spread over both processes
+            assert sum(1 for tps in assignment.values() if any(t == topic for t, _ in tps)) == 2, assignment
 
         owed_warm_two = publish_burst(publisher, accounts, hooks, EVENTS_PER_BURST)  # the newcomer's connections
         arrivals.wait(owed_warm_two, time.time())
@@ -174,7 +177,7 @@ def test_second_dispatcher_takes_half_the_partitions_and_no_pair_is_lost(
     assert all(r.signature_ok for r in receiver.received)
     assert first.proc.poll() is None and second.proc.poll() is None, "a dispatcher died"
     print(
-        f"\nscale-out: partitions per dispatcher {sorted(len(tps) for tps in assignment.values())}; "
+        f"\nscale-out: partitions per consumer {sorted(len(tps) for tps in assignment.values())}; "
         f"1 dispatcher {one_rate:.0f} deliveries/s, 2 dispatchers {two_rate:.0f} deliveries/s "
         f"({len(owed_one)} deliveries per burst); rebalance under traffic took {split_at - joined_at:.1f} s "
         f"({len(owed_join)} deliveries owed meanwhile); duplicates: {arrivals.total - len(owed)}"

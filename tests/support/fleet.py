@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import psycopg
@@ -25,13 +25,15 @@ HOOKFLEET = str(Path(sys.executable).with_name("hookfleet"))
 class Role:
     """One role process; its combined output goes to a log file printed when a test fails."""
 
-    def __init__(self, role: str, env: dict[str, str], log_dir: Path, name: str | None = None) -> None:
+    def __init__(
+        self, role: str, env: dict[str, str], log_dir: Path, name: str | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.role = role
         self.name = name or role
         self.log_path = log_dir / f"{self.name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [HOOKFLEET, role], env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT
+            [HOOKFLEET, role, *args], env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def log_text(self) -> str:
@@ -70,8 +72,8 @@ class Fleet:
         self.log_dir = log_dir
         self.roles: list[Role] = []
 
-    def start(self, role: str, name: str | None = None, **extra_env: str) -> Role:
-        started = Role(role, {**self.env, **extra_env}, self.log_dir, name)
+    def start(self, role: str, name: str | None = None, args: Sequence[str] = (), **extra_env: str) -> Role:
+        started = Role(role, {**self.env, **extra_env}, self.log_dir, name, args)
         self.roles.append(started)
         return started
 

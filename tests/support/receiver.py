@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 
 import trustme
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP header names are (RFC 9110 §5.1)
     body: bytes
     at: float
     signature_ok: bool | None
+    peer: tuple[str, int] | None = None
 
     @property
     def event_id(self) -> str:
@@ -49,8 +51,11 @@ class _Behaviour:
 
 
 class HttpsReceiver:
-    def __init__(self, ca: trustme.CA) -> None:
-        cert = ca.issue_cert("localhost", "127.0.0.1")
+    def __init__(
+        self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1"), host: str = "127.0.0.1"
+    ) -> None:
+        cert = ca.issue_cert(*names)
+        self.host = host
         self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(self._ssl)
         self._behaviours: dict[str, _Behaviour] = defaultdict(_Behaviour)
@@ -72,8 +77,8 @@ class HttpsReceiver:
         statuses: list[int] | None = None,
         hang: bool = False,
         body: bytes | None = None,
-        fail_events: dict[str, int] | None = None,
         headers: dict[str, str] | Callable[[], dict[str, str]] | None = None,
+        fail_events: dict[str, int] | None = None,
     ) -> str:
         """Configure `path` (answer `body`, default "answered <status>"; 500 to the first n deliveries of
         each event in `fail_events`; `headers` on every answer, or made by a function per answer); returns
@@ -132,7 +137,8 @@ class HttpsReceiver:
             expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
             ok = expected == request.headers.get("X-Webhook-Signature")
         with self._lock:
-            self.received.append(Received(path, dict(request.headers), body, time.time(), ok))
+            peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+            self.received.append(Received(path, CIMultiDict(request.headers), body, time.time(), ok, peer))
         if hang:
             await self._release.wait()
         extra = make_headers() if make_headers is not None else None
@@ -146,7 +152,7 @@ class HttpsReceiver:
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self._ssl, backlog=1024)
+        site = web.TCPSite(runner, self.host, 0, ssl_context=self._ssl, backlog=1024)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._runner = runner

@@ -215,6 +215,28 @@ def test_classify_errors() -> None:
     assert classify_error(cert) == (Outcome.TLS_ERROR, "tls error")
 
 
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        ("invalid peer certificate: UnknownIssuer", (Outcome.TLS_ERROR, "tls error")),
+        ("Connection refused (os error 111)", (Outcome.CONNECTION_ERROR, "connection refused")),
+        ("peer closed connection without sending TLS close_notify", (Outcome.CONNECTION_ERROR, "server disconnected")),
+        ("connection closed before message completed", (Outcome.CONNECTION_ERROR, "server disconnected")),
+        ("something new", (Outcome.CONNECTION_ERROR, "connection error (ConnectError)")),
+    ],
+)
+def test_classify_client_errors_by_their_cause_chain(cause: str, expected: tuple[Outcome, str]) -> None:
+    from pyreqwest.exceptions import Cause, ConnectError, ConnectTimeoutError
+
+    chain: list[Cause] = [{"message": "error sending request for url (https://example.com/?q=s3)"}, {"message": cause}]
+    assert classify_error(ConnectError("connection error", {"causes": chain})) == expected
+    timeout = ConnectTimeoutError("connection timeout", {"causes": [{"message": "operation timed out"}]})
+    assert classify_error(timeout) == (Outcome.TIMEOUT, "timeout")
+    import socket
+
+    assert classify_error(socket.gaierror(socket.EAI_NONAME, "no")) == (Outcome.CONNECTION_ERROR, "dns lookup failed")
+
+
 def test_low_water_mark_never_passes_unfinished_work() -> None:
     lwm = LowWaterMark()
     for offset in (10, 11, 12, 13):

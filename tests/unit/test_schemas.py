@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.catalog import BY_TYPE, CATALOG, EventType, sample_data
-from schemas.ids import ulid
+from schemas.ids import new_attempt_id, new_event_id, new_webhook_id, ulid
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome, Webhook
 from schemas.topics import Topics
 
@@ -184,6 +185,31 @@ def test_ulid_known_answer_and_ordering() -> None:
     assert ulid(now_ms=1, randomness=2**80 - 1) > ulid(now_ms=0, randomness=2**80 - 1)
     with pytest.raises(ValueError, match="out of range"):
         ulid(now_ms=-1)
+
+
+def test_ulid_random_part_known_answer() -> None:
+    assert ulid(now_ms=0, randomness=2**80 - 1) == "0" * 10 + "Z" * 16
+    assert ulid(now_ms=2**48 - 1, randomness=1) == "7" + "Z" * 9 + "0" * 15 + "1"
+    with pytest.raises(ValueError, match="80 bits"):
+        ulid(now_ms=0, randomness=2**80)
+
+
+def _decode(text: str) -> int:
+    return sum("0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(c) << (5 * n) for n, c in enumerate(reversed(text)))
+
+
+def test_generated_ids_are_unique_sortable_ulids_of_now() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_attempt_id() for _ in range(20_000)] + [new_event_id(), new_webhook_id()]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    bodies = [i.split("_", 1)[1] for i in ids]
+    assert [i.split("_", 1)[0] for i in ids[-3:]] == ["att", "evt", "wh"]
+    assert all(len(b) == 26 for b in bodies)
+    stamps = [_decode(b[:10]) for b in bodies]
+    assert all(before <= t <= after for t in stamps)
+    assert stamps == sorted(stamps)  # ids of a later millisecond sort after earlier ones
+    assert all(ulid(_decode(b) >> 80, _decode(b) & (2**80 - 1)) == b for b in bodies[:500])
 
 
 def test_topic_prefix_applies_to_every_topic() -> None:

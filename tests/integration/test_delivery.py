@@ -1,0 +1,335 @@
+"""The delivery path against real HTTPS receivers: SSRF guard (incl. DNS rebinding), TLS verification,
+timeouts, redirects, body cap, keep-alive and the User-Agent. No broker or database: only `Deliverer`."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from dispatcher import delivery
+from dispatcher.delivery import Deliverer, DeliveryResult
+from dispatcher.subscriptions import Endpoint
+from hookfleet import USER_AGENT
+from hookfleet.settings import DeliverySettings
+from producer.publisher import build_event
+from schemas.catalog import EventType, sample_data
+from schemas.models import Outcome
+from tests.support.receiver import HttpsReceiver
+
+pytestmark = pytest.mark.integration
+
+REBIND_HOST = "rebind.hookfleet.test"  # no DNS server knows it: only the test's resolver answers for it
+SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLWRlbGl2ZXJ5LXRlc3Rz"
+
+
+def settings(ca_bundle: str | None, allow: str = "127.0.0.0/8", **overrides: Any) -> DeliverySettings:
+    return DeliverySettings(ca_bundle=ca_bundle, allow_networks=allow, **overrides)
+
+
+def endpoint(url: str) -> Endpoint:
+    return Endpoint("wh_test", "acct_1", url, frozenset(EventType), True, SECRET)
+
+
+async def send(deliverer: Deliverer, url: str) -> DeliveryResult:
+    event = build_event("acct_1", EventType.MESSAGE_READ, sample_data(EventType.MESSAGE_READ))
+    return await deliverer.deliver(endpoint(url), event, 1)
+
+
+class ScriptedDns:
+    """A resolver that answers from a script, one answer list per lookup (the last repeats)."""
+
+    def __init__(self, *answers: list[str] | OSError) -> None:
+        self.answers = list(answers)
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        answer = self.answers[min(len(self.lookups), len(self.answers)) - 1]
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def named_receiver(tls_ca) -> Iterator[HttpsReceiver]:
+    """127.0.0.1, with a certificate for REBIND_HOST."""
+    server = HttpsReceiver(tls_ca, names=(REBIND_HOST,)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def inner_receiver(tls_ca) -> Iterator[HttpsReceiver]:
+    """127.0.0.2 stands for an address inside the operator's network: it must never see a request."""
+    server = HttpsReceiver(tls_ca, names=(REBIND_HOST,), host="127.0.0.2").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def deliverer(ca_bundle: str) -> AsyncIterator[Deliverer]:
+    d = Deliverer(settings(ca_bundle))
+    yield d
+    await d.close()
+
+
+# ----------------------------------------------------------------------------- success, headers, keep-alive
+
+
+async def test_a_delivery_carries_the_user_agent_and_reuses_one_connection(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    url = receiver.expect("/ok", secret=SECRET)
+    results = [await send(deliverer, url) for _ in range(5)]
+    assert all(r.ok and r.status_code == 200 and r.excerpt == "answered 200" for r in results)
+    got = receiver.at("/ok")
+    assert len(got) == 5 and all(r.signature_ok for r in got)
+    assert {r.headers["User-Agent"] for r in got} == {USER_AGENT}
+    assert len({r.peer for r in got}) == 1  # keep-alive: one connection served all five
+
+
+async def test_a_redirect_is_a_failure_and_is_not_followed(deliverer: Deliverer, receiver: HttpsReceiver) -> None:
+    target = receiver.expect("/inside")
+    url = receiver.expect("/moved", statuses=[302], headers={"Location": target})
+    result = await send(deliverer, url)
+    assert result.outcome is Outcome.HTTP_ERROR and result.status_code == 302
+    assert result.error == "http 302 (redirects are not followed)"
+    assert receiver.at("/inside") == []
+
+
+async def test_a_large_response_is_read_only_up_to_the_cap(deliverer: Deliverer, receiver: HttpsReceiver) -> None:
+    url = receiver.expect("/big", body=b"x" * (4 * 1024 * 1024))
+    result = await send(deliverer, url)
+    assert result.ok and result.excerpt == "x" * delivery.EXCERPT_BYTES
+
+
+async def test_the_body_reader_stops_at_64_kib() -> None:
+    class Endless:
+        calls = 0
+
+        async def read(self, amount: int) -> bytes:
+            self.calls += 1
+            return b"y" * min(amount, 10_000)
+
+    reader = Endless()
+    body = await delivery._read_capped(reader)
+    assert len(body) == delivery.READ_CAP == 64 * 1024 and reader.calls == 7
+
+
+async def test_a_non_2xx_answer_keeps_its_status_and_excerpt(deliverer: Deliverer, receiver: HttpsReceiver) -> None:
+    result = await send(deliverer, receiver.expect("/down", statuses=[503]))
+    assert result.outcome is Outcome.HTTP_ERROR and result.status_code == 503 and result.excerpt == "answered 503"
+
+
+# ----------------------------------------------------------------------------- timeouts
+
+
+async def test_a_hanging_receiver_times_out_at_exactly_the_delivery_timeout(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    url = receiver.expect("/hang", hang=True)
+    started = time.monotonic()
+    result = await send(deliverer, url)
+    took = time.monotonic() - started
+    assert result.outcome is Outcome.TIMEOUT and result.error == "timeout" and result.status_code is None
+    assert 10.0 <= took < 10.3, took  # the documented 10 s, not rounded up towards 11 s
+    assert 10_000 <= result.response_ms < 10_300
+
+
+async def test_the_connect_timeout_is_separate_from_the_total(ca_bundle: str) -> None:
+    # A listener that never accepts: TCP completes in the kernel's backlog, the TLS handshake never does.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    d = Deliverer(settings(ca_bundle, connect_timeout_s=1.0))
+    try:
+        started = time.monotonic()
+        result = await send(d, f"https://localhost:{silent.getsockname()[1]}/never")
+        took = time.monotonic() - started
+    finally:
+        await d.close()
+        silent.close()
+    assert result.outcome is Outcome.TIMEOUT
+    assert 1.0 <= took < 1.5, took
+
+
+async def test_a_refused_connection_is_a_connection_error(deliverer: Deliverer) -> None:
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    result = await send(deliverer, f"https://localhost:{port}/")
+    assert (result.outcome, result.error) == (Outcome.CONNECTION_ERROR, "connection refused")
+
+
+# ----------------------------------------------------------------------------- TLS
+
+
+async def test_an_untrusted_certificate_is_a_tls_error_and_the_ca_bundle_trusts_it(
+    ca_bundle: str, receiver: HttpsReceiver
+) -> None:
+    url = receiver.expect("/tls")
+    without = Deliverer(settings(None))
+    try:
+        refused = await send(without, url)
+    finally:
+        await without.close()
+    assert (refused.outcome, refused.error) == (Outcome.TLS_ERROR, "tls error")
+    assert receiver.at("/tls") == []
+    with_bundle = Deliverer(settings(ca_bundle))
+    try:
+        assert (await send(with_bundle, url)).ok
+    finally:
+        await with_bundle.close()
+
+
+async def test_tls_verifies_the_url_host_not_the_pinned_address(ca_bundle: str, receiver: HttpsReceiver) -> None:
+    # The receiver's certificate names localhost and 127.0.0.1, not REBIND_HOST.
+    dns = ScriptedDns(["127.0.0.1"])
+    d = Deliverer(settings(ca_bundle), resolve=dns)
+    try:
+        result = await send(d, f"https://{REBIND_HOST}:{receiver.port}/wrong-name")
+    finally:
+        await d.close()
+    assert result.outcome is Outcome.TLS_ERROR and receiver.at("/wrong-name") == []
+
+
+# ----------------------------------------------------------------------------- SSRF guard
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "127.0.0.1", "127.1", "2130706433", "0177.1", "127.0.0.1.", "0x7f.1", "[::ffff:127.0.0.1]"],
+)
+async def test_blocked_addresses_are_refused_before_any_connection(
+    ca_bundle: str, receiver: HttpsReceiver, host: str
+) -> None:
+    d = Deliverer(settings(ca_bundle, allow=""))
+    try:
+        result = await send(d, f"https://{host}:{receiver.port}/guarded")
+    finally:
+        await d.close()
+    assert (result.outcome, result.error, result.status_code) == (Outcome.BLOCKED, "blocked address", None)
+    assert receiver.at("/guarded") == []
+
+
+async def test_a_non_standard_literal_is_refused_even_inside_an_allowed_network(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    # 127.0.0.0/8 is allowed here, yet `127.1` (the client would read it as 127.0.0.1) is refused by form.
+    receiver.expect("/short")
+    result = await send(deliverer, f"https://127.1:{receiver.port}/short")
+    assert result.outcome is Outcome.BLOCKED and receiver.at("/short") == []
+
+
+async def test_dns_rebinding_cannot_move_the_connection_after_the_check(
+    ca_bundle: str,
+    named_receiver: HttpsReceiver,
+    inner_receiver: HttpsReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first answer passes the guard; every later answer points inside the network. The client
+    must connect to the checked address (and can only do so: no DNS server knows REBIND_HOST)."""
+    dns = ScriptedDns(["127.0.0.1"], ["127.0.0.2"])
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.1/32"), resolve=dns)
+    url = f"https://{REBIND_HOST}:{named_receiver.port}/hook"
+    try:
+        first = [await send(d, url) for _ in range(3)]
+        assert all(r.ok for r in first), first
+        assert dns.lookups == [REBIND_HOST]  # checked once, pinned: the client resolved nothing itself
+        monkeypatch.setattr(delivery, "PIN_TTL_S", 0.0)  # the pin expires: the next delivery looks up again
+        rebound = await send(d, url)
+    finally:
+        await d.close()
+    assert (rebound.outcome, rebound.error) == (Outcome.BLOCKED, "blocked address")
+    assert len(named_receiver.at("/hook")) == 3
+    assert inner_receiver.count() == 0
+
+
+async def test_blocked_answers_are_dropped_and_an_allowed_one_is_used(
+    ca_bundle: str, named_receiver: HttpsReceiver, inner_receiver: HttpsReceiver
+) -> None:
+    dns = ScriptedDns(["127.0.0.2", "127.0.0.1"])
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.1/32"), resolve=dns)
+    try:
+        result = await send(d, f"https://{REBIND_HOST}:{named_receiver.port}/mixed")
+    finally:
+        await d.close()
+    assert result.ok and len(named_receiver.at("/mixed")) == 1 and inner_receiver.count() == 0
+
+
+async def test_a_host_that_does_not_resolve_is_a_dns_error(ca_bundle: str) -> None:
+    async def nxdomain(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    d = Deliverer(settings(ca_bundle), resolve=nxdomain)
+    try:
+        result = await send(d, f"https://{REBIND_HOST}/hook")
+    finally:
+        await d.close()
+    assert (result.outcome, result.error) == (Outcome.CONNECTION_ERROR, "dns lookup failed")
+
+
+async def test_a_failing_refresh_keeps_the_checked_address_until_dns_answers_again(
+    ca_bundle: str, named_receiver: HttpsReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = ScriptedDns(["127.0.0.1"], socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.1/32"), resolve=dns)
+    url = f"https://{REBIND_HOST}:{named_receiver.port}/stale"
+    try:
+        assert (await send(d, url)).ok
+        monkeypatch.setattr(delivery, "PIN_TTL_S", 0.0)
+        assert (await send(d, url)).ok  # the refresh failed: the address checked before still serves
+    finally:
+        await d.close()
+    assert len(dns.lookups) == 2 and len(named_receiver.at("/stale")) == 2
+
+
+async def test_a_changed_allowed_address_gets_a_new_pinned_client(
+    ca_bundle: str,
+    named_receiver: HttpsReceiver,
+    inner_receiver: HttpsReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both addresses are allowed here: the host moved from 127.0.0.1 to 127.0.0.2 (same port on neither,
+    # so each receiver's own port is pinned through the URL).
+    dns = ScriptedDns(["127.0.0.1"], ["127.0.0.2"])
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.0/8"), resolve=dns)
+    try:
+        assert (await send(d, f"https://{REBIND_HOST}:{named_receiver.port}/before")).ok
+        monkeypatch.setattr(delivery, "PIN_TTL_S", 0.0)
+        assert (await send(d, f"https://{REBIND_HOST}:{inner_receiver.port}/after")).ok
+    finally:
+        await d.close()
+    assert len(named_receiver.at("/before")) == 1 and len(inner_receiver.at("/after")) == 1
+    assert inner_receiver.at("/before") == [] and named_receiver.at("/after") == []
+
+
+async def test_a_response_with_too_many_headers_is_refused_not_parsed(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    url = receiver.expect("/headers", headers={f"X-Filler-{n}": "x" for n in range(150)})
+    result = await send(deliverer, url)
+    assert result.outcome is Outcome.CONNECTION_ERROR and result.status_code is None, result
+
+
+async def test_an_unreachable_address_is_left_for_another_allowed_answer(
+    ca_bundle: str, named_receiver: HttpsReceiver
+) -> None:
+    # Nothing listens on 127.0.0.2 at the receiver's port: the first pin fails, the next delivery moves on.
+    dns = ScriptedDns(["127.0.0.2", "127.0.0.1"])
+    d = Deliverer(settings(ca_bundle, allow="127.0.0.0/8"), resolve=dns)
+    url = f"https://{REBIND_HOST}:{named_receiver.port}/failover"
+    try:
+        first = await send(d, url)
+        second = await send(d, url)
+        third = await send(d, url)
+    finally:
+        await d.close()
+    assert (first.outcome, first.error) == (Outcome.CONNECTION_ERROR, "connection refused")
+    assert second.ok and third.ok and len(named_receiver.at("/failover")) == 2
+    assert len(dns.lookups) == 2  # looked up again once after the failure, then pinned to the one that works
