@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 
-.PHONY: install system-core system-test stack down status lint test demo bench clean
+.PHONY: install system-core system-test tools stack down status lint test demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ system-core:
 system-test:
 	deploy/local/system-packages.sh core test
 
+# kustomize for the manifest rendering test: built once with `go install` into ~/.cache/hookfleet.
+tools:
+	deploy/local/kustomize.sh >/dev/null
+
 stack: system-core install
 	$(BIN)/hookfleet dev up
 
@@ -39,7 +43,7 @@ lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy $(CODE)
 
-test: system-test stack lint
+test: system-test tools stack lint
 	$(BIN)/pytest -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
 
 demo: stack

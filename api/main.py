@@ -9,8 +9,9 @@ import logging
 from aiohttp import web
 
 from api.app import build_app
+from api.resources import RESOURCES
 from hookfleet import logs
-from hookfleet.metrics import HealthServer
+from hookfleet.metrics import HealthServer, Heartbeat
 from hookfleet.settings import ApiSettings
 from hookfleet.shutdown import Shutdown
 
@@ -18,27 +19,46 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
 """In-flight requests get this long after SIGTERM (a Test may wait for a slow receiver)."""
+BEAT_EVERY_S = 1.0
+
+
+async def _beat(heartbeat: Heartbeat) -> None:
+    """Liveness of the API is its event loop turning: a blocked loop stops this task, and `/livez` fails."""
+    while True:
+        heartbeat.beat()
+        await asyncio.sleep(BEAT_EVERY_S)
 
 
 async def serve(settings: ApiSettings) -> None:
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
-    await runner.setup()  # opens the database pool: an unreachable database fails here, with its address
+    heartbeat = Heartbeat()
+    beating = asyncio.create_task(_beat(heartbeat))
+    # Opens the database pool; an unreachable database is retried in the background (api/store.py), and so
+    # is the secret key check (api/resources.py): the API serves, unready on its HTTP /healthz, and
+    # recovers by itself.
+    await runner.setup()
     health = None
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         if settings.metrics_port:
-            health = HealthServer(settings.metrics_port, lambda: (True, "serving")).start()
+            # Readiness of the API is its HTTP /healthz (it pings the database); this one only says "serving".
+            health = HealthServer(settings.metrics_port, lambda: (True, "serving"), heartbeat).start()
         stop = asyncio.Event()
         Shutdown().install(asyncio.get_running_loop()).on_request(stop.set)
+        app[RESOURCES].on_fatal(stop.set)  # the key check deferred by a database outage refused the key
         log.info("event=api_started host=%s port=%d", settings.host, settings.port)
         await stop.wait()
     finally:
+        beating.cancel()
         if health is not None:
             health.stop()
         await runner.cleanup()
         log.info("event=api_stopped")
+    fatal = app[RESOURCES].fatal
+    if fatal is not None:
+        raise fatal  # one line and exit 1, as when the key is refused at startup
 
 
 def run(args: argparse.Namespace) -> int:

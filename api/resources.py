@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from api.store import Store
 from api.url_check import HostChecker
 from dispatcher.delivery import Deliverer
 from hookfleet import secret_keys, secretbox
+from hookfleet.db import DatabaseUnavailable
 from hookfleet.kafka import KafkaProducer
 from hookfleet.replay import ReplayRunner
 from hookfleet.settings import ApiSettings
@@ -36,6 +37,11 @@ class Resources:
     _hosts: HostChecker | None = None
     _replays: ReplayRunner | None = None
     _closing: list[str] = field(default_factory=list)
+    _key_check: asyncio.Task[None] | None = None
+    _key_check_stop: asyncio.Event | None = None
+    _on_fatal: list[Callable[[], None]] = field(default_factory=list)
+    fatal: BaseException | None = None
+    """Set when the key check deferred by a database outage refused the key: the API then stops (exit 1)."""
     create_rate: SlidingWindow = field(init=False)
     test_rate: SlidingWindow = field(init=False)
 
@@ -50,8 +56,21 @@ class Resources:
 
     @property
     def box(self) -> secretbox.SecretBox:
-        assert self._box is not None, "resources used before startup"
+        """The verified key; while the database was unreachable since startup it is not verified yet, and
+        a request needing it is a 503 like any other database outage."""
+        if self._box is None:
+            raise DatabaseUnavailable("the secret key is not yet checked against the database")
         return self._box
+
+    @property
+    def key_verified(self) -> bool:
+        return self._box is not None
+
+    def on_fatal(self, callback: Callable[[], None]) -> None:
+        """`callback` runs if the deferred key check refuses the key (see `fatal`), at once if it already has."""
+        self._on_fatal.append(callback)
+        if self.fatal is not None:
+            callback()
 
     @property
     def deliverer(self) -> Deliverer:
@@ -80,8 +99,15 @@ class Resources:
     async def start(self) -> None:
         box = secret_keys.configured_box(self.settings)  # a missing key fails before anything is opened
         self._store = await Store.open(self.database_url)
-        await asyncio.to_thread(secret_keys.verify_against_database, self.database_url, box)
-        self._box = box
+        try:
+            await asyncio.to_thread(secret_keys.verify_against_database, self.database_url, box)
+        except DatabaseUnavailable:
+            # Serve unready instead of exiting (a database outage during a rollout must not crash-loop the
+            # API); the key is checked as soon as PostgreSQL answers, and a wrong one still stops the API.
+            self._key_check_stop = asyncio.Event()
+            self._key_check = asyncio.create_task(self._check_key_later(self._key_check_stop))
+        else:
+            self._box = box
         self._deliverer = Deliverer(self.settings)
         self._producer = KafkaProducer(self.settings.kafka_bootstrap_servers)
         self._hosts = HostChecker(self.settings.allow_networks, self.settings.dns_workers)
@@ -89,7 +115,23 @@ class Resources:
             self.database_url, self._producer, self.settings.topics, self.settings.replay_rate_per_s
         )
 
+    async def _check_key_later(self, stop: asyncio.Event) -> None:
+        try:
+            box = await secret_keys.wait_for_verified_box(self.settings, stop)
+        except Exception as exc:  # a wrong key or an unmigrated schema: what would have stopped the start
+            log.error("event=secret_key_refused reason=%r action=stop", str(exc))
+            self.fatal = exc
+            for callback in self._on_fatal:
+                callback()
+            return
+        if box is not None:
+            self._box = box
+            log.info("event=secret_key_verified after=db_unavailable_at_start")
+
     async def close(self) -> None:
+        if self._key_check is not None and self._key_check_stop is not None:
+            self._key_check_stop.set()
+            await asyncio.gather(self._key_check, return_exceptions=True)
         if self._hosts is not None:
             self._hosts.close()
         if self._deliverer is not None:

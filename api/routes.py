@@ -48,10 +48,13 @@ async def openapi_json(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
     try:
-        await resources_of(request).store.ping()
+        await resources.store.ping()
     except Exception as exc:  # any failure means "do not route traffic here"
         return json_response(Health(status="unavailable", reason=f"database: {type(exc).__name__}"), 503)
+    if not resources.key_verified:  # the database just came back: the secret key check is still running
+        return json_response(Health(status="unavailable", reason="secret key not yet checked"), 503)
     return json_response(Health(status="ok"))
 
 

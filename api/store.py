@@ -3,20 +3,24 @@ another account is simply not found, so tenant isolation does not depend on each
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
-from hookfleet.db import DatabaseUnavailable, describe
+from hookfleet.db import describe
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
 from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +141,22 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, max_size: int = 10, timeout_s: float = 5.0) -> Store:
-        pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout_s, open=False)
+        """Open the pool; an unreachable database is waited out in the background, not fatal.
+
+        The API then serves, unready (`/healthz` 503, requests 503), and recovers by itself when
+        PostgreSQL answers: a database outage during a rollout must not crash-loop the API.
+        """
+        # reconnect_timeout: keep trying for a day, not psycopg_pool's default 5 min, after which the pool
+        # would stop reconnecting until a request asks for a connection.
+        pool = AsyncConnectionPool(
+            url, min_size=1, max_size=max_size, timeout=timeout_s, open=False, reconnect_timeout=86400.0
+        )
+        await pool.open(wait=False)
         try:
-            await pool.open(wait=True, timeout=timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise DatabaseUnavailable(f"postgresql at {describe(url)} is not reachable") from exc
+            async with pool.connection(timeout=timeout_s) as conn:
+                await conn.execute("SELECT 1")
+        except (PoolTimeout, psycopg.OperationalError):
+            log.warning("event=db_unavailable_at_start database=%s action=serve_unready_and_retry", describe(url))
         return cls(pool)
 
     async def close(self) -> None:

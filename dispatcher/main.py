@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import threading
 
 import uvloop
 
@@ -14,7 +15,7 @@ from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet import logs, metrics, secret_keys
 from hookfleet.db import describe
-from hookfleet.kafka import Consumer, check_broker, new_consumer, new_producer
+from hookfleet.kafka import Consumer, new_consumer, new_producer, wait_for_broker
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
 from schemas.catalog import EventType
@@ -23,9 +24,38 @@ from schemas.models import Outcome
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
+async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: threading.Event | None = None) -> None:
     """Run one dispatcher until `stop` is set. Consumption starts only once the subscription index is
-    loaded: an event consumed against an empty index would be acknowledged with no delivery."""
+    loaded: an event consumed against an empty index would be acknowledged with no delivery.
+
+    The health server starts first: while the broker, the database or the index is not there yet the
+    dispatcher is alive (its heartbeat beats) and unready, and starts by itself when they answer."""
+    heartbeat = metrics.Heartbeat()
+    running: list[Dispatcher] = []
+
+    def ready() -> tuple[bool, str]:
+        if not running:
+            return False, "waiting for the broker, the secret key check and the subscription index"
+        return bool(running[0].assigned), "assigned" if running[0].assigned else "no partitions assigned"
+
+    health = metrics.HealthServer(settings.metrics_port, ready, heartbeat).start() if settings.metrics_port else None
+    metrics.IN_FLIGHT_LIMIT.set(settings.max_in_flight)
+    try:
+        await _serve(settings, stop, stopping or threading.Event(), heartbeat, running)
+    finally:
+        if health is not None:
+            health.stop()
+
+
+async def _serve(
+    settings: DispatcherSettings,
+    stop: asyncio.Event,
+    stopping: threading.Event,
+    heartbeat: metrics.Heartbeat,
+    running: list[Dispatcher],
+) -> None:
+    if not await asyncio.to_thread(wait_for_broker, settings.kafka_bootstrap_servers, stopping, heartbeat.beat):
+        return
     box = await secret_keys.wait_for_verified_box(settings, stop)
     if box is None:
         return
@@ -37,7 +67,9 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
     log.info("event=waiting_for_subscriptions database=%s", describe(database_url))
     loaded = asyncio.create_task(sync.loaded.wait())
     stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([loaded, stopped], return_when=asyncio.FIRST_COMPLETED)
+    while not (loaded.done() or stopped.done()):
+        heartbeat.beat()
+        await asyncio.wait([loaded, stopped], return_when=asyncio.FIRST_COMPLETED, timeout=1.0)
     loaded.cancel()
     stopped.cancel()
     if stop.is_set():
@@ -62,13 +94,8 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
     }
     deliverer = Deliverer(settings)
     metrics.init_label_values([t.value for t in EventType], [o.value for o in Outcome])
-    dispatcher = Dispatcher(settings, consumers, producer, deliverer, index)
-    health = None
-    if settings.metrics_port:
-        health = metrics.HealthServer(
-            settings.metrics_port,
-            lambda: (bool(dispatcher.assigned), "assigned" if dispatcher.assigned else "no partitions assigned"),
-        ).start()
+    dispatcher = Dispatcher(settings, consumers, producer, deliverer, index, heartbeat)
+    running.append(dispatcher)
     try:
         await dispatcher.run(stop)
     finally:
@@ -76,8 +103,6 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
         unflushed = await asyncio.get_running_loop().run_in_executor(None, producer.close)
         sync_stop.set()
         await sync_task
-        if health is not None:
-            health.stop()
         log.info("event=dispatcher_exit unflushed=%d", unflushed)
 
 
@@ -88,13 +113,12 @@ def run(args: argparse.Namespace) -> int:
         from dispatcher.processes import process_count, supervise
 
         return supervise(process_count(args.processes), settings.metrics_port)
-    check_broker(settings.kafka_bootstrap_servers)
 
     async def main() -> None:
         stop = asyncio.Event()
         shutdown = Shutdown().install(asyncio.get_running_loop())
         shutdown.on_request(stop.set)
-        await serve(settings, stop)
+        await serve(settings, stop, shutdown.requested)
 
     # uvloop: its C event loop and TLS transport take 9 % less CPU per delivery (bench/RESULTS.md).
     uvloop.run(main())

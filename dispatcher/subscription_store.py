@@ -18,6 +18,7 @@ import psycopg
 
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet.db import connect_async
+from hookfleet.metrics import SUBSCRIPTION_DB_ERRORS, SUBSCRIPTIONS_AGE
 from hookfleet.secretbox import SecretBox, SecretKeyError, open_headers
 from schemas.catalog import EventType
 
@@ -70,6 +71,9 @@ class SubscriptionSync:
         self.index = index
         self._reload_s = reload_s
         self.loaded = asyncio.Event()
+        # How fresh the index is: the last full load, change refresh or quiet LISTEN round that succeeded.
+        self._heard = time.monotonic()
+        SUBSCRIPTIONS_AGE.set_function(lambda: time.monotonic() - self._heard)
 
     async def load_all(self, conn: psycopg.AsyncConnection[Any]) -> None:
         cursor = await conn.execute(f"SELECT {_COLUMNS} FROM webhooks")  # noqa: S608 - constant column list
@@ -101,6 +105,7 @@ class SubscriptionSync:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await self.load_all(conn)
+                    self._heard = time.monotonic()
                     backoff = 0.5
                     next_full = time.monotonic() + self._reload_s
                     while not stop.is_set():
@@ -110,7 +115,9 @@ class SubscriptionSync:
                             next_full = time.monotonic() + self._reload_s
                         elif changed:
                             await self._refresh(conn, changed)
+                        self._heard = time.monotonic()
             except (psycopg.Error, OSError, RuntimeError) as exc:
+                SUBSCRIPTION_DB_ERRORS.inc()
                 log.warning("event=subscriptions_db_unavailable error=%s retry_in_s=%.1f", type(exc).__name__, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)

@@ -91,8 +91,10 @@ class Dispatcher:
         producer: KafkaProducer,
         deliverer: Deliverer,
         index: SubscriptionIndex,
+        heartbeat: metrics.Heartbeat | None = None,
     ) -> None:
-        """`consumers`: one per stage this process runs ("fanout", "delivery"), all in one group."""
+        """`consumers`: one per stage this process runs ("fanout", "delivery"), all in one group;
+        `heartbeat` is beaten on every turn of every stage's loop (what `/livez` reads)."""
         self._settings = settings
         self._topics = settings.topics
         topic_of = {"fanout": self._topics.events, "delivery": self._topics.deliveries}
@@ -104,6 +106,7 @@ class Dispatcher:
         self._producer = producer
         self._deliverer = deliverer
         self._index = index
+        self._heartbeat = heartbeat or metrics.Heartbeat()
         self._lanes: dict[str, Lane[_Job]] = {}
         self._tasks: dict[asyncio.Task[None], TP] = {}  # open requests, parks, drops, invalid-topic writes
         self._held = 0  # delivery tasks accepted and not yet finished (queued, open or being routed)
@@ -134,6 +137,7 @@ class Dispatcher:
         next_commit = 0.0
         while not stop.is_set():
             messages = await stage.poll(batch)
+            self._heartbeat.beat()
             for message in messages:
                 self._accept(stage, message)
             now = time.monotonic()

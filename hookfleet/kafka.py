@@ -159,6 +159,36 @@ def check_broker(bootstrap: str, timeout_s: float = 5.0) -> int:
     return len(metadata.brokers)
 
 
+def wait_for_broker(
+    bootstrap: str, stop: threading.Event, on_wait: Callable[[], None] | None = None, retry_s: float = 5.0
+) -> bool:
+    """Block until the broker answers or `stop` is set; returns whether it answered.
+
+    A role whose broker is down at start waits here, alive (`on_wait` beats its heartbeat) and unready,
+    and starts by itself when the broker returns: exiting instead would turn a broker outage into a
+    fleet-wide crash loop that adds minutes to the recovery.
+    """
+    since = time.monotonic()
+    attempts = 0
+    while not stop.is_set():
+        try:
+            check_broker(bootstrap)
+        except KafkaUnavailable as exc:
+            attempts += 1
+            if attempts == 1 or attempts % 12 == 0:  # once a minute at the default retry_s
+                log.warning("event=broker_unavailable_at_start reason=%r action=wait_and_retry", str(exc))
+            if on_wait is not None:
+                on_wait()
+            stop.wait(retry_s)
+            if on_wait is not None:
+                on_wait()
+            continue
+        if attempts:
+            log.info("event=broker_available waited_s=%.1f", time.monotonic() - since)
+        return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
@@ -268,7 +298,10 @@ class KafkaProducer:
     A background thread serves delivery callbacks (`poll`) so asyncio code never blocks on librdkafka.
     """
 
-    def __init__(self, bootstrap: str, **extra: Any) -> None:
+    def __init__(self, bootstrap: str, *, count_errors: bool = True, **extra: Any) -> None:
+        """`count_errors=False` for producers embedded in product services (EventPublisher): their process
+        should not grow the fleet's metrics."""
+        self._count_errors = count_errors
         config = client_config(
             bootstrap,
             **{
@@ -296,7 +329,20 @@ class KafkaProducer:
         headers: Headers | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it."""
+        """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it.
+
+        Every refused or unacknowledged message counts in `hookfleet_produce_errors_total{topic}`.
+        """
+        if self._count_errors:
+            callback = on_delivery
+
+            def counted(error: KafkaError | None, message: Message) -> None:
+                if error is not None:
+                    _produce_errors().labels(topic).inc()
+                if callback is not None:
+                    callback(error, message)
+
+            on_delivery = counted
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
@@ -304,6 +350,8 @@ class KafkaProducer:
             except BufferError:
                 self._producer.poll(0.1)
             except KafkaException as exc:  # refused locally (e.g. MSG_SIZE_TOO_LARGE): our error, not a traceback
+                if self._count_errors:
+                    _produce_errors().labels(topic).inc()
                 raise KafkaDeliveryError(exc.args[0]) from exc
 
     def send(
@@ -356,6 +404,13 @@ class KafkaProducer:
         return remaining
 
 
+def _produce_errors() -> Any:
+    # Imported when first needed, so importing this module (the producer library does) registers no metric.
+    from hookfleet.metrics import PRODUCE_ERRORS
+
+    return PRODUCE_ERRORS
+
+
 def _resolve(future: asyncio.Future[Message], error: KafkaError | None, message: Message) -> None:
     if future.done():
         return
@@ -394,7 +449,7 @@ def new_producer(bootstrap: str, **extra: Any) -> KafkaProducer:
 
 
 class BrokerState:
-    """Whether a client reaches a broker, from librdkafka's error and statistics callbacks (for /healthz).
+    """Whether a client reaches a broker, from librdkafka's error and statistics callbacks (its `up` feeds /readyz).
 
     Created before the client, so its callbacks can be passed to the factory; read by the health
     server's thread, so it only ever assigns a plain bool.
@@ -459,5 +514,6 @@ __all__ = [
     "new_producer",
     "topic_overview",
     "topic_partition",
+    "wait_for_broker",
     "written_ms",
 ]

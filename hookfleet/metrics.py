@@ -1,7 +1,9 @@
-"""Prometheus metrics of every role, and the `/metrics` + `/healthz` server.
+"""Prometheus metrics of every role, the loop heartbeat, and the `/metrics` + `/livez` + `/readyz` server.
 
 All metrics are defined here so the dashboard, the alert rules and the code agree on names. Labels stay
-low-cardinality: event type, outcome, stage, topic, partition, group. Never an account, webhook or URL.
+low-cardinality: event type, outcome, stage, topic, partition, group. Never an account, webhook or URL on
+a hot metric; the one exception is `hookfleet_webhook_failures_top`, a recorder-side gauge bounded to the
+top `TOP_FAILING_WEBHOOKS` webhooks (see recorder/outcomes.py).
 """
 
 from __future__ import annotations
@@ -9,20 +11,38 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import platform
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from hookfleet import __version__
+
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 7.5, 9, 10, 10.5, 12, 15, 30, 60)
+"""Dense around the 10 s delivery timeout: a timed-out attempt lands in (10, 10.5], not in (10, 30], so 2 %
+timeouts no longer read as a p99 of 20 s; 12-60 cover a raised HOOKFLEET_DELIVERY_TIMEOUT_S."""
+SETTLED_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 450, 600, 900, 1800, 3600)
+"""Event to settled (delivered or dead-lettered). The whole retry schedule (10 s + 60 s + 5 min, plus four
+10 s timeouts) takes at most ~410 s, so the SLO threshold of 600 s is a bucket boundary."""
+TOP_FAILING_WEBHOOKS = 10
+"""Bound of the only webhook-labelled series (recorder-side, see recorder/outcomes.py)."""
 
+BUILD_INFO = Gauge("hookfleet_build_info", "Always 1: the version and Python of this process", ["version", "python"])
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+READY = Gauge("hookfleet_ready", "1 while this process answers /readyz with 200 (broker, assignment, database)")
+LOOP_HEARTBEAT_AGE = Gauge(
+    "hookfleet_loop_heartbeat_age_seconds", "Seconds since the role's main loop last made progress (liveness)"
+)
 DELIVERIES = Counter("hookfleet_deliveries", "Delivery attempts by event type and outcome", ["event_type", "outcome"])
 DELIVERY_DURATION = Histogram(
-    "hookfleet_delivery_duration_seconds", "HTTP attempt duration", ["outcome"], buckets=_LATENCY_BUCKETS
+    "hookfleet_delivery_duration_seconds", "HTTP attempt duration", ["outcome"], buckets=_ATTEMPT_BUCKETS
 )
 EVENT_TO_DELIVERED = Histogram(
     "hookfleet_event_to_delivered_seconds",
@@ -32,6 +52,18 @@ EVENT_TO_DELIVERED = Histogram(
 IN_FLIGHT = Gauge(
     "hookfleet_deliveries_in_flight",
     "Deliveries started and not yet durable (request open, or its outcome not yet acknowledged by the broker)",
+)
+IN_FLIGHT_LIMIT = Gauge(
+    "hookfleet_deliveries_in_flight_limit", "HOOKFLEET_MAX_IN_FLIGHT: above it the dispatcher pauses partitions"
+)
+PRODUCE_ERRORS = Counter(
+    "hookfleet_produce_errors", "Messages the broker refused or never acknowledged, by topic", ["topic"]
+)
+SUBSCRIPTION_DB_ERRORS = Counter(
+    "hookfleet_subscription_db_errors", "Failed subscription loads from PostgreSQL (the last index keeps serving)"
+)
+SUBSCRIPTIONS_AGE = Gauge(
+    "hookfleet_subscriptions_age_seconds", "Seconds since the subscription index last heard from PostgreSQL"
 )
 PARTITIONS_PAUSED = Gauge("hookfleet_partitions_paused", "Partitions paused for backpressure or not-yet-due retries")
 RETRIES_SCHEDULED = Counter(
@@ -58,8 +90,44 @@ RECORDER_LAG = Histogram(
     "hookfleet_recorder_write_lag_seconds", "Attempt time to row committed in PostgreSQL", buckets=_LATENCY_BUCKETS
 )
 RECORDER_DB_ERRORS = Counter("hookfleet_recorder_db_errors", "Failed recorder transactions (retried)")
-FAILING_WEBHOOKS = Gauge("hookfleet_failing_webhooks", "Webhooks whose status is failing")
+FAILING_WEBHOOKS = Gauge("hookfleet_failing_webhooks", "Webhooks whose status is failing (re-read every 30 s)")
+DELIVERY_SETTLED = Histogram(
+    "hookfleet_delivery_settled_seconds",
+    "Event created_at to its delivery settled: a 2xx (delivered) or the last failure (dead_lettered); the SLI",
+    ["outcome"],
+    buckets=SETTLED_BUCKETS,
+)
+WEBHOOKS_ATTEMPTED = Gauge(
+    "hookfleet_webhooks_attempted", "Distinct webhooks with an attempt recorded in the last 10 minutes"
+)
+WEBHOOKS_SUCCEEDING = Gauge(
+    "hookfleet_webhooks_succeeding", "Distinct webhooks with a 2xx recorded in the last 10 minutes"
+)
+WEBHOOK_FAILURES_TOP = Gauge(
+    "hookfleet_webhook_failures_top",
+    f"Failed attempts in the last 10 minutes of the {TOP_FAILING_WEBHOOKS} worst webhooks (bounded series)",
+    ["webhook_id"],
+)
 CONSUMER_LAG = Gauge("hookfleet_consumer_lag", "High watermark minus committed offset", ["group", "topic", "partition"])
+TOPIC_END_OFFSET = Gauge(
+    "hookfleet_topic_end_offset",
+    "Broker-side: sum of the topic's partition end offsets (messages ever written)",
+    ["topic"],
+)
+GROUP_LAG_MESSAGES = Gauge(
+    "hookfleet_group_lag_messages", "Broker-side: end offsets minus the group's committed offsets", ["group", "topic"]
+)
+GROUP_LAG_SECONDS = Gauge(
+    "hookfleet_group_lag_seconds",
+    "Broker-side: age of the oldest message the group has not committed past (0 when caught up)",
+    ["group", "topic"],
+)
+RETRY_OVERDUE = Gauge(
+    "hookfleet_retry_overdue_seconds",
+    "Broker-side: how far past its due_at the oldest unhanded task of a delay topic is (0 when none is due)",
+    ["topic"],
+)
+LAG_EXPORT_ERRORS = Counter("hookfleet_lag_export_errors", "Broker-side lag reads that failed")
 API_REQUESTS = Counter("hookfleet_api_requests", "API requests by operation and status class", ["operation", "status"])
 API_REQUEST_DURATION = Histogram(
     "hookfleet_api_request_duration_seconds",
@@ -129,23 +197,69 @@ def init_label_values(event_types: Iterable[str], outcomes: Iterable[str]) -> No
         DROPPED.labels(reason)
 
 
-class HealthServer:
-    """Serves `/metrics` and `/healthz` on a thread, so sync and asyncio roles serve them the same way.
+class Heartbeat:
+    """Liveness of a role: its main loop calls `beat()` every turn; stale after `stale_after_s` without one.
 
-    `/healthz` answers 200 only while `ready()` is true (connected to the broker and, for consumers,
-    assigned), else 503 with the reason, so orchestrators route and restart on real state.
+    Liveness checks no dependency on purpose: a broker or database outage makes a role unready (readiness),
+    never restarted; only a loop that stopped turning (deadlock, a call that never returns) restarts it.
+    A plain float written by one thread and read by the health thread: no lock needed.
     """
 
-    def __init__(self, port: int, ready: Callable[[], tuple[bool, str]], host: str = "0.0.0.0") -> None:  # noqa: S104
+    def __init__(self, stale_after_s: float = 60.0) -> None:
+        self.stale_after_s = stale_after_s
+        self._last = time.monotonic()
+        LOOP_HEARTBEAT_AGE.set_function(self.age_s)
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def age_s(self) -> float:
+        return time.monotonic() - self._last
+
+    def alive(self) -> tuple[bool, str]:
+        age = self.age_s()
+        if age > self.stale_after_s:
+            return False, f"main loop made no progress for {age:.0f}s (limit {self.stale_after_s:g}s)"
+        return True, f"main loop progressed {age:.1f}s ago"
+
+
+def _serving() -> tuple[bool, str]:
+    return True, "serving (no loop heartbeat registered)"
+
+
+class HealthServer:
+    """Serves `/metrics`, `/livez`, `/readyz` (and `/healthz`, the same as `/readyz`) on a thread, so sync
+    and asyncio roles serve them the same way.
+
+    `/readyz` answers 200 only while `ready()` is true (broker reachable and, for consumers, partitions
+    assigned), else 503 with the reason: orchestrators stop routing to it. `/livez` answers 200 while the
+    `heartbeat` is fresh: orchestrators restart only a role whose loop is stuck, never one that waits for
+    its broker or database. Without a heartbeat `/livez` only proves the process serves.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        ready: Callable[[], tuple[bool, str]],
+        heartbeat: Heartbeat | None = None,
+        host: str = "0.0.0.0",  # noqa: S104
+    ) -> None:
         ready_fn = ready
+        alive_fn = heartbeat.alive if heartbeat is not None else _serving
+        READY.set_function(lambda: 1.0 if ready_fn()[0] else 0.0)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
                     body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
-                elif self.path.startswith("/healthz"):
+                elif path in ("/readyz", "/healthz"):
                     ok, reason = ready_fn()
                     body = json.dumps({"ready": ok, "reason": reason}).encode()
+                    status, ctype = (200 if ok else 503), "application/json"
+                elif path == "/livez":
+                    ok, reason = alive_fn()
+                    body = json.dumps({"alive": ok, "reason": reason}).encode()
                     status, ctype = (200 if ok else 503), "application/json"
                 else:
                     body, status, ctype = b"not found\n", 404, "text/plain"

@@ -220,6 +220,17 @@ class RecorderSettings(CommonSettings):
     log_maintenance_s: float = Field(
         default=3600.0, gt=0, description="how often the log's day partitions are created ahead and pruned"
     )
+    lag_export_s: float = Field(
+        default=15.0, ge=0, description="how often to read broker-side consumer lag (hookfleet/broker_lag.py); 0 = off"
+    )
+    lag_groups: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "hookfleet-dispatcher": ["webhooks.events", "webhooks.deliveries"],
+            "hookfleet-retry-scheduler": ["webhooks.retry.10s", "webhooks.retry.60s", "webhooks.retry.5m"],
+            "hookfleet-recorder": ["webhooks.attempts", "webhooks.dead"],
+        },
+        description="unprefixed group id -> unprefixed topics whose lag is exported (JSON)",
+    )
 
 
 class ApiSettings(DeliverySettings, SecretKeySettings):

@@ -83,7 +83,7 @@ class EventPublisher:
     def __init__(self, settings: CommonSettings | None = None, producer: KafkaProducer | None = None) -> None:
         self._settings = settings or CommonSettings()
         self._topic = self._settings.topics.events
-        self._producer = producer or KafkaProducer(self._settings.kafka_bootstrap_servers)
+        self._producer = producer or KafkaProducer(self._settings.kafka_bootstrap_servers, count_errors=False)
 
     def publish(self, event: Event, on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
         self._producer.produce(self._topic, event_body(event), key=event.account_id, on_delivery=on_delivery)

@@ -24,6 +24,7 @@ from hookfleet import metrics
 from hookfleet.db import DatabaseUnavailable, describe
 from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
+    BrokerState,
     Consumer,
     KafkaDeliveryError,
     KafkaError,
@@ -40,9 +41,10 @@ from hookfleet.shutdown import Shutdown
 from recorder.batch import Batch, InvalidMessage, parse_message
 from recorder.health import mail_text
 from recorder.mail import send_mail
+from recorder.outcomes import WebhookOutcomes
 from recorder.store import OutboxItem, RecorderStore, WriteResult
 from schemas.catalog import EventType
-from schemas.models import Event
+from schemas.models import Event, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ CONSUMER_OPTIONS: dict[str, Any] = {
 _IDLE_POLL_S = 0.5
 _OUTAGE_POLL_S = 0.2
 _PRODUCE_ACK_TIMEOUT_S = 30.0
+FAILING_REFRESH_S = 30.0
+"""Every replica re-reads the failing count this often, so none keeps reporting a stale figure."""
+OUTCOMES_PUBLISH_S = 15.0
 _OUTBOX_CHECK_S = 10.0
 """How often unsent operational events are looked for when no batch wrote any (a crash between the
 transaction and the send leaves them for whichever recorder looks next)."""
@@ -75,9 +80,19 @@ class Recorder:
         consumer: Consumer,
         producer: KafkaProducer,
         store: RecorderStore,
+        *,
+        heartbeat: metrics.Heartbeat | None = None,
+        broker: BrokerState | None = None,
     ) -> None:
-        """`consumer` must have been made with `CONSUMER_OPTIONS` (offsets are committed here, by hand)."""
+        """`consumer` must have been made with `CONSUMER_OPTIONS` (offsets are committed here, by hand);
+        `broker`, when given, must be fed by the consumer's callbacks (its `up` feeds /readyz)."""
         self.settings = settings
+        self.heartbeat = heartbeat or metrics.Heartbeat()
+        self.broker = broker or BrokerState()
+        self.outcomes = WebhookOutcomes()
+        self._failing_due = 0.0
+        self._outcomes_due = 0.0
+        self._top_reported: set[str] = set()
         self.topics = settings.topics
         self.shutdown = shutdown
         self.store = store
@@ -92,7 +107,11 @@ class Recorder:
     # ----------------------------------------------------------------------------------------- lifecycle
 
     def ready(self) -> tuple[bool, str]:
+        """For /readyz: the broker reachable and partitions assigned (a database outage is only reported:
+        the role waits it out with its partitions paused)."""
         db = "up" if self.db_up else "unavailable"
+        if not self.broker.up:
+            return False, f"kafka broker at {self.settings.kafka_bootstrap_servers} unreachable; postgresql {db}"
         if not self.assigned:
             return False, f"no partitions assigned; postgresql {db}"
         return True, f"partitions={len(self.assigned)} postgresql {db}"
@@ -113,9 +132,10 @@ class Recorder:
             self.settings.batch_max,
             self.settings.batch_wait_ms,
         )
-        self._refresh_failing()
         try:
             while not self.shutdown.requested.is_set():
+                self.heartbeat.beat()  # liveness: every turn, whatever the broker and the database do
+                self._periodic()
                 self._fill()
                 if self.batch.size:
                     self._flush()
@@ -178,6 +198,7 @@ class Recorder:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.broker.up = True  # an assignment came from the group coordinator: the broker answers
         log.info("event=partitions_assigned count=%d", len(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -229,6 +250,7 @@ class Recorder:
         """Sleep between retries while polling, so the group keeps this member; partitions stay paused."""
         until = time.monotonic() + seconds
         while time.monotonic() < until:
+            self.heartbeat.beat()
             if self.shutdown.requested.is_set():
                 if self._drain_deadline is None:
                     self._drain_deadline = time.monotonic() + self.settings.drain_timeout_s
@@ -273,8 +295,19 @@ class Recorder:
         now = datetime.now(UTC)
         attempts = self.batch.attempts
         metrics.RECORDER_BATCH.observe(self.batch.size)
+        clock = time.time()
         for record in attempts:
             metrics.RECORDER_LAG.observe(max(0.0, (now - record.attempted_at).total_seconds()))
+            if record.test:
+                continue
+            ok = record.outcome is Outcome.SUCCESS
+            self.outcomes.add(record.webhook_id, ok, clock)
+            if ok and record.event is not None:
+                settled = (record.attempted_at - record.event.created_at).total_seconds()
+                metrics.DELIVERY_SETTLED.labels("delivered").observe(max(0.0, settled))
+        for letter in self.batch.dead_letters:
+            settled = (letter.dead_at - letter.task.event.created_at).total_seconds()
+            metrics.DELIVERY_SETTLED.labels("dead_lettered").observe(max(0.0, settled))
         offsets = [
             topic_partition(key, offset) for key, offset in self.batch.commit_offsets().items() if key in self.assigned
         ]
@@ -296,6 +329,7 @@ class Recorder:
             )
         if result.status_changes:
             self._refresh_failing()
+            self._failing_due = time.monotonic() + FAILING_REFRESH_S
         if result.notifications:
             self._send_outbox()
         log.debug(
@@ -305,6 +339,26 @@ class Recorder:
             result.dead_letters_written,
         )
 
+    def _periodic(self) -> None:
+        """The failing count and the outcome gauges, refreshed on a clock rather than only on changes."""
+        now = time.monotonic()
+        if now >= self._failing_due:
+            self._failing_due = now + FAILING_REFRESH_S
+            self._refresh_failing()
+        if now >= self._outcomes_due:
+            self._outcomes_due = now + OUTCOMES_PUBLISH_S
+            self._publish_outcomes()
+
+    def _publish_outcomes(self) -> None:
+        summary = self.outcomes.summary(time.time(), metrics.TOP_FAILING_WEBHOOKS)
+        metrics.WEBHOOKS_ATTEMPTED.set(summary.attempted)
+        metrics.WEBHOOKS_SUCCEEDING.set(summary.succeeding)
+        top = {webhook_id for webhook_id, _ in summary.worst}
+        for webhook_id, failures in summary.worst:
+            metrics.WEBHOOK_FAILURES_TOP.labels(webhook_id).set(failures)
+        for gone in self._top_reported - top:  # bounded: a webhook leaving the top N loses its series
+            metrics.WEBHOOK_FAILURES_TOP.remove(gone)
+        self._top_reported = top
     def _send_outbox(self) -> None:
         """Publish operational events (webhook.failing / .recovered / .disabled) like any product event,
         and mail the account's notification address when SMTP is configured."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hookfleet import logs, metrics
-from hookfleet.kafka import check_broker, new_consumer, new_producer
+from hookfleet import broker_lag, logs, metrics
+from hookfleet.kafka import BrokerState, new_consumer, new_producer, wait_for_broker
 from hookfleet.retention import LogMaintenance
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
@@ -16,35 +16,62 @@ from recorder.store import RecorderStore
 def run(args: argparse.Namespace) -> int:
     settings = RecorderSettings()
     logs.setup(settings.log_level, role="recorder")
-    # Fail fast with one line when the broker is unreachable; a database outage is waited out instead.
-    check_broker(settings.kafka_bootstrap_servers)
+    # A broker or database outage is waited out, alive and unready (see run_recorder).
     return run_recorder(settings, Shutdown().install())
 
 
-def new_recorder(settings: RecorderSettings, shutdown: Shutdown) -> Recorder:
-    """A recorder with its real clients: the broker's consumer and producer, PostgreSQL's store."""
+def new_recorder(
+    settings: RecorderSettings, shutdown: Shutdown, heartbeat: metrics.Heartbeat | None = None
+) -> Recorder:
+    """A recorder with its real clients: the broker's consumer and producer, PostgreSQL's store; the
+    consumer's callbacks feed lag metrics and broker health."""
+    broker = BrokerState()
+    lag_stats = metrics.stats_callback(settings.group_id)
+
+    def on_stats(raw: str) -> None:
+        lag_stats(raw)
+        broker.on_stats(raw)
+
     consumer = new_consumer(
         settings.kafka_bootstrap_servers,
         settings.group_id,
         **CONSUMER_OPTIONS,
-        stats_cb=metrics.stats_callback(settings.group_id),
+        stats_cb=on_stats,
+        error_cb=broker.on_error,
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
     store = RecorderStore(settings.database_url.get_secret_value(), settings.retention_days, settings.disable_after)
-    return Recorder(settings, shutdown, consumer, producer, store)
+    return Recorder(settings, shutdown, consumer, producer, store, heartbeat=heartbeat, broker=broker)
 
 
 def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
-    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
-    recorder = new_recorder(settings, shutdown)
-    health = metrics.HealthServer(settings.metrics_port, recorder.ready).start() if settings.metrics_port else None
+    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks).
+
+    The health server starts first: with the broker unreachable the role waits alive and unready, and
+    starts by itself once the broker answers. The broker-side lag exporter runs beside the loop.
+    """
+    heartbeat = metrics.Heartbeat()
+    recorder = new_recorder(settings, shutdown, heartbeat)
+    health = None
+    if settings.metrics_port:
+        health = metrics.HealthServer(settings.metrics_port, recorder.ready, heartbeat).start()
+    lag_stop = None
     # Day partitions ahead, expired ones dropped, sizes published: on its own thread and connection.
     maintenance = LogMaintenance(
         settings.database_url.get_secret_value(), settings.retention_days, settings.log_maintenance_s
     ).start()
     try:
+        if (
+            wait_for_broker(settings.kafka_bootstrap_servers, shutdown.requested, heartbeat.beat)
+            and settings.lag_export_s
+        ):
+            lag_stop = broker_lag.start_exporter(
+                settings.kafka_bootstrap_servers, settings.topic_prefix, settings.lag_groups, settings.lag_export_s
+            )
         return recorder.run()
     finally:
         maintenance.stop()
+        if lag_stop is not None:
+            lag_stop.set()
         if health is not None:
             health.stop()

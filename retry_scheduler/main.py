@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hookfleet import logs
-from hookfleet.kafka import BrokerState, check_broker, new_consumer, new_producer
-from hookfleet.metrics import HealthServer, stats_callback
+from hookfleet.kafka import BrokerState, new_consumer, new_producer, wait_for_broker
+from hookfleet.metrics import HealthServer, Heartbeat, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from retry_scheduler.scheduler import CONSUMER_OPTIONS, RetryScheduler
@@ -15,11 +15,13 @@ from retry_scheduler.scheduler import CONSUMER_OPTIONS, RetryScheduler
 def run(args: argparse.Namespace) -> int:
     settings = RetrySchedulerSettings()
     logs.setup(settings.log_level, role="retry-scheduler")
-    check_broker(settings.kafka_bootstrap_servers)  # fail fast with one line instead of a silent wait
+    # A broker outage is waited out, alive and unready (see run_scheduler).
     return run_scheduler(settings, Shutdown().install())
 
 
-def new_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> RetryScheduler:
+def new_scheduler(
+    settings: RetrySchedulerSettings, shutdown: Shutdown, heartbeat: Heartbeat | None = None
+) -> RetryScheduler:
     """A scheduler with its real clients; the consumer's callbacks feed lag metrics and broker health."""
     broker = BrokerState()
     lag_stats = stats_callback(settings.group_id)
@@ -35,14 +37,21 @@ def new_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> Retry
         stats_cb=on_stats,
         error_cb=broker.on_error,
     )
-    return RetryScheduler(settings, shutdown, consumer, new_producer(settings.kafka_bootstrap_servers), broker)
+    producer = new_producer(settings.kafka_bootstrap_servers)
+    return RetryScheduler(settings, shutdown, consumer, producer, broker, heartbeat=heartbeat)
 
 
 def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
-    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks)."""
-    scheduler = new_scheduler(settings, shutdown)
-    health = HealthServer(settings.metrics_port, scheduler.ready).start() if settings.metrics_port else None
+    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks).
+
+    The health server starts first: while the broker is unreachable the role is alive and unready, and
+    it starts consuming by itself once the broker answers.
+    """
+    heartbeat = Heartbeat()
+    scheduler = new_scheduler(settings, shutdown, heartbeat)
+    health = HealthServer(settings.metrics_port, scheduler.ready, heartbeat).start() if settings.metrics_port else None
     try:
+        wait_for_broker(settings.kafka_bootstrap_servers, shutdown.requested, heartbeat.beat)
         scheduler.run()
     finally:
         if health is not None:

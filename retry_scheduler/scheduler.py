@@ -37,7 +37,7 @@ from hookfleet.kafka import (
     topic_partition,
     written_ms,
 )
-from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS
+from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from retry_scheduler.gate import DueGate, Hold, Step, hold_plan, to_nudge
@@ -129,10 +129,13 @@ class RetryScheduler:
         consumer: Consumer,
         producer: KafkaProducer,
         broker: BrokerState | None = None,
+        *,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         """`consumer` must have been made with `CONSUMER_OPTIONS`; `broker`, when given, must be fed by its
-        callbacks (it answers /healthz)."""
+        callbacks (its `up` feeds /readyz); `heartbeat` is beaten every turn of the loop (/livez)."""
         self._settings = settings
+        self._heartbeat = heartbeat
         self._topics = settings.topics
         self._shutdown = shutdown
         self._gate = DueGate()
@@ -153,7 +156,7 @@ class RetryScheduler:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def ready(self) -> tuple[bool, str]:
-        """For /healthz: assigned partitions known and the broker reachable."""
+        """For /readyz (and /healthz): assigned partitions known and the broker reachable."""
         if not self._broker.up:
             return False, f"kafka broker at {self._settings.kafka_bootstrap_servers} unreachable"
         if not self._assignment_known:
@@ -189,6 +192,8 @@ class RetryScheduler:
     # ------------------------------------------------------------------------------------------- the loop
 
     def _tick(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.beat()  # liveness: every turn of this loop, whatever the broker does
         now_ms = _now_ms()
         self._resume_due(now_ms)
         self._retry_failed()

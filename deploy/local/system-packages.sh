@@ -2,7 +2,8 @@
 # Installs the Debian packages the local stack (and, with `test`, the test suite) needs, when missing:
 # one `apt-get update`, then the installs. Nothing is downloaded outside Debian's packages.
 #   core: PostgreSQL (the local database), Java and Maven (the Kafka broker from Maven Central jars)
-#   test: Prometheus (the observability test) and Chromium (the browser tests, driven by Playwright)
+#   test: Prometheus (the observability test) with its promtool (the alert-rule unit tests), and Chromium
+#         (the browser tests, driven by Playwright)
 set -euo pipefail
 plain=() with_recommends=()
 for set in "$@"; do
@@ -13,7 +14,7 @@ for set in "$@"; do
       command -v mvn >/dev/null || plain+=(maven)
       ;;
     test)
-      [ -x /usr/bin/prometheus ] || plain+=(prometheus)
+      { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || plain+=(prometheus)
       [ -x /usr/bin/chromium ] || with_recommends+=(chromium)
       [ -x /usr/bin/chromedriver ] || with_recommends+=(chromium-driver)
       ;;

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api import client_cli
 from hookfleet.cli import main as hookfleet_main
 from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
+from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -193,15 +195,8 @@ async def test_cli_as_a_subprocess_prints_json_for_scripts(api: RunningApi) -> N
     assert [w["id"] for w in json.loads(out)["data"]] == [created["id"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_hookfleet_api_serves_until_sigterm(database_url: str, kafka_bootstrap: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -237,17 +232,119 @@ async def test_hookfleet_api_serves_until_sigterm(database_url: str, kafka_boots
             await proc.wait()
 
 
-async def test_hookfleet_api_with_no_database_fails_in_one_line(kafka_bootstrap: str) -> None:
-    port = _free_port()
-    code, _, err = await run_cli(
-        "api",
-        env={
-            "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{_free_port()}/none",
+async def _status(session: Any, url: str) -> int | None:
+    import aiohttp
+
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return int(resp.status)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def _wait_status(session: Any, url: str, wanted: int, timeout_s: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if await _status(session, url) == wanted:
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
+async def test_hookfleet_api_with_its_database_down_serves_alive_unready_and_recovers(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    """A database outage during a rollout must not crash-loop the API: it serves, alive (/livez) and unready
+    (/healthz 503), and turns ready by itself when PostgreSQL answers again."""
+    import aiohttp
+
+    from tests.support.tcp_proxy import TcpProxy
+
+    info = conninfo_to_dict(database_url)
+    with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))) as proxy:
+        proxy.cut()
+        port, metrics_port = free_port(), free_port()
+        env = {
+            "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "HOOKFLEET_SECRET_KEY": SECRET_KEY,
             "HOOKFLEET_PORT": str(port),
-        },
-    )
-    assert code == 1
-    assert re.search(r"^hookfleet: error: postgresql at 127\.0\.0\.1:\d+/none is not reachable$", err, re.M), err
-    assert "Traceback" not in err
+            "HOOKFLEET_METRICS_PORT": str(metrics_port),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            HOOKFLEET,
+            "api",
+            env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                health, livez = f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{metrics_port}/livez"
+                assert await _wait_status(session, health, 503, 60), "the API did not serve while its database was down"
+                assert await _status(session, livez) == 200
+                await asyncio.sleep(3)
+                assert proc.returncode is None, "the API exited while its database was down"
+                assert await _status(session, health) == 503 and await _status(session, livez) == 200
+                proxy.restore()
+                assert await _wait_status(session, health, 200, 90), (
+                    "the API did not recover when the database returned"
+                )
+                assert await _status(session, f"http://127.0.0.1:{port}/v1/webhooks") == 401
+            proc.terminate()
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, out.decode()
+            assert re.search(rb"event=db_unavailable_at_start database=127\.0\.0\.1:\d+/hookfleet", out), out.decode()
+            assert b"Traceback" not in out
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_hookfleet_api_started_during_a_database_outage_still_refuses_a_wrong_key(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    """The key check waits for the database with the API, but a key that does not open the database's check
+    value stops the API with one line once PostgreSQL answers, as it does when the database is up at start."""
+    import base64
+
+    import aiohttp
+
+    from hookfleet.secret_keys import verify_against_database
+    from hookfleet.secretbox import SecretBox
+    from tests.support.tcp_proxy import TcpProxy
+
+    verify_against_database(database_url, SecretBox.from_b64(SECRET_KEY))  # the fleet's key is recorded
+    info = conninfo_to_dict(database_url)
+    with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))) as proxy:
+        proxy.cut()
+        port = free_port()
+        env = {
+            "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "HOOKFLEET_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),  # not the fleet's key
+            "HOOKFLEET_PORT": str(port),
+            "HOOKFLEET_METRICS_PORT": "0",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            HOOKFLEET,
+            "api",
+            env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                health = f"http://127.0.0.1:{port}/healthz"
+                assert await _wait_status(session, health, 503, 60), "the API did not serve while its database was down"
+                assert proc.returncode is None
+                proxy.restore()
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 1, out.decode()
+            assert b"event=secret_key_refused" in out, out.decode()
+            assert b"Traceback" not in out
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -21,6 +21,7 @@ import pytest
 
 from api.accounts import create_account
 from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
+from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -182,12 +183,6 @@ def test_accounts_keys_cli_creates_lists_and_revokes(database_url: str) -> None:
     assert unknown.returncode == 1 and "account acct_nosuch not found" in unknown.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _status(port: int, method: str, path: str, key: str) -> int:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     request.add_header("Authorization", f"Bearer {key}")
@@ -200,7 +195,7 @@ def _status(port: int, method: str, path: str, key: str) -> int:
 
 @pytest.fixture
 def two_apis(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[int, int]]:
-    ports = (_free_port(), _free_port())
+    ports = (free_port(), free_port())
     procs = []
     for n, port in enumerate(ports):
         env = {

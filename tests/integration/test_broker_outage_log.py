@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,8 @@ from hookfleet.kafka import BrokerErrorLog, KafkaProducer
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
+
+FAST_RECONNECT: dict[str, Any] = {"reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 50}
 
 
 def _closed_port() -> int:
@@ -34,7 +37,7 @@ def test_an_unreachable_broker_is_logged_as_down_still_down_and_recovered(
     monkeypatch.setattr(kafka, "BROKER_ERRORS", BrokerErrorLog(repeat_s=3.0, quiet_s=4.0))
     caplog.set_level(logging.INFO, logger="hookfleet.kafka")
     port = _closed_port()
-    producer = KafkaProducer(f"127.0.0.1:{port}", **{"reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 50})
+    producer = KafkaProducer(f"127.0.0.1:{port}", **FAST_RECONNECT)
     try:
         time.sleep(7.0)  # librdkafka reconnects every ~50 ms: well over 100 errors
         down = _lines(caplog)

@@ -18,6 +18,7 @@ import pytest
 
 from hookfleet import devstack
 from hookfleet.devstack import DevStackError, Paths
+from tests.support.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,12 +29,6 @@ pytestmark = [
 ]
 
 LOCAL = Path(devstack.__file__).resolve().parent.parent / "deploy" / "local"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -67,7 +62,7 @@ def test_postgres_starts_from_a_clone_in_a_0700_directory(unreachable_clone: Pat
     assert "pg_ctl said:" in message and "could not start server" in message, message
     assert f"log: {log}" in message and "(no log at" not in message
 
-    port = _free_port()
+    port = free_port()
     try:
         devstack.postgres_up(paths, port=port)
         answer = subprocess.run(

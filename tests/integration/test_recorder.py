@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,14 +37,9 @@ from tests.integration.recorder_fixtures import (
     wait_for,
     webhook_status,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _COUNT = {
@@ -67,7 +61,7 @@ def test_attempts_become_rows_exactly_once_even_when_produced_twice(
     ]
     publish(producer, topics.attempts, records)
     publish(producer, topics.attempts, records)  # the same records again: a replay
-    port = _free_port()
+    port = free_port()
     settings = recorder_settings(kafka_bootstrap, topics, database_url, batch_max=64, metrics_port=port)
     with recorder_running(settings) as running:
         wait_for(lambda: committed_to_end(kafka_bootstrap, settings.group_id, topics.attempts), what="offset commit")

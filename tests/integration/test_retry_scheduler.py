@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from retry_scheduler.main import run_scheduler
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -180,13 +180,6 @@ def warm_up(producer: Callable[[str, int, bytes, bytes], None], topics: Topics, 
     got = deliveries.read_until(lambda ms: 0 in numbers(ms), timeout_s=20)
     assert 0 in numbers(got), "scheduler never handed off an already-due task"
     deliveries.messages.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_near_future_retries_arrive_on_time_and_never_early(start_scheduler, producer, reader, topics: Topics) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from hookfleet.secret_keys import verify_against_database
 from hookfleet.secretbox import SecretBox, SecretKeyError
 from tests.support.fleet import seed_account, seed_webhook
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +24,10 @@ KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_role(role: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run a role that is expected to refuse to start; a role that does start is stopped after 20 s."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("HOOKFLEET_")}
-    full.update({"HOOKFLEET_HOME": str(tmp_path / "home"), "HOOKFLEET_PORT": str(_free_port()), **env})
+    full.update({"HOOKFLEET_HOME": str(tmp_path / "home"), "HOOKFLEET_PORT": str(free_port()), **env})
     return subprocess.run([HOOKFLEET, role], env=full, capture_output=True, text=True, timeout=20)
 
 
@@ -44,7 +38,7 @@ def test_without_a_key_outside_the_local_stack_a_role_exits_with_one_line(
 ) -> None:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DATABASE_URL": f"postgresql://hookfleet@127.0.0.1:{_free_port()}/hookfleet",  # not the local stack's port
+        "DATABASE_URL": f"postgresql://hookfleet@127.0.0.1:{free_port()}/hookfleet",  # not the local stack's port
     }
     if key is not None:
         env["HOOKFLEET_SECRET_KEY"] = key

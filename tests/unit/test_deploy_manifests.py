@@ -21,7 +21,6 @@ from prometheus_client.metrics import MetricWrapperBase
 from hookfleet import metrics
 from hookfleet.cli import _SETTINGS_CLASSES, build_parser
 from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
-from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -79,7 +78,15 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    return [
+        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"] if "alert" in rule
+    ]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [
+        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"] if "record" in rule
+    ]
 
 
 def drain_bound_s(role: str, env: dict[str, str]) -> float:
@@ -120,7 +127,11 @@ def test_every_role_has_a_compose_service_with_image_env_and_healthcheck(compose
     assert env.get("HOOKFLEET_SECRET_KEY_FILE") or env.get("HOOKFLEET_SECRET_KEY"), f"{role}: no secret key"
     assert env["HOOKFLEET_METRICS_PORT"] == str(METRICS_PORT)
     health = " ".join(service["healthcheck"]["test"])
-    assert f"127.0.0.1:{METRICS_PORT}/healthz" in health
+    assert f"127.0.0.1:{METRICS_PORT}/readyz" in health
+    assert re.fullmatch(r"hookfleet:\$\{HOOKFLEET_VERSION:-\d+\.\d+\.\d+\}", service["image"]), (
+        "explicit tag, no latest"
+    )
+    assert service["pull_policy"] in ("missing", "never", "build")
     assert service["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     grace = float(service["stop_grace_period"].removesuffix("s"))
     assert grace > drain_bound_s(role, env) + 5, f"{role}: stop_grace_period must exceed the drain bound"
@@ -140,13 +151,28 @@ def test_compose_api_listens_on_all_interfaces_and_publishes_its_port(compose: d
     api = compose["services"]["api"]
     assert api["environment"]["HOOKFLEET_HOST"] == ALL_INTERFACES
     assert api["environment"]["HOOKFLEET_PORT"] == str(API_PORT)
-    assert f"{API_PORT}:{API_PORT}" in api["ports"]
+    assert f"127.0.0.1:{API_PORT}:{API_PORT}" in api["ports"]
+
+
+def test_compose_publishes_every_port_on_loopback_only(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_compose_has_no_default_grafana_password_and_keeps_kafka_data(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    assert "GF_SECURITY_ADMIN_PASSWORD" in " ".join(grafana["entrypoint"]), "an unset password must stop Grafana"
+    kafka = compose["services"]["kafka"]
+    data_dir = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert any(v.split(":")[1] == data_dir and v.split(":")[0] in compose["volumes"] for v in kafka["volumes"])
 
 
 def test_compose_keeps_the_local_stack_ports_and_runs_setup_once(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "19092:19092" in services["kafka"]["ports"]
-    assert "55432:5432" in services["postgres"]["ports"]
+    assert "127.0.0.1:19092:19092" in services["kafka"]["ports"]
+    assert "127.0.0.1:55432:5432" in services["postgres"]["ports"]
     setup = services["setup"]
     script = " ".join(setup["entrypoint"])
     assert "hookfleet db migrate" in script and "hookfleet topics ensure" in script
@@ -201,9 +227,12 @@ def test_every_role_has_a_deployment_with_probes_resources_and_grace(role: str) 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == METRICS_PORT
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(METRICS_PORT)
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    expected_paths = {"livenessProbe": "/livez", "startupProbe": "/livez", "readinessProbe": "/readyz"}
+    if role == "api":
+        expected_paths["readinessProbe"] = "/healthz"  # the API's HTTP health check pings PostgreSQL
+    for probe, path in expected_paths.items():
         http = container[probe]["httpGet"]
-        assert http["path"] == "/healthz", f"{role} {probe}"
+        assert http["path"] == path, f"{role} {probe}"
         assert http["port"] in ports, f"{role} {probe} names port {http['port']}, not one the container declares"
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= container["resources"][kind].keys(), f"{role} {kind}"
@@ -239,42 +268,40 @@ def test_api_role_binds_all_interfaces_and_its_service_targets_the_http_port() -
 
 
 def test_setup_job_migrates_and_ensures_topics() -> None:
-    pod = find("Job", "hookfleet-setup")["spec"]["template"]["spec"]
+    (job,) = [doc for _, doc in k8s_objects() if doc["kind"] == "Job"]
+    assert job["metadata"]["name"].startswith("hookfleet-setup-")
+    pod = job["spec"]["template"]["spec"]
     commands = [c["args"] for c in pod.get("initContainers", []) + pod["containers"]]
     assert commands == [["db", "migrate"], ["topics", "ensure"]], "migrations run before the topics, each once"
     assert pod["restartPolicy"] in ("OnFailure", "Never")
 
 
-@pytest.mark.parametrize(
-    ("role", "group", "topics"),
-    [
-        ("dispatcher", DispatcherSettings.model_fields["group_id"].default, [Topics().events, Topics().deliveries]),
-        ("retry-scheduler", RetrySchedulerSettings.model_fields["group_id"].default, list(Topics().retries)),
-    ],
-)
-def test_consumers_scale_on_their_own_lag_up_to_the_partition_count(role: str, group: str, topics: list[str]) -> None:
-    scaled = find("ScaledObject", f"hookfleet-{role}")
-    assert scaled["spec"]["scaleTargetRef"]["name"] == f"hookfleet-{role}"
-    find("Deployment", scaled["spec"]["scaleTargetRef"]["name"])
-    triggers = scaled["spec"]["triggers"]
-    assert {t["type"] for t in triggers} == {"kafka"}
-    assert {t["metadata"]["consumerGroup"] for t in triggers} == {group}
-    assert sorted(t["metadata"]["topic"] for t in triggers) == sorted(topics)
+def test_the_dispatcher_scales_on_broker_side_lag_in_seconds_up_to_the_partition_count() -> None:
+    scaled = find("ScaledObject", "hookfleet-dispatcher")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "hookfleet-dispatcher"
+    assert "replicas" not in find("Deployment", "hookfleet-dispatcher")["spec"], "KEDA owns the replica count"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
+    query = trigger["metadata"]["query"]
+    assert "hookfleet_group_lag_seconds" in query and DispatcherSettings.model_fields["group_id"].default in query
+    assert float(trigger["metadata"]["threshold"]) > 2 * DispatcherSettings.model_fields["delivery_timeout_s"].default
     config = find("ConfigMap", "hookfleet-config")["data"]
-    assert {t["metadata"]["bootstrapServers"] for t in triggers} == {config["KAFKA_BOOTSTRAP_SERVERS"]}
     partitions = int(config["HOOKFLEET_PARTITIONS"])
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= partitions
 
 
+def test_the_retry_scheduler_runs_a_fixed_two_and_is_not_autoscaled() -> None:
+    assert find("Deployment", "hookfleet-retry-scheduler")["spec"]["replicas"] == 2
+    targets = {d["spec"]["scaleTargetRef"]["name"] for _, d in k8s_objects() if d["kind"] == "ScaledObject"}
+    assert targets == {"hookfleet-dispatcher"}
+
+
 def test_the_recorder_group_is_not_autoscaled() -> None:
     """The recorder batches for throughput; its lag is a log delay, handled by replicas set by hand."""
-    groups = {
-        t["metadata"]["consumerGroup"]
-        for _, d in k8s_objects()
-        if d["kind"] == "ScaledObject"
-        for t in d["spec"]["triggers"]
-    }
-    assert RecorderSettings.model_fields["group_id"].default not in groups
+    queries = " ".join(
+        t["metadata"]["query"] for _, d in k8s_objects() if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"]
+    )
+    assert RecorderSettings.model_fields["group_id"].default not in queries
 
 
 # ------------------------------------------------------------------------------------------ image
@@ -307,11 +334,16 @@ def test_alert_rules_cover_the_operators_questions() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert {
         "HookfleetDeadLetters",
-        "HookfleetConsumerLagGrowing",
+        "HookfleetDispatchLagHigh",
         "HookfleetFailingWebhooks",
-        "HookfleetNoSuccessfulDeliveries",
+        "HookfleetDeliveriesFailingFleetWide",
+        "HookfleetEventsNotDispatched",
+        "HookfleetRetriesOverdue",
         "HookfleetRetryLate",
         "HookfleetRoleDown",
+        "HookfleetRoleNotReady",
+        "HookfleetSLOBudgetBurnFast",
+        "HookfleetSLOBudgetBurnSlow",
     } <= names
     for rule in alert_rules():
         assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule["alert"]
@@ -321,7 +353,11 @@ def test_alert_rules_cover_the_operators_questions() -> None:
 
 def test_alert_and_dashboard_metric_names_exist_in_the_code() -> None:
     exposed = exposed_metric_names()
-    queries = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()] + dashboard_queries()
+    queries = (
+        [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()]
+        + [(f"record {r['record']}", r["expr"]) for r in recording_rules()]
+        + dashboard_queries()
+    )
     for where, expr in queries:
         for name in METRIC_NAME.findall(expr):
             assert name in exposed, f"{where} queries {name}, which hookfleet/metrics.py does not expose"

@@ -1,0 +1,128 @@
+"""The Kubernetes manifests as kustomize renders them: what the cluster would really receive.
+
+kustomize is built once by deploy/local/kustomize.sh (`go install` through the Go module proxy, cached
+under ~/.cache/hookfleet; `make test` runs it first). Both layouts are checked: the base (one dispatcher
+Deployment) and deploy/k8s-stages (fan-out and delivery as two Deployments).
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYOUTS = {"base": ROOT / "deploy" / "k8s", "stages": ROOT / "deploy" / "k8s-stages"}
+
+
+@functools.cache
+def kustomize() -> str:
+    result = subprocess.run(
+        [str(ROOT / "deploy" / "local" / "kustomize.sh")], capture_output=True, text=True, timeout=600, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"could not get kustomize (deploy/local/kustomize.sh):\n{result.stderr}")
+    return result.stdout.strip()
+
+
+@functools.cache
+def render(layout: str) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [kustomize(), "build", str(LAYOUTS[layout])], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"kustomize build {LAYOUTS[layout]} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(layout: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in render(layout) if doc["kind"] == kind}
+
+
+def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = workload["spec"]["template"]["spec"]
+    found: list[dict[str, Any]] = pod.get("initContainers", []) + pod["containers"]
+    return found
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_no_scaled_deployment_sets_replicas(layout: str) -> None:
+    deployments = of_kind(layout, "Deployment")
+    scaled = [so["spec"]["scaleTargetRef"]["name"] for so in of_kind(layout, "ScaledObject").values()]
+    assert scaled, "the dispatcher is autoscaled"
+    for name in scaled:
+        assert name in deployments, f"ScaledObject targets {name}, which is not rendered"
+        assert "replicas" not in deployments[name]["spec"], f"{name} sets replicas while KEDA owns the count"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_container_has_resources(layout: str) -> None:
+    workloads = [*of_kind(layout, "Deployment").values(), *of_kind(layout, "Job").values()]
+    for workload in workloads:
+        for container in containers(workload):
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= container.get("resources", {}).get(kind, {}).keys(), (
+                    f"{workload['metadata']['name']}/{container['name']}: {kind}"
+                )
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_long_running_container_has_both_probes_and_they_differ(layout: str) -> None:
+    for name, deployment in of_kind(layout, "Deployment").items():
+        for container in containers(deployment):
+            live, ready = container.get("livenessProbe"), container.get("readinessProbe")
+            assert live and ready, f"{name}/{container['name']} lacks a liveness or readiness probe"
+            assert live["httpGet"] != ready["httpGet"], f"{name}: liveness and readiness ask the same question"
+            assert live["httpGet"]["path"] == "/livez", f"{name}: liveness is the loop heartbeat"
+            startup = container.get("startupProbe")
+            assert startup is None or startup["httpGet"]["path"] == "/livez", f"{name}: startup gates liveness"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_pods_spread_over_zones_and_nodes(layout: str) -> None:
+    for name, deployment in of_kind(layout, "Deployment").items():
+        keys = {c["topologyKey"] for c in deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", [])}
+        assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys, name
+
+
+def test_the_setup_job_is_named_for_the_release_it_sets_up() -> None:
+    (job,) = of_kind("base", "Job").values()
+    tags = {c["image"].rpartition(":")[2] for c in containers(job)}
+    assert len(tags) == 1
+    assert job["metadata"]["name"] == f"hookfleet-setup-{tags.pop()}"
+
+
+def test_the_dispatcher_sizes_memory_for_its_in_flight_limit() -> None:
+    """bench/RESULTS.md: 78 MB idle + ~64 KB per delivery in flight (142 MB at 1,000)."""
+    (container,) = containers(of_kind("base", "Deployment")["hookfleet-dispatcher"])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    in_flight = int(env["HOOKFLEET_MAX_IN_FLIGHT"])
+    limit_mb = int(container["resources"]["limits"]["memory"].removesuffix("Mi")) * 1.048576
+    needed_mb = 78 + in_flight * 0.0644 + 16
+    assert needed_mb * 1.3 <= limit_mb, f"{in_flight} in flight needs ~{needed_mb:.0f} MB; limit {limit_mb:.0f} MB"
+
+
+def test_the_api_drains_before_it_stops() -> None:
+    (container,) = containers(of_kind("base", "Deployment")["hookfleet-api"])
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+
+
+def test_the_stages_layout_runs_fanout_and_delivery_scaled_on_their_own_input() -> None:
+    deployments = of_kind("stages", "Deployment")
+    assert "hookfleet-dispatcher" not in deployments
+    scaled = of_kind("stages", "ScaledObject")
+    for stage, topic in (("fanout", "webhooks.events"), ("delivery", "webhooks.deliveries")):
+        name = f"hookfleet-dispatcher-{stage}"
+        (container,) = containers(deployments[name])
+        assert container["args"] == ["dispatcher"]
+        assert {"name": "HOOKFLEET_STAGES", "value": stage} in container["env"]
+        (trigger,) = scaled[name]["spec"]["triggers"]
+        assert f'topic="{topic}"' in trigger["metadata"]["query"]
+        assert "hookfleet_group_lag_seconds" in trigger["metadata"]["query"]
+    assert set(of_kind("stages", "PodDisruptionBudget")) >= {
+        "hookfleet-dispatcher-fanout",
+        "hookfleet-dispatcher-delivery",
+    }
