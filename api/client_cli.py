@@ -87,16 +87,38 @@ def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
         ("name", webhook["name"]),
         ("url", webhook["url"]),
         ("events", ", ".join(webhook["events"])),
-        ("active", "yes" if webhook["active"] else "no"),
+        ("active", "yes" if webhook["active"] else f"no ({off_reason(webhook)})"),
         ("rate limit", f"{webhook['rate_limit_per_s']}/s" if webhook.get("rate_limit_per_s") else "none"),
         ("ordering", webhook.get("ordering", "unordered")),
         ("status", f"{webhook['status']} since {webhook['status_changed_at']}"),
         ("secret", webhook["secret"] + secret_note),
     ]
+    if webhook.get("headers"):
+        rows.append(("headers", ", ".join(f"{k}: {v}" for k, v in webhook["headers"].items())))
     if webhook.get("previous_secret_expires_at"):
         rows.append(("previous secret", f"still signs until {webhook['previous_secret_expires_at']}"))
     rows += [("created", webhook["created_at"]), ("updated", webhook["updated_at"])]
     return fields(rows)
+
+
+OFF_REASONS = {
+    "gone": "its receiver answered 410 Gone",
+    "failing": "it kept failing too long",
+    "manual": "switched off by hand",
+}
+
+
+def off_reason(webhook: dict[str, Any]) -> str:
+    """Why and since when a webhook is off, e.g. `its receiver answered 410 Gone, since 2026-...`."""
+    reason = OFF_REASONS.get(webhook.get("disabled_reason") or "", "switched off")
+    return f"{reason}, since {webhook['disabled_at']}" if webhook.get("disabled_at") else reason
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"header must be NAME:VALUE (got {value[:40]!r})")
+    return name.strip(), text.strip()
 
 
 def status_of(row: dict[str, Any]) -> str:
@@ -125,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--ordering", choices=["unordered", "fifo"], help="fifo: in publish order; later events wait while one retries"
     )
+    header_help = "custom request header NAME:VALUE sent with every delivery (repeatable; stored encrypted)"
+    create.add_argument("--header", dest="headers", action="append", type=_header, help=header_help)
 
     sub.add_parser("list", parents=[common], help="list webhooks")
     for name, text in (
@@ -143,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--events", type=_events)
     update.add_argument("--rate-limit", type=int, dest="rate_limit_per_s", help="deliveries per second; 0 removes it")
     update.add_argument("--ordering", choices=["unordered", "fifo"])
+    update.add_argument("--header", dest="headers", action="append", type=_header, help=header_help + "; replaces all")
+    update.add_argument("--clear-headers", action="store_true", help="remove every custom header")
+
+    notify = sub.add_parser("notify-email", parents=[common], help="where failure notifications are mailed")
+    notify.add_argument("address", nargs="?", help="e-mail address; '' removes it; omit to show it")
 
     test = sub.add_parser("test", parents=[common], help="send a sample event now and show the answer")
     test.add_argument("id")
@@ -188,12 +217,21 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     if action == "create":
         body = {"name": opts.name, "url": opts.url, "events": opts.events, "active": not opts.inactive}
         body |= {k: getattr(opts, k) for k in ("rate_limit_per_s", "ordering") if getattr(opts, k) is not None}
+        if opts.headers:
+            body["headers"] = dict(opts.headers)
         created = client.call("POST", "/v1/webhooks", body)
         return _out(opts, created, lambda: webhook_fields(created, once))
     if action == "list":
         listed = client.call("GET", "/v1/webhooks")
         hooks = [
-            (w["id"], w["name"], "on" if w["active"] else "off", w["status"], ",".join(w["events"]), w["url"])
+            (
+                w["id"],
+                w["name"],
+                "on" if w["active"] else f"off ({w.get('disabled_reason') or 'manual'})",
+                w["status"],
+                ",".join(w["events"]),
+                w["url"],
+            )
             for w in listed["data"]
         ]
         return _out(opts, listed, lambda: table(["id", "name", "active", "status", "events", "url"], hooks))
@@ -204,12 +242,24 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
         if action == "update":
             names = ("name", "url", "events", "rate_limit_per_s", "ordering")
             changes = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
+            if opts.headers or opts.clear_headers:
+                changes["headers"] = dict(opts.headers or [])
             if not changes:
-                raise CliError("nothing to update: give --name, --url, --events, --rate-limit and/or --ordering")
+                raise CliError(
+                    "nothing to update: give --name, --url, --events, --rate-limit, --ordering, --header"
+                    " or --clear-headers"
+                )
         else:
             changes = {"active": action == "enable"}
         updated = client.call("PATCH", path, changes)
         return _out(opts, updated, lambda: webhook_fields(updated))
+    if action == "notify-email":
+        account = (
+            client.call("GET", "/v1/account")
+            if opts.address is None
+            else client.call("PATCH", "/v1/account", {"notification_email": opts.address})
+        )
+        return _out(opts, account, lambda: f"notification e-mail: {account['notification_email'] or '(none)'}")
     if action == "delete":
         client.call("DELETE", path)
         return json.dumps({"deleted": wid}) if opts.json else f"deleted {wid}"

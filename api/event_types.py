@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 from schemas.api import EventTypeInfo, EventTypeList
-from schemas.catalog import CATALOG, EventType, sample_data
+from schemas.catalog import CATALOG, OPERATIONAL_CATALOG, EventType, sample_data
 from schemas.models import Event
 
 SAMPLE_EVENT_ID = "evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W"
@@ -72,11 +72,12 @@ def catalog_body() -> bytes:
         data=[
             EventTypeInfo(
                 type=entry.type,
+                kind=entry.kind,
                 fires_when=entry.fires_when,
                 sample=sample_event(entry.type).model_dump(mode="json"),
                 json_schema=body_schema(entry.type),
             )
-            for entry in CATALOG
+            for entry in CATALOG + OPERATIONAL_CATALOG
         ]
     )
     return listing.model_dump_json().encode()

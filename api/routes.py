@@ -8,12 +8,14 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, replays, webhooks
+from api import api_keys, deliveries, notifications, replays, webhooks
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
 from api.resources import resources_of
 from schemas.api import (
+    AccountUpdate,
+    AccountView,
     ApiKeyCreate,
     ApiKeyList,
     ApiKeyWithSecret,
@@ -178,6 +180,21 @@ OPERATIONS: tuple[Operation, ...] = (
         response=ReplayView,
         description="queued (at the replay rate), delivered (a 2xx since queued), failed (no 2xx yet: retrying on"
         " the normal schedule, or dead-lettered).",
+    ),
+    Operation(
+        "GET", "/v1/account", notifications.get_account, "getAccount", "Your account", "account", response=AccountView
+    ),
+    Operation(
+        "PATCH",
+        "/v1/account",
+        notifications.update_account,
+        "updateAccount",
+        "Change your notification address",
+        "account",
+        request=AccountUpdate,
+        response=AccountView,
+        description="`notification_email` gets one short mail per webhook state change (failing, recovered,"
+        " disabled) when the operator configured SMTP.",
     ),
     Operation(
         "GET", "/v1/api-keys", api_keys.list_api_keys, "listApiKeys", "List API keys", "api-keys", response=ApiKeyList

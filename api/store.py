@@ -14,9 +14,11 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, log_day, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
 from hookfleet.db import describe
+from schemas.catalog import EventType
 from schemas.models import AttemptRecord
+from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ class WebhookRow:
     updated_at: datetime
     rate_limit_per_s: int | None = None
     ordering: str = "unordered"
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    headers_ciphertext: bytes | None = None
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -98,6 +103,9 @@ _WEBHOOK_COLUMNS = (
     "updated_at",
     "rate_limit_per_s",
     "ordering",
+    "disabled_reason",
+    "disabled_at",
+    "headers_ciphertext",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -116,7 +124,15 @@ _DELIVERY_COLUMNS = (
 )
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering"})
+_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
+
+# Switching off by hand records why and when; switching on clears both and restarts the auto-disable
+# clock (`enabled_at`), so a 410 or a failure from before does not switch it off again.
+_ACTIVE_CHANGE = sql.SQL(
+    ", disabled_reason = CASE WHEN %(active)s THEN NULL WHEN active THEN 'manual' ELSE disabled_reason END"
+    ", disabled_at = CASE WHEN %(active)s THEN NULL WHEN active THEN now() ELSE disabled_at END"
+    ", enabled_at = CASE WHEN %(active)s AND NOT active THEN now() ELSE enabled_at END"
+)
 
 
 class Store:
@@ -166,6 +182,17 @@ class Store:
             if row is not None and row[1]:
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_hash = %s", (key_hash,))
         return None if row is None else str(row[0])
+
+    async def get_account(self, account_id: str) -> tuple[str, str | None] | None:
+        """(name, notification e-mail) of the account."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT name, notification_email FROM accounts WHERE id = %s", (account_id,))
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
+
+    async def set_notification_email(self, account_id: str, email: str | None) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE accounts SET notification_email = %s WHERE id = %s", (email, account_id))
 
     async def list_api_keys(self, account_id: str) -> list[ApiKeyRow]:
         async with self._pool.connection() as conn:
@@ -229,15 +256,31 @@ class Store:
         active: bool,
         rate_limit_per_s: int | None = None,
         ordering: str = "unordered",
+        sealed_headers: bytes | None = None,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " rate_limit_per_s, ordering) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                    " rate_limit_per_s, ordering, headers_ciphertext, disabled_reason, disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
-                (webhook_id, account_id, name, url, list(events), sealed, active, rate_limit_per_s, ordering),
+                (
+                    webhook_id,
+                    account_id,
+                    name,
+                    url,
+                    list(events),
+                    sealed,
+                    active,
+                    rate_limit_per_s,
+                    ordering,
+                    sealed_headers,
+                    active,
+                    active,
+                ),
             )
             row = await cur.fetchone()
         assert row is not None
@@ -277,6 +320,8 @@ class Store:
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in sorted(changes)
         )
+        if "active" in changes:
+            assignments = sql.Composed([assignments, _ACTIVE_CHANGE])
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
@@ -333,12 +378,23 @@ class Store:
             for row in payload_rows([record]):
                 await conn.execute(INSERT_PAYLOAD, row)
             if record.outcome.value == "success":
-                await conn.execute(
-                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s"
+                cur = await conn.execute(
+                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
                     " WHERE id = %(id)s AND account_id = %(account_id)s AND status = 'failing'"
-                    " AND status_changed_at < %(at)s",
+                    " AND status_changed_at < %(at)s RETURNING id",
                     {"at": record.attempted_at, "id": record.webhook_id, "account_id": record.account_id},
                 )
+                if await cur.fetchone() is not None:  # healed: webhook.recovered, sent by a recorder
+                    facts = await (await conn.execute(FACTS_SQL, (record.webhook_id,))).fetchone()
+                    assert facts is not None
+                    recovered = operational_event(
+                        EventType.WEBHOOK_RECOVERED,
+                        WebhookFacts(*facts),
+                        "delivered",
+                        record.attempted_at,
+                        None,
+                    )
+                    await conn.execute(INSERT_OUTBOX_SQL, (recovered.id, recovered.account_id, json_text(recovered)))
 
     async def list_deliveries(
         self, account_id: str, webhook_id: str, where: DeliveryFilter, limit: int

@@ -16,9 +16,17 @@ def mask_secret(secret: str) -> str:
     return SECRET_PREFIX + "****" + secret[-4:]
 
 
-def _fields(row: WebhookRow, now: datetime) -> dict[str, object]:
+def mask_header_value(value: str) -> str:
+    """`****` + the last 4 characters of a long value (enough to tell two tokens apart), else `****`."""
+    return "****" + value[-4:] if len(value) >= 16 else "****"
+
+
+def _fields(row: WebhookRow, now: datetime, headers: dict[str, str] | None = None) -> dict[str, object]:
     overlap = row.previous_secret_expires_at
     return {
+        "disabled_reason": row.disabled_reason,
+        "disabled_at": row.disabled_at,
+        "headers": {name: mask_header_value(value) for name, value in (headers or {}).items()},
         "id": row.id,
         "name": row.name,
         "url": row.url,
@@ -34,13 +42,15 @@ def _fields(row: WebhookRow, now: datetime) -> dict[str, object]:
     }
 
 
-def webhook_view(row: WebhookRow, secret: str, now: datetime) -> WebhookView:
-    return WebhookView.model_validate({**_fields(row, now), "secret": mask_secret(secret)})
+def webhook_view(row: WebhookRow, secret: str, now: datetime, headers: dict[str, str] | None = None) -> WebhookView:
+    return WebhookView.model_validate({**_fields(row, now, headers), "secret": mask_secret(secret)})
 
 
-def webhook_with_secret(row: WebhookRow, secret: str, now: datetime) -> WebhookWithSecret:
-    """The only view that carries the secret in full: the answer to create and rotate."""
-    return WebhookWithSecret.model_validate({**_fields(row, now), "secret": secret})
+def webhook_with_secret(
+    row: WebhookRow, secret: str, now: datetime, headers: dict[str, str] | None = None
+) -> WebhookWithSecret:
+    """The only view that carries the secret in full: the answer to create and rotate (headers stay masked)."""
+    return WebhookWithSecret.model_validate({**_fields(row, now, headers), "secret": secret})
 
 
 def delivery_view(row: DeliveryRow) -> Delivery:

@@ -22,6 +22,7 @@ from dispatcher.delivery import attempt_record
 from dispatcher.signing import new_secret
 from dispatcher.subscriptions import Endpoint
 from hookfleet.redrive import redrive
+from hookfleet.secretbox import open_headers, seal_headers
 from schemas.api import (
     RecoverRequest,
     RecoverResult,
@@ -65,9 +66,10 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         body.active,
         body.rate_limit_per_s,
         body.ordering,
+        seal_headers(resources.box, webhook_id, body.headers or {}),
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
-    response = json_response(webhook_with_secret(row, secret, datetime.now(UTC)), 201)
+    response = json_response(webhook_with_secret(row, secret, datetime.now(UTC), body.headers), 201)
     response.headers["Location"] = f"/v1/webhooks/{row.id}"
     return response
 
@@ -76,14 +78,18 @@ async def list_webhooks(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     now = datetime.now(UTC)
     rows = await resources.store.list_webhooks(account_of(request))
-    views = [webhook_view(row, resources.box.open(row.secret_ciphertext, row.id), now) for row in rows]
+    views = [
+        webhook_view(row, resources.box.open(row.secret_ciphertext, row.id), now, _headers(row, resources))
+        for row in rows
+    ]
     return json_response(WebhookList(data=views))
 
 
 async def get_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
-    return json_response(webhook_view(row, resources.box.open(row.secret_ciphertext, row.id), datetime.now(UTC)))
+    secret = resources.box.open(row.secret_ciphertext, row.id)
+    return json_response(webhook_view(row, secret, datetime.now(UTC), _headers(row, resources)))
 
 
 async def update_webhook(request: web.Request) -> web.StreamResponse:
@@ -93,6 +99,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     changes = body.model_dump(exclude_none=True, mode="json")
     if changes.get("rate_limit_per_s") == 0:
         changes["rate_limit_per_s"] = None  # 0 removes the limit
+    if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
+        changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
     if "url" in changes and changes["url"] != row.url:
         await resources.hosts.check(changes["url"])
     updated = await resources.store.update_webhook(row.account_id, row.id, changes)
@@ -100,7 +108,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
         raise not_found("webhook", row.id)
     log.info("event=webhook_updated account_id=%s webhook_id=%s fields=%s", row.account_id, row.id, ",".join(changes))
     secret = resources.box.open(updated.secret_ciphertext, updated.id)
-    return json_response(webhook_view(updated, secret, datetime.now(UTC)))
+    return json_response(webhook_view(updated, secret, datetime.now(UTC), _headers(updated, resources)))
 
 
 async def delete_webhook(request: web.Request) -> web.StreamResponse:
@@ -126,7 +134,11 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
     if row is None:
         raise not_found("webhook", webhook_id)
     log.info("event=webhook_secret_rotated account_id=%s webhook_id=%s overlap_s=%d", row.account_id, row.id, overlap)
-    return json_response(webhook_with_secret(row, secret, now))
+    return json_response(webhook_with_secret(row, secret, now, _headers(row, resources)))
+
+
+def _headers(row: WebhookRow, resources: Resources) -> dict[str, str]:
+    return open_headers(resources.box, row.headers_ciphertext, row.id)
 
 
 def _endpoint(row: WebhookRow, resources: Resources) -> Endpoint:
@@ -140,6 +152,7 @@ def _endpoint(row: WebhookRow, resources: Resources) -> Endpoint:
         secret=resources.box.open(row.secret_ciphertext, row.id),
         previous_secret=previous,
         previous_secret_expires_at=row.previous_secret_expires_at,
+        headers=tuple(_headers(row, resources).items()),
     )
 
 

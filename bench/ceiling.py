@@ -26,11 +26,11 @@ import aiohttp
 from dispatcher.signing import new_secret, signature_headers
 from hookfleet import USER_AGENT
 from producer.publisher import build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, sample_data
 
 
 def _bodies(count: int) -> list[tuple[str, str, bytes]]:
-    types = list(EventType)
+    types = list(PRODUCT_TYPES)
     out = []
     for n in range(count):
         event_type = types[n % len(types)]

@@ -14,10 +14,10 @@ from bench.receiver import Receiver
 from bench.stack import BenchStack, cpu_seconds, thread_cpu_seconds
 from hookfleet.settings import CommonSettings
 from producer.publisher import EventPublisher, build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.models import Event
 
-TYPES = list(EventType)
+TYPES = list(PRODUCT_TYPES)
 
 
 @dataclass

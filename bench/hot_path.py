@@ -43,7 +43,7 @@ from hookfleet import metrics
 from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics
 from hookfleet.settings import LOCAL_KAFKA, DispatcherSettings
 from producer.publisher import build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, sample_data
 
 PARTITIONS = 6
 
@@ -100,7 +100,7 @@ class MemoryConsumer:
 
 def _messages(topic: str, accounts: int, count: int) -> list[Message]:
     """Delivery tasks as the fan-out stage writes them, webhook n's on partition n % PARTITIONS."""
-    types = list(EventType)
+    types = list(PRODUCT_TYPES)
     offsets = [0] * PARTITIONS
     out = []
     for n in range(count):
@@ -247,7 +247,7 @@ def run(
             id=f"wh_{n:04d}",
             account_id=f"acct_{n:03d}",
             url=receiver.url(f"/fast/a{n:03d}"),
-            events=frozenset(EventType),
+            events=frozenset(PRODUCT_TYPES),
             active=True,
             secret=new_secret(),
         )

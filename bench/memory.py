@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.harness import Harness, event_for, publish_burst
 from bench.stack import proc_status
-from schemas.catalog import EventType
+from schemas.catalog import PRODUCT_TYPES
 
 ENDPOINTS = 20
 
@@ -37,7 +37,7 @@ def _one_run(harness: Harness, sizes: MemorySizes) -> dict[str, Any]:
     receiver = harness.receiver
     with harness.stack("memory") as stack:
         url = receiver.url
-        stack.seed([(f"acct_m{n:02d}", url(f"/slow/m{n:02d}"), list(EventType)) for n in range(ENDPOINTS)])
+        stack.seed([(f"acct_m{n:02d}", url(f"/slow/m{n:02d}"), list(PRODUCT_TYPES)) for n in range(ENDPOINTS)])
         dispatcher = harness.start_dispatcher(
             stack, HOOKFLEET_PER_ENDPOINT_CONCURRENCY=str(max(1, sizes.in_flight // ENDPOINTS))
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.harness import CpuMeter, Harness, collect, event_for, per_second, publish_burst, steady_rate
-from schemas.catalog import EventType
+from schemas.catalog import PRODUCT_TYPES
 
 HEALTHY = 49
 NOISY_SHARE = 5  # every 5th event: 20 %
@@ -36,9 +36,9 @@ def _one_run(harness: Harness, sizes: NoisySizes, hanging: bool) -> dict[str, An
     label = "noisy" if hanging else "baseline"
     with harness.stack(label) as stack:
         url = receiver.url
-        webhooks = [(f"acct_h{n:02d}", url(f"/fast/h{n:02d}"), list(EventType)) for n in range(HEALTHY)]
+        webhooks = [(f"acct_h{n:02d}", url(f"/fast/h{n:02d}"), list(PRODUCT_TYPES)) for n in range(HEALTHY)]
         if hanging:
-            webhooks.append(("acct_noisy", url("/hang/n"), list(EventType)))
+            webhooks.append(("acct_noisy", url("/hang/n"), list(PRODUCT_TYPES)))
         stack.seed(webhooks)
         dispatcher = harness.start_dispatcher(
             stack, HOOKFLEET_DELIVERY_TIMEOUT_S=str(sizes.delivery_timeout_s), HOOKFLEET_DRAIN_TIMEOUT_S="2"

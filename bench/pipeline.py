@@ -26,7 +26,7 @@ from bench.harness import (
 )
 from bench.machine import percentile
 from bench.stack import BenchStack, proc_status
-from schemas.catalog import EventType
+from schemas.catalog import PRODUCT_TYPES, EventType
 
 ACCOUNTS = 20
 FAN_TYPE = EventType.CONTACT_UPDATED
@@ -42,7 +42,7 @@ class PipelineSizes:
 
 def _seed(stack: BenchStack, harness: Harness) -> None:
     url = harness.receiver.url
-    webhooks = [(f"acct_{n:03d}", url(f"/fast/a{n:03d}"), list(EventType)) for n in range(ACCOUNTS)]
+    webhooks = [(f"acct_{n:03d}", url(f"/fast/a{n:03d}"), list(PRODUCT_TYPES)) for n in range(ACCOUNTS)]
     webhooks += [("acct_fan100", url(f"/fast/f100/{n:03d}"), [FAN_TYPE]) for n in range(100)]
     webhooks += [("acct_fan1000", url(f"/fast/f1000/{n:04d}"), [FAN_TYPE]) for n in range(1000)]
     stack.seed(webhooks)

@@ -17,6 +17,7 @@ from aiohttp import web
 class Endpoint:
     secret: str
     fail_first_attempt_every: int = 0  # 3 -> every third event fails its first attempt (shows retries)
+    gone: bool = False  # answers 410 Gone: hookfleet switches the webhook off
     seen: set[str] = field(default_factory=set)
 
 
@@ -27,8 +28,8 @@ class DemoReceiver:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    def add(self, path: str, secret: str, fail_first_attempt_every: int = 0) -> None:
-        self.endpoints[path] = Endpoint(secret, fail_first_attempt_every)
+    def add(self, path: str, secret: str, fail_first_attempt_every: int = 0, gone: bool = False) -> None:
+        self.endpoints[path] = Endpoint(secret, fail_first_attempt_every, gone=gone)
 
     async def _handle(self, request: web.Request) -> web.Response:
         endpoint = self.endpoints.get(request.path)
@@ -41,6 +42,9 @@ class DemoReceiver:
             return web.json_response({"error": "bad signature"}, status=401)
         self.counts["verified"] += 1
         event_id = request.headers.get("X-Webhook-Id", "")
+        if endpoint.gone:
+            self.counts["answered_410"] += 1
+            return web.json_response({"error": "this endpoint was retired (demo)"}, status=410)
         attempt = int(request.headers.get("X-Webhook-Attempt", "1"))
         every = endpoint.fail_first_attempt_every
         if every and attempt == 1 and int(hashlib.sha256(event_id.encode()).hexdigest(), 16) % every == 0:

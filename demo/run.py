@@ -2,8 +2,10 @@
 
 It starts a verifying HTTPS receiver, the four roles as separate processes (dispatcher, retry
 scheduler, recorder, API), registers demo webhooks (several event subsets, one inactive, one that fails
-first attempts so retries show), publishes a burst of every event type and then a trickle, and prints
-each delivery as the recorder writes it to PostgreSQL, until Ctrl-C. Then it stops everything cleanly.
+first attempts so retries show, one whose endpoint is gone (410) so it is switched off, and one that
+receives the operational events about the others), publishes a burst of every event type and then a
+trickle, and prints each delivery as the recorder writes it to PostgreSQL, and each webhook switched off,
+until Ctrl-C. Then it stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from hookfleet import secretbox
 from hookfleet.devstack import default_paths
 from hookfleet.settings import ApiSettings
 from producer.publisher import EventPublisher, build_event
-from schemas.catalog import CATALOG, EventType, sample_data
+from schemas.catalog import CATALOG, OPERATIONAL_TYPES, PRODUCT_TYPES, sample_data
 from schemas.ids import new_webhook_id
 
 ACCOUNT = "acct_demo"
-ALL = [t.value for t in EventType]
+ALL = [t.value for t in PRODUCT_TYPES]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class DemoHook:
     events: list[str]
     active: bool = True
     fail_first_attempt_every: int = 0
+    gone: bool = False  # the endpoint answers 410 Gone: the webhook is switched off at its first delivery
 
 
 HOOKS = [
@@ -52,6 +55,8 @@ HOOKS = [
     DemoHook("Contacts mirror", "/contacts", ["contact.created", "contact.updated"]),
     DemoHook("Ops alerts (flaky)", "/ops", ["message.failed", "campaign.completed", "transfer.created"], True, 3),
     DemoHook("Paused integration", "/paused", ALL, active=False),
+    DemoHook("Retired endpoint (410)", "/retired", ["contact.created", "contact.updated"], gone=True),
+    DemoHook("Webhook health", "/health", [t.value for t in OPERATIONAL_TYPES]),
 ]
 ROLES = ["dispatcher", "retry-scheduler", "recorder", "api"]
 
@@ -68,7 +73,7 @@ def _register(database_url: str, box: secretbox.SecretBox, receiver: DemoReceive
         conn.execute("DELETE FROM webhooks WHERE account_id = %s", (ACCOUNT,))
         for hook in HOOKS:
             webhook_id, secret = new_webhook_id(), new_secret()
-            receiver.add(hook.path, secret, hook.fail_first_attempt_every)
+            receiver.add(hook.path, secret, hook.fail_first_attempt_every, hook.gone)
             conn.execute(
                 "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -146,6 +151,7 @@ async def _watch(database_url: str, names: dict[str, str], since: datetime, stop
     """Print every attempt row as it lands; returns how many were shown."""
     shown = 0
     cursor_time, seen = since, set()
+    off: set[str] = set()
     _say(f"\n{'time':12} {'webhook':22} {'event type':18} {'try':>3} {'status':>20} {'ms':>6}  event id")
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     async with conn:
@@ -169,6 +175,17 @@ async def _watch(database_url: str, names: dict[str, str], since: datetime, stop
                     f" {attempt:>3} {label[:20]:>20} {ms if ms is not None else '-':>6}  {event_id}"
                 )
                 shown += 1
+            for wid, reason, at in await (
+                await conn.execute(
+                    "SELECT id, disabled_reason, disabled_at FROM webhooks WHERE account_id = %s AND NOT active"
+                    " AND disabled_reason IN ('gone', 'failing') AND disabled_at >= %s",
+                    (ACCOUNT, since),
+                )
+            ).fetchall():
+                if wid not in off:
+                    off.add(wid)
+                    why = "its endpoint answered 410 Gone" if reason == "gone" else "it kept failing"
+                    _say(f"{at.astimezone().strftime('%H:%M:%S.%f')[:12]} switched off: {names.get(wid, wid)} ({why})")
             await _pause(stop, 0.5)
     return shown
 
@@ -241,6 +258,7 @@ async def demo(args: argparse.Namespace) -> int:
     _say(
         f"done: {shown} attempts shown; receiver verified {counts['verified']} signatures"
         f" ({counts['bad_signature']} bad), accepted {counts['accepted']}, answered 500 to {counts['answered_500']},"
+        f" answered 410 to {counts['answered_410']},"
         f" dropped {counts['duplicates_dropped']} duplicate(s)"
     )
     return 0 if (counts["bad_signature"] == 0 and not roles.dead()) or True else 1

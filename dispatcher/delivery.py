@@ -48,6 +48,7 @@ from pyreqwest.http import Url
 
 from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, check_url_host, is_blocked
 from dispatcher.outcome import classify_error, classify_status
+from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
 from hookfleet import USER_AGENT
@@ -75,6 +76,7 @@ class DeliveryResult:
     response_ms: int
     excerpt: str
     attempted_at: datetime
+    retry_after_s: float | None = None  # the response's Retry-After, in seconds (routing.py decides its use)
 
     @property
     def ok(self) -> bool:
@@ -293,10 +295,13 @@ class Deliverer:
             secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload
         )
         headers["Content-Type"] = "application/json"
+        # The webhook's own headers (e.g. Authorization); reserved names are refused when they are set.
+        headers.update(endpoint.headers)
         started = time.monotonic()
         host: _HostClient | None = None
         raw = b""
         status: int | None = None
+        retry_after: float | None = None
         try:
             check_url_host(endpoint.url, self._allow)  # IP literals in non-standard forms, blocked literals
             target = parse_target(endpoint.url)
@@ -307,9 +312,10 @@ class Deliverer:
             async with request as response:
                 status = response.status
                 raw = await _read_capped(response.body_reader)
+                retry_after = parse_retry_after(response.get_header("Retry-After"), attempted_at)
             outcome, error = classify_status(status)
         except (PyreqwestError, OSError, ValueError, TimeoutError) as exc:
-            raw, status = b"", None
+            raw, status, retry_after = b"", None, None
             outcome, error = classify_error(exc)
             if host is not None and isinstance(exc, (ConnectError, ConnectTimeoutError)):
                 host.unreachable = True  # look the host up again at the next delivery, preferring another address
@@ -328,6 +334,7 @@ class Deliverer:
             response_ms=elapsed_ms,
             excerpt=raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")[:EXCERPT_BYTES],
             attempted_at=attempted_at,
+            retry_after_s=retry_after,
         )
 
     async def close(self) -> None:

@@ -8,8 +8,21 @@ serialised once per event and spliced into each task, so N webhooks cost one ser
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from dispatcher.subscriptions import Endpoint
+from schemas.catalog import OPERATIONAL_TYPES
+from schemas.models import Event
+
+
+def recipients(event: Event, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
+    """Who gets this event: every subscribed endpoint, except that a webhook is never sent an operational
+    event about itself (a failing receiver cannot take its own `webhook.failing`, and must not loop)."""
+    if event.type not in OPERATIONAL_TYPES:
+        return endpoints
+    about = event.data.get("webhook_id")
+    return [e for e in endpoints if e.id != about]
 
 
 def first_task_json(event_body: bytes, webhook_id: str, due_at_ms: int) -> bytes:

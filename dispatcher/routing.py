@@ -3,40 +3,105 @@
 attempt 1 fails -> retry.10s (due +10 s); 2 -> retry.60s (+60 s); 3 -> retry.5m (+300 s); 4 -> dead.
 The attempt number travels with the task, never derived from consumer state, so any dispatcher can
 pick up any retry. The schedule itself lives in schemas/retry_schedule.py.
+
+Per-status policy (docs/architecture.md#failure-policy):
+- `410 Gone`: the receiver says the endpoint no longer exists: no further attempt, the webhook is
+  switched off (stage "disabled"; the recorder applies it from the attempt record).
+- `429` / `503` with `Retry-After`: the next attempt is due no earlier than the schedule *and* no earlier
+  than Retry-After, capped at `cap_s`. The attempt count and the dead-letter rule do not change.
+- everything else: the schedule.
+A wait longer than the stage's own delay goes to the shortest delay topic that holds at least that long
+(or the longest one, which the retry scheduler relays until due), so one long wait never holds the
+tasks queued behind it in a shorter topic.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, STAGES
+from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, RETRY_AFTER_CAP_S, STAGES
 from schemas.retry_schedule import Stage as DelayStage
 from schemas.topics import Topics
 
-Stage = DelayStage | Literal["dead"]
+Stage = DelayStage | Literal["dead", "disabled"]
+
+GONE = 410
+"""The receiver says the endpoint is gone for good: stop, and switch the webhook off."""
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+"""Statuses whose `Retry-After` header is honoured (RFC 9110 §10.2.3 names 503 and 3xx; RFC 6585 adds 429)."""
 
 
 @dataclass(frozen=True, slots=True)
 class FailureRoute:
     stage: Stage
-    topic: str
-    next_attempt: int  # for "dead": the attempt that failed last
-    due_at_ms: int  # for "dead": when it was dead-lettered
+    topic: str  # for "disabled": nothing is queued; only the attempt record is written, to the attempts topic
+    next_attempt: int  # for "dead" / "disabled": the attempt that failed last
+    due_at_ms: int  # for "dead" / "disabled": when it was decided
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+
+    None when absent or unreadable (the schedule applies); a date in the past is 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def retry_wait_s(
+    scheduled_s: float, status_code: int | None, retry_after_s: float | None, cap_s: float = RETRY_AFTER_CAP_S
+) -> float:
+    """The wait before the next attempt: the schedule's, or a longer Retry-After (429/503 only), capped."""
+    if status_code not in RETRY_AFTER_STATUSES or retry_after_s is None or not math.isfinite(retry_after_s):
+        return scheduled_s
+    return max(scheduled_s, min(retry_after_s, cap_s))
+
+
+def delay_topic_for(wait_s: float, topics: Topics, delays_s: tuple[float, float, float]) -> tuple[DelayStage, str]:
+    """The shortest delay topic that holds at least `wait_s`; the longest one when none does."""
+    for index, delay in enumerate(delays_s):
+        if wait_s <= delay:
+            return STAGES[index], topics.retries[index]
+    return STAGES[-1], topics.retries[-1]
 
 
 def route_failure(
-    failed_attempt: int, failed_at_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DELAYS_S
+    failed_attempt: int,
+    failed_at_ms: int,
+    topics: Topics,
+    delays_s: tuple[float, float, float] = DELAYS_S,
+    status_code: int | None = None,
+    retry_after_s: float | None = None,
+    cap_s: float = RETRY_AFTER_CAP_S,
 ) -> FailureRoute:
-    """The delay topic (or the dead-letter topic) for a task whose attempt `failed_attempt` just failed."""
+    """The delay topic (or dead letter, or switch-off) for a task whose attempt `failed_attempt` just failed."""
     if not 1 <= failed_attempt <= MAX_ATTEMPTS:
         raise ValueError(f"attempt must be 1..{MAX_ATTEMPTS} (got {failed_attempt})")
+    if status_code == GONE:
+        return FailureRoute("disabled", topics.attempts, failed_attempt, failed_at_ms)
     if failed_attempt == MAX_ATTEMPTS:
         return FailureRoute("dead", topics.dead, failed_attempt, failed_at_ms)
     index = failed_attempt - 1
-    return FailureRoute(
-        STAGES[index], topics.retries[index], failed_attempt + 1, failed_at_ms + round(delays_s[index] * 1000)
-    )
+    wait_s = retry_wait_s(delays_s[index], status_code, retry_after_s, cap_s)
+    if wait_s == delays_s[index]:
+        stage, topic = STAGES[index], topics.retries[index]
+    else:
+        stage, topic = delay_topic_for(wait_s, topics, delays_s)
+    return FailureRoute(stage, topic, failed_attempt + 1, failed_at_ms + round(wait_s * 1000))
 
 
 def route_park(

@@ -19,7 +19,7 @@ import psycopg
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet.db import connect_async
 from hookfleet.metrics import SUBSCRIPTION_DB_ERRORS, SUBSCRIPTIONS_AGE
-from hookfleet.secretbox import SecretBox, SecretKeyError
+from hookfleet.secretbox import SecretBox, SecretKeyError, open_headers
 from schemas.catalog import EventType
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,16 @@ log = logging.getLogger(__name__)
 CHANNEL = "hookfleet_webhooks"
 _COLUMNS = (
     "id, account_id, url, events, active, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at,"
-    " rate_limit_per_s, ordering"
+    " rate_limit_per_s, ordering, headers_ciphertext"
 )
 
 
 def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
-    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering = row
+    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering, headers_ct = row
     try:
         secret = box.open(bytes(secret_ct), wid)
         previous = box.open(bytes(prev_ct), wid) if prev_ct is not None else None
+        headers = open_headers(box, headers_ct, wid)
     except SecretKeyError:
         # Skipped, not fatal: the other webhooks keep being delivered. Repeated at every full reload
         # until fixed, so it stays visible.
@@ -59,6 +60,7 @@ def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
         previous_secret_expires_at=prev_expires if isinstance(prev_expires, datetime) else None,
         rate_limit_per_s=rate_limit,
         ordering="fifo" if ordering == "fifo" else "unordered",
+        headers=tuple(headers.items()),
     )
 
 

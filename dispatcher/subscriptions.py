@@ -28,6 +28,7 @@ class Endpoint:
     previous_secret_expires_at: datetime | None = None
     rate_limit_per_s: int | None = None  # enforced by the webhook's one owner (dispatcher/lanes.py)
     ordering: Literal["unordered", "fifo"] = "unordered"
+    headers: tuple[tuple[str, str], ...] = ()  # custom request headers (decrypted; never logged)
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
-from dispatcher.fanout import FanoutJob, first_task_json
+from dispatcher.fanout import FanoutJob, first_task_json, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy
 from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
@@ -44,7 +44,6 @@ from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, K
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
 from schemas.models import AttemptRecord, DeliveryTask, Event, NextStep, Outcome
-from schemas.retry_schedule import MAX_ATTEMPTS
 from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
@@ -247,7 +246,7 @@ class Dispatcher:
         except ValidationError as exc:
             self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
-        endpoints = self._index.match(event.account_id, event.type)
+        endpoints = recipients(event, self._index.match(event.account_id, event.type))
         if not endpoints:
             self._finish(key, generation, offset)
             return
@@ -416,17 +415,17 @@ class Dispatcher:
     async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask) -> bool:
         """An ordered webhook retries in its lane, so its later events wait behind this one.
 
-        Same schedule as every delivery (10 s / 60 s / 5 min, then dead letter); each attempt is logged
-        as it happens. Its offset stays unfinished meanwhile, so after a crash the event is delivered
-        again before the later ones (restarting its schedule at the attempt consumed)."""
+        Same schedule and per-status policy as every delivery (10 s / 60 s / 5 min, or a longer
+        Retry-After, then dead letter; 410 switches the webhook off); each attempt is logged as it happens.
+        Its offset stays unfinished meanwhile, so after a crash the event is delivered again before the
+        later ones (restarting its schedule at the attempt consumed)."""
         event, attempt = task.event, task.attempt
         body = event.body()
         while True:
             result = await self._deliverer.deliver(endpoint, event, attempt, body)
-            if result.ok or attempt >= MAX_ATTEMPTS:
+            if result.ok or (route := self._failure_route(attempt, result)).stage in ("dead", "disabled"):
                 await self._route(endpoint, event, attempt, result, task.replay_id)
                 return result.outcome is not Outcome.TIMEOUT
-            route = route_failure(attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
             self._count_attempt(event, result)
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
             record = attempt_record(event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
@@ -439,6 +438,18 @@ class Dispatcher:
                 return True
             assert current is not None
             endpoint, attempt = current, route.next_attempt
+
+    def _failure_route(self, attempt: int, result: DeliveryResult) -> FailureRoute:
+        """The per-status policy (routing.py) with this dispatcher's schedule and Retry-After cap."""
+        return route_failure(
+            attempt,
+            int(time.time() * 1000),
+            self._topics,
+            self._settings.retry_delays_s,
+            status_code=result.status_code,
+            retry_after_s=result.retry_after_s,
+            cap_s=self._settings.retry_after_cap_s,
+        )
 
     def _count_attempt(self, event: Event, result: DeliveryResult) -> None:
         metrics.DELIVERIES.labels(event.type.value, result.outcome.value).inc()
@@ -455,8 +466,13 @@ class Dispatcher:
             record = attempt_record(event, endpoint.id, attempt, result, "done", replay_id=replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
             return
-        now_ms = int(time.time() * 1000)
-        route: FailureRoute = route_failure(attempt, now_ms, self._topics, self._settings.retry_delays_s)
+        route = self._failure_route(attempt, result)
+        if route.stage == "disabled":
+            # 410 Gone: nothing more is queued; the recorder switches the webhook off from this record.
+            log.warning("event=webhook_gone webhook_id=%s event_id=%s status=410", endpoint.id, event.id)
+            record = attempt_record(event, endpoint.id, attempt, result, "disabled", replay_id=replay_id)
+            await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
+            return
         task = DeliveryTask(
             event=event,
             webhook_id=endpoint.id,

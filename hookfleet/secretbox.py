@@ -8,6 +8,7 @@ onto another webhook row does not decrypt.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import secrets
@@ -83,3 +84,22 @@ def key_b64(secret_key: str | None, home: str) -> str:
     if secret_key and secret_key.strip():
         return secret_key.strip()
     return ensure_key_file(Path(home).expanduser() / "secret.key").read_text().strip()
+
+
+def _headers_aad(webhook_id: str) -> str:
+    # Bound to the webhook *and* the column, so a headers ciphertext never opens as a secret or vice versa.
+    return f"{webhook_id}/headers"
+
+
+def seal_headers(box: SecretBox, webhook_id: str, headers: dict[str, str]) -> bytes | None:
+    """A webhook's custom request headers, sealed like its secret (they often carry credentials)."""
+    if not headers:
+        return None
+    return box.seal(json.dumps(headers, separators=(",", ":"), sort_keys=True), _headers_aad(webhook_id))
+
+
+def open_headers(box: SecretBox, ciphertext: bytes | None, webhook_id: str) -> dict[str, str]:
+    if ciphertext is None:
+        return {}
+    value = json.loads(box.open(bytes(ciphertext), _headers_aad(webhook_id)))
+    return {str(k): str(v) for k, v in value.items()}

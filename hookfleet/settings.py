@@ -8,13 +8,15 @@ configuration. Secrets are `SecretStr`, so printing a settings object masks them
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.retry_schedule import DELAYS_S
+from schemas.retry_schedule import DELAYS_S, RETRY_AFTER_CAP_S
 from schemas.topics import Topics
 
 LOCAL_KAFKA = "127.0.0.1:19092"
@@ -158,6 +160,9 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings):
     retry_delays_s: tuple[float, float, float] = Field(
         default=DELAYS_S, description="delay before attempts 2, 3 and 4 (schemas/retry_schedule.py)"
     )
+    retry_after_cap_s: float = Field(
+        default=RETRY_AFTER_CAP_S, ge=0, description="longest wait a receiver's Retry-After (429/503) may ask for"
+    )
 
     _stages = field_validator("stages", mode="before")(staticmethod(_split_stages))
 
@@ -174,11 +179,37 @@ class RetrySchedulerSettings(CommonSettings):
     max_hold_slack_s: float = Field(
         default=300.0, ge=0, description="a task is held at most 2 x its stage's delay + this after it was written"
     )
+    retry_after_cap_s: float = Field(
+        default=RETRY_AFTER_CAP_S,
+        ge=0,
+        description="the dispatcher's Retry-After cap: a task due up to this far ahead is relayed until due",
+    )
 
 
 class RecorderSettings(CommonSettings):
     group_id: str = Field(default="hookfleet-recorder", validate_default=True)
     _group = _group_id
+    disable_after: timedelta = Field(
+        default=timedelta(days=5),
+        description="a webhook failing this long (no success) while deliveries keep failing is switched off;"
+        " seconds or ISO 8601 (P5D)",
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None, description="SMTP server for notification mail (may carry a password); unset: no mail"
+    )
+    smtp_from: str = Field(default="hookfleet@localhost", description="sender address of notification mail")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname:
+                raise ValueError(
+                    "smtp url must be smtp://host:port, smtp+starttls://user:password@host:587"
+                    f" or smtps://user:password@host:465 (got scheme {parts.scheme!r})"
+                )
+        return value
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
     drain_timeout_s: float = Field(

@@ -14,11 +14,12 @@ from typing import Any
 
 from hookfleet.kafka import KafkaError, KafkaProducer, Message
 from hookfleet.settings import CommonSettings
-from schemas.catalog import EventType
+from schemas.catalog import OPERATIONAL_TYPES, PRODUCT_TYPES, EventType
 from schemas.ids import new_event_id
 from schemas.models import Event
 
-_TYPES = [t.value for t in EventType]
+_TYPES = [t.value for t in PRODUCT_TYPES]
+_OPERATIONAL = {t.value for t in OPERATIONAL_TYPES}
 
 MAX_EVENT_BYTES = 256 * 1024
 """The largest event (its JSON body, as delivered) that may be published: 256 KiB.
@@ -54,6 +55,10 @@ def build_event(
     created_at: datetime | None = None,
 ) -> Event:
     """A validated Event; raises pydantic.ValidationError naming the bad field (ValueError for the type)."""
+    if str(event_type) in _OPERATIONAL:
+        raise ValueError(
+            f"type: {event_type!s} is operational: only hookfleet publishes it (one of {', '.join(_TYPES)})"
+        )
     if isinstance(event_type, str) and event_type not in _TYPES:
         raise ValueError(f"type: {event_type!r} is not an event type (one of {', '.join(_TYPES)})")
     return Event.model_validate(

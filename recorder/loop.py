@@ -12,6 +12,7 @@ is retried with capped backoff on a fresh connection.
 from __future__ import annotations
 
 import logging
+import smtplib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,9 +39,12 @@ from hookfleet.kafka import (
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from recorder.batch import Batch, InvalidMessage, parse_message
+from recorder.health import mail_text
+from recorder.mail import send_mail
 from recorder.outcomes import WebhookOutcomes
-from recorder.store import RecorderStore, WriteResult
-from schemas.models import Outcome
+from recorder.store import OutboxItem, RecorderStore, WriteResult
+from schemas.catalog import EventType
+from schemas.models import Event, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,9 @@ _PRODUCE_ACK_TIMEOUT_S = 30.0
 FAILING_REFRESH_S = 30.0
 """Every replica re-reads the failing count this often, so none keeps reporting a stale figure."""
 OUTCOMES_PUBLISH_S = 15.0
+_OUTBOX_CHECK_S = 10.0
+"""How often unsent operational events are looked for when no batch wrote any (a crash between the
+transaction and the send leaves them for whichever recorder looks next)."""
 
 _DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
 
@@ -93,6 +100,7 @@ class Recorder:
         self.assigned: set[PartitionKey] = set()
         self.db_up = True
         self._drain_deadline: float | None = None
+        self._next_outbox_check = 0.0
         self.consumer = consumer
         self.producer = producer
 
@@ -131,6 +139,8 @@ class Recorder:
                 self._fill()
                 if self.batch.size:
                     self._flush()
+                if time.monotonic() >= self._next_outbox_check:
+                    self._send_outbox()
             if self.batch.size:
                 self._flush()
         except ShutdownDuringOutage:
@@ -320,6 +330,8 @@ class Recorder:
         if result.status_changes:
             self._refresh_failing()
             self._failing_due = time.monotonic() + FAILING_REFRESH_S
+        if result.notifications:
+            self._send_outbox()
         log.debug(
             "event=batch_committed attempts=%d inserted=%d dead_letters=%d",
             len(attempts),
@@ -347,6 +359,46 @@ class Recorder:
         for gone in self._top_reported - top:  # bounded: a webhook leaving the top N loses its series
             metrics.WEBHOOK_FAILURES_TOP.remove(gone)
         self._top_reported = top
+    def _send_outbox(self) -> None:
+        """Publish operational events (webhook.failing / .recovered / .disabled) like any product event,
+        and mail the account's notification address when SMTP is configured."""
+        self._next_outbox_check = time.monotonic() + _OUTBOX_CHECK_S
+        try:
+            while self.store.drain_outbox(self._publish_operational) and not self.shutdown.requested.is_set():
+                pass
+        except (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable) as exc:
+            log.warning("event=operational_events_deferred error=%s", type(exc).__name__)
+
+    def _publish_operational(self, items: list[OutboxItem]) -> None:
+        acks: list[KafkaError | None] = []
+
+        def settle(error: KafkaError | None, _message: Message) -> None:
+            acks.append(error)
+
+        for item in items:
+            self.producer.produce(self.topics.events, item.event_json.encode(), key=item.account_id, on_delivery=settle)
+        if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
+            raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.events}")
+        _wait_for(lambda: len(acks) == len(items), _PRODUCE_ACK_TIMEOUT_S)
+        for error in acks:
+            if error is not None:
+                raise KafkaDeliveryError(error)
+        for item in items:
+            log.info("event=operational_event_published event_id=%s account_id=%s", item.event_id, item.account_id)
+            if item.notify_email and self.settings.smtp_url is not None:
+                self._mail(item)
+
+    def _mail(self, item: OutboxItem) -> None:
+        assert self.settings.smtp_url is not None and item.notify_email is not None
+        event = Event.model_validate_json(item.event_json)
+        subject, text = mail_text(EventType(event.type), event.data)
+        try:
+            smtp_url = self.settings.smtp_url.get_secret_value()
+            send_mail(smtp_url, self.settings.smtp_from, item.notify_email, subject, text)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("event=notification_mail_failed event_id=%s error=%s", item.event_id, type(exc).__name__)
+            return
+        log.info("event=notification_mail_sent event_id=%s account_id=%s", item.event_id, item.account_id)
 
     def _refresh_failing(self) -> None:
         try:

@@ -40,7 +40,7 @@ def new_recorder(
         error_cb=broker.on_error,
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
-    store = RecorderStore(settings.database_url.get_secret_value(), settings.retention_days)
+    store = RecorderStore(settings.database_url.get_secret_value(), settings.retention_days, settings.disable_after)
     return Recorder(settings, shutdown, consumer, producer, store, heartbeat=heartbeat, broker=broker)
 
 

@@ -14,17 +14,21 @@ with the same time changes nothing, a later one (the delivery was redriven and d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import psycopg
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, log_day, payload_rows
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
 from hookfleet.db import connect
 from hookfleet.retention import ensure_days, horizon
 from recorder.batch import Batch, dead_letter_row
+from recorder.health import gone_at, latest_failure, should_auto_disable
 from recorder.status import WebhookState, decide_status, status_events
+from schemas.catalog import EventType
 from schemas.models import AttemptRecord
+from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +70,59 @@ _LATEST_SUCCESS = (
 )
 
 
+# Conditional: of two recorders (or a replay) only the first switches it off, so only one notifies.
+_DISABLE = (
+    "UPDATE webhooks SET active = false, disabled_reason = %(reason)s, disabled_at = %(at)s, updated_at = now() "
+    "WHERE id = %(id)s AND active AND (enabled_at IS NULL OR enabled_at < %(at)s) RETURNING id"
+)
+
+_FAILING_ACTIVE = (
+    "SELECT id, failing_since, enabled_at FROM webhooks "
+    "WHERE id = ANY(%s) AND active AND status = 'failing' ORDER BY id FOR UPDATE"
+)
+
+_CLAIM_OUTBOX = (
+    "SELECT o.event_id, o.account_id, o.event::text, "
+    "(SELECT a.notification_email FROM accounts a WHERE a.id = o.account_id) "
+    "FROM operational_outbox o ORDER BY o.created_at, o.event_id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     attempts_inserted: int
     dead_letters_written: int
     status_changes: dict[str, WebhookState]
+    notifications: int = 0
+    """Operational events written to the outbox by this batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    event_id: str
+    account_id: str
+    event_json: str
+    notify_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One webhook state change to notify: which event, when it happened, the error behind it."""
+
+    webhook_id: str
+    event_type: EventType
+    reason: str
+    at: datetime
+    last_error: str | None
 
 
 class RecorderStore:
     """One connection, opened lazily and dropped on any error so the next write reconnects."""
 
-    def __init__(self, database_url: str, retention_days: int = 30) -> None:
+    def __init__(
+        self, database_url: str, retention_days: int = 30, disable_after: timedelta = timedelta(days=5)
+    ) -> None:
+        self._disable_after = disable_after
         self._url = psycopg.conninfo.make_conninfo(database_url, **_KEEPALIVE, tcp_user_timeout=_TCP_USER_TIMEOUT_MS)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._retention_days = retention_days
@@ -132,8 +178,11 @@ class RecorderStore:
                     cur.executemany(INSERT_PAYLOAD, payloads)
             if dead:
                 cur.executemany(_UPSERT_DEAD, [dead_letter_row(d) for d in dead])
-            changes = self._flip_statuses(cur, batch)
-        return WriteResult(inserted, len(dead), changes)
+            changes, flips = self._flip_statuses(cur, batch)
+            flips.extend(self._switch_off(cur, batch))
+            for change in flips:
+                self._notify(cur, change)
+        return WriteResult(inserted, len(dead), changes, len(flips))
 
     def _within_retention(self, attempts: list[AttemptRecord]) -> list[AttemptRecord]:
         oldest = horizon(self._retention_days)
@@ -144,11 +193,14 @@ class RecorderStore:
             )
         return kept
 
-    def _flip_statuses(self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch) -> dict[str, WebhookState]:
+    def _flip_statuses(
+        self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch
+    ) -> tuple[dict[str, WebhookState], list[_Change]]:
+        """Status changes (under the row lock, so two recorders never both flip), and those to notify."""
         dead = batch.dead_letters
         events = status_events(batch.attempts, dead)
         if not events:
-            return {}
+            return {}, []
         dead_ids = sorted({d.task.webhook_id for d in dead})
         rows = cur.execute(_LOCK_WEBHOOKS, {"ids": sorted(events), "dead_ids": dead_ids}).fetchall()
         latest: dict[str, datetime] = {}
@@ -157,17 +209,94 @@ class RecorderStore:
             for webhook_id, at in cur.execute(_LATEST_SUCCESS, (dead_ids, oldest_dead)).fetchall():
                 latest[str(webhook_id)] = at  # type: ignore[assignment]
         changes: dict[str, WebhookState] = {}
+        flips: list[_Change] = []
+        last_error = {d.task.webhook_id: d.task.last_error for d in sorted(dead, key=lambda d: d.dead_at)}
         for webhook_id, status, changed_at in rows:
             current = WebhookState(status, changed_at)  # type: ignore[arg-type]
             new = decide_status(current, events[str(webhook_id)], latest.get(str(webhook_id)))
             if new != current:
                 changes[str(webhook_id)] = new
+            if new.status != current.status:
+                if new.status == "failing":
+                    change = _Change(
+                        str(webhook_id), EventType.WEBHOOK_FAILING, "dead_letter", new.changed_at,
+                        last_error.get(str(webhook_id)),
+                    )  # fmt: skip
+                else:
+                    change = _Change(str(webhook_id), EventType.WEBHOOK_RECOVERED, "delivered", new.changed_at, None)
+                flips.append(change)
+        became_failing = {c.webhook_id for c in flips if c.event_type is EventType.WEBHOOK_FAILING}
         for webhook_id, state in changes.items():
             cur.execute(
-                "UPDATE webhooks SET status = %s, status_changed_at = %s WHERE id = %s",
-                (state.status, state.changed_at, webhook_id),
+                "UPDATE webhooks SET status = %(status)s, status_changed_at = %(at)s, failing_since = CASE"
+                " WHEN %(status)s = 'healthy' THEN NULL WHEN %(became)s THEN %(at)s"
+                " ELSE coalesce(failing_since, %(at)s) END WHERE id = %(id)s",
+                {
+                    "status": state.status,
+                    "at": state.changed_at,
+                    "became": webhook_id in became_failing,
+                    "id": webhook_id,
+                },
             )
-        return changes
+        return changes, flips
+
+    def _switch_off(self, cur: psycopg.Cursor[tuple[object, ...]], batch: Batch) -> list[_Change]:
+        """410 Gone, and auto-disable after `disable_after` of failing (recorder/health.py)."""
+        attempts = batch.attempts
+        offs: list[_Change] = []
+        for webhook_id, at in sorted(gone_at(attempts).items()):
+            if cur.execute(_DISABLE, {"reason": "gone", "at": at, "id": webhook_id}).fetchone():
+                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, "gone", at, "http 410"))
+        failures = latest_failure(attempts)
+        for letter in batch.dead_letters:
+            seen = failures.get(letter.task.webhook_id)
+            if seen is None or letter.dead_at > seen[0]:
+                failures[letter.task.webhook_id] = (letter.dead_at, letter.task.last_error)
+        if not failures:
+            return offs
+        for row in cur.execute(_FAILING_ACTIVE, (sorted(failures),)).fetchall():
+            webhook_id, since, enabled_at = str(row[0]), row[1], row[2]
+            at, error = failures[webhook_id]
+            if not should_auto_disable(since, enabled_at, at, self._disable_after):  # type: ignore[arg-type]
+                continue
+            if cur.execute(_DISABLE, {"reason": "failing", "at": at, "id": webhook_id}).fetchone():
+                offs.append(_Change(webhook_id, EventType.WEBHOOK_DISABLED, "failing", at, error))
+        return offs
+
+    def _notify(self, cur: psycopg.Cursor[tuple[object, ...]], change: _Change) -> None:
+        """Write the operational event of one state change to the outbox, in the change's transaction."""
+        row = cur.execute(FACTS_SQL, (change.webhook_id,)).fetchone()
+        if row is None:
+            return
+        facts = WebhookFacts(*row)  # type: ignore[arg-type]
+        event = operational_event(change.event_type, facts, change.reason, change.at, change.last_error)
+        cur.execute(INSERT_OUTBOX_SQL, (event.id, event.account_id, json_text(event)))
+        log.info(
+            "event=webhook_state_changed webhook_id=%s change=%s at=%s",
+            change.webhook_id,
+            change.event_type.value,
+            change.at.isoformat(),
+        )
+
+    def drain_outbox(self, send: Callable[[list[OutboxItem]], None], limit: int = 100) -> int:
+        """Lock up to `limit` unsent operational events, `send` them, delete them; one transaction.
+
+        SKIP LOCKED: another recorder draining at the same time takes other rows, so each is sent by one.
+        If `send` raises, nothing is deleted and the rows are sent again later (at least once).
+        """
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(_CLAIM_OUTBOX, (limit,)).fetchall()
+                if not rows:
+                    return 0
+                items = [OutboxItem(*row) for row in rows]  # type: ignore[arg-type]
+                send(items)
+                conn.execute("DELETE FROM operational_outbox WHERE event_id = ANY(%s)", ([i.event_id for i in items],))
+        except BaseException:
+            self.close()
+            raise
+        return len(items)
 
     def count_failing(self) -> int:
         conn = self._connection()

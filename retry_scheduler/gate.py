@@ -34,6 +34,32 @@ def bounded_due_ms(due_at_ms: int, written_ms: int | None, stage_delay_s: float,
     return min(due_at_ms, written_ms + round((2 * stage_delay_s + slack_s) * 1000))
 
 
+RELAY_TOLERANCE_MS = 1000
+"""A task due this little past its topic's own delay (clock steps between producer and broker) is held,
+not relayed."""
+
+
+def hold_plan(
+    due_at_ms: int, written_ms: int | None, stage_delay_s: float, slack_s: float, relay_horizon_s: float
+) -> tuple[int, bool]:
+    """(when to act on a task, relay?): relay means "write it again to the same delay topic", not "deliver".
+
+    A delay topic is in due order only while each task is due its topic's delay after it was written. A
+    task due later (a receiver's Retry-After beyond the longest delay) would hold every task queued behind
+    it, so it is held only for the topic's delay and then relayed, again and again, until it is due. A task
+    due beyond `relay_horizon_s` (the Retry-After cap) plus `slack_s` is no legitimate wait: the
+    `bounded_due_ms` guard applies and it is handed off early.
+    """
+    if written_ms is None or written_ms <= 0:
+        return due_at_ms, False
+    natural_ms = written_ms + round(stage_delay_s * 1000)
+    if due_at_ms <= natural_ms + RELAY_TOLERANCE_MS:
+        return due_at_ms, False
+    if due_at_ms <= written_ms + round((relay_horizon_s + slack_s) * 1000):
+        return natural_ms, True
+    return bounded_due_ms(due_at_ms, written_ms, stage_delay_s, slack_s), False
+
+
 class Step(Enum):
     HAND_OFF = "hand_off"
     """Due: produce it to the deliveries topic now."""

@@ -40,7 +40,7 @@ from hookfleet.kafka import (
 from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.gate import DueGate, Hold, Step, bounded_due_ms, to_nudge
+from retry_scheduler.gate import DueGate, Hold, Step, hold_plan, to_nudge
 from retry_scheduler.ledger import HandOffLedger
 from retry_scheduler.tasks import Invalid, read_task
 from schemas.retry_schedule import Stage, delay_of, stage_of
@@ -234,13 +234,14 @@ class RetryScheduler:
             self._route_invalid(message, partition, offset, task)
             return
         stage = stage_of(self._topics, partition[0])
-        due_ms = bounded_due_ms(
+        due_ms, relay = hold_plan(
             task.due_at,
             written_ms(message),
             delay_of(stage, self._settings.retry_delays_s),
             self._settings.max_hold_slack_s,
+            self._settings.retry_after_cap_s,
         )
-        if due_ms != task.due_at:
+        if due_ms != task.due_at and not relay:
             log.warning(
                 "event=task_due_at_bounded topic=%s partition=%d offset=%d due_at=%d held_until=%d",
                 partition[0],
@@ -255,6 +256,15 @@ class RetryScheduler:
             assert held is not None
             self._apply_hold(partition, held)
             reheld.add(partition)
+        elif step is Step.HAND_OFF and relay:
+            # Due later than this topic holds (a long Retry-After): back into the same topic, unchanged.
+            log.debug(
+                "event=task_relayed topic=%s partition=%d offset=%d due_at=%d", *partition, offset, task.due_at
+            )
+            self._start(
+                HandOff(partition, offset, partition[0], message.key(), message.value(), message_headers(message), None,
+                        stage)
+            )  # fmt: skip
         elif step is Step.HAND_OFF:
             self._start(
                 HandOff(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from schemas.catalog import EventType
+from schemas.catalog import EventType, Kind
 from schemas.models import NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
 
 Timestamp = Annotated[
@@ -69,6 +69,66 @@ EventList = Annotated[
 ]
 
 
+RESERVED_HEADER_PREFIXES = ("x-webhook-", "webhook-")
+RESERVED_HEADERS = frozenset({"content-type", "host", "content-length", "user-agent"})
+MAX_CUSTOM_HEADERS = 20
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # an HTTP token (RFC 9110 §5.1)
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")  # what every HTTP stack sends unchanged
+
+
+def _custom_headers(value: dict[str, str]) -> dict[str, str]:
+    """Names are HTTP tokens, not ones hookfleet sets itself (signatures, body framing); values one line."""
+    if len(value) > MAX_CUSTOM_HEADERS:
+        raise ValueError(f"at most {MAX_CUSTOM_HEADERS} custom headers (got {len(value)})")
+    seen: set[str] = set()
+    for name, header_value in value.items():
+        lower = name.lower()
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"header name {name[:100]!r} is not a valid HTTP header name")
+        if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
+            raise ValueError(
+                f"header {name} is reserved: hookfleet sets it (reserved: X-Webhook-*, webhook-*, Content-Type, "
+                "Host, Content-Length, User-Agent)"
+            )
+        if lower in seen:
+            raise ValueError(f"header {name} is given twice (names are case-insensitive)")
+        seen.add(lower)
+        if len(header_value) > 2048 or not _HEADER_VALUE.fullmatch(header_value):
+            raise ValueError(f"header {name}: value must be one line of printable ASCII, at most 2048 characters")
+    return value
+
+
+def _any_case(word: str) -> str:
+    """A JSON Schema (ECMA 262) pattern for `word` in any letter case: that dialect has no `(?i)`."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)  # letters and "-" only
+
+
+_RESERVED_PATTERN = (
+    "^(?:"
+    + "|".join(
+        [_any_case(p) for p in RESERVED_HEADER_PREFIXES] + [_any_case(n) + "$" for n in sorted(RESERVED_HEADERS)]
+    )
+    + ")"
+)
+
+CustomHeaders = Annotated[
+    dict[str, str],
+    Field(
+        description="extra request headers sent with every delivery (e.g. `Authorization` for a gateway);"
+        " stored encrypted, shown masked. Reserved: X-Webhook-*, webhook-*, Content-Type, Host, Content-Length,"
+        " User-Agent",
+        examples=[{"Authorization": "Bearer 8f1c..."}],
+        json_schema_extra={
+            "maxProperties": MAX_CUSTOM_HEADERS,
+            "propertyNames": {"pattern": _HEADER_NAME.pattern, "not": {"pattern": _RESERVED_PATTERN}},
+            "additionalProperties": {"type": "string", "maxLength": 2048, "pattern": _HEADER_VALUE.pattern},
+        },
+    ),
+    AfterValidator(_custom_headers),
+]
+
+DisabledReason = Literal["gone", "failing", "manual"]
+
 RateLimit = Annotated[
     int,
     Field(
@@ -105,6 +165,7 @@ class WebhookCreate(_Request):
     active: bool = True
     rate_limit_per_s: RateLimit | None = None
     ordering: Ordering = "unordered"
+    headers: CustomHeaders | None = None
 
 
 class WebhookUpdate(_Request):
@@ -113,9 +174,12 @@ class WebhookUpdate(_Request):
     name: WebhookName | None = None
     url: WebhookUrl | None = None
     events: EventList | None = None
-    active: bool | None = None
+    active: bool | None = Field(
+        default=None, description="false switches the webhook off by hand; true switches it on and clears the reason"
+    )
     rate_limit_per_s: Annotated[int, Field(ge=0, le=10_000, description="0 removes the limit")] | None = None
     ordering: Ordering | None = None
+    headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
 
 
 class WebhookView(_Response):
@@ -128,6 +192,17 @@ class WebhookView(_Response):
     ordering: Literal["unordered", "fifo"] = "unordered"
     status: Literal["healthy", "failing"]
     status_changed_at: Timestamp
+    disabled_reason: DisabledReason | None = Field(
+        default=None,
+        description="why it is off: `gone` (the receiver answered 410), `failing` (failed for too long,"
+        " HOOKFLEET_DISABLE_AFTER), `manual` (switched off by hand); null while active",
+    )
+    disabled_at: Timestamp | None = Field(default=None, description="when it was switched off; null while active")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom header names, values masked (`****` + last 4 characters of long values)",
+        examples=[{"Authorization": "****c0de"}],
+    )
     secret: str = Field(
         description="masked (`whsec_****` + its last 4 characters); shown in full only on create and rotate",
         examples=["whsec_****Zw8="],
@@ -189,7 +264,10 @@ class Delivery(_Response):
     response_ms: int | None
     response_excerpt: str
     attempted_at: Timestamp
-    next_step: NextStep = Field(description="what followed: done, retry, dead (dead-lettered) or dropped")
+    next_step: NextStep = Field(
+        description="what followed: done, retry, dead (dead-lettered), dropped, or disabled (410 Gone switched the"
+        " webhook off)"
+    )
     test: bool = Field(description="sent by the Test action")
     replay: str | None = Field(default=None, description="the replay (rpl_...) that sent this attempt, if any")
 
@@ -227,6 +305,41 @@ class RecoverRequest(_Request):
 class RecoverResult(_Response):
     webhook_id: str
     redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
+
+
+# ------------------------------------------------------------------------------------------ account
+
+
+class AccountView(_Response):
+    id: str
+    name: str
+    notification_email: str | None = Field(
+        description="where webhook.failing / .recovered / .disabled are mailed (when the operator set up SMTP)"
+    )
+
+
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
+_EMAIL = re.compile(rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$")
+
+
+def _email_or_empty(value: str) -> str:
+    if value and not _EMAIL.fullmatch(value):
+        raise ValueError(f"notification_email must be an e-mail address like ops@example.com (got {value[:80]!r})")
+    return value
+
+
+class AccountUpdate(_Request):
+    notification_email: (
+        Annotated[
+            str,
+            Field(max_length=254, json_schema_extra={"pattern": rf"^(?:|{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART})$"}),
+            AfterValidator(_email_or_empty),
+        ]
+        | None
+    ) = Field(default=None, description="an e-mail address; an empty string removes it", examples=["ops@example.com"])
+
+
+# ------------------------------------------------------------------------------------------ replay
 
 
 class ReplayRequest(_Request):
@@ -313,6 +426,10 @@ class ApiKeyList(_Response):
 
 class EventTypeInfo(_Response):
     type: EventType
+    kind: Kind = Field(
+        description="`product`: published by the product's services; `operational`: published by hookfleet about"
+        " your webhooks' health (never sent to the webhook it is about)"
+    )
     fires_when: str
     sample: dict[str, Any] = Field(description="a complete delivery body of this type")
     json_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of the delivery body of this type")
@@ -338,6 +455,8 @@ class Health(_Response):
 
 
 __all__ = [
+    "AccountUpdate",
+    "AccountView",
     "ApiKeyCreate",
     "ApiKeyList",
     "ApiKeyView",

@@ -1,5 +1,9 @@
 """The event catalog: the only event types hookfleet accepts, when each fires, and a sample payload.
 
+Two kinds, kept apart: the nine *product* types that product services publish, and the three
+*operational* types hookfleet itself publishes about a webhook's health (docs/architecture.md#failure-policy).
+A webhook subscribes to either kind the same way; only hookfleet may publish the operational ones.
+
 The samples are what the "Test" action sends and what the demo publishes, so they are shaped like the
 real events product services emit.
 """
@@ -8,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class EventType(StrEnum):
@@ -21,6 +25,12 @@ class EventType(StrEnum):
     CONTACT_UPDATED = "contact.updated"
     CAMPAIGN_COMPLETED = "campaign.completed"
     TRANSFER_CREATED = "transfer.created"
+    WEBHOOK_FAILING = "webhook.failing"
+    WEBHOOK_RECOVERED = "webhook.recovered"
+    WEBHOOK_DISABLED = "webhook.disabled"
+
+
+Kind = Literal["product", "operational"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,7 @@ class CatalogEntry:
     type: EventType
     fires_when: str
     sample_data: dict[str, Any]
+    kind: Kind = "product"
 
 
 _MESSAGE = {
@@ -102,7 +113,42 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )
 
-BY_TYPE: dict[EventType, CatalogEntry] = {entry.type: entry for entry in CATALOG}
+_WEBHOOK = {
+    "webhook_id": "wh_01JD8Z6Q3K4M5N6P7R8S9T0V1W",
+    "name": "CRM Sync",
+    "url": "https://crm.example.com/hooks/hookfleet",
+}
+
+OPERATIONAL_CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        EventType.WEBHOOK_FAILING,
+        "one of your webhooks started failing: a delivery to it exhausted its retries",
+        {**_WEBHOOK, "active": True, "status": "failing", "reason": "dead_letter", "since": "2026-11-27T10:21:03.000Z",
+         "last_error": "http 500", "dead_letters": 1},
+        "operational",
+    ),
+    CatalogEntry(
+        EventType.WEBHOOK_RECOVERED,
+        "a failing webhook delivered successfully again",
+        {**_WEBHOOK, "active": True, "status": "healthy", "reason": "delivered", "since": "2026-11-27T11:02:40.000Z",
+         "last_error": "", "dead_letters": 3},
+        "operational",
+    ),
+    CatalogEntry(
+        EventType.WEBHOOK_DISABLED,
+        "a webhook was switched off: its receiver answered 410 Gone, or it kept failing too long",
+        {**_WEBHOOK, "active": False, "status": "failing", "reason": "gone", "since": "2026-11-27T10:21:03.000Z",
+         "last_error": "http 410", "dead_letters": 0},
+        "operational",
+    ),
+)  # fmt: skip
+
+PRODUCT_TYPES: tuple[EventType, ...] = tuple(entry.type for entry in CATALOG)
+"""What product services may publish."""
+OPERATIONAL_TYPES: tuple[EventType, ...] = tuple(entry.type for entry in OPERATIONAL_CATALOG)
+"""What hookfleet publishes about a webhook's health; a webhook is never sent one about itself."""
+
+BY_TYPE: dict[EventType, CatalogEntry] = {entry.type: entry for entry in CATALOG + OPERATIONAL_CATALOG}
 
 
 def sample_data(event_type: EventType) -> dict[str, Any]:

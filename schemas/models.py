@@ -78,7 +78,8 @@ class Outcome(StrEnum):
     DROPPED = "dropped"
 
 
-NextStep = Literal["done", "retry", "dead", "dropped"]
+NextStep = Literal["done", "retry", "dead", "dropped", "disabled"]
+"""What followed an attempt; "disabled": the receiver answered 410 Gone and the webhook was switched off."""
 
 
 class AttemptRecord(_Wire):

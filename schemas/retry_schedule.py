@@ -20,6 +20,9 @@ STAGES: tuple[Stage, Stage, Stage] = ("10s", "60s", "5m")
 DELAYS_S: tuple[float, float, float] = (10.0, 60.0, 300.0)
 """How long after the failed attempt the next one is due, per stage."""
 
+RETRY_AFTER_CAP_S = 3600.0
+"""Default cap on a receiver's `Retry-After` (setting `retry_after_cap_s`): a longer wait is cut to this."""
+
 MAX_ATTEMPTS = len(STAGES) + 1
 """Attempt 1 plus one retry per stage: attempt 4's failure is final."""
 

@@ -103,6 +103,8 @@ async function showApp() {
     renderEventChoices();
   }
   await loadWebhooks();
+  const account = await api("GET", "/v1/account");
+  $("notify-email").value = account.notification_email || "";
   $("app-title").setAttribute("tabindex", "-1");
   focusHeading("app-title");
 }
@@ -125,6 +127,19 @@ function statusBadge(status) {
   return el("span", { class: `badge ${status}`, text: status === "healthy" ? "Healthy" : "Failing" });
 }
 
+const OFF_REASONS = {
+  gone: "Receiver answered 410 Gone",
+  failing: "Kept failing too long",
+  manual: "Switched off by hand",
+};
+
+// Why a webhook is off and since when (empty while it is on).
+function offReason(webhook) {
+  if (webhook.active) return "";
+  const why = OFF_REASONS[webhook.disabled_reason] || "Switched off";
+  return webhook.disabled_at ? `${why} · since ${new Date(webhook.disabled_at).toLocaleString()}` : why;
+}
+
 function renderWebhooks() {
   const body = $("webhooks").querySelector("tbody");
   body.replaceChildren();
@@ -145,7 +160,12 @@ function renderWebhooks() {
       el("td", { class: "url", text: webhook.url }),
       el("td", { class: "events", text: webhook.events.join(", ") }),
       el("td", {}, statusBadge(webhook.status)),
-      el("td", {}, el("label", { class: "switch" }, toggle, el("span", { text: webhook.active ? "On" : "Off" }))),
+      el(
+        "td",
+        {},
+        el("label", { class: "switch" }, toggle, el("span", { text: webhook.active ? "On" : "Off" })),
+        el("small", { class: "off-reason", text: offReason(webhook) }),
+      ),
       el(
         "td",
         {},
@@ -190,6 +210,8 @@ async function setActive(webhook, checkbox) {
   } finally {
     checkbox.removeAttribute("aria-busy");
     checkbox.nextElementSibling.textContent = checkbox.checked ? "On" : "Off";
+    const note = checkbox.closest("td").querySelector(".off-reason");
+    if (note) note.textContent = offReason(webhook);
   }
 }
 
@@ -229,7 +251,7 @@ function renderEventChoices() {
         { for: id },
         el("input", { type: "checkbox", id, name: "events", value: entry.type }),
         el("span", { text: entry.type }),
-        el("small", { text: entry.fires_when }),
+        el("small", { text: entry.kind === "operational" ? `About your webhooks: ${entry.fires_when}` : entry.fires_when }),
       ),
     );
     $("test-type").append(el("option", { value: entry.type, text: entry.type }));
@@ -237,7 +259,25 @@ function renderEventChoices() {
   }
 }
 
-const FORM_FIELDS = { name: "wh-name", url: "wh-url", events: "wh-events", rate_limit_per_s: "wh-rate" };
+const FORM_FIELDS = {
+  name: "wh-name",
+  url: "wh-url",
+  events: "wh-events",
+  rate_limit_per_s: "wh-rate",
+  headers: "wh-headers",
+};
+
+// "Name: value" lines -> {Name: "value"}; a line without a colon is reported by the API's own check.
+function parseHeaders(text) {
+  const headers = {};
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const at = line.indexOf(":");
+    if (at < 0) headers[line.trim()] = "";
+    else headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return headers;
+}
 
 function setFieldError(inputId, message) {
   const target = inputId === "wh-events" ? $("wh-events").closest("fieldset") : $(inputId);
@@ -288,6 +328,8 @@ async function createWebhook(event) {
   };
   const rate = $("wh-rate").value.trim();
   if (rate) body.rate_limit_per_s = Number(rate);
+  const headers = parseHeaders($("wh-headers").value);
+  if (Object.keys(headers).length) body.headers = headers;
   const problems = validateForm(body);
   if (Object.keys(problems).length) {
     for (const [field, message] of Object.entries(problems)) setFieldError(FORM_FIELDS[field], message);
@@ -307,6 +349,19 @@ async function createWebhook(event) {
     } else {
       $("form-error").textContent = error.message;
     }
+  }
+}
+
+async function saveNotifyEmail(event) {
+  event.preventDefault();
+  $("notify-error").textContent = "";
+  $("notify-email").removeAttribute("aria-invalid");
+  try {
+    const account = await api("PATCH", "/v1/account", { notification_email: $("notify-email").value.trim() });
+    notice(account.notification_email ? `Failure notifications go to ${account.notification_email}.` : "No failure e-mails.");
+  } catch (error) {
+    $("notify-error").textContent = error.message.replace(/^[a-z_.0-9]+: /, "");
+    $("notify-email").setAttribute("aria-invalid", "true");
   }
 }
 
@@ -458,6 +513,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("new-webhook").focus();
   });
   $("webhook-form").addEventListener("submit", createWebhook);
+  $("notify-form").addEventListener("submit", saveNotifyEmail);
   $("copy-secret").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", hideSecret);
   $("test-form").addEventListener("submit", sendTest);

@@ -104,6 +104,10 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     url = receiver.expect("/crm")
     await page.get_by_label("Endpoint URL").fill(url)
     await page.get_by_label("contact.created").check()
+    await page.get_by_label("Custom headers").fill("Content-Type: text/plain")
+    await page.get_by_role("button", name="Create webhook").click()
+    await expect(page.locator("#wh-headers-error")).to_contain_text("reserved")
+    await page.get_by_label("Custom headers").fill("Authorization: Bearer gw-token-1234567890")
     await page.get_by_role("button", name="Create webhook").click()
 
     # The secret, once: the same secret the server sealed for this webhook.
@@ -139,6 +143,17 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await shot(page, "04-test-200")
     [delivered] = receiver.at("/crm")
     assert delivered.signature_ok is True and delivered.headers["X-Webhook-Event"] == "message.read"
+    assert delivered.headers["Authorization"] == "Bearer gw-token-1234567890"
+    assert "gw-token" not in await page.content()
+
+    # Where failure notifications are mailed: checked by the API, kept by the page.
+    await page.get_by_label("Failure notifications by e-mail").fill("not-an-address")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#notify-error")).to_contain_text("e-mail address")
+    await page.get_by_label("Failure notifications by e-mail").fill("ops@example.com")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#notice")).to_contain_text("Failure notifications go to ops@example.com")
+    assert (await api.call("GET", "/v1/account", key)).body["notification_email"] == "ops@example.com"
     await page.get_by_role("combobox", name="Event type").select_option("contact.created")
     await page.get_by_role("button", name="Send test").click()
     await expect(result).to_contain_text("contact.created")
@@ -151,10 +166,12 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await expect(switch).not_to_be_checked()
     await expect(switch).to_be_focused()
     assert (await api.call("GET", f"/v1/webhooks/{webhook_id}", key)).body["active"] is False
+    await expect(webhooks_row.locator(".off-reason")).to_contain_text("Switched off by hand · since")
     await shot(page, "05-inactive")
     await switch.click()
     await expect(page.locator("#notice")).to_contain_text("CRM Sync is now active")
     await expect(switch).to_be_checked()
+    await expect(webhooks_row.locator(".off-reason")).to_have_text("")
     assert (await api.call("GET", f"/v1/webhooks/{webhook_id}", key)).body["active"] is True
 
     # Logs: both test attempts and an earlier real attempt that timed out (as the recorder logs it),

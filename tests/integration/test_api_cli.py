@@ -112,7 +112,15 @@ async def test_every_webhooks_action_through_the_cli(
     shown = await cli.json("show", webhook_id)
     assert shown["secret"] == "whsec_****" + secret.group(1)[-4:]
     assert (await cli.json("disable", webhook_id))["active"] is False
+    code, out, _ = await cli("show", webhook_id)
+    assert re.search(r"^active\s+no \(switched off by hand, since \d{4}-", out, re.M), out
     assert (await cli.json("enable", webhook_id))["active"] is True
+    code, out, _ = await cli("update", webhook_id, "--header", "Authorization: Bearer gw-token-1234567890")
+    assert code == 0 and re.search(r"^headers\s+Authorization: \*\*\*\*7890$", out, re.M), out
+    assert (await cli.json("update", webhook_id, "--clear-headers"))["headers"] == {}
+    code, out, _ = await cli("notify-email", "ops@example.com")
+    assert code == 0 and out.strip() == "notification e-mail: ops@example.com"
+    assert (await cli.json("notify-email"))["notification_email"] == "ops@example.com"
     updated = await cli.json("update", webhook_id, "--name", "CRM v2", "--events", "message.read,contact.created")
     assert updated["name"] == "CRM v2" and updated["events"] == ["contact.created", "message.read"]
 

@@ -63,6 +63,11 @@ def test_demo_shows_signed_deliveries_retries_and_stops_cleanly(fleet_env: dict[
     assert any("Ops alerts (flaky)" in r and " 500 " in r for r in rows), out  # a failed first attempt ...
     assert any("Ops alerts (flaky)" in r and "   2 " in r and " 200 " in r for r in rows), out  # ... retried
     assert not any("Paused integration" in r for r in rows)  # the inactive webhook gets nothing
+    # The retired endpoint answers 410: one attempt, the webhook is switched off, and the health webhook
+    # gets the signed webhook.disabled about it.
+    assert any("Retired endpoint" in r and " 410 " in r for r in rows), out
+    assert any("switched off: Retired endpoint (410) (its endpoint answered 410 Gone)" in line for line in lines), out
+    assert any("Webhook health" in r and "webhook.disabled" in r and " 200 " in r for r in rows), out
     summary = lines[-2]
     assert "(0 bad)" in summary and "dropped" in summary, summary
     for role in ("dispatcher", "retry-scheduler", "recorder", "api"):

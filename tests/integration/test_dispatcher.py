@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from hookfleet.kafka import KafkaProducer, Message, new_consumer
 from producer.publisher import EventPublisher, build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
 from tests.support.fleet import Fleet, seed_account, seed_webhook
@@ -19,7 +19,7 @@ from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
 
-ALL_TYPES = [t.value for t in EventType]
+ALL_TYPES = [t.value for t in PRODUCT_TYPES]
 MESSAGE_TYPES = [t for t in ALL_TYPES if t.startswith("message.")]
 CONTACT_TYPES = [t for t in ALL_TYPES if t.startswith("contact.")]
 
@@ -63,7 +63,7 @@ def test_each_event_type_reaches_exactly_the_active_subscribed_webhooks(
 
     sent: dict[str, Event] = {}
     with publisher_for(kafka_bootstrap, topics) as publisher:
-        for event_type in EventType:
+        for event_type in PRODUCT_TYPES:
             event = build_event("acct_a", event_type, sample_data(event_type))
             publisher.publish_and_wait(event)
             sent[event.id] = event

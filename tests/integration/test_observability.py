@@ -30,7 +30,7 @@ from api.accounts import create_account
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import CommonSettings
 from producer.publisher import EventPublisher, build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.topics import Topics
 from tests.support.fleet import Fleet, Role, seed_webhook, set_active
 from tests.support.kafka_proxy import KafkaProxy
@@ -242,7 +242,7 @@ def test_every_panel_and_alert_evaluates_against_a_live_fleet(
     topics: Topics,
 ) -> None:
     account, api_key = create_account(database_url, "Observability test")
-    all_types = [t.value for t in EventType]
+    all_types = [t.value for t in PRODUCT_TYPES]
     _, ok_secret = seed_webhook(database_url, account, receiver.url("/ok"), all_types, name="Healthy")
     _, broken_secret = seed_webhook(
         database_url, account, receiver.url("/broken"), [t.value for t in FAILING_TYPES], name="Broken"
@@ -275,7 +275,7 @@ def test_every_panel_and_alert_evaluates_against_a_live_fleet(
     publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topics.prefix))
     try:
         for wave in range(WAVES):
-            for event_type in EventType:
+            for event_type in PRODUCT_TYPES:
                 if event_type is EventType.TRANSFER_CREATED and wave > 0:
                     continue  # exactly one delivery to the webhook that gets disabled
                 publisher.publish_and_wait(build_event(account, event_type, sample_data(event_type)))
@@ -294,7 +294,7 @@ def test_every_panel_and_alert_evaluates_against_a_live_fleet(
     assert receiver.wait_for(
         lambda: len(receiver.at("/broken")) >= 4 * events_per_type * len(FAILING_TYPES), timeout_s=40
     ), f"/broken got {len(receiver.at('/broken'))} attempts"
-    assert len(receiver.at("/ok")) >= WAVES * len(EventType) - (WAVES - 1)
+    assert len(receiver.at("/ok")) >= WAVES * len(PRODUCT_TYPES) - (WAVES - 1)
 
     # Every panel query of our own series returns data once the scrapes (1 s), the lag statistics (every
     # 5 s), the recorder's broker-side lag reads and outcome gauges (every 15 s) are in.

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from producer.publisher import EventPublisher, build_event
-from schemas.catalog import EventType
+from schemas.catalog import PRODUCT_TYPES
 from schemas.topics import Topics
 from tests.integration.test_dispatcher import publisher_for
 from tests.support.fleet import Fleet, seed_account, seed_webhook
@@ -18,7 +18,7 @@ from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
-TYPES = list(EventType)
+TYPES = list(PRODUCT_TYPES)
 
 
 def _seed_accounts(database_url: str, receiver: HttpsReceiver, accounts: int) -> dict[str, str]:

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from hookfleet.kafka import PartitionKey, client_config
 from hookfleet.settings import CommonSettings, DispatcherSettings
 from producer.publisher import EventPublisher, build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, sample_data
 from schemas.topics import Topics
 from tests.conftest import TEST_PARTITIONS
 from tests.support.fleet import Fleet, seed_account, seed_webhook
@@ -27,7 +27,7 @@ ACCOUNTS = 24  # event keys: enough accounts that every partition of the events 
 HOOKS_PER_ACCOUNT = 2
 EVENTS_PER_BURST = 2500  # x 2 webhooks = 5000 deliveries per burst
 JOIN_EVENTS_PER_TICK, JOIN_TICK_S = 20, 0.05  # 400 events/s while the group rebalances: well below capacity
-TYPES = list(EventType)
+TYPES = list(PRODUCT_TYPES)
 STAGES = 2  # group members per dispatcher process: one consumer per stage (fan-out, delivery)
 
 Pair = tuple[str, str]  # (event id, receiver path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 
 from dispatcher.signing import new_secret
-from hookfleet.secretbox import SecretBox
+from hookfleet.secretbox import SecretBox, seal_headers
 from schemas.ids import new_webhook_id
 
 TEST_SECRET_KEY = base64.b64encode(b"k" * 32).decode()
@@ -113,16 +113,21 @@ def seed_webhook(
     secret_key: str = TEST_SECRET_KEY,
     rate_limit_per_s: int | None = None,
     ordering: str = "unordered",
+    headers: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Insert a webhook the way the API stores it; returns (webhook id, plaintext secret)."""
     webhook_id, secret = new_webhook_id(), new_secret()
-    sealed = SecretBox.from_b64(secret_key).seal(secret, webhook_id)
+    box = SecretBox.from_b64(secret_key)
+    sealed = box.seal(secret, webhook_id)
     with psycopg.connect(database_url) as conn:
         conn.execute(
             "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active, rate_limit_per_s,"
-            " ordering) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (webhook_id, account_id, name, url, list(events), sealed, active, rate_limit_per_s, ordering),
-        )
+            " ordering, headers_ciphertext) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                webhook_id, account_id, name, url, list(events), sealed, active, rate_limit_per_s, ordering,
+                seal_headers(box, webhook_id, headers or {}),
+            ),
+        )  # fmt: skip
     return webhook_id, secret
 
 

@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trustme
@@ -44,9 +45,9 @@ class _Behaviour:
     statuses: list[int] = field(default_factory=lambda: [200])
     hang: bool = False
     body: bytes | None = None
-    headers: dict[str, str] | None = None
     served: int = 0
     fail_events: dict[str, int] = field(default_factory=dict)  # event id -> how many of its deliveries fail
+    headers: Callable[[], dict[str, str]] | None = None  # response headers, made per answer (HTTP dates)
 
 
 class HttpsReceiver:
@@ -76,18 +77,20 @@ class HttpsReceiver:
         statuses: list[int] | None = None,
         hang: bool = False,
         body: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | Callable[[], dict[str, str]] | None = None,
         fail_events: dict[str, int] | None = None,
     ) -> str:
         """Configure `path` (answer `body`, default "answered <status>"; 500 to the first n deliveries of
-        each event in `fail_events`); returns its https URL."""
+        each event in `fail_events`; `headers` on every answer, or made by a function per answer); returns
+        its https URL."""
+        make_headers = (lambda fixed=dict(headers): dict(fixed)) if isinstance(headers, dict) else headers
         with self._lock:
             self._behaviours[path] = _Behaviour(
                 statuses=statuses or [200],
                 hang=hang,
                 body=body,
-                headers=headers,
                 fail_events=dict(fail_events or {}),
+                headers=make_headers,
             )
             if secret is not None:
                 self._secrets[path] = secret
@@ -128,7 +131,7 @@ class HttpsReceiver:
                 status = 500
             hang = behaviour.hang
             answer = behaviour.body
-            extra = behaviour.headers
+            make_headers = behaviour.headers
         ok = None
         if secret is not None:
             expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
@@ -138,6 +141,7 @@ class HttpsReceiver:
             self.received.append(Received(path, CIMultiDict(request.headers), body, time.time(), ok, peer))
         if hang:
             await self._release.wait()
+        extra = make_headers() if make_headers is not None else None
         if answer is not None:
             return web.Response(status=status, body=answer, headers=extra)
         return web.Response(status=status, text=f"answered {status}", headers=extra)

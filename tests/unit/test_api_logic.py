@@ -22,7 +22,7 @@ from api.store import WebhookRow
 from api.url_check import _blocked
 from api.views import mask_secret, webhook_view, webhook_with_secret
 from schemas.api import DeliveryQuery, RecoverRequest, WebhookCreate, WebhookUpdate
-from schemas.catalog import CATALOG, EventType
+from schemas.catalog import CATALOG, OPERATIONAL_CATALOG, EventType
 from schemas.models import Event
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -207,7 +207,13 @@ def test_the_secret_field_is_documented_as_masked_on_reads_and_full_on_create() 
 
 def test_every_catalog_sample_is_a_valid_event_and_satisfies_its_published_schema() -> None:
     listing = json.loads(catalog_body())["data"]
-    assert [entry["type"] for entry in listing] == [entry.type.value for entry in CATALOG]
+    assert [entry["type"] for entry in listing] == [entry.type.value for entry in CATALOG + OPERATIONAL_CATALOG]
+    assert {entry["type"] for entry in listing if entry["kind"] == "operational"} == {
+        "webhook.failing",
+        "webhook.recovered",
+        "webhook.disabled",
+    }
+    assert sum(entry["kind"] == "product" for entry in listing) == 9
     for entry in listing:
         event = Event.model_validate_json(json.dumps(entry["sample"]))
         assert event.type.value == entry["type"]

@@ -5,9 +5,10 @@ is tested in tests/integration/test_recorder*.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -18,7 +19,10 @@ from hookfleet.shutdown import Shutdown
 from recorder import loop as loop_module
 from recorder.batch import Batch
 from recorder.loop import Recorder
-from recorder.store import WriteResult
+from recorder.store import OutboxItem, WriteResult
+from schemas.catalog import EventType
+from schemas.models import Event
+from schemas.operational import WebhookFacts, operational_event
 from schemas.topics import Topics
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of, running
 from tests.unit.test_recorder_batch import attempt
@@ -51,6 +55,19 @@ class MemoryStore:
             raise psycopg.OperationalError("connection refused")
         self.written += [a.attempt_id for a in batch.attempts]
         return WriteResult(len(batch.attempts), len(batch.dead_letters), {})
+
+    outbox: list[OutboxItem] = field(default_factory=list)
+    """Operational events waiting to be sent, as the outbox table holds them."""
+
+    def drain_outbox(self, send: Callable[[list[OutboxItem]], None], limit: int = 100) -> int:
+        items, self.outbox = self.outbox[:limit], self.outbox[limit:]
+        if items:
+            try:
+                send(items)
+            except BaseException:
+                self.outbox[:0] = items  # not deleted: sent again later
+                raise
+        return len(items)
 
     def count_failing(self) -> int:
         return 0
@@ -160,3 +177,18 @@ def test_shutdown_during_an_outage_exits_after_the_drain_bound_without_committin
     assert fleet.exit_code == [0]
     assert GROUP not in broker.committed
     assert store.written == []
+
+
+def test_operational_events_waiting_in_the_outbox_are_published_to_the_events_topic_keyed_by_account() -> None:
+    # Given a webhook.disabled waiting in the outbox (a state change committed before a restart)
+    broker = MemoryBroker()
+    facts = WebhookFacts("wh_1", "acct_1", "CRM Sync", "https://crm.example.com/h", False, "healthy", "gone", 0)
+    event = operational_event(EventType.WEBHOOK_DISABLED, facts, "gone", datetime.now(UTC), "http 410")
+    store = MemoryStore(broker, outbox=[OutboxItem(event.id, "acct_1", event.model_dump_json(), None)])
+    with recorder_running(broker, store):
+        # Then it is published once to webhooks.events, keyed by the account, as the same event
+        assert broker.wait(lambda: len(broker.messages(TOPICS.events)) == 1)
+    [published] = broker.messages(TOPICS.events)
+    assert published.key() == b"acct_1"
+    assert Event.model_validate_json(published.value() or b"") == event
+    assert store.outbox == []

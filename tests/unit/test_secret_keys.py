@@ -92,7 +92,19 @@ def test_signature_check_never_raises_on_hostile_input() -> None:
 
 def test_dispatcher_skips_an_undecryptable_webhook_with_a_clear_log_line(caplog: pytest.LogCaptureFixture) -> None:
     sealed = SecretBox.from_b64(KEY_A).seal("whsec_x", "wh_1")
-    row = ("wh_1", "acct_1", "https://example.com/", ["message.read"], True, sealed, None, None, None, "unordered")
+    row = (
+        "wh_1",
+        "acct_1",
+        "https://example.com/",
+        ["message.read"],
+        True,
+        sealed,
+        None,
+        None,
+        None,
+        "unordered",
+        None,
+    )
     with caplog.at_level(logging.ERROR):
         assert _endpoint(row, SecretBox.from_b64(KEY_B)) is None
     [record] = caplog.records
