@@ -443,6 +443,20 @@ def new_consumer(bootstrap: str, group_id: str, **extra: Any) -> Consumer:
     return Consumer(consumer_config(bootstrap, group_id, **extra))
 
 
+def monitored_consumer(
+    bootstrap: str, group_id: str, on_stats: Callable[[str], None], **extra: Any
+) -> tuple[Consumer, BrokerState]:
+    """A consumer whose statistics feed `on_stats` (lag metrics) and, with its errors, a `BrokerState`
+    (readiness): how the retry scheduler and the recorder build theirs."""
+    broker = BrokerState()
+
+    def stats(raw: str) -> None:
+        on_stats(raw)
+        broker.on_stats(raw)
+
+    return new_consumer(bootstrap, group_id, **extra, stats_cb=stats, error_cb=broker.on_error), broker
+
+
 def new_producer(bootstrap: str, **extra: Any) -> KafkaProducer:
     """The idempotent, acks=all producer every role writes with."""
     return KafkaProducer(bootstrap, **extra)
@@ -510,6 +524,7 @@ __all__ = [
     "check_broker",
     "ensure_topics",
     "message_headers",
+    "monitored_consumer",
     "new_consumer",
     "new_producer",
     "topic_overview",

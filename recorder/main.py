@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hookfleet import broker_lag, logs, metrics
-from hookfleet.kafka import BrokerState, new_consumer, new_producer, wait_for_broker
+from hookfleet.kafka import monitored_consumer, new_producer, wait_for_broker
 from hookfleet.retention import LogMaintenance
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
@@ -25,19 +25,11 @@ def new_recorder(
 ) -> Recorder:
     """A recorder with its real clients: the broker's consumer and producer, PostgreSQL's store; the
     consumer's callbacks feed lag metrics and broker health."""
-    broker = BrokerState()
-    lag_stats = metrics.stats_callback(settings.group_id)
-
-    def on_stats(raw: str) -> None:
-        lag_stats(raw)
-        broker.on_stats(raw)
-
-    consumer = new_consumer(
+    consumer, broker = monitored_consumer(
         settings.kafka_bootstrap_servers,
         settings.group_id,
+        metrics.stats_callback(settings.group_id),
         **CONSUMER_OPTIONS,
-        stats_cb=on_stats,
-        error_cb=broker.on_error,
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
     store = RecorderStore(settings.database_url.get_secret_value(), settings.retention_days, settings.disable_after)

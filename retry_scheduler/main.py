@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hookfleet import logs
-from hookfleet.kafka import BrokerState, new_consumer, new_producer, wait_for_broker
+from hookfleet.kafka import monitored_consumer, new_producer, wait_for_broker
 from hookfleet.metrics import HealthServer, Heartbeat, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
@@ -23,19 +23,8 @@ def new_scheduler(
     settings: RetrySchedulerSettings, shutdown: Shutdown, heartbeat: Heartbeat | None = None
 ) -> RetryScheduler:
     """A scheduler with its real clients; the consumer's callbacks feed lag metrics and broker health."""
-    broker = BrokerState()
-    lag_stats = stats_callback(settings.group_id)
-
-    def on_stats(raw: str) -> None:
-        lag_stats(raw)
-        broker.on_stats(raw)
-
-    consumer = new_consumer(
-        settings.kafka_bootstrap_servers,
-        settings.group_id,
-        **CONSUMER_OPTIONS,
-        stats_cb=on_stats,
-        error_cb=broker.on_error,
+    consumer, broker = monitored_consumer(
+        settings.kafka_bootstrap_servers, settings.group_id, stats_callback(settings.group_id), **CONSUMER_OPTIONS
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
     return RetryScheduler(settings, shutdown, consumer, producer, broker, heartbeat=heartbeat)

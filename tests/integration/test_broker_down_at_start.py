@@ -7,29 +7,17 @@ running for the other tests)."""
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 import pytest
 
 from tests.support.fleet import Fleet, Role
 from tests.support.kafka_proxy import KafkaProxy
-from tests.support.ports import free_port
+from tests.support.ports import free_port, http_status
 
 pytestmark = pytest.mark.integration
 
 DOWN_S = 15.0
-
-
-def status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 built here
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
@@ -53,16 +41,16 @@ def test_a_role_started_without_its_broker_waits_alive_and_unready_then_starts(
             role, KAFKA_BOOTSTRAP_SERVERS=proxy.bootstrap, HOOKFLEET_METRICS_PORT=str(metrics_port)
         )
         livez, readyz = (f"http://127.0.0.1:{metrics_port}/{path}" for path in ("livez", "readyz"))
-        assert wait_until(lambda: status(livez) == 200, 30), started.log_text()[-2000:]
+        assert wait_until(lambda: http_status(livez) == 200, 30), started.log_text()[-2000:]
         assert started.wait_log("event=broker_unavailable_at_start", 30), started.log_text()[-2000:]
         deadline = time.monotonic() + DOWN_S
         while time.monotonic() < deadline:
             assert started.proc.poll() is None, f"{role} exited:\n{started.log_text()[-2000:]}"
-            assert status(livez) == 200 and status(readyz) == 503
+            assert http_status(livez) == 200 and http_status(readyz) == 503
             time.sleep(1.0)
 
         proxy.restore()
-        assert wait_until(lambda: status(readyz) == 200, 60), f"{role} never ready:\n{started.log_text()[-3000:]}"
+        assert wait_until(lambda: http_status(readyz) == 200, 60), f"{role} never ready:\n{started.log_text()[-3000:]}"
         assert "event=broker_available" in started.log_text()
-        assert status(livez) == 200
+        assert http_status(livez) == 200
         assert started.terminate() == 0

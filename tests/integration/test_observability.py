@@ -34,7 +34,7 @@ from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.topics import Topics
 from tests.support.fleet import Fleet, Role, seed_webhook, set_active
 from tests.support.kafka_proxy import KafkaProxy
-from tests.support.ports import free_port
+from tests.support.ports import free_port, http_status
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
@@ -56,16 +56,6 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
             return
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 built here
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def http_ok(url: str) -> bool:
