@@ -109,6 +109,7 @@ class Dispatcher:
         self._heartbeat = heartbeat or metrics.Heartbeat()
         self._lanes: dict[str, Lane[_Job]] = {}
         self._tasks: dict[asyncio.Task[None], TP] = {}  # open requests, parks, drops, invalid-topic writes
+        self._waiting_in_lane: dict[asyncio.Task[Any], TP] = {}  # ordered webhooks' retries, waiting their turn
         self._held = 0  # delivery tasks accepted and not yet finished (queued, open or being routed)
         self._open_requests = 0  # started and not yet durable: what a crash now would send twice
         self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
@@ -158,6 +159,7 @@ class Dispatcher:
             self._settings.drain_timeout_s,
         )
         assert self._loop is not None
+        self._give_up_waits(None)
         await self._wait_for(list(self._tasks), "dispatcher_drain_incomplete", cancel=True)
         # Fan-out tasks the broker has not acknowledged yet: wait for them, so their events count as done.
         await self._loop.run_in_executor(None, self._producer.flush, self._settings.drain_timeout_s)
@@ -189,10 +191,18 @@ class Dispatcher:
                 self._release(webhook_id, lane)
                 if lane.idle():
                     del self._lanes[webhook_id]
+        self._give_up_waits(keys)
         pending = [task for task, key in self._tasks.items() if key in keys]
         await self._wait_for(pending, "revoke_abandoned", cancel=False)
         for key in keys:
             self._holds.pop(key, None)
+
+    def _give_up_waits(self, keys: set[TP] | None) -> None:
+        """Ordered webhooks waiting minutes for their next retry are not drained: they stop waiting now
+        (their offset stays unfinished, so the next owner delivers that event again, before the later ones)."""
+        for task, key in list(self._waiting_in_lane.items()):
+            if keys is None or key in keys:
+                task.cancel()
 
     # ------------------------------------------------------------------------------------ per message
 
@@ -397,7 +407,7 @@ class Dispatcher:
                 await self._drop(task, *reason)
             elif lane.policy.fifo:
                 assert endpoint is not None
-                answered = await self._deliver_in_order(endpoint, task)
+                answered = await self._deliver_in_order(endpoint, task, job.key)
                 release()
             else:
                 assert endpoint is not None
@@ -405,6 +415,9 @@ class Dispatcher:
                 answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
                 release()  # the next request may start while this outcome is made durable
                 await self._route(endpoint, task.event, task.attempt, result, task.replay_id)
+        except asyncio.CancelledError:
+            self._held -= 1  # given up (shutdown, revoke): its offset stays unfinished for the next owner
+            raise
         finally:
             release()
             self._open_requests -= 1
@@ -412,7 +425,7 @@ class Dispatcher:
         self._held -= 1
         self._finish(job.key, job.generation, job.offset)
 
-    async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask) -> bool:
+    async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask, key: TP) -> bool:
         """An ordered webhook retries in its lane, so its later events wait behind this one.
 
         Same schedule and per-status policy as every delivery (10 s / 60 s / 5 min, or a longer
@@ -430,7 +443,13 @@ class Dispatcher:
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
             record = attempt_record(event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
             await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
-            await asyncio.sleep(max(0.0, route.due_at_ms / 1000 - time.time()))
+            current_task = asyncio.current_task()
+            assert current_task is not None
+            self._waiting_in_lane[current_task] = key
+            try:
+                await asyncio.sleep(max(0.0, route.due_at_ms / 1000 - time.time()))
+            finally:
+                del self._waiting_in_lane[current_task]
             current = self._index.get(endpoint.id)
             reason = self._drop_reason(current, task)
             if reason is not None:

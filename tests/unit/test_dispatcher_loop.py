@@ -210,3 +210,30 @@ async def test_an_offset_is_committed_only_once_its_outcome_is_acknowledged(outc
     stop.set()
     broker.wake()
     await asyncio.wait_for(runner, 5)
+
+
+async def test_an_ordered_webhook_waiting_for_its_retry_does_not_hold_up_shutdown() -> None:
+    # Given an ordered webhook whose first delivery fails, with a 30 s retry delay and a 5 s drain bound
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_a", ordering="fifo")])
+    settings = SETTINGS.model_copy(update={"retry_delays_s": (30.0, 30.0, 30.0), "drain_timeout_s": 5.0})
+    body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
+    broker.append(settings.topics.deliveries, first_task_json(body, "wh_a", 0), key="wh_a")
+    deliverer = StubDeliverer(lambda *_: result(Outcome.HTTP_ERROR, 500))
+    consumers = {"delivery": MemoryConsumer(broker, settings.group_id)}
+    dispatcher = Dispatcher(settings, consumers, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if records(broker):
+            break
+    # When the dispatcher is stopped while the retry waits in the lane
+    stop.set()
+    broker.wake()
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(runner, 5)
+    # Then it stops at once, the attempt was logged, and the event stays uncommitted for the next owner
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert [r["next_step"] for r in records(broker)] == ["retry"]
+    assert broker.committed.get(settings.group_id, {}).get((settings.topics.deliveries, 0), 0) == 0
