@@ -170,13 +170,16 @@ async def test_replay_sends_what_the_dry_run_counted_at_the_bounded_rate_to_that
     # And the rate bound held: when each event was queued (one chunk = a tenth of a second's worth at most),
     # and at the receiver, which cannot have had them sooner than the rate allows
     chunk = chunk_size(RATE_PER_S)
-    with psycopg.connect(database_url) as conn:
-        queued = [
-            row[0].timestamp()
-            for row in conn.execute(
+
+    def queued_times() -> list[float | None]:  # a chunk is marked queued just after the broker acknowledges it
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
                 "SELECT queued_at FROM replay_events WHERE replay_id = %s ORDER BY seq", (replay_id,)
             ).fetchall()
-        ]
+        return [None if row[0] is None else row[0].timestamp() for row in rows]
+
+    assert receiver.wait_for(lambda: None not in queued_times(), timeout_s=10), queued_times()
+    queued = [t for t in queued_times() if t is not None]
     worst_second = max(sum(1 for t in queued if start <= t < start + 1.0) for start in queued)
     assert worst_second <= RATE_PER_S + chunk, worst_second
     assert queued[-1] - queued[0] >= (len(queued) - chunk) / RATE_PER_S - 0.05
