@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
 from dispatcher.fanout import FanoutJob, first_task_json, recipients
-from dispatcher.lanes import Admission, Lane, LanePolicy
+from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
@@ -345,7 +345,8 @@ class Dispatcher:
             lane = self._lanes[endpoint.id] = Lane(policy, key, time.monotonic())
         elif lane.policy != policy:  # the webhook's settings changed: keep its queue and its pace
             lane.policy = policy
-            lane.bucket = Lane(policy, key, time.monotonic()).bucket
+            rate = policy.rate_limit_per_s
+            lane.bucket = TokenBucket(rate, time.monotonic()) if rate else None
         return lane
 
     @staticmethod
