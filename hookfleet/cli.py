@@ -14,11 +14,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
 from schemas.validation import first_error
+
+if TYPE_CHECKING:
+    from hookfleet.kafka import TopicSpec
+    from hookfleet.settings import TopicSettings
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -51,7 +55,7 @@ def _dev(args: argparse.Namespace) -> int:
     from hookfleet import devstack
 
     if args.action == "up":
-        devstack.up()
+        devstack.up(brokers=args.brokers)
     elif args.action == "down":
         devstack.down()
     else:
@@ -78,19 +82,28 @@ def _topics_list(args: argparse.Namespace) -> int:
 
 
 def _topics_ensure(args: argparse.Namespace) -> int:
-    from hookfleet.kafka import TopicSpec, ensure_topics
+    from hookfleet.kafka import check_broker, ensure_topics
     from hookfleet.settings import TopicSettings
 
     settings = TopicSettings()
-    config = {"retention.ms": str(settings.retention_ms)}
-    specs = [
-        TopicSpec(name, settings.partitions, settings.replication_factor, config) for name in settings.topics.all()
-    ]
+    specs = topic_specs(settings, check_broker(settings.kafka_bootstrap_servers))
     created = ensure_topics(settings.kafka_bootstrap_servers, specs)
     for spec in specs:
         state = "created" if spec.name in created else "exists"
-        print(f"{spec.name:32} {state:8} partitions={spec.partitions} replication={spec.replication_factor}")
+        print(
+            f"{spec.name:32} {state:8} partitions={spec.partitions} replication={spec.replication_factor}"
+            f" min.insync.replicas={spec.config['min.insync.replicas']}"
+        )
     return 0
+
+
+def topic_specs(settings: TopicSettings, brokers: int) -> list[TopicSpec]:
+    """Every hookfleet topic as `topics ensure` creates it on a cluster of `brokers`."""
+    from hookfleet.kafka import TopicSpec
+
+    replication, min_isr = settings.durability(brokers)
+    config = {"retention.ms": str(settings.retention_ms), "min.insync.replicas": str(min_isr)}
+    return [TopicSpec(name, settings.partitions, replication, config) for name in settings.topics.all()]
 
 
 def _db_migrate(args: argparse.Namespace) -> int:
@@ -142,11 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("down", "stop both cleanly"),
         ("status", "show whether each is up and where the logs are"),
     ):
-        dev_sub.add_parser(action, help=text, description=text).set_defaults(handler=_dev)
+        action_parser = dev_sub.add_parser(action, help=text, description=text)
+        action_parser.set_defaults(handler=_dev)
+        if action == "up":
+            action_parser.add_argument(
+                "--brokers",
+                type=int,
+                choices=(1, 3),
+                default=1,
+                help="3: a 3-node KRaft cluster on 127.0.0.1:29092-29094 instead of the single broker on 19092",
+            )
 
     topics = sub.add_parser("topics", help="Kafka topics: create them, show their offsets and lag")
     topics_sub = topics.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
-    ensure = "create every hookfleet topic that is missing (HOOKFLEET_PARTITIONS, HOOKFLEET_REPLICATION_FACTOR)"
+    ensure = (
+        "create every hookfleet topic that is missing (HOOKFLEET_PARTITIONS; replication 3 and"
+        " min.insync.replicas 2 on 3+ brokers, else 1: HOOKFLEET_REPLICATION_FACTOR, HOOKFLEET_MIN_INSYNC_REPLICAS)"
+    )
     topics_sub.add_parser("ensure", help=ensure, description=ensure).set_defaults(handler=_topics_ensure)
     listing = "every hookfleet topic: partitions, end offsets, messages held, and each role's consumer lag"
     topics_sub.add_parser("list", help=listing, description=listing).set_defaults(handler=_topics_list)

@@ -1,11 +1,13 @@
 """The local stack without Docker: Apache Kafka (KRaft) from Maven Central jars and a private PostgreSQL.
 
-`hookfleet dev up|down|status`. Everything lives in deploy/local/.cache (git-ignored): the jars, the
-broker's data and config, PostgreSQL's data directory, logs and pid files. One exception: run as root
-from a checkout the `postgres` user cannot enter, PostgreSQL's data directory and its log live under
-/var/lib/hookfleet/<hash of the checkout path>/ instead, since the server itself writes both. Start is
-idempotent (a running component is left alone) and waits until each component answers; on failure the
-tool's own error output, the log path and its last lines are printed.
+`hookfleet dev up|down|status`; `hookfleet dev up --brokers 3` starts a 3-node KRaft cluster (combined
+broker+controller roles, deploy/local/cluster.properties.template) instead of the single broker, on its
+own ports and data directory, so both can run side by side. Everything lives in deploy/local/.cache
+(git-ignored): the jars, the broker's data and config, PostgreSQL's data directory, logs and pid files.
+One exception: run as root from a checkout the `postgres` user cannot enter, PostgreSQL's data
+directory and its log live under /var/lib/hookfleet/<hash of the checkout path>/ instead, since the
+server itself writes both. Start is idempotent (a running component is left alone) and waits until each
+component answers; on failure the tool's own error output, the log path and its last lines are printed.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from hookfleet.kafka import KafkaUnavailable, check_broker
 
 KAFKA_PORT = 19092
 CONTROLLER_PORT = 19093
 PG_PORT = 55432
+CLUSTER_BASE_PORT = 29092  # node n (1..3): broker on base + n - 1, controller on base + 100 + n - 1
 
 
 class DevStackError(RuntimeError):
@@ -222,6 +228,188 @@ def kafka_down(paths: Paths) -> None:
     say("kafka stopped")
 
 
+# ------------------------------------------------------------------------------------ Kafka cluster
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A local KRaft cluster of `size` nodes, each broker and controller. `directory` holds each node's
+    config, data, log and pid file; the jars are shared with the single broker. Tests give their own
+    `directory` and `base_port`, so they never touch a developer's running cluster."""
+
+    paths: Paths
+    size: int = 3
+    base_port: int = CLUSTER_BASE_PORT
+    directory: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.directory or self.paths.cache / "kafka-cluster"
+
+    def broker_port(self, node: int) -> int:
+        return self.base_port + node - 1
+
+    def controller_port(self, node: int) -> int:
+        return self.base_port + 100 + node - 1
+
+    @property
+    def nodes(self) -> range:
+        return range(1, self.size + 1)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in self.nodes)
+
+    def node_dir(self, node: int) -> Path:
+        return self.root / f"node-{node}"
+
+    def pid_file(self, node: int) -> Path:
+        return self.node_dir(node) / "kafka.pid"
+
+    def log(self, node: int) -> Path:
+        return self.node_dir(node) / "kafka.log"
+
+    def pid(self, node: int) -> int | None:
+        pid = _alive(self.pid_file(node))
+        return None if pid is None or _gone(pid) else pid
+
+    def _props(self, node: int) -> Path:
+        voters = ",".join(f"{n}@127.0.0.1:{self.controller_port(n)}" for n in self.nodes)
+        props = self.node_dir(node) / "server.properties"
+        template = Template((self.paths.local / "cluster.properties.template").read_text())
+        props.write_text(
+            template.substitute(
+                node_id=node,
+                voters=voters,
+                broker_port=self.broker_port(node),
+                controller_port=self.controller_port(node),
+                data_dir=str(self.node_dir(node) / "data"),
+            )
+        )
+        return props
+
+    def _format(self) -> None:
+        """Format every node that has no data yet with one cluster id (static quorum: the voters are
+        in the config). A half-formatted cluster (some nodes with data) keeps the id it has."""
+        ids = {
+            line.split("=", 1)[1]
+            for n in self.nodes
+            if (meta := self.node_dir(n) / "data" / "meta.properties").exists()
+            for line in meta.read_text().splitlines()
+            if line.startswith("cluster.id=")
+        }
+        cluster_id = next(iter(ids)) if ids else new_cluster_id()
+        running = []
+        for node in self.nodes:
+            if (self.node_dir(node) / "data" / "meta.properties").exists():
+                continue
+            props = self._props(node)
+            out = (self.node_dir(node) / "format.log").open("w")
+            cmd = _kafka_java_cmd(self.paths, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}")
+            running.append((node, out, subprocess.Popen([*cmd, "-c", str(props)], stdout=out, stderr=out)))
+        for node, out, proc in running:
+            rc = proc.wait()
+            out.close()
+            if rc != 0:
+                log = self.node_dir(node) / "format.log"
+                raise DevStackError(f"kafka storage format of node {node} failed (exit {rc}); log: {log}\n{_tail(log)}")
+
+    def start_node(self, node: int) -> int:
+        """Start one node (idempotent) without waiting; returns its pid."""
+        pid = self.pid(node)
+        if pid is not None:
+            return pid
+        props = self._props(node)
+        with (self.node_dir(node) / "kafka.out").open("ab") as out:
+            cmd = _kafka_java_cmd(self.paths, "kafka.Kafka", str(props), heap="-Xmx512m")
+            cmd[cmd.index(f"-Dkafka.logs.dir={self.paths.logs}")] = f"-Dkafka.logs.dir={self.node_dir(node)}"
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.pid_file(node).write_text(str(proc.pid))
+        return proc.pid
+
+    def stop_node(self, node: int, kill: bool = False, timeout_s: float = 60.0) -> None:
+        """SIGTERM (a controlled shutdown: leadership moves away first) or, with `kill`, SIGKILL."""
+        pid = self.pid(node)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _gone(pid) is False:
+            time.sleep(0.1)
+        if _gone(pid) is False:
+            os.kill(pid, signal.SIGKILL)
+            say(f"kafka node {node} did not stop within {timeout_s:g}s; killed")
+        self.pid_file(node).unlink(missing_ok=True)
+
+    def wait_healthy(self, timeout_s: float = 120.0) -> None:
+        """Until every node is registered and no partition lacks a replica in its in-sync set."""
+        deadline = time.monotonic() + timeout_s
+        problem: str | None = "no answer"
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if self.pid(node) is None:
+                    raise DevStackError(f"kafka node {node} exited; log: {self.log(node)}\n{_tail(self.log(node))}")
+            problem = cluster_problem(self.bootstrap, self.size)
+            if problem is None:
+                return
+            time.sleep(0.5)
+        raise DevStackError(f"kafka cluster not healthy within {timeout_s:g}s ({problem}); logs under {self.root}")
+
+    def up(self, timeout_s: float = 120.0) -> None:
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        fetch_kafka_jars(self.paths)
+        for node in self.nodes:
+            self.node_dir(node).mkdir(parents=True, exist_ok=True)
+        self._format()
+        say(f"starting a {self.size}-node kafka cluster (KRaft, combined roles) on {self.bootstrap}")
+        for node in self.nodes:
+            self.start_node(node)
+        self.wait_healthy(timeout_s)
+        say(f"kafka cluster up at {self.bootstrap}; logs under {self.root}")
+
+    def down(self) -> None:
+        running = [n for n in self.nodes if self.pid(n) is not None]
+        for node in running:  # all at once: one by one, the last two would wait for a quorum that is gone
+            os.kill(self.pid(node) or 0, signal.SIGTERM)
+        for node in running:
+            self.stop_node(node, timeout_s=30.0)
+        if running:
+            say("kafka cluster stopped")
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has exited (reaping it if it is our child)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def cluster_problem(bootstrap: str, brokers: int) -> str | None:
+    """None when `brokers` brokers answer and every partition has its full in-sync set, else what is not."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=3)
+    except KafkaException:
+        return "no answer"
+    if len(metadata.brokers) < brokers:
+        return f"{len(metadata.brokers)} of {brokers} brokers registered"
+    for topic in metadata.topics.values():
+        for partition in topic.partitions.values():
+            if partition.leader < 0 or len(partition.isrs) < len(partition.replicas):
+                return f"{topic.topic}[{partition.id}] under-replicated"
+    return None
+
+
 # ---------------------------------------------------------------------------------------- PostgreSQL
 
 
@@ -343,16 +531,23 @@ def postgres_down(paths: Paths, port: int = PG_PORT) -> None:
 # ------------------------------------------------------------------------------------------- actions
 
 
-def up(local: Path | None = None, bootstrap: str = f"127.0.0.1:{KAFKA_PORT}") -> None:
+def up(local: Path | None = None, bootstrap: str = f"127.0.0.1:{KAFKA_PORT}", brokers: int = 1) -> None:
+    """PostgreSQL and either the single broker or, with `brokers` > 1, the local cluster."""
     paths = Paths(local or default_paths())
     paths.logs.mkdir(parents=True, exist_ok=True)
     postgres_up(paths)
-    kafka_up(paths, bootstrap)
+    if brokers == 1:
+        kafka_up(paths, bootstrap)
+        return
+    cluster = Cluster(paths, size=brokers)
+    cluster.up()
+    say(f"use it with: export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
 
 
 def down(local: Path | None = None) -> None:
     paths = Paths(local or default_paths())
     kafka_down(paths)
+    Cluster(paths).down()
     postgres_down(paths)
 
 
@@ -365,6 +560,12 @@ def status(local: Path | None = None, bootstrap: str = f"127.0.0.1:{KAFKA_PORT}"
     except KafkaUnavailable:
         say(f"kafka       down {bootstrap}")
         kafka_ok = False
+    cluster = Cluster(paths)
+    running = [n for n in cluster.nodes if cluster.pid(n) is not None]
+    if running:
+        problem = cluster_problem(cluster.bootstrap, cluster.size)
+        say(f"cluster     {len(running)}/{cluster.size} nodes {cluster.bootstrap} ({problem or 'healthy'})")
+        kafka_ok = kafka_ok or problem is None
     pg_ok = _pg_ready(_pg_bin())
     say(f"postgresql  {'up  ' if pg_ok else 'down'} 127.0.0.1:{PG_PORT} (log {pg_log_path(paths, pg_data_dir(paths))})")
     say(f"logs        {paths.logs}")

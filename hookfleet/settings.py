@@ -69,8 +69,21 @@ _group_id = field_validator("group_id")(_prefixed_group)
 class TopicSettings(CommonSettings):
     """What `hookfleet topics ensure` creates."""
 
+    def durability(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) for a cluster of `brokers`: the production pair
+        (3, 2) as soon as there are 3 brokers, so one broker may be lost or restarted while acks=all
+        writes go on; explicit settings win."""
+        replication = self.replication_factor or (3 if brokers >= 3 else 1)
+        min_isr = self.min_insync_replicas or (2 if replication >= 3 else 1)
+        return replication, min_isr
+
     partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(
+        default=None, ge=1, description="unset: 3 when the cluster has 3 or more brokers, else 1"
+    )
+    min_insync_replicas: int | None = Field(
+        default=None, ge=1, description="unset: 2 when the replication factor is 3 or more, else 1"
+    )
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
 
 
