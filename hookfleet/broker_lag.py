@@ -5,7 +5,8 @@ fetches, so the figure freezes while partitions are paused at saturation, and va
 Here one reader asks the broker, every `interval_s`:
 
 1. the end offset of every partition (one ListOffsets request for all of them),
-2. each watched group's committed offsets (one OffsetFetch per group),
+2. each watched group's committed offsets (one OffsetFetch per group, through a consumer of that group
+   that never subscribes: the admin client's own OffsetFetch can abort the process during a broker restart),
 3. for each partition a group is behind on, the message at its committed offset — the oldest one the
    group has not finished — with a plain consumer that is assigned those offsets, reads one message per
    partition and never joins a group or commits.
@@ -89,6 +90,11 @@ class BrokerLag:
         self._groups = {group: list(topics) for group, topics in groups.items()}
         self._retry_topics = set(Topics().retries)
         self._admin = AdminClient(client_config(bootstrap))
+        self._bootstrap = bootstrap
+        # Committed offsets through a consumer of each group that never subscribes (so never joins it):
+        # the admin client's OffsetFetch aborts the process when its coordinator lookup times out while a
+        # broker restarts (librdkafka issue 4605, `rd_kafka_enq_once_del_source_return` assertion).
+        self._committers: dict[str, Consumer] = {}
         # Never subscribes, never commits: assigned only to read the heads, then unassigned.
         self._reader = Consumer(
             consumer_config(
@@ -109,6 +115,8 @@ class BrokerLag:
                 log.warning("event=broker_lag_failed error=%s reason=%s", type(exc).__name__, exc)
             stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
         self._reader.close()
+        for committer in self._committers.values():
+            committer.close()
 
     def read_once(self) -> None:
         topics = sorted({t for ts in self._groups.values() for t in ts})
@@ -159,11 +167,15 @@ class BrokerLag:
         request = ConsumerGroupTopicPartitions(
             self._prefix + group, [TopicPartition(self._prefix + t, p) for t, p in partitions]
         )
-        futures = self._admin.list_consumer_group_offsets([request], request_timeout=REQUEST_TIMEOUT_S)
-        result: ConsumerGroupTopicPartitions = next(iter(futures.values())).result()
+        committer = self._committers.get(group)
+        if committer is None:
+            committer = self._committers[group] = Consumer(
+                consumer_config(self._bootstrap, request.group_id, **{"enable.auto.commit": False})
+            )
+        found = committer.committed(request.topic_partitions or [], timeout=REQUEST_TIMEOUT_S)
         return {
             (tp.topic.removeprefix(self._prefix), tp.partition): (tp.offset if tp.offset != OFFSET_INVALID else -1)
-            for tp in result.topic_partitions or []
+            for tp in found
         }
 
     def _heads(self, behind: dict[tuple[str, int], int]) -> dict[tuple[str, int], Head]:

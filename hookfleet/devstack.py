@@ -323,6 +323,10 @@ class Cluster:
         with (self.node_dir(node) / "kafka.out").open("ab") as out:
             cmd = _kafka_java_cmd(self.paths, "kafka.Kafka", str(props), heap="-Xmx512m")
             cmd[cmd.index(f"-Dkafka.logs.dir={self.paths.logs}")] = f"-Dkafka.logs.dir={self.node_dir(node)}"
+            # Three JVMs on a laptop: the quick JIT tier and the serial collector halve start-up CPU, which
+            # is what a rolling restart waits for; throughput stays far above what the local stack needs.
+            cmd[cmd.index("-XX:+UseG1GC")] = "-XX:+UseSerialGC"
+            cmd.insert(1, "-XX:TieredStopAtLevel=1")
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
