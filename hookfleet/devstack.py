@@ -34,6 +34,9 @@ KAFKA_PORT = 19092
 CONTROLLER_PORT = 19093
 PG_PORT = 55432
 CLUSTER_BASE_PORT = 29092  # node n (1..3): broker on base + n - 1, controller on base + 100 + n - 1
+# All below Linux's ephemeral range (32768+): a client reconnecting to a stopped broker on a port in that
+# range can be given that very port as its own source port and connect to itself, and the broker then
+# cannot bind it when it restarts.
 
 
 class DevStackError(RuntimeError):

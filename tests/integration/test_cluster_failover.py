@@ -36,7 +36,8 @@ from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
 
-BASE_PORT = 39092  # brokers 39092-39094, controllers 39192-39194: clear of the local stack and `dev up --brokers 3`
+BASE_PORT = 28092  # brokers 28092-28094, controllers 28192-28194: clear of the local stack, `dev up --brokers 3`
+# and of the ephemeral port range (32768+), where a client reconnecting to a dead broker can connect to itself
 ACCOUNTS = 6  # events are keyed by account: six keys spread over every partition
 HOOKS_PER_ACCOUNT = 2
 PARTITIONS = 3
@@ -48,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Clust
     for port in (BASE_PORT, BASE_PORT + 100):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.fail(f"port {port} is taken: the failover cluster needs 39092-39094 and 39192-39194")
+                pytest.fail(f"port {port} is taken: the failover cluster needs 28092-28094 and 28192-28194")
     running = devstack.Cluster(
         devstack.Paths(devstack.default_paths()), base_port=BASE_PORT, directory=tmp_path_factory.mktemp("cluster")
     )
