@@ -51,7 +51,7 @@ from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
-from hookfleet import USER_AGENT
+from hookfleet import USER_AGENT, tracing
 from hookfleet.settings import DeliverySettings
 from schemas.ids import new_attempt_id
 from schemas.models import AttemptRecord, Event, NextStep, Outcome
@@ -284,6 +284,7 @@ class Deliverer:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    @tracing.attempt_span  # one span per attempt when tracing is on; the method itself when off
     async def deliver(
         self, endpoint: Endpoint, event: Event, attempt: int, body: bytes | None = None
     ) -> DeliveryResult:
@@ -297,6 +298,7 @@ class Deliverer:
         headers["Content-Type"] = "application/json"
         # The webhook's own headers (e.g. Authorization); reserved names are refused when they are set.
         headers.update(endpoint.headers)
+        headers.update(tracing.receiver_headers())  # traceparent, when tracing and HOOKFLEET_TRACE_RECEIVERS are on
         started = time.monotonic()
         host: _HostClient | None = None
         raw = b""

@@ -13,7 +13,7 @@ from dispatcher.delivery import Deliverer
 from dispatcher.subscription_store import SubscriptionSync
 from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
-from hookfleet import logs, metrics, secret_keys
+from hookfleet import logs, metrics, secret_keys, tracing
 from hookfleet.db import describe
 from hookfleet.kafka import Consumer, new_consumer, new_producer, wait_for_broker
 from hookfleet.settings import DispatcherSettings
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         from dispatcher.processes import process_count, supervise
 
         return supervise(process_count(args.processes), settings.metrics_port)
+    tracing.setup("dispatcher", send_to_receivers=settings.trace_receivers)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -26,7 +26,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
-from hookfleet import metrics
+from hookfleet import metrics, tracing
 from hookfleet.invalid import invalid_message
 from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, KafkaProducer, Message, PartitionKey
 from hookfleet.settings import DispatcherSettings
@@ -81,6 +81,7 @@ class _Job:
     key: TP
     generation: int
     offset: int
+    trace: Any = field(default_factory=tracing.current)  # the task's trace context (None when tracing is off)
 
 
 class Dispatcher:
@@ -140,7 +141,8 @@ class Dispatcher:
             messages = await stage.poll(batch)
             self._heartbeat.beat()
             for message in messages:
-                self._accept(stage, message)
+                with tracing.consumed(message, stage.stage):  # hookfleet/tracing.py: a no-op when tracing is off
+                    self._accept(stage, message)
             now = time.monotonic()
             if stage is self._delivery and now >= self._next_sweep:
                 self._sweep(now)
@@ -388,6 +390,7 @@ class Dispatcher:
         self._pump(webhook_id, lane)
 
     async def _run(self, webhook_id: str, lane: Lane[_Job], job: _Job) -> None:
+        tracing.adopt(job.trace)
         task = job.task
         answered = False
         elapsed_s = 0.0

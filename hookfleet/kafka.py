@@ -30,6 +30,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from hookfleet import tracing
+
 log = logging.getLogger(__name__)
 
 PartitionKey = tuple[str, int]
@@ -343,6 +345,7 @@ class KafkaProducer:
                     callback(error, message)
 
             on_delivery = counted
+        headers = tracing.inject(headers)  # the current span's traceparent; returns `headers` when tracing is off
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)

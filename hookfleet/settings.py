@@ -103,6 +103,10 @@ class DeliverySettings(CommonSettings):
         default=5.0, gt=0, le=60, description="TCP connect + TLS handshake; the attempt's total still bounds it"
     )
     ca_bundle: str | None = Field(default=None, description="PEM file of extra trusted CAs (private CAs, tests)")
+    trace_receivers: bool = Field(
+        default=False,
+        description="with tracing on (OTEL_EXPORTER_OTLP_ENDPOINT), send each attempt's W3C traceparent to receivers",
+    )
     allow_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
         default_factory=list,
         description="CIDRs exempt from the SSRF guard, comma-separated (local testing, the demo)",

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from hookfleet import tracing
 from hookfleet.cli import CliError
 from hookfleet.kafka import KafkaError, Message, check_broker
 from hookfleet.settings import CommonSettings
@@ -38,6 +39,7 @@ def _parse_line(raw: str) -> dict[str, Any]:
 
 def publish(args: argparse.Namespace) -> int:
     settings = CommonSettings()
+    tracing.setup("producer")
     if args.file:
         return _publish_file(settings, args.file)
     missing = [flag for flag, value in (("--account", args.account), ("--type", args.event_type)) if not value]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from hookfleet import tracing
 from hookfleet.kafka import KafkaError, KafkaProducer, Message
 from hookfleet.settings import CommonSettings
 from schemas.catalog import OPERATIONAL_TYPES, PRODUCT_TYPES, EventType
@@ -86,19 +87,28 @@ class EventPublisher:
         self._producer = producer or KafkaProducer(self._settings.kafka_bootstrap_servers, count_errors=False)
 
     def publish(self, event: Event, on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
-        self._producer.produce(self._topic, event_body(event), key=event.account_id, on_delivery=on_delivery)
+        body = event_body(event)
+        with tracing.publishing(self._topic, event.id, event.type.value):
+            self._producer.produce(self._topic, body, key=event.account_id, on_delivery=on_delivery)
 
     def publish_and_wait(self, event: Event, timeout_s: float = 30.0) -> Message:
-        return self._producer.send_sync(self._topic, event_body(event), key=event.account_id, timeout_s=timeout_s)
+        body = event_body(event)
+        with tracing.publishing(self._topic, event.id, event.type.value):
+            return self._producer.send_sync(self._topic, body, key=event.account_id, timeout_s=timeout_s)
 
     async def publish_async(self, event: Event) -> Message:
-        return await self._producer.send(self._topic, event_body(event), key=event.account_id)
+        body = event_body(event)
+        with tracing.publishing(self._topic, event.id, event.type.value):
+            sent = self._producer.send(self._topic, body, key=event.account_id)
+        return await sent
 
     async def publish_many_async(self, events: list[Event]) -> None:
         bodies = [event_body(e) for e in events]  # all checked before any is sent
-        await asyncio.gather(
-            *(self._producer.send(self._topic, body, key=e.account_id) for e, body in zip(events, bodies, strict=True))
-        )
+        sent = []
+        for event, body in zip(events, bodies, strict=True):
+            with tracing.publishing(self._topic, event.id, event.type.value):
+                sent.append(self._producer.send(self._topic, body, key=event.account_id))
+        await asyncio.gather(*sent)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         return self._producer.flush(timeout_s)

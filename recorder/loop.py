@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from hookfleet import metrics
+from hookfleet import metrics, tracing
 from hookfleet.db import DatabaseUnavailable, describe
 from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
@@ -97,6 +97,7 @@ class Recorder:
         self.shutdown = shutdown
         self.store = store
         self.batch = Batch()
+        self.spans = tracing.RecordSpans()  # `record` spans (hookfleet/tracing.py): nothing when tracing is off
         self.assigned: set[PartitionKey] = set()
         self.db_up = True
         self._drain_deadline: float | None = None
@@ -195,6 +196,7 @@ class Recorder:
                 parsed.reason,
             )
         self.batch.add(topic, partition, offset, parsed)
+        self.spans.take(message)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
@@ -312,6 +314,7 @@ class Recorder:
             topic_partition(key, offset) for key, offset in self.batch.commit_offsets().items() if key in self.assigned
         ]
         self.batch = Batch()
+        self.spans.committed()
         if offsets:
             try:
                 # Stored, not only committed, so the stats callback reports lag against them.

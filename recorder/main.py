@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hookfleet import broker_lag, logs, metrics
+from hookfleet import broker_lag, logs, metrics, tracing
 from hookfleet.kafka import monitored_consumer, new_producer, wait_for_broker
 from hookfleet.retention import LogMaintenance
 from hookfleet.settings import RecorderSettings
@@ -16,6 +16,7 @@ from recorder.store import RecorderStore
 def run(args: argparse.Namespace) -> int:
     settings = RecorderSettings()
     logs.setup(settings.log_level, role="recorder")
+    tracing.setup("recorder")
     # A broker or database outage is waited out, alive and unready (see run_recorder).
     return run_recorder(settings, Shutdown().install())
 

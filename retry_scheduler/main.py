@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hookfleet import logs
+from hookfleet import logs, tracing
 from hookfleet.kafka import monitored_consumer, new_producer, wait_for_broker
 from hookfleet.metrics import HealthServer, Heartbeat, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
@@ -15,6 +15,7 @@ from retry_scheduler.scheduler import CONSUMER_OPTIONS, RetryScheduler
 def run(args: argparse.Namespace) -> int:
     settings = RetrySchedulerSettings()
     logs.setup(settings.log_level, role="retry-scheduler")
+    tracing.setup("retry-scheduler")
     # A broker outage is waited out, alive and unready (see run_scheduler).
     return run_scheduler(settings, Shutdown().install())
 
