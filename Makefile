@@ -26,9 +26,11 @@ system-core:
 system-test:
 	deploy/local/system-packages.sh core test
 
-# kustomize for the manifest rendering test: built once with `go install` into ~/.cache/hookfleet.
+# kustomize for the manifest rendering test and Jaeger v2 for the tracing test: built once with Go
+# into ~/.cache/hookfleet.
 tools:
 	deploy/local/kustomize.sh >/dev/null
+	deploy/local/jaeger.sh >/dev/null
 
 stack: system-core install
 	$(BIN)/hookfleet dev up
