@@ -205,7 +205,7 @@ async def _measure(
     long-running dispatcher. Returns (seconds, process CPU seconds, profile text)."""
     producer = KafkaProducer(settings.kafka_bootstrap_servers)
     deliverer = Deliverer(settings)
-    topic = settings.topics.events
+    topic = settings.topics.deliveries
     try:
         await _dispatch(settings, MemoryConsumer(warm, topic), producer, deliverer, index)
         profile = _Profile(kind)
