@@ -51,6 +51,7 @@ from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
+from dispatcher.wire_json import attempt_json
 from hookfleet import USER_AGENT
 from hookfleet.settings import DeliverySettings
 from schemas.ids import new_attempt_id
@@ -83,6 +84,37 @@ class DeliveryResult:
         return self.outcome is Outcome.SUCCESS
 
 
+def record_json(
+    body: bytes,
+    event: Event,
+    webhook_id: str,
+    attempt: int,
+    result: DeliveryResult,
+    next_step: NextStep,
+    test: bool = False,
+    replay_id: str | None = None,
+) -> bytes:
+    """The delivery-log record of one attempt, as the attempts topic carries it, with `body` (the bytes
+    sent) as its event: the same shape from the dispatcher and from "Test"; `replay_id` marks a replay's
+    attempts in the log."""
+    return attempt_json(
+        body,
+        event,
+        webhook_id,
+        attempt,
+        attempt_id=new_attempt_id(),
+        outcome=result.outcome,
+        status_code=result.status_code,
+        error=result.error,
+        response_ms=result.response_ms,
+        excerpt=result.excerpt,
+        attempted_at=result.attempted_at,
+        next_step=next_step,
+        test=test,
+        replay_id=replay_id,
+    )
+
+
 def attempt_record(
     event: Event,
     webhook_id: str,
@@ -92,25 +124,9 @@ def attempt_record(
     test: bool = False,
     replay_id: str | None = None,
 ) -> AttemptRecord:
-    """The delivery-log record of one attempt: the same shape from the dispatcher and from "Test";
-    `replay_id` marks the attempts of a replay in the log."""
-    return AttemptRecord(
-        attempt_id=new_attempt_id(),
-        event_id=event.id,
-        event_type=event.type,
-        account_id=event.account_id,
-        webhook_id=webhook_id,
-        attempt=attempt,
-        outcome=result.outcome,
-        status_code=result.status_code,
-        error=result.error,
-        response_ms=result.response_ms,
-        response_excerpt=result.excerpt,
-        attempted_at=result.attempted_at,
-        next_step=next_step,
-        test=test,
-        replay_id=replay_id,
-        event=event,
+    """`record_json` as the model (the API's Test stores it; tests seed logs with it)."""
+    return AttemptRecord.model_validate_json(
+        record_json(event.body(), event, webhook_id, attempt, result, next_step, test, replay_id)
     )
 
 
