@@ -119,8 +119,6 @@ class Dispatcher:
         self._stopping = False
         self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._consumed_events = metrics.EVENTS_CONSUMED.labels("events")
-        self._consumed_tasks = metrics.EVENTS_CONSUMED.labels("deliveries")
         metrics.IN_FLIGHT.set_function(lambda: self._open_requests)  # read at scrape time, not set per request
 
     @property
@@ -141,9 +139,11 @@ class Dispatcher:
     async def _consume(self, stage: StageConsumer, stop: asyncio.Event) -> None:
         batch = 500
         next_commit = 0.0
+        consumed = metrics.EVENTS_CONSUMED.labels("events" if stage.stage == "fanout" else "deliveries")
         while not stop.is_set():
             messages = await stage.poll(batch)
             self._heartbeat.beat()
+            consumed.inc(len(messages))
             for message in messages:
                 self._accept(stage, message)
             now = time.monotonic()
@@ -228,10 +228,8 @@ class Dispatcher:
             self._finish(key, state.generation, offset)
             return
         if stage.stage == "fanout":
-            self._consumed_events.inc()
             self._fan_out(message, key, state.generation, offset)
         else:
-            self._consumed_tasks.inc()
             self._take(message, key, state.generation, offset)
 
     def _finish(self, key: TP, generation: int, offset: int) -> None:
