@@ -8,7 +8,7 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, notifications, replays, webhooks
+from api import api_keys, deliveries, notifications, replays, webhook_stats, webhooks
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
@@ -19,6 +19,7 @@ from schemas.api import (
     ApiKeyCreate,
     ApiKeyList,
     ApiKeyWithSecret,
+    DeliveryDetail,
     DeliveryPage,
     DeliveryQuery,
     EventTypeList,
@@ -29,10 +30,13 @@ from schemas.api import (
     ReplayPreview,
     ReplayRequest,
     ReplayView,
+    StatsQuery,
     TestRequest,
     TestResult,
     WebhookCreate,
     WebhookList,
+    WebhookSecret,
+    WebhookStats,
     WebhookUpdate,
     WebhookView,
     WebhookWithSecret,
@@ -103,6 +107,29 @@ OPERATIONS: tuple[Operation, ...] = (
         description="The previous secret keeps signing beside the new one until `previous_secret_expires_at`.",
     ),
     Operation(
+        "GET",
+        f"{_WEBHOOK}/secret",
+        webhooks.reveal_secret,
+        "revealWebhookSecret",
+        "Reveal the secret",
+        "webhooks",
+        response=WebhookSecret,
+        description="The current signing secret in full (it is stored encrypted). Only the webhook's own account;"
+        " the answer is `Cache-Control: no-store`.",
+    ),
+    Operation(
+        "GET",
+        f"{_WEBHOOK}/stats",
+        webhook_stats.webhook_stats,
+        "getWebhookStats",
+        "Health of a webhook",
+        "deliveries",
+        query=StatsQuery,
+        response=WebhookStats,
+        description="Attempts per hour by outcome, response-time percentiles, success rate and dead letters over the"
+        " last 24 hours or 7 days (`window`), one bucket per UTC hour, oldest first.",
+    ),
+    Operation(
         "POST",
         f"{_WEBHOOK}/test",
         webhooks.send_test,
@@ -127,6 +154,18 @@ OPERATIONS: tuple[Operation, ...] = (
         response=DeliveryPage,
         description="A `cursor` past the retention horizon with nothing left behind it is a 410 `past_retention`.",
         errors=(410,),
+    ),
+    Operation(
+        "GET",
+        "/v1/deliveries/{attempt_id}",
+        deliveries.get_delivery,
+        "getDelivery",
+        "One delivery attempt in full",
+        "deliveries",
+        response=DeliveryDetail,
+        description="The request as sent (headers with the signatures, recomputed for the attempt's timestamp with"
+        " the current secret; the body byte-for-byte), the response as stored (status, error, time, the first 512"
+        " bytes), and every attempt of that event to the webhook.",
     ),
     Operation(
         "POST",

@@ -122,6 +122,37 @@ _DELIVERY_COLUMNS = (
     "test",
     "replay_id",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    hour: datetime | None
+    """None: the row of the whole window (the empty grouping set)."""
+    success: int
+    http_error: int
+    timeout: int
+    connection_error: int
+    first_attempts: int
+    p50_ms: int | None
+    p95_ms: int | None
+
+
+# Hour buckets start on whole UTC hours (date_bin from the epoch). `dropped` rows are not attempts.
+_STATS_SQL = """
+SELECT date_bin('1 hour', attempted_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
+       count(*) FILTER (WHERE outcome = 'success') AS success,
+       count(*) FILTER (WHERE outcome = 'http_error') AS http_error,
+       count(*) FILTER (WHERE outcome = 'timeout') AS timeout,
+       count(*) FILTER (WHERE outcome IN ('connection_error', 'tls_error', 'blocked')) AS connection_error,
+       count(*) FILTER (WHERE attempt = 1) AS first_attempts,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY response_ms) AS p50_ms,
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY response_ms) AS p95_ms
+FROM delivery_attempts
+WHERE webhook_id = %(webhook_id)s AND attempted_at >= %(since)s AND attempted_at < %(until)s
+  AND account_id = %(account_id)s AND outcome <> 'dropped'
+GROUP BY GROUPING SETS ((date_bin('1 hour', attempted_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')), ())
+"""
+
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
 _UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
@@ -445,3 +476,52 @@ class Store:
             )
             row = await cur.fetchone()
         return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------------------------ detail view
+
+    async def get_delivery(self, account_id: str, attempt_id: str) -> tuple[str, DeliveryRow] | None:
+        """(webhook id, row) of one log row of this account."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT webhook_id, {} FROM delivery_attempts WHERE attempt_id = %s AND account_id = %s"
+                ).format(_DELIVERY),
+                (attempt_id, account_id),
+            )
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), DeliveryRow(*row[1:]))
+
+    async def event_attempts(self, account_id: str, webhook_id: str, event_id: str) -> list[DeliveryRow]:
+        """Every logged attempt of one event to one webhook, oldest first (the event's timeline)."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(DeliveryRow))
+            await cur.execute(
+                sql.SQL(
+                    "SELECT {} FROM delivery_attempts WHERE event_id = %s AND webhook_id = %s AND account_id = %s"
+                    " ORDER BY attempted_at, attempt_id LIMIT 100"
+                ).format(_DELIVERY),
+                (event_id, webhook_id, account_id),
+            )
+            return await cur.fetchall()
+
+    async def webhook_stats(
+        self, account_id: str, webhook_id: str, since: datetime, until: datetime
+    ) -> tuple[list[StatsRow], int]:
+        """Hourly rows (hour None: the whole window) and the dead letters of the window, computed in PostgreSQL.
+
+        One pass over the webhook's rows of the window, read from delivery_attempts_stats_idx alone (an
+        index-only scan holds every column used), the day partitions outside the window pruned.
+        """
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(StatsRow))
+            await cur.execute(
+                _STATS_SQL, {"webhook_id": webhook_id, "account_id": account_id, "since": since, "until": until}
+            )
+            rows = await cur.fetchall()
+            dead = await conn.execute(
+                "SELECT count(*) FROM dead_letters WHERE webhook_id = %s AND account_id = %s"
+                " AND dead_at >= %s AND dead_at < %s",
+                (webhook_id, account_id, since, until),
+            )
+            counted = await dead.fetchone()
+        return rows, int(counted[0]) if counted else 0

@@ -92,6 +92,6 @@ def payload_rows(records: list[AttemptRecord]) -> list[tuple[str, str, str, date
 
 
 INSERT_PAYLOAD = (
-    "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s::jsonb, %s) "
+    "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s::json, %s) "
     "ON CONFLICT (event_id, logged_on) DO NOTHING"
 )
