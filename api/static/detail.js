@@ -199,7 +199,7 @@ function renderAttempts(stats) {
 }
 
 function renderLatency(stats) {
-  const width = 960, height = 140, left = 56, bottom = 22, top = 8;
+  const width = 960, height = 140, left = 72, bottom = 22, top = 8;
   const buckets = stats.buckets;
   const max = Math.max(1, ...buckets.map((b) => b.p95_ms || 0));
   const slot = (width - left) / buckets.length;
