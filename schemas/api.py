@@ -204,7 +204,8 @@ class WebhookView(_Response):
         examples=[{"Authorization": "****c0de"}],
     )
     secret: str = Field(
-        description="masked (`whsec_****` + its last 4 characters); shown in full only on create and rotate",
+        description="masked (`whsec_****` + its last 4 characters); shown in full on create and rotate, and by"
+        " `GET /v1/webhooks/{id}/secret`",
         examples=["whsec_****Zw8="],
     )
     previous_secret_expires_at: Timestamp | None = Field(
@@ -216,7 +217,7 @@ class WebhookView(_Response):
 
 class WebhookWithSecret(WebhookView):
     secret: str = Field(
-        description="the signing secret in full; shown only in this response, store it now",
+        description="the signing secret in full; store it now (`GET /v1/webhooks/{id}/secret` reveals it again)",
         examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
     )
 

@@ -1,0 +1,135 @@
+"""The webhook detail view's health query (`GET /v1/webhooks/{id}/stats`) at 1,000,000 attempt rows for one webhook.
+
+    .venv/bin/python -m bench.webhook_stats                    # 1,000,000 rows of one webhook, 30 days
+    .venv/bin/python -m bench.webhook_stats --rows 100000      # a quick check of the harness
+
+In a private schema of the configured PostgreSQL (dropped at the end, also on failure): migrate, create the
+day partitions, and write `--rows` attempt rows for ONE webhook (generate_series, in SQL; 1 in 10 an HTTP
+error, 1 in 50 a timeout, response times 5-500 ms) plus as many rows of 200 other webhooks, in two layouts:
+
+- `spread`: over the 30 days of the default retention (what a webhook with 1M rows in its log looks like);
+- `week`: all of them within the last 7 days (the worst case for the 7-day window: every row is in it).
+
+VACUUM ANALYZE (the recorder's tables are autovacuumed; an index-only scan needs the visibility map), then
+the exact query the API runs (`api.store._STATS_SQL`), 24 h and 7 d windows, 3 warm-up runs and 15 timed
+runs each; reported: median and max in ms, the rows in the window, and the plan's scan node. Target: < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from api.store import _STATS_SQL
+from api.webhook_stats import window_bounds
+from bench import machine
+from hookfleet.db import migrate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WEBHOOK = "wh_bench0stats"
+ACCOUNT = "acct_bench"
+
+_FILL = """
+INSERT INTO delivery_attempts (attempt_id, event_id, event_type, account_id, webhook_id, attempt, outcome,
+    status_code, error, response_ms, response_excerpt, attempted_at, next_step)
+SELECT 'att_' || %(tag)s || lpad(i::text, 9, '0'), 'evt_' || %(tag)s || lpad(i::text, 9, '0'), 'message.read',
+    %(account)s, %(webhook)s, 1 + (i %% 3 = 0)::int,
+    CASE WHEN i %% 10 = 0 THEN 'http_error' WHEN i %% 50 = 1 THEN 'timeout' ELSE 'success' END,
+    CASE WHEN i %% 10 = 0 THEN 500 WHEN i %% 50 = 1 THEN NULL ELSE 200 END,
+    CASE WHEN i %% 10 = 0 THEN 'http 500' WHEN i %% 50 = 1 THEN 'timeout' END,
+    5 + (i::bigint * 7919) %% 496, 'ok', %(until)s - (i::bigint * %(step_us)s) * interval '1 microsecond', 'done'
+FROM generate_series(1, %(rows)s) i
+"""
+
+
+def _fill(conn: psycopg.Connection[Any], rows: int, days: int, now: datetime) -> None:
+    step_us = int(days * 86_400_000_000 // rows)
+    for i in range(days + 1):
+        conn.execute("SELECT hookfleet_create_log_day(%s)", ((now - timedelta(days=i)).date(),))
+    until = now - timedelta(seconds=1)
+    conn.execute(
+        _FILL, {"tag": "t", "account": ACCOUNT, "webhook": WEBHOOK, "until": until, "step_us": step_us, "rows": rows}
+    )
+    for n in range(200):  # neighbours on the same partitions and indexes
+        conn.execute(
+            _FILL,
+            {
+                "tag": f"n{n}x",
+                "account": "acct_other",
+                "webhook": f"wh_other{n}",
+                "until": until,
+                "step_us": step_us * 200,
+                "rows": rows // 200,
+            },
+        )
+
+
+def _time(conn: psycopg.Connection[Any], window: str) -> dict[str, Any]:
+    since, until = window_bounds(window, datetime.now(UTC))  # type: ignore[arg-type]
+    params = {"webhook_id": WEBHOOK, "account_id": ACCOUNT, "since": since, "until": until}
+    for _ in range(3):
+        conn.execute(_STATS_SQL, params).fetchall()
+    samples = []
+    for _ in range(15):
+        began = time.perf_counter()
+        rows = conn.execute(_STATS_SQL, params).fetchall()
+        samples.append((time.perf_counter() - began) * 1000)
+    total = next(r for r in rows if r[0] is None)
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _STATS_SQL, params).fetchall())
+    scan_lines = [line.strip().lstrip("-> ").strip() for line in plan.splitlines() if " Scan " in line]
+    return {
+        "median_ms": round(statistics.median(samples), 1),
+        "max_ms": round(max(samples), 1),
+        "rows_in_window": int(sum(total[1:5])),
+        "index_only_scans": sum(line.startswith("Index Only Scan") for line in scan_lines),
+        "other_scans": sorted({line.split(" on ")[0] for line in scan_lines if not line.startswith("Index Only Scan")}),
+        "heap_fetches": sum(
+            int(line.split("Heap Fetches:")[1]) for line in plan.splitlines() if "Heap Fetches:" in line
+        ),
+    }
+
+
+def run(database_url: str, rows: int) -> dict[str, Any]:
+    report: dict[str, Any] = {"machine": machine.describe(), "rows_for_the_webhook": rows, "layouts": {}}
+    for layout, days in (("spread", 30), ("week", 7)):
+        schema = f"bench_stats_{uuid.uuid4().hex[:8]}"
+        url = psycopg.conninfo.make_conninfo(database_url, options=f"-c search_path={schema}")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            migrate(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                began = time.monotonic()
+                _fill(conn, rows, days, datetime.now(UTC))
+                conn.execute("VACUUM ANALYZE delivery_attempts")
+                fill_s = round(time.monotonic() - began, 1)
+                result = {"days": days, "fill_s": fill_s, "24h": _time(conn, "24h"), "7d": _time(conn, "7d")}
+            report["layouts"][layout] = result
+            print(layout, json.dumps(result), flush=True)
+        finally:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return report
+
+
+def main() -> None:
+    from hookfleet.settings import CommonSettings
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    report = run(CommonSettings().database_url.get_secret_value(), args.rows)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "webhook_stats.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
