@@ -14,7 +14,15 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
+from hookfleet.attempt_rows import (
+    ATTEMPT_COLUMNS,
+    INSERT_PAYLOAD,
+    attempt_row,
+    json_text,
+    log_day,
+    payload_rows,
+    rollup_sql,
+)
 from hookfleet.db import describe
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
@@ -126,32 +134,27 @@ _DELIVERY_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class StatsRow:
-    hour: datetime | None
-    """None: the row of the whole window (the empty grouping set)."""
+    """One hour of one webhook in webhook_stats_hourly."""
+
+    hour: datetime
     success: int
     http_error: int
     timeout: int
     connection_error: int
     first_attempts: int
-    p50_ms: int | None
-    p95_ms: int | None
+    latency: list[int]
+    """Attempts per response-time bucket (hookfleet.attempt_rows.LATENCY_BOUNDS_MS)."""
 
 
-# Hour buckets start on whole UTC hours (date_bin from the epoch). `dropped` rows are not attempts.
-_STATS_SQL = """
-SELECT date_bin('1 hour', attempted_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
-       count(*) FILTER (WHERE outcome = 'success') AS success,
-       count(*) FILTER (WHERE outcome = 'http_error') AS http_error,
-       count(*) FILTER (WHERE outcome = 'timeout') AS timeout,
-       count(*) FILTER (WHERE outcome IN ('connection_error', 'tls_error', 'blocked')) AS connection_error,
-       count(*) FILTER (WHERE attempt = 1) AS first_attempts,
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY response_ms) AS p50_ms,
-       percentile_disc(0.95) WITHIN GROUP (ORDER BY response_ms) AS p95_ms
-FROM delivery_attempts
-WHERE webhook_id = %(webhook_id)s AND attempted_at >= %(since)s AND attempted_at < %(until)s
-  AND account_id = %(account_id)s AND outcome <> 'dropped'
-GROUP BY GROUPING SETS ((date_bin('1 hour', attempted_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')), ())
-"""
+STATS_SQL = (
+    "SELECT hour, success, http_error, timeout, connection_error, first_attempts, latency"
+    " FROM webhook_stats_hourly WHERE webhook_id = %s AND account_id = %s AND hour >= %s AND hour < %s ORDER BY hour"
+)
+"""One webhook's hours of a window (bench/webhook_stats.py times it)."""
+
+_ROLLUP_ONE = rollup_sql(
+    "(SELECT * FROM delivery_attempts WHERE attempt_id = %(attempt_id)s AND attempted_at = %(attempted_at)s) AS one"
+)
 
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
@@ -408,6 +411,7 @@ class Store:
             )
             for row in payload_rows([record]):
                 await conn.execute(INSERT_PAYLOAD, row)
+            await conn.execute(_ROLLUP_ONE, {"attempt_id": record.attempt_id, "attempted_at": record.attempted_at})
             if record.outcome.value == "success":
                 cur = await conn.execute(
                     "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
@@ -507,16 +511,11 @@ class Store:
     async def webhook_stats(
         self, account_id: str, webhook_id: str, since: datetime, until: datetime
     ) -> tuple[list[StatsRow], int]:
-        """Hourly rows (hour None: the whole window) and the dead letters of the window, computed in PostgreSQL.
-
-        One pass over the webhook's rows of the window, read from delivery_attempts_stats_idx alone (an
-        index-only scan holds every column used), the day partitions outside the window pruned.
-        """
+        """The webhook's hours in [since, until) from the hourly rollup (at most 168 rows: one primary-key range
+        scan, whatever the size of the log), and the dead letters of the window."""
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(StatsRow))
-            await cur.execute(
-                _STATS_SQL, {"webhook_id": webhook_id, "account_id": account_id, "since": since, "until": until}
-            )
+            await cur.execute(STATS_SQL, (webhook_id, account_id, since, until))
             rows = await cur.fetchall()
             dead = await conn.execute(
                 "SELECT count(*) FROM dead_letters WHERE webhook_id = %s AND account_id = %s"
