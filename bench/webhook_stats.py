@@ -13,7 +13,8 @@ error, 1 in 50 a timeout, response times 5-500 ms) plus as many rows of 200 othe
 Then the hourly rollup is built from that log with the writers' own statement (`rollup_sql`, as migration 0008
 does), and the API's work for one request is timed: its query (`api.store.STATS_SQL`) and `build_stats`, 24 h
 and 7 d windows, 3 warm-up runs and 15 timed runs each; reported: median and max in ms, the attempts in the
-window. Target: < 100 ms. For contrast, the 7 d window aggregated straight from the log (median of 5).
+window. Target: < 100 ms. For contrast, the 7 d window aggregated straight from the log (median of 5). And
+what the rollup costs the recorder: its batch write with and without it, alternating (spread layout only).
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ import psycopg
 from api.store import STATS_SQL, StatsRow
 from api.webhook_stats import build_stats, window_bounds
 from bench import machine
+from dispatcher.delivery import DeliveryResult, attempt_record
 from hookfleet.attempt_rows import rollup_sql
 from hookfleet.db import migrate
+from recorder.batch import Batch
+from schemas.catalog import EventType, sample_data
+from schemas.ids import new_event_id
+from schemas.models import Event, Outcome
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WEBHOOK = "wh_bench0stats"
@@ -121,6 +127,40 @@ GROUP BY 1, 2
 """
 
 
+def _write_cost(url: str, batches: int = 200, size: int = 100) -> dict[str, Any]:
+    """The recorder's batch write (`RecorderStore.write`, 100 attempts to 50 webhooks and their payloads) with
+    the rollup in its statement, against the same statement without it, alternating batch by batch."""
+    import recorder.store as recorder_store
+
+    with_rollup = recorder_store._MOVE_STAGED
+    without = with_rollup.split(" rolled AS (")[0].rstrip(", ") + " SELECT count(*) FROM moved"  # noqa: S608
+    store = recorder_store.RecorderStore(url)
+    now = datetime.now(UTC)
+    timings: dict[str, list[float]] = {"with_rollup": [], "without": []}
+    try:
+        for n in range(batches):
+            batch = Batch()
+            for i in range(size):
+                event = Event(
+                    id=new_event_id(),
+                    type=EventType.MESSAGE_READ,
+                    created_at=now,
+                    account_id=ACCOUNT,
+                    data=sample_data(EventType.MESSAGE_READ),
+                )
+                result = DeliveryResult(Outcome.SUCCESS, 200, None, 5 + i, "ok", now - timedelta(seconds=n))
+                batch.add("attempts", 0, n * size + i, attempt_record(event, f"wh_write{i % 50}", 1, result, "done"))
+            variant = "with_rollup" if n % 2 else "without"
+            recorder_store._MOVE_STAGED = with_rollup if n % 2 else without
+            began = time.perf_counter()
+            store.write(batch)
+            timings[variant].append((time.perf_counter() - began) * 1000)
+    finally:
+        recorder_store._MOVE_STAGED = with_rollup
+        store.close()
+    return {name: {"batches": len(t), "p50_ms": round(statistics.median(t), 1)} for name, t in timings.items()}
+
+
 def run(database_url: str, rows: int) -> dict[str, Any]:
     report: dict[str, Any] = {"machine": machine.describe(), "rows_for_the_webhook": rows, "layouts": {}}
     for layout, days in (("spread", 30), ("week", 7)):
@@ -147,6 +187,8 @@ def run(database_url: str, rows: int) -> dict[str, Any]:
                     "7d": _time(conn, "7d"),
                     "7d_from_the_log_ms": _time_log_aggregate(conn, "7d"),
                 }
+            if layout == "spread":
+                result["recorder_batch_write"] = _write_cost(url)
             report["layouts"][layout] = result
             print(layout, json.dumps(result), flush=True)
         finally:

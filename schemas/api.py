@@ -337,8 +337,11 @@ class StatsBucket(_Response):
     http_error: int = Field(ge=0, description="answered, but not 2xx")
     timeout: int = Field(ge=0)
     connection_error: int = Field(ge=0, description="connection or TLS error, or a blocked address")
-    p50_ms: int | None = Field(description="median response time of the hour's attempts; null: none")
-    p95_ms: int | None = Field(description="95th percentile response time; null: none")
+    p50_ms: int | None = Field(
+        description="median response time of the hour's attempts, as the upper bound of its histogram bucket"
+        " (buckets at most ~25% wide); null: none"
+    )
+    p95_ms: int | None = Field(description="95th percentile response time, likewise; null: none")
 
 
 class StatsSummary(_Response):
@@ -347,8 +350,8 @@ class StatsSummary(_Response):
     successes: int = Field(ge=0)
     failures: int = Field(ge=0, description="attempts that were not a 2xx")
     success_rate: float | None = Field(ge=0, le=1, description="successes / attempts; null when there was none")
-    p50_ms: int | None
-    p95_ms: int | None
+    p50_ms: int | None = Field(description="median response time over the window (histogram bucket upper bound)")
+    p95_ms: int | None = Field(description="95th percentile response time over the window, likewise")
     dead_letters: int = Field(ge=0, description="deliveries dead-lettered in the window (attempt 4 failed)")
 
 
