@@ -283,6 +283,7 @@ function hideRevealed() {
 async function openEdit(id) {
   const webhook = state.detail && state.detail.id === id ? state.detail : await api("GET", `/v1/webhooks/${id}`);
   closePanels();
+  notice("");
   state.detail = webhook;
   state.editing = webhook;
   showView("edit");
@@ -364,6 +365,7 @@ function outcomeText(row) {
 async function openDelivery(attemptId) {
   const detail = await api("GET", `/v1/deliveries/${attemptId}`);
   closePanels();
+  notice("");
   state.delivery = detail;
   const row = detail.delivery;
   const webhook = state.webhooks.find((w) => w.id === detail.webhook_id);
