@@ -441,6 +441,7 @@ async function sendTest(event) {
       el("pre", { class: "excerpt", "aria-label": "Response body", text: answer.response_excerpt || "(empty body)" }),
     );
     await loadWebhooks();
+    if (state.detail && state.detail.id === webhook.id) await Promise.all([loadStats(), loadLogs(false)]); // detail.js
   } catch (error) {
     result.replaceChildren(el("p", { class: "field-error", text: error.message }));
   }

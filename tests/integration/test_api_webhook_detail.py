@@ -14,6 +14,8 @@ import pytest
 
 from dispatcher.delivery import DeliveryResult, attempt_record
 from dispatcher.signing import hex_signature
+from hookfleet.attempt_rows import LATENCY_BOUNDS_MS
+from hookfleet.retention import prune
 from recorder.batch import Batch
 from recorder.store import RecorderStore
 from schemas.catalog import EventType, sample_data
@@ -166,3 +168,20 @@ async def test_reveal_returns_the_secret_the_receiver_verifies_with(
     await api.call("POST", f"/v1/webhooks/{webhook['id']}/test", key)
     [got] = receiver.at("/crm")
     assert got.signature_ok is True
+
+
+async def test_hourly_stats_past_retention_are_pruned_with_the_log(
+    api: RunningApi, key: str, database_url: str
+) -> None:
+    webhook = await create(api, key, "https://localhost:9/crm")
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with psycopg.connect(database_url) as conn:
+        for hour in (now - timedelta(days=40), now - timedelta(days=2)):
+            conn.execute(
+                "INSERT INTO webhook_stats_hourly VALUES (%s, %s, 'acct_a', 1, 0, 0, 0, 1, %s)",
+                (webhook["id"], hour, [0] * (len(LATENCY_BOUNDS_MS) + 1)),
+            )
+    prune(database_url, retention_days=30)
+    with psycopg.connect(database_url) as conn:
+        kept = conn.execute("SELECT hour FROM webhook_stats_hourly ORDER BY hour").fetchall()
+    assert [row[0] for row in kept] == [now - timedelta(days=2)]
