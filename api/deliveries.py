@@ -1,4 +1,4 @@
-"""The delivery log of a webhook (newest first, filtered, keyset-paginated) and Redeliver of one row."""
+"""The delivery log of a webhook (newest first, filtered, keyset-paginated), one row in full, and Redeliver."""
 
 from __future__ import annotations
 
@@ -14,9 +14,17 @@ from api.errors import ApiError, not_found, past_retention
 from api.operation import json_response, path_id, read_query
 from api.resources import resources_of
 from api.store import DeliveryFilter
-from api.views import delivery_view
+from api.views import delivery_view, request_headers
 from hookfleet.retention import horizon
-from schemas.api import DeliveryPage, DeliveryQuery, RedeliverResult
+from hookfleet.secretbox import open_headers
+from schemas.api import (
+    DeliveryDetail,
+    DeliveryPage,
+    DeliveryQuery,
+    DeliveryRequest,
+    DeliveryResponse,
+    RedeliverResult,
+)
 from schemas.ids import ulid_time_ms
 from schemas.models import DeliveryTask, Event, format_rfc3339
 
@@ -87,3 +95,45 @@ async def redeliver(request: web.Request) -> web.StreamResponse:
     return json_response(
         RedeliverResult(status="queued", attempt_id=attempt_id, event_id=event_id, webhook_id=webhook_id), 202
     )
+
+
+async def get_delivery(request: web.Request) -> web.StreamResponse:
+    """One attempt in full: the request rebuilt from the stored event (the body is the bytes sent; the
+    signatures are recomputed for that attempt's timestamp), the response as the log stored it, and the
+    event's timeline of attempts to this webhook."""
+    resources = resources_of(request)
+    account = account_of(request)
+    attempt_id = path_id(request, "attempt_id", "delivery")
+    found = await resources.store.get_delivery(account, attempt_id)
+    if found is None:
+        raise not_found("delivery", attempt_id)
+    webhook_id, row = found
+    webhook = await resources.store.get_webhook(account, webhook_id)
+    if webhook is None:
+        raise not_found("webhook", webhook_id)
+    payload = await resources.store.event_payload(account, row.event_id)
+    timeline = await resources.store.event_attempts(account, webhook_id, row.event_id)
+    body = None if payload is None else Event.model_validate_json(payload).body()
+    secret = resources.box.open(webhook.secret_ciphertext, webhook.id)
+    previous = (
+        resources.box.open(webhook.previous_secret_ciphertext, webhook.id)
+        if webhook.previous_secret_ciphertext is not None
+        and webhook.previous_secret_expires_at is not None
+        and row.attempted_at < webhook.previous_secret_expires_at
+        else None
+    )
+    custom = open_headers(resources.box, webhook.headers_ciphertext, webhook.id)
+    detail = DeliveryDetail(
+        webhook_id=webhook_id,
+        delivery=delivery_view(row),
+        request=DeliveryRequest(
+            url=webhook.url,
+            headers=request_headers(row, body, secret, previous, custom),
+            body=None if body is None else body.decode(),
+        ),
+        response=DeliveryResponse(
+            status_code=row.status_code, error=row.error, response_ms=row.response_ms, body_excerpt=row.response_excerpt
+        ),
+        timeline=[delivery_view(attempt) for attempt in timeline],
+    )
+    return json_response(detail)

@@ -9,7 +9,12 @@ from importlib import resources
 
 from aiohttp import web
 
-_STATIC = {"settings.js": "text/javascript", "replay.js": "text/javascript", "settings.css": "text/css"}
+_STATIC = {
+    "settings.js": "text/javascript",
+    "replay.js": "text/javascript",
+    "detail.js": "text/javascript",
+    "settings.css": "text/css",
+}
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:;"

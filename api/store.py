@@ -14,7 +14,15 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
+from hookfleet.attempt_rows import (
+    ATTEMPT_COLUMNS,
+    INSERT_PAYLOAD,
+    attempt_row,
+    json_text,
+    log_day,
+    payload_rows,
+    rollup_sql,
+)
 from hookfleet.db import describe
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
@@ -122,6 +130,32 @@ _DELIVERY_COLUMNS = (
     "test",
     "replay_id",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """One hour of one webhook in webhook_stats_hourly."""
+
+    hour: datetime
+    success: int
+    http_error: int
+    timeout: int
+    connection_error: int
+    first_attempts: int
+    latency: list[int]
+    """Attempts per response-time bucket (hookfleet.attempt_rows.LATENCY_BOUNDS_MS)."""
+
+
+STATS_SQL = (
+    "SELECT hour, success, http_error, timeout, connection_error, first_attempts, latency"
+    " FROM webhook_stats_hourly WHERE webhook_id = %s AND account_id = %s AND hour >= %s AND hour < %s ORDER BY hour"
+)
+"""One webhook's hours of a window (bench/webhook_stats.py times it)."""
+
+_ROLLUP_ONE = rollup_sql(
+    "(SELECT * FROM delivery_attempts WHERE attempt_id = %(attempt_id)s AND attempted_at = %(attempted_at)s) AS one"
+)
+
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
 _UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
@@ -377,6 +411,7 @@ class Store:
             )
             for row in payload_rows([record]):
                 await conn.execute(INSERT_PAYLOAD, row)
+            await conn.execute(_ROLLUP_ONE, {"attempt_id": record.attempt_id, "attempted_at": record.attempted_at})
             if record.outcome.value == "success":
                 cur = await conn.execute(
                     "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
@@ -445,3 +480,47 @@ class Store:
             )
             row = await cur.fetchone()
         return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------------------------ detail view
+
+    async def get_delivery(self, account_id: str, attempt_id: str) -> tuple[str, DeliveryRow] | None:
+        """(webhook id, row) of one log row of this account."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT webhook_id, {} FROM delivery_attempts WHERE attempt_id = %s AND account_id = %s"
+                ).format(_DELIVERY),
+                (attempt_id, account_id),
+            )
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), DeliveryRow(*row[1:]))
+
+    async def event_attempts(self, account_id: str, webhook_id: str, event_id: str) -> list[DeliveryRow]:
+        """Every logged attempt of one event to one webhook, oldest first (the event's timeline)."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(DeliveryRow))
+            await cur.execute(
+                sql.SQL(
+                    "SELECT {} FROM delivery_attempts WHERE event_id = %s AND webhook_id = %s AND account_id = %s"
+                    " ORDER BY attempted_at, attempt_id LIMIT 100"
+                ).format(_DELIVERY),
+                (event_id, webhook_id, account_id),
+            )
+            return await cur.fetchall()
+
+    async def webhook_stats(
+        self, account_id: str, webhook_id: str, since: datetime, until: datetime
+    ) -> tuple[list[StatsRow], int]:
+        """The webhook's hours in [since, until) from the hourly rollup (at most 168 rows: one primary-key range
+        scan, whatever the size of the log), and the dead letters of the window."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(StatsRow))
+            await cur.execute(STATS_SQL, (webhook_id, account_id, since, until))
+            rows = await cur.fetchall()
+            dead = await conn.execute(
+                "SELECT count(*) FROM dead_letters WHERE webhook_id = %s AND account_id = %s"
+                " AND dead_at >= %s AND dead_at < %s",
+                (webhook_id, account_id, since, until),
+            )
+            counted = await dead.fetchone()
+        return rows, int(counted[0]) if counted else 0

@@ -1,4 +1,5 @@
-"""Webhook handlers: create, list, show, update, delete, rotate the secret, Test, and recover dead letters.
+"""Webhook handlers: create, list, show, update, delete, rotate and reveal the secret, Test, and recover dead
+letters.
 
 Every lookup goes through the account of the API key, so another account's webhook is a 404.
 """
@@ -30,6 +31,7 @@ from schemas.api import (
     TestResult,
     WebhookCreate,
     WebhookList,
+    WebhookSecret,
     WebhookUpdate,
 )
 from schemas.catalog import EventType, sample_data
@@ -135,6 +137,27 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
         raise not_found("webhook", webhook_id)
     log.info("event=webhook_secret_rotated account_id=%s webhook_id=%s overlap_s=%d", row.account_id, row.id, overlap)
     return json_response(webhook_with_secret(row, secret, now, _headers(row, resources)))
+
+
+async def reveal_secret(request: web.Request) -> web.StreamResponse:
+    """The current secret in full, to the webhook's own account only (any other account gets a 404). It is
+    stored encrypted, so it can be shown again; every `/v1` answer is `Cache-Control: no-store`, so no cache
+    keeps it. Each reveal is logged (never the secret)."""
+    resources = resources_of(request)
+    row = await _own_webhook(request, resources)
+    secret = resources.box.open(row.secret_ciphertext, row.id)
+    now = datetime.now(UTC)
+    overlap = row.previous_secret_expires_at
+    log.info("event=webhook_secret_revealed account_id=%s webhook_id=%s", row.account_id, row.id)
+    return json_response(
+        WebhookSecret(
+            webhook_id=row.id,
+            secret=secret,
+            previous_secret_expires_at=overlap
+            if row.previous_secret_ciphertext and overlap and overlap > now
+            else None,
+        )
+    )
 
 
 def _headers(row: WebhookRow, resources: Resources) -> dict[str, str]:

@@ -98,6 +98,12 @@ def table(report: dict[str, Any]) -> list[str]:
             f"| end-to-end throughput (steady state, {thr['events']:,} events) | {shown} | >= {target} x ceiling "
             f"| {_verdict(None if ratio is None else ratio >= target)} |"
         )
+        per = thr.get("cpu_us_per_delivery", {})
+        if per:
+            parts = ", ".join(f"{name} {us:,.0f}" for name, us in sorted(per.items(), key=lambda kv: -kv[1]))
+            lines.append(
+                f"| whole system: CPU per delivery (us) in that run | total {sum(per.values()):,.0f}: {parts} | - | - |"
+            )
     lat = pipe.get("latency") if pipe else None
     if pipe and lat:
         lines.append(

@@ -3,6 +3,7 @@ publishing (as a burst or at a paced rate) and reading back what the receiver go
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,13 +120,38 @@ def publish_paced(
     return published
 
 
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL process on the machine (postmaster, backends, background workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # gone meanwhile (a PostgreSQL backend that ended)
+        return 0.0
+
+
 class CpuMeter:
-    """CPU seconds used by named processes over a window, and how busy the whole machine was."""
+    """CPU seconds used by named processes over a window, and how busy the whole machine was.
+
+    Besides the processes named by the caller: the Kafka broker, every PostgreSQL process (summed; a
+    backend that ends inside the window loses its share) and this benchmark process itself, which
+    publishes the events and collects the receiver's arrivals."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         broker = kafka_broker_pid()
-        self._pids = {**pids, **({"kafka broker": broker} if broker else {})}
+        self._pids = {**pids, **({"kafka broker": broker} if broker else {}), "bench (publisher)": os.getpid()}
         self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._postgres = {pid: _cpu_or_zero(pid) for pid in _postgres_pids()}
         self._dispatcher = pids.get("dispatcher")
         self._threads = thread_cpu_seconds(self._dispatcher) if self._dispatcher else {}
         self._machine = CpuSample.now()
@@ -134,6 +160,9 @@ class CpuMeter:
     def read(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self._wall
         used = {name: round(cpu_seconds(pid) - self._start[name], 2) for name, pid in self._pids.items()}
+        postgres = sum(max(0.0, _cpu_or_zero(pid) - self._postgres.get(pid, 0.0)) for pid in _postgres_pids())
+        if postgres or self._postgres:
+            used["postgresql"] = round(postgres, 2)
         threads = {}
         if self._dispatcher:
             now = thread_cpu_seconds(self._dispatcher)

@@ -35,9 +35,9 @@ from confluent_kafka import Message, TopicPartition
 from bench.receiver import Receiver
 from demo.tls import make_demo_certs
 from dispatcher.delivery import Deliverer
-from dispatcher.fanout import first_task_json
 from dispatcher.signing import new_secret
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from dispatcher.wire_json import task_json
 from dispatcher.worker import Dispatcher
 from hookfleet import metrics
 from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics
@@ -108,7 +108,7 @@ def _messages(topic: str, accounts: int, count: int) -> list[Message]:
         webhook_id = f"wh_{n % accounts:04d}"
         event_type = types[n % len(types)]
         body = build_event(account, event_type, sample_data(event_type)).body()
-        value = first_task_json(body, webhook_id, int(time.time() * 1000))
+        value = task_json(body, webhook_id, 1, int(time.time() * 1000))
         partition = (n % accounts) % PARTITIONS
         out.append(
             Message(topic=topic, partition=partition, offset=offsets[partition], key=webhook_id.encode(), value=value)
@@ -205,7 +205,7 @@ async def _measure(
     long-running dispatcher. Returns (seconds, process CPU seconds, profile text)."""
     producer = KafkaProducer(settings.kafka_bootstrap_servers)
     deliverer = Deliverer(settings)
-    topic = settings.topics.events
+    topic = settings.topics.deliveries
     try:
         await _dispatch(settings, MemoryConsumer(warm, topic), producer, deliverer, index)
         profile = _Profile(kind)

@@ -96,6 +96,9 @@ def _throughput(harness: Harness, stack: BenchStack, pids: dict[str, int], sizes
         "parked": stack.topic_messages(stack.topics.retry_10s),
         "cpu": cpu,
         "dispatcher_cpu_us_per_delivery": round(dispatcher_cpu / max(len(times), 1) * 1e6, 1),
+        "cpu_us_per_delivery": {
+            name: round(seconds / max(len(times), 1) * 1e6, 1) for name, seconds in cpu["cpu_s"].items()
+        },
     }
 
 
@@ -161,8 +164,13 @@ def run(harness: Harness, sizes: PipelineSizes, throughput_only: bool = False) -
         _seed(stack, harness)
         dispatcher = harness.start_dispatcher(stack)
         recorder = stack.start("recorder").pid
-        stack.start("retry-scheduler")  # parked deliveries come back through it, as in production
-        pids = {"dispatcher": dispatcher, "recorder": recorder, "receiver": harness.receiver.pid}
+        scheduler = stack.start("retry-scheduler").pid  # parked deliveries come back through it, as in production
+        pids = {
+            "dispatcher": dispatcher,
+            "retry scheduler": scheduler,
+            "recorder": recorder,
+            "receiver": harness.receiver.pid,
+        }
         throughput = _throughput(harness, stack, pids, sizes)
         if throughput_only:
             return {"throughput": throughput, "exit_codes": stack.stop_roles()}

@@ -12,7 +12,7 @@ Every host gets its own client (its own keep-alive pool) built with `ClientBuild
 checked_address)`; that client never resolves the host again, so a DNS answer that changes between the
 check and the connect (DNS rebinding) cannot take the connection elsewhere. Hosts are read with
 pyreqwest's own URL parser, so the host checked is byte for byte the host the client uses (`127.1` is
-the IP literal 127.0.0.1 to it; `address_guard.check_url_host` refuses such non-standard literals
+the IP literal 127.0.0.1 to it; `address_guard.url_host_problem` refuses such non-standard literals
 first), and IP literals are checked directly (one shared client serves them: no DNS is involved).
 A pin lives `PIN_TTL_S`; the next delivery after that resolves and checks again, keeps the client when
 its address is still answered, and otherwise builds a new pinned client (the old one closes when its
@@ -46,11 +46,12 @@ from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PyreqwestError
 from pyreqwest.http import Url
 
-from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, check_url_host, is_blocked
+from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, is_blocked, url_host_problem
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
 from dispatcher.subscriptions import Endpoint
+from dispatcher.wire_json import attempt_json
 from hookfleet import USER_AGENT, tracing
 from hookfleet.settings import DeliverySettings
 from schemas.ids import new_attempt_id
@@ -83,6 +84,37 @@ class DeliveryResult:
         return self.outcome is Outcome.SUCCESS
 
 
+def record_json(
+    body: bytes,
+    event: Event,
+    webhook_id: str,
+    attempt: int,
+    result: DeliveryResult,
+    next_step: NextStep,
+    test: bool = False,
+    replay_id: str | None = None,
+) -> bytes:
+    """The delivery-log record of one attempt, as the attempts topic carries it, with `body` (the bytes
+    sent) as its event: the same shape from the dispatcher and from "Test"; `replay_id` marks a replay's
+    attempts in the log."""
+    return attempt_json(
+        body,
+        event,
+        webhook_id,
+        attempt,
+        attempt_id=new_attempt_id(),
+        outcome=result.outcome,
+        status_code=result.status_code,
+        error=result.error,
+        response_ms=result.response_ms,
+        excerpt=result.excerpt,
+        attempted_at=result.attempted_at,
+        next_step=next_step,
+        test=test,
+        replay_id=replay_id,
+    )
+
+
 def attempt_record(
     event: Event,
     webhook_id: str,
@@ -92,25 +124,9 @@ def attempt_record(
     test: bool = False,
     replay_id: str | None = None,
 ) -> AttemptRecord:
-    """The delivery-log record of one attempt: the same shape from the dispatcher and from "Test";
-    `replay_id` marks the attempts of a replay in the log."""
-    return AttemptRecord(
-        attempt_id=new_attempt_id(),
-        event_id=event.id,
-        event_type=event.type,
-        account_id=event.account_id,
-        webhook_id=webhook_id,
-        attempt=attempt,
-        outcome=result.outcome,
-        status_code=result.status_code,
-        error=result.error,
-        response_ms=result.response_ms,
-        response_excerpt=result.excerpt,
-        attempted_at=result.attempted_at,
-        next_step=next_step,
-        test=test,
-        replay_id=replay_id,
-        event=event,
+    """`record_json` as the model (the API's Test stores it; tests seed logs with it)."""
+    return AttemptRecord.model_validate_json(
+        record_json(event.body(), event, webhook_id, attempt, result, next_step, test, replay_id)
     )
 
 
@@ -187,6 +203,18 @@ class Deliverer:
         self._pending: dict[str, asyncio.Future[_HostClient]] = {}
         self._literal_client: Client | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._url_problems: dict[str, str | None] = {}  # url -> why its host is refused (IP-literal forms)
+
+    def _check_host(self, url: str) -> None:
+        """IP literals in non-standard forms, blocked literals: judged once per URL (the answer depends only
+        on the URL and the allow list, both fixed for this deliverer)."""
+        problem = self._url_problems.get(url, "")
+        if problem == "":
+            if len(self._url_problems) >= 4096:
+                self._url_problems.clear()
+            problem = self._url_problems[url] = url_host_problem(url, self._allow)
+        if problem is not None:
+            raise BlockedAddressError(problem)
 
     def _build(self, domain: str | None = None, address: str | None = None, port: int = 443) -> Client:
         builder = (
@@ -305,7 +333,7 @@ class Deliverer:
         status: int | None = None
         retry_after: float | None = None
         try:
-            check_url_host(endpoint.url, self._allow)  # IP literals in non-standard forms, blocked literals
+            self._check_host(endpoint.url)
             target = parse_target(endpoint.url)
             client, host = await self._client_for(target)
             if host is not None:

@@ -3,7 +3,7 @@
 `webhooks.events` is keyed by account, but every limit a receiver needs is per webhook, so fan-out turns
 each event into one task per webhook on `webhooks.deliveries`, keyed by webhook id: all of a webhook's
 work then lands on one partition and one dispatcher owns it (worker.py). The event's canonical body is
-serialised once per event and spliced into each task, so N webhooks cost one serialisation, not N.
+serialised once per event and spliced into each task (wire_json.py), so N webhooks cost one serialisation, not N.
 """
 
 from __future__ import annotations
@@ -23,18 +23,6 @@ def recipients(event: Event, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint
         return endpoints
     about = event.data.get("webhook_id")
     return [e for e in endpoints if e.id != about]
-
-
-def first_task_json(event_body: bytes, webhook_id: str, due_at_ms: int) -> bytes:
-    """The JSON of `DeliveryTask(event, webhook_id, attempt=1, due_at)` without a second serialisation.
-
-    Webhook ids match `wh_[0-9A-Za-z]+` (schemas), so they need no JSON escaping; a unit test checks that
-    the result parses to the same `DeliveryTask` the model would build.
-    """
-    return b"".join(
-        (b'{"event":', event_body, b',"webhook_id":"', webhook_id.encode(), b'","attempt":1,"due_at":',
-         str(due_at_ms).encode(), b"}")
-    )  # fmt: skip
 
 
 @dataclass

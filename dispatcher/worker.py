@@ -32,18 +32,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dispatcher.delivery import Deliverer, DeliveryResult, attempt_record
-from dispatcher.fanout import FanoutJob, first_task_json, recipients
+from dispatcher.delivery import Deliverer, DeliveryResult, record_json
+from dispatcher.fanout import FanoutJob, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.routing import FailureRoute, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from dispatcher.wire_json import attempt_json, event_bytes, task_json
 from hookfleet import metrics, tracing
 from hookfleet.invalid import invalid_message
 from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, KafkaProducer, Message, PartitionKey
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
-from schemas.models import AttemptRecord, DeliveryTask, Event, NextStep, Outcome
+from schemas.models import DeliveryTask, Event, NextStep, Outcome
 from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class _Job:
     """One consumed delivery task on its way through its webhook's lane."""
 
     task: DeliveryTask
+    body: bytes  # the event's bytes as consumed: signed, sent, and copied into every record of this task
     key: TP
     generation: int
     offset: int
@@ -118,6 +120,7 @@ class Dispatcher:
         self._stopping = False
         self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        metrics.IN_FLIGHT.set_function(lambda: self._open_requests)  # read at scrape time, not set per request
 
     @property
     def assigned(self) -> set[TP]:
@@ -137,9 +140,11 @@ class Dispatcher:
     async def _consume(self, stage: StageConsumer, stop: asyncio.Event) -> None:
         batch = 500
         next_commit = 0.0
+        consumed = metrics.EVENTS_CONSUMED.labels("events" if stage.stage == "fanout" else "deliveries")
         while not stop.is_set():
             messages = await stage.poll(batch)
             self._heartbeat.beat()
+            consumed.inc(len(messages))
             for message in messages:
                 with tracing.consumed(message, stage.stage):  # hookfleet/tracing.py: a no-op when tracing is off
                     self._accept(stage, message)
@@ -225,10 +230,8 @@ class Dispatcher:
             self._finish(key, state.generation, offset)
             return
         if stage.stage == "fanout":
-            metrics.EVENTS_CONSUMED.labels("events").inc()
             self._fan_out(message, key, state.generation, offset)
         else:
-            metrics.EVENTS_CONSUMED.labels("deliveries").inc()
             self._take(message, key, state.generation, offset)
 
     def _finish(self, key: TP, generation: int, offset: int) -> None:
@@ -273,7 +276,7 @@ class Dispatcher:
         job = FanoutJob(key, generation, offset, len(endpoints), to_loop)
         self._fanout_pending += len(endpoints)
         for endpoint in endpoints:
-            value = first_task_json(body, endpoint.id, now_ms)
+            value = task_json(body, endpoint.id, 1, now_ms)
             webhook_id = endpoint.id
 
             def acked(error: KafkaError | None, _: Message, webhook_id: str = webhook_id, value: bytes = value) -> None:
@@ -299,18 +302,20 @@ class Dispatcher:
     # ------------------------------------------------------------------------------------ delivery stage
 
     def _take(self, message: Message, key: TP, generation: int, offset: int) -> None:
+        raw = message.value() or b""
         try:
-            task = DeliveryTask.model_validate_json(message.value() or b"")
+            task = DeliveryTask.model_validate_json(raw)
         except ValidationError as exc:
             self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
             return
+        body = event_bytes(raw, task)
         endpoint = self._index.get(task.webhook_id)
         reason = self._drop_reason(endpoint, task)
         if reason is not None:
-            self._spawn(self._finish_after(self._drop(task, *reason), key, generation, offset), key)
+            self._spawn(self._finish_after(self._drop(task, body, *reason), key, generation, offset), key)
             return
         assert endpoint is not None
-        job = _Job(task, key, generation, offset)
+        job = _Job(task, body, key, generation, offset)
         lane = self._lane(endpoint, key)
         self._held += 1
         now = time.monotonic()
@@ -378,7 +383,6 @@ class Dispatcher:
             job = lane.queue.popleft()
             lane.started(now)
             self._open_requests += 1
-            metrics.IN_FLIGHT.set(self._open_requests)
             self._spawn(self._run(webhook_id, lane, job), job.key)
         if lane.held_back and lane.below_release_mark():
             self._release(webhook_id, lane)
@@ -408,28 +412,27 @@ class Dispatcher:
             reason = self._drop_reason(endpoint, task)
             if reason is not None:
                 release()
-                await self._drop(task, *reason)
+                await self._drop(task, job.body, *reason)
             elif lane.policy.fifo:
                 assert endpoint is not None
-                answered = await self._deliver_in_order(endpoint, task, job.key)
+                answered = await self._deliver_in_order(endpoint, task, job.body, job.key)
                 release()
             else:
                 assert endpoint is not None
-                result = await self._deliverer.deliver(endpoint, task.event, task.attempt, task.event.body())
+                result = await self._deliverer.deliver(endpoint, task.event, task.attempt, job.body)
                 answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
                 release()  # the next request may start while this outcome is made durable
-                await self._route(endpoint, task.event, task.attempt, result, task.replay_id)
+                await self._route(endpoint, task.event, job.body, task.attempt, result, task.replay_id)
         except asyncio.CancelledError:
             self._held -= 1  # given up (shutdown, revoke): its offset stays unfinished for the next owner
             raise
         finally:
             release()
             self._open_requests -= 1
-            metrics.IN_FLIGHT.set(self._open_requests)
         self._held -= 1
         self._finish(job.key, job.generation, job.offset)
 
-    async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask, key: TP) -> bool:
+    async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask, body: bytes, key: TP) -> bool:
         """An ordered webhook retries in its lane, so its later events wait behind this one.
 
         Same schedule and per-status policy as every delivery (10 s / 60 s / 5 min, or a longer
@@ -437,16 +440,15 @@ class Dispatcher:
         Its offset stays unfinished meanwhile, so after a crash the event is delivered again before the
         later ones (restarting its schedule at the attempt consumed)."""
         event, attempt = task.event, task.attempt
-        body = event.body()
         while True:
             result = await self._deliverer.deliver(endpoint, event, attempt, body)
             if result.ok or (route := self._failure_route(attempt, result)).stage in ("dead", "disabled"):
-                await self._route(endpoint, event, attempt, result, task.replay_id)
+                await self._route(endpoint, event, body, attempt, result, task.replay_id)
                 return result.outcome is not Outcome.TIMEOUT
             self._count_attempt(event, result)
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
-            record = attempt_record(event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
-            await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
+            record = record_json(body, event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
+            await self._send_durably(self._topics.attempts, record, endpoint.id)
             current_task = asyncio.current_task()
             assert current_task is not None
             self._waiting_in_lane[current_task] = key
@@ -457,7 +459,7 @@ class Dispatcher:
             current = self._index.get(endpoint.id)
             reason = self._drop_reason(current, task)
             if reason is not None:
-                await self._drop(task.model_copy(update={"attempt": route.next_attempt}), *reason)
+                await self._drop(task, body, *reason, attempt=route.next_attempt)
                 return True
             assert current is not None
             endpoint, attempt = current, route.next_attempt
@@ -475,37 +477,39 @@ class Dispatcher:
         )
 
     def _count_attempt(self, event: Event, result: DeliveryResult) -> None:
-        metrics.DELIVERIES.labels(event.type.value, result.outcome.value).inc()
-        metrics.DELIVERY_DURATION.labels(result.outcome.value).observe(result.response_ms / 1000)
+        attempts, duration = metrics.attempt_series(event.type.value, result.outcome.value)
+        attempts.inc()
+        duration.observe(result.response_ms / 1000)
 
     async def _route(
-        self, endpoint: Endpoint, event: Event, attempt: int, result: DeliveryResult, replay_id: str | None = None
+        self,
+        endpoint: Endpoint,
+        event: Event,
+        body: bytes,
+        attempt: int,
+        result: DeliveryResult,
+        replay_id: str | None = None,
     ) -> None:
         """Log the attempt and, when it failed, hand the task to its delay topic or the dead letters (a
         replayed delivery keeps its replay id through its retries and in every log row)."""
         self._count_attempt(event, result)
         if result.ok:
             metrics.EVENT_TO_DELIVERED.observe(max(0.0, (result.attempted_at - event.created_at).total_seconds()))
-            record = attempt_record(event, endpoint.id, attempt, result, "done", replay_id=replay_id)
-            await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
+            record = record_json(body, event, endpoint.id, attempt, result, "done", replay_id=replay_id)
+            await self._send_durably(self._topics.attempts, record, endpoint.id)
             return
         route = self._failure_route(attempt, result)
         if route.stage == "disabled":
             # 410 Gone: nothing more is queued; the recorder switches the webhook off from this record.
             log.warning("event=webhook_gone webhook_id=%s event_id=%s status=410", endpoint.id, event.id)
-            record = attempt_record(event, endpoint.id, attempt, result, "disabled", replay_id=replay_id)
-            await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id)
+            record = record_json(body, event, endpoint.id, attempt, result, "disabled", replay_id=replay_id)
+            await self._send_durably(self._topics.attempts, record, endpoint.id)
             return
-        task = DeliveryTask(
-            event=event,
-            webhook_id=endpoint.id,
-            attempt=route.next_attempt,
-            due_at=route.due_at_ms,
-            last_error=result.error,
-            replay_id=replay_id,
+        task = task_json(
+            body, endpoint.id, route.next_attempt, route.due_at_ms, last_error=result.error, replay_id=replay_id
         )
         step: NextStep = "dead" if route.stage == "dead" else "retry"
-        record = attempt_record(event, endpoint.id, attempt, result, step, replay_id=replay_id)
+        record = record_json(body, event, endpoint.id, attempt, result, step, replay_id=replay_id)
         if route.stage == "dead":
             metrics.DEAD_LETTERS.labels(event.type.value).inc()
             log.warning(
@@ -514,47 +518,58 @@ class Dispatcher:
         else:
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
         await asyncio.gather(
-            self._send_durably(route.topic, task.model_dump_json().encode(), endpoint.id),
-            self._send_durably(self._topics.attempts, record.model_dump_json().encode(), endpoint.id),
+            self._send_durably(route.topic, task, endpoint.id),
+            self._send_durably(self._topics.attempts, record, endpoint.id),
         )
 
     async def _park(self, job: _Job) -> None:
         """Defer a slow or hanging webhook's delivery through the first delay topic (not an attempt)."""
         task = job.task
         route = route_park(task.attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
-        parked = task.model_copy(update={"due_at": route.due_at_ms, "parked": True})
+        parked = task_json(
+            job.body,
+            task.webhook_id,
+            task.attempt,
+            route.due_at_ms,
+            parked=True,
+            last_error=task.last_error,
+            replay_id=task.replay_id,
+        )
         metrics.RETRIES_SCHEDULED.labels("parked").inc()
         log.debug(
             "event=delivery_parked webhook_id=%s event_id=%s attempt=%d", task.webhook_id, task.event.id, task.attempt
         )
-        await self._send_durably(route.topic, parked.model_dump_json().encode(), task.webhook_id)
+        await self._send_durably(route.topic, parked, task.webhook_id)
         self._held -= 1
         self._finish(job.key, job.generation, job.offset)
 
-    async def _drop(self, task: DeliveryTask, reason: str, kind: str) -> None:
+    async def _drop(self, task: DeliveryTask, body: bytes, reason: str, kind: str, attempt: int | None = None) -> None:
+        """Log that a task was not tried (`attempt`: the one it would have made, when not the task's own)."""
+        attempt = task.attempt if attempt is None else attempt
         metrics.DROPPED.labels(kind).inc()
         log.info(
             "event=task_dropped webhook_id=%s event_id=%s attempt=%d reason=%r",
             task.webhook_id,
             task.event.id,
-            task.attempt,
+            attempt,
             reason,
         )
-        record = AttemptRecord(  # nothing was tried
+        record = attempt_json(  # nothing was tried
+            body,
+            task.event,
+            task.webhook_id,
+            attempt,
             attempt_id=new_attempt_id(),
-            event_id=task.event.id,
-            event_type=task.event.type,
-            account_id=task.event.account_id,
-            webhook_id=task.webhook_id,
-            attempt=task.attempt,
             outcome=Outcome.DROPPED,
+            status_code=None,
             error=reason,
+            response_ms=None,
+            excerpt="",
             attempted_at=datetime.now(UTC),
             next_step="dropped",
-            event=task.event,
             replay_id=task.replay_id,
         )
-        await self._send_durably(self._topics.attempts, record.model_dump_json().encode(), task.webhook_id)
+        await self._send_durably(self._topics.attempts, record, task.webhook_id)
 
     async def _to_invalid(self, message: Message, reason: str) -> None:
         metrics.INVALID_EVENTS.labels("validation").inc()

@@ -92,6 +92,47 @@ def payload_rows(records: list[AttemptRecord]) -> list[tuple[str, str, str, date
 
 
 INSERT_PAYLOAD = (
-    "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s::jsonb, %s) "
+    "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s::json, %s) "
     "ON CONFLICT (event_id, logged_on) DO NOTHING"
 )
+
+
+LATENCY_BOUNDS_MS = (
+    1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300, 400, 500,
+    600, 800, 1000, 1200, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000,
+)  # fmt: skip
+"""Lower bounds of the response-time histogram's buckets (each at most ~25% wide): bucket i holds the times in
+[bound i-1, bound i), bucket 0 those below 1 ms, the last those of 10 s and more. Migration 0008 backfilled
+with these same bounds (a unit test checks it)."""
+
+_HOUR = "date_bin('1 hour', attempted_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+_BOUNDS = "'{" + ",".join(map(str, LATENCY_BOUNDS_MS)) + "}'::int[]"
+_BUCKETS = ", ".join(
+    f"count(*) FILTER (WHERE width_bucket(response_ms, {_BOUNDS}) = {i})" for i in range(len(LATENCY_BOUNDS_MS) + 1)
+)
+
+
+def rollup_sql(source: str) -> str:
+    """Add the attempts of `source` (a table, a CTE or a subquery with the delivery_attempts columns) to
+    `webhook_stats_hourly`: per webhook and UTC hour, attempts by outcome and a response-time histogram.
+
+    Why a rollup: the health view reads at most 168 rows per webhook instead of aggregating up to millions of
+    log rows (bench/RESULTS.md "Webhook health stats"). Rows are added in (webhook, hour) order, so two
+    writers lock them in the same order and never deadlock. `dropped` rows are no attempt.
+    """
+    return (
+        "INSERT INTO webhook_stats_hourly AS s (webhook_id, hour, account_id, success, http_error, timeout,"  # noqa: S608 - `source` is a fixed text of the callers
+        " connection_error, first_attempts, latency) "
+        f"SELECT webhook_id, {_HOUR}, min(account_id),"
+        " count(*) FILTER (WHERE outcome = 'success'), count(*) FILTER (WHERE outcome = 'http_error'),"
+        " count(*) FILTER (WHERE outcome = 'timeout'),"
+        " count(*) FILTER (WHERE outcome IN ('connection_error', 'tls_error', 'blocked')),"
+        f" count(*) FILTER (WHERE attempt = 1), ARRAY[{_BUCKETS}]::int[] "
+        f"FROM {source} WHERE outcome <> 'dropped' GROUP BY 1, 2 ORDER BY 1, 2 "
+        "ON CONFLICT (webhook_id, hour) DO UPDATE SET success = s.success + excluded.success,"
+        " http_error = s.http_error + excluded.http_error, timeout = s.timeout + excluded.timeout,"
+        " connection_error = s.connection_error + excluded.connection_error,"
+        " first_attempts = s.first_attempts + excluded.first_attempts,"
+        " latency = ARRAY(SELECT a + b FROM unnest(s.latency, excluded.latency)"
+        " WITH ORDINALITY AS t(a, b, i) ORDER BY i)"
+    )

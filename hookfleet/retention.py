@@ -154,6 +154,8 @@ def prune_on(
             )
         # Replays are bookkeeping about the log: they go with it (a small table, a small delete).
         conn.execute("DELETE FROM replays WHERE created_at < %s", (horizon(retention_days, now),))
+        # So are the hourly stats (one row per webhook and hour): the log's horizon applies to them too.
+        conn.execute("DELETE FROM webhook_stats_hourly WHERE hour < %s", (horizon(retention_days, now),))
     seconds = time.monotonic() - started
     if not dry_run:
         metrics.LOG_PRUNE_DURATION.observe(seconds)

@@ -227,6 +227,7 @@ class RecorderSettings(CommonSettings):
                     f" or smtps://user:password@host:465 (got scheme {parts.scheme!r})"
                 )
         return value
+
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
     drain_timeout_s: float = Field(

@@ -362,6 +362,7 @@ class Recorder:
         for gone in self._top_reported - top:  # bounded: a webhook leaving the top N loses its series
             metrics.WEBHOOK_FAILURES_TOP.remove(gone)
         self._top_reported = top
+
     def _send_outbox(self) -> None:
         """Publish operational events (webhook.failing / .recovered / .disabled) like any product event,
         and mail the account's notification address when SMTP is configured."""

@@ -20,7 +20,15 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, INSERT_PAYLOAD, attempt_row, json_text, log_day, payload_rows
+from hookfleet.attempt_rows import (
+    ATTEMPT_COLUMNS,
+    INSERT_PAYLOAD,
+    attempt_row,
+    json_text,
+    log_day,
+    payload_rows,
+    rollup_sql,
+)
 from hookfleet.db import connect
 from hookfleet.retention import ensure_days, horizon
 from recorder.batch import Batch, dead_letter_row
@@ -43,10 +51,15 @@ _CREATE_STAGING = (
     "(LIKE delivery_attempts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 
+# The rows really inserted (a replayed Kafka record meets ON CONFLICT DO NOTHING) are added to the hourly stats
+# in the same statement, so a replay never counts an attempt twice; the answer is how many were inserted.
 _MOVE_STAGED = (
-    f"INSERT INTO delivery_attempts ({_COLUMNS}) "  # noqa: S608 - fixed column list, no input
+    f"WITH moved AS (INSERT INTO delivery_attempts ({_COLUMNS}) "  # noqa: S608 - fixed column list, no input
     f"SELECT {_COLUMNS} FROM recorder_attempts_staging "
-    "ON CONFLICT (attempt_id, attempted_at) DO NOTHING"
+    "ON CONFLICT (attempt_id, attempted_at) DO NOTHING "
+    "RETURNING webhook_id, account_id, attempted_at, outcome, attempt, response_ms), "
+    f"rolled AS ({rollup_sql('moved')} RETURNING 1) "
+    "SELECT count(*) FROM moved"
 )
 
 _UPSERT_DEAD = (
@@ -172,7 +185,8 @@ class RecorderStore:
                     for record in attempts:
                         copy.write_row(attempt_row(record))
                 cur.execute(_MOVE_STAGED)
-                inserted = cur.rowcount
+                counted = cur.fetchone()
+                inserted = int(str(counted[0])) if counted else 0
                 payloads = payload_rows(attempts)
                 if payloads:
                     cur.executemany(INSERT_PAYLOAD, payloads)

@@ -204,7 +204,8 @@ class WebhookView(_Response):
         examples=[{"Authorization": "****c0de"}],
     )
     secret: str = Field(
-        description="masked (`whsec_****` + its last 4 characters); shown in full only on create and rotate",
+        description="masked (`whsec_****` + its last 4 characters); shown in full on create and rotate, and by"
+        " `GET /v1/webhooks/{id}/secret`",
         examples=["whsec_****Zw8="],
     )
     previous_secret_expires_at: Timestamp | None = Field(
@@ -216,7 +217,7 @@ class WebhookView(_Response):
 
 class WebhookWithSecret(WebhookView):
     secret: str = Field(
-        description="the signing secret in full; shown only in this response, store it now",
+        description="the signing secret in full; store it now (`GET /v1/webhooks/{id}/secret` reveals it again)",
         examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
     )
 
@@ -305,6 +306,94 @@ class RecoverRequest(_Request):
 class RecoverResult(_Response):
     webhook_id: str
     redriven: int = Field(ge=0, description="dead-lettered deliveries queued again as a fresh attempt 1")
+
+
+class WebhookSecret(_Response):
+    """The signing secret in full, revealed to the account on request (it is stored encrypted, not hashed)."""
+
+    webhook_id: str
+    secret: str = Field(description="the current signing secret", examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+    previous_secret_expires_at: Timestamp | None = Field(
+        default=None, description="while set, the secret before the last rotation also signs every delivery"
+    )
+
+
+StatsWindow = Literal["24h", "7d"]
+
+
+class StatsQuery(BaseModel):
+    """Query string of the health stats (strings from the URL, so not strict)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: StatsWindow = Field(default="24h", description="the last 24 hours or the last 7 days, in hourly buckets")
+
+
+class StatsBucket(_Response):
+    """One hour of a webhook's attempts, by outcome (`dropped` rows are not attempts and are not counted)."""
+
+    start: Timestamp = Field(description="start of the hour (UTC)")
+    success: int = Field(ge=0)
+    http_error: int = Field(ge=0, description="answered, but not 2xx")
+    timeout: int = Field(ge=0)
+    connection_error: int = Field(ge=0, description="connection or TLS error, or a blocked address")
+    p50_ms: int | None = Field(
+        description="median response time of the hour's attempts, as the upper bound of its histogram bucket"
+        " (buckets at most ~25% wide); null: none"
+    )
+    p95_ms: int | None = Field(description="95th percentile response time, likewise; null: none")
+
+
+class StatsSummary(_Response):
+    attempts: int = Field(ge=0, description="every attempt made (retries and Test deliveries included)")
+    deliveries: int = Field(ge=0, description="first attempts: events sent to this webhook, retries not counted")
+    successes: int = Field(ge=0)
+    failures: int = Field(ge=0, description="attempts that were not a 2xx")
+    success_rate: float | None = Field(ge=0, le=1, description="successes / attempts; null when there was none")
+    p50_ms: int | None = Field(description="median response time over the window (histogram bucket upper bound)")
+    p95_ms: int | None = Field(description="95th percentile response time over the window, likewise")
+    dead_letters: int = Field(ge=0, description="deliveries dead-lettered in the window (attempt 4 failed)")
+
+
+class WebhookStats(_Response):
+    webhook_id: str
+    window: StatsWindow
+    since: Timestamp = Field(description="start of the first bucket")
+    until: Timestamp = Field(description="when the stats were computed (the last bucket is the current hour)")
+    bucket_seconds: Literal[3600] = 3600
+    summary: StatsSummary
+    buckets: list[StatsBucket] = Field(description="oldest first, one per hour, hours without attempts included")
+
+
+class DeliveryRequest(_Response):
+    """The request of one attempt, rebuilt from the stored event: the body is the bytes that were sent."""
+
+    method: Literal["POST"] = "POST"
+    url: str = Field(description="the webhook's current URL")
+    headers: dict[str, str] = Field(
+        description="the headers of that attempt: signatures recomputed from the stored body, the attempt's"
+        " timestamp and the webhook's current secret (the same as sent unless the secret was rotated since);"
+        " custom header values masked"
+    )
+    body: str | None = Field(description="the raw body as sent; null once the event's payload is past retention")
+
+
+class DeliveryResponse(_Response):
+    status_code: int | None = Field(description="HTTP status, or null on timeout / connection / TLS error")
+    error: str | None
+    response_ms: int | None
+    body_excerpt: str = Field(description="the first 512 bytes of the response body, as stored")
+    headers: None = Field(default=None, description="response headers are not kept by the delivery log")
+
+
+class DeliveryDetail(_Response):
+    """One attempt: the request as sent, the response as stored, and every attempt of that event to the webhook."""
+
+    webhook_id: str
+    delivery: Delivery
+    request: DeliveryRequest
+    response: DeliveryResponse
+    timeline: list[Delivery] = Field(description="every logged attempt of this event to this webhook, oldest first")
 
 
 # ------------------------------------------------------------------------------------------ account
@@ -462,8 +551,11 @@ __all__ = [
     "ApiKeyView",
     "ApiKeyWithSecret",
     "Delivery",
+    "DeliveryDetail",
     "DeliveryPage",
     "DeliveryQuery",
+    "DeliveryRequest",
+    "DeliveryResponse",
     "ErrorBody",
     "ErrorDetail",
     "EventTypeInfo",
@@ -472,11 +564,16 @@ __all__ = [
     "RecoverRequest",
     "RecoverResult",
     "RedeliverResult",
+    "StatsBucket",
+    "StatsQuery",
+    "StatsSummary",
     "TestRequest",
     "TestResult",
     "Timestamp",
     "WebhookCreate",
     "WebhookList",
+    "WebhookSecret",
+    "WebhookStats",
     "WebhookUpdate",
     "WebhookView",
     "WebhookWithSecret",

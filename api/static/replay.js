@@ -57,7 +57,7 @@
   }
 
   function openReplay(webhookId, name) {
-    for (const id of ["test-panel", "logs-panel", "webhook-form"]) $(id).hidden = true;
+    for (const id of ["test-panel", "webhook-form"]) $(id).hidden = true;
     stopPolling();
     replay.webhook = { id: webhookId, name };
     replay.request = null;

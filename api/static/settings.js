@@ -106,7 +106,7 @@ async function showApp() {
   const account = await api("GET", "/v1/account");
   $("notify-email").value = account.notification_email || "";
   $("app-title").setAttribute("tabindex", "-1");
-  focusHeading("app-title");
+  await route(); // detail.js: the view the address names (the list by default)
 }
 
 // ----------------------------------------------------------------------------------------- list
@@ -156,7 +156,7 @@ function renderWebhooks() {
     const row = el(
       "tr",
       { "data-webhook-id": webhook.id },
-      el("th", { scope: "row", text: webhook.name }),
+      el("th", { scope: "row" }, el("a", { href: `#/webhooks/${webhook.id}`, text: webhook.name })),
       el("td", { class: "url", text: webhook.url }),
       el("td", { class: "events", text: webhook.events.join(", ") }),
       el("td", {}, statusBadge(webhook.status)),
@@ -173,7 +173,6 @@ function renderWebhooks() {
           "div",
           { class: "row-actions" },
           el("button", { type: "button", text: "Test", "aria-label": `Test ${webhook.name}`, onclick: () => openTest(webhook) }),
-          el("button", { type: "button", text: "Logs", "aria-label": `Logs of ${webhook.name}`, onclick: () => openLogs(webhook) }),
           el("button", {
             type: "button",
             text: "Rotate secret",
@@ -233,6 +232,7 @@ async function remove(webhook) {
     notice(`${webhook.name} was deleted.`);
     closePanels();
     await loadWebhooks();
+    if (location.hash !== "#/") location.hash = "#/";
   } catch (error) {
     notice(`Could not delete ${webhook.name}: ${error.message}`, true);
   }
@@ -298,8 +298,13 @@ function clearFormErrors() {
 
 function openForm() {
   closePanels();
+  state.editing = null;
   $("webhook-form").reset();
   clearFormErrors();
+  $("form-title").textContent = "New webhook";
+  $("form-submit").textContent = "Create webhook";
+  $("form-hint").hidden = true;
+  $("wh-headers-keep").textContent = "";
   $("webhook-form").hidden = false;
   $("wh-name").focus();
 }
@@ -319,6 +324,7 @@ function validateForm(body) {
 async function createWebhook(event) {
   event.preventDefault();
   clearFormErrors();
+  if (state.editing) return saveEdit(); // detail.js
   const form = $("webhook-form");
   const body = {
     name: $("wh-name").value,
@@ -342,13 +348,18 @@ async function createWebhook(event) {
     showSecret(created);
     await loadWebhooks();
   } catch (error) {
-    const field = (error.field || "").split(".")[0];
-    if (FORM_FIELDS[field]) {
-      setFieldError(FORM_FIELDS[field], error.message.replace(/^[a-z_.0-9]+: /, ""));
-      focusField(field);
-    } else {
-      $("form-error").textContent = error.message;
-    }
+    showApiError(error);
+  }
+}
+
+// The API's message next to the field it names (the first part of `error.field`), else under the form.
+function showApiError(error) {
+  const field = (error.field || "").split(".")[0];
+  if (FORM_FIELDS[field]) {
+    setFieldError(FORM_FIELDS[field], error.message.replace(/^[a-z_.0-9]+: /, ""));
+    focusField(field);
+  } else {
+    $("form-error").textContent = error.message;
   }
 }
 
@@ -389,14 +400,16 @@ async function copySecret() {
 function hideSecret() {
   $("secret-value").value = "";
   $("secret-panel").hidden = true;
-  $("new-webhook").focus();
+  const back = !$("detail-view").hidden ? $("detail-title") : $("new-webhook");
+  back.focus();
 }
 
 // ----------------------------------------------------------------------------------------- test
 
 function closePanels() {
-  for (const id of ["test-panel", "logs-panel", "webhook-form"]) $(id).hidden = true;
+  for (const id of ["test-panel", "webhook-form"]) $(id).hidden = true;
   state.current = null;
+  state.editing = null;
 }
 
 function openTest(webhook) {
@@ -428,6 +441,7 @@ async function sendTest(event) {
       el("pre", { class: "excerpt", "aria-label": "Response body", text: answer.response_excerpt || "(empty body)" }),
     );
     await loadWebhooks();
+    if (state.detail && state.detail.id === webhook.id) await Promise.all([loadStats(), loadLogs(false)]); // detail.js
   } catch (error) {
     result.replaceChildren(el("p", { class: "field-error", text: error.message }));
   }
@@ -435,17 +449,9 @@ async function sendTest(event) {
 
 // ----------------------------------------------------------------------------------------- logs
 
-function openLogs(webhook) {
-  closePanels();
-  state.current = webhook;
-  $("logs-title").textContent = `Deliveries of ${webhook.name}`;
-  $("logs-panel").hidden = false;
-  focusHeading("logs-title");
-  return loadLogs(false);
-}
-
+// The log of the webhook shown in the detail view (detail.js sets state.detail).
 async function loadLogs(more) {
-  const webhook = state.current;
+  const webhook = state.detail;
   const params = new URLSearchParams({ limit: "25" });
   if ($("logs-type").value) params.set("event_type", $("logs-type").value);
   if ($("logs-outcome").value) params.set("outcome", $("logs-outcome").value);
@@ -475,7 +481,8 @@ function logRow(row) {
     {},
     el("td", { class: "mono time", text: formatTime(row.attempted_at) }),
     kind,
-    el("td", { class: "mono", text: row.event_id }),
+    el("td", { class: "mono" }, el("a", { href: `#/deliveries/${row.attempt_id}`, text: row.event_id,
+      "aria-label": `Delivery of event ${row.event_id}, attempt ${row.attempt}` })),
     el("td", { text: String(row.attempt) }),
     el("td", {}, el("span", { class: `badge ${ok ? "success" : "failure"}`, text: status })),
     el("td", { text: row.response_ms === null ? "—" : `${row.response_ms} ms` }),
@@ -509,8 +516,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").addEventListener("click", () => signOut(""));
   $("new-webhook").addEventListener("click", openForm);
   $("cancel-form").addEventListener("click", () => {
+    const editing = state.editing;
     closePanels();
-    $("new-webhook").focus();
+    if (editing) location.hash = `#/webhooks/${editing.id}`;
+    else $("new-webhook").focus();
   });
   $("webhook-form").addEventListener("submit", createWebhook);
   $("notify-form").addEventListener("submit", saveNotifyEmail);

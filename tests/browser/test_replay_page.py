@@ -105,7 +105,7 @@ async def test_replay_counts_first_then_sends_on_confirm_and_shows_progress(
 
     # The log marks the replayed attempt
     await page.get_by_role("button", name="Close").last.click()
-    await page.get_by_role("button", name="Logs of CRM Sync").click()
+    await page.get_by_role("link", name="CRM Sync").click()  # the log is on the webhook's own page
     rows = page.locator("#logs tbody tr")
     await expect(rows).to_have_count(4)
     await expect(rows.nth(0).locator(".badge.replay")).to_have_text("replay")

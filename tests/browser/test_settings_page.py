@@ -2,7 +2,8 @@
 against the real API, real PostgreSQL and a real HTTPS receiver.
 
 A customer signs in with an API key, creates a webhook, sees its secret once, presses Test and sees the
-receiver's 200, switches Active off (with the keyboard) and on, and reads the delivery log. Screenshots
+receiver's 200, switches Active off (with the keyboard) and on, and reads the delivery log on the webhook's
+own page. Screenshots
 of each step are written to tests/artifacts/ for people to look at.
 """
 
@@ -185,8 +186,9 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
         status_code=None,
         account_id="acct_acme",
     )
-    await page.get_by_role("button", name="Logs of CRM Sync").click()
-    await expect(page.get_by_role("heading", name="Deliveries of CRM Sync")).to_be_focused()
+    await page.get_by_role("link", name="CRM Sync").click()  # the log is on the webhook's own page
+    await expect(page.get_by_role("heading", name="CRM Sync", level=1)).to_be_focused()
+    await expect(page.get_by_role("heading", name="Deliveries of CRM Sync")).to_be_visible()
     rows = page.locator("#logs tbody tr")
     await expect(rows).to_have_count(3)
     await expect(rows.nth(0)).to_contain_text("contact.created")
@@ -208,6 +210,8 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await page.get_by_role("button", name="Filter").click()
     await expect(rows).to_have_count(1)
     await expect(rows.nth(0)).to_contain_text("message.incoming")
+    await page.get_by_role("link", name="All webhooks").click()
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_focused()
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Rotate the secret of CRM Sync").click()
     await expect(page.get_by_role("heading", name="Signing secret of CRM Sync")).to_be_focused()

@@ -305,6 +305,10 @@ async def test_account_b_can_neither_see_nor_touch_account_a(
         ("GET", f"{path}/deliveries", None),
         ("POST", f"{path}/recover", {}),
         ("POST", f"/v1/deliveries/{tested['attempt_id']}/redeliver", None),
+        ("GET", f"{path}/secret", None),
+        ("GET", f"{path}/stats", None),
+        ("GET", f"{path}/stats?window=7d", None),
+        ("GET", f"/v1/deliveries/{tested['attempt_id']}", None),
     ]:
         reply = await api.call(method, target, key_b, body)
         assert reply.status == 404, (method, target, reply.body)

@@ -47,6 +47,9 @@ async def test_every_v1_operation_needs_a_valid_api_key(api: RunningApi, key: st
         ("POST", "/v1/webhooks"),
         ("GET", "/v1/webhooks/wh_X"),
         ("POST", "/v1/deliveries/att_X/redeliver"),
+        ("GET", "/v1/webhooks/wh_X/secret"),
+        ("GET", "/v1/webhooks/wh_X/stats"),
+        ("GET", "/v1/deliveries/att_X"),
     ]:
         missing = await api.call(method, path)
         assert missing.status == 401
@@ -238,6 +241,10 @@ async def test_unknown_webhooks_are_404_everywhere(api: RunningApi, key: str) ->
         ("GET", "/v1/webhooks/wh_01NOSUCH/deliveries", None),
         ("POST", "/v1/webhooks/wh_01NOSUCH/recover", {}),
         ("POST", "/v1/deliveries/att_01NOSUCH/redeliver", None),
+        ("GET", "/v1/webhooks/wh_01NOSUCH/secret", None),
+        ("GET", "/v1/webhooks/wh_01NOSUCH/stats", None),
+        ("GET", "/v1/deliveries/att_01NOSUCH", None),
+        ("GET", "/v1/deliveries/att_%00", None),
         ("GET", "/v1/webhooks/'%20OR%201=1--", None),
         ("GET", "/v1/webhooks/wh_%00x", None),
         ("PATCH", "/v1/webhooks/wh_%00x", {"active": False}),

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.accounts import create_account
 from api.app import build_app
+from hookfleet.attempt_rows import rollup_sql
 from hookfleet.kafka import new_consumer
 from hookfleet.settings import ApiSettings
 from schemas.catalog import EventType, sample_data
@@ -161,6 +162,9 @@ def insert_attempt(
                 "ok" if outcome == "success" else "",
                 at,
             ),
+        )
+        conn.execute(  # the hourly stats, as every writer of the log keeps them
+            rollup_sql("(SELECT * FROM delivery_attempts WHERE attempt_id = %s) AS one"), (attempt_id,)
         )
         if with_payload:
             conn.execute(

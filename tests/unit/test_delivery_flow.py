@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.fanout import FanoutJob, first_task_json
+from dispatcher.fanout import FanoutJob
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.offset_codec import decode_finished, encode_finished
 from dispatcher.offsets import LowWaterMark
+from dispatcher.wire_json import task_json
 from producer.publisher import build_event
 from schemas.models import DeliveryTask
 
@@ -164,7 +165,7 @@ def test_low_water_mark_commit_point_and_finished_above() -> None:
 
 def test_first_task_json_is_the_task_the_model_would_build() -> None:
     event = build_event("acct_1", "message.sent", {"text": 'h\u00e9llo "quoted"', "n": [1, 2]})
-    raw = first_task_json(event.body(), "wh_01ABC", 1_700_000_000_123)
+    raw = task_json(event.body(), "wh_01ABC", 1, 1_700_000_000_123)
     task = DeliveryTask.model_validate_json(raw)
     assert task == DeliveryTask(event=event, webhook_id="wh_01ABC", attempt=1, due_at=1_700_000_000_123)
     assert task.event.body() == event.body()

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 
 from dispatcher.delivery import DeliveryResult
-from dispatcher.fanout import first_task_json
 from dispatcher.offset_codec import decode_finished
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from dispatcher.wire_json import task_json
 from dispatcher.worker import Dispatcher
 from hookfleet.settings import DispatcherSettings
 from producer.publisher import build_event
@@ -119,7 +119,7 @@ async def test_failed_delivery_is_routed_to_the_first_delay_topic_and_logged() -
     broker = MemoryBroker()
     index = SubscriptionIndex([endpoint("wh_a")])
     event = build_event("acct_1", EventType.MESSAGE_READ, {})
-    broker.append(SETTINGS.topics.deliveries, first_task_json(event.body(), "wh_a", 0), key="wh_a")
+    broker.append(SETTINGS.topics.deliveries, task_json(event.body(), "wh_a", 1, 0), key="wh_a")
     deliverer = StubDeliverer(lambda *_: result(Outcome.HTTP_ERROR, 500))
     await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.retry_10s)),
                     stages=("delivery",))  # fmt: skip
@@ -133,7 +133,7 @@ async def test_task_of_a_disabled_webhook_is_dropped_with_a_log_row() -> None:
     broker = MemoryBroker()
     index = SubscriptionIndex([endpoint("wh_a", active=False)])
     event = build_event("acct_1", EventType.MESSAGE_READ, {})
-    broker.append(SETTINGS.topics.deliveries, first_task_json(event.body(), "wh_a", 0), key="wh_a")
+    broker.append(SETTINGS.topics.deliveries, task_json(event.body(), "wh_a", 1, 0), key="wh_a")
     deliverer = StubDeliverer()
     await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.attempts)),
                     stages=("delivery",))  # fmt: skip
@@ -150,7 +150,7 @@ async def test_a_hanging_webhooks_queue_is_parked_and_others_keep_flowing() -> N
     for n in range(5):
         for webhook_id in ("wh_slow", "wh_fast"):
             body = build_event("acct_1", EventType.MESSAGE_SENT, {"n": n}).body()
-            broker.append(settings.topics.deliveries, first_task_json(body, webhook_id, 0), key=webhook_id)
+            broker.append(settings.topics.deliveries, task_json(body, webhook_id, 1, 0), key=webhook_id)
     deliverer = StubDeliverer()
     deliverer.gate = asyncio.Event()  # never set: wh_slow hangs
     await run_until(broker, index, deliverer, lambda: len(broker.messages(settings.topics.retry_10s)) == 4,
@@ -168,9 +168,9 @@ async def test_commit_names_the_finished_offsets_above_an_unfinished_one_and_a_r
     index = SubscriptionIndex([endpoint("wh_slow"), endpoint("wh_fast")])
     deliveries = SETTINGS.topics.deliveries
     body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
-    broker.append(deliveries, first_task_json(body, "wh_slow", 0), key="wh_slow")
+    broker.append(deliveries, task_json(body, "wh_slow", 1, 0), key="wh_slow")
     for _ in range(5):
-        broker.append(deliveries, first_task_json(body, "wh_fast", 0), key="wh_fast")
+        broker.append(deliveries, task_json(body, "wh_fast", 1, 0), key="wh_fast")
     settings = SETTINGS.model_copy(update={"park_after_s": 60.0})
     first = StubDeliverer()
     first.gate = asyncio.Event()  # the slow one is still open when the dispatcher stops
@@ -191,7 +191,7 @@ async def test_an_offset_is_committed_only_once_its_outcome_is_acknowledged(outc
     broker = MemoryBroker(partitions=1)
     index = SubscriptionIndex([endpoint("wh_a")])
     body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
-    broker.append(SETTINGS.topics.deliveries, first_task_json(body, "wh_a", 0), key="wh_a")
+    broker.append(SETTINGS.topics.deliveries, task_json(body, "wh_a", 1, 0), key="wh_a")
     consumers = {"delivery": MemoryConsumer(broker, SETTINGS.group_id)}
     producer = MemoryProducer(broker, acks="manual")
     deliverer = StubDeliverer(lambda *_: result(outcome, 200 if outcome is Outcome.SUCCESS else 503))
@@ -218,7 +218,7 @@ async def test_an_ordered_webhook_waiting_for_its_retry_does_not_hold_up_shutdow
     index = SubscriptionIndex([endpoint("wh_a", ordering="fifo")])
     settings = SETTINGS.model_copy(update={"retry_delays_s": (30.0, 30.0, 30.0), "drain_timeout_s": 5.0})
     body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
-    broker.append(settings.topics.deliveries, first_task_json(body, "wh_a", 0), key="wh_a")
+    broker.append(settings.topics.deliveries, task_json(body, "wh_a", 1, 0), key="wh_a")
     deliverer = StubDeliverer(lambda *_: result(Outcome.HTTP_ERROR, 500))
     consumers = {"delivery": MemoryConsumer(broker, settings.group_id)}
     dispatcher = Dispatcher(settings, consumers, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
