@@ -10,7 +10,7 @@ from aiohttp import web
 
 from api.app import build_app
 from api.resources import RESOURCES
-from hookfleet import logs
+from hookfleet import logs, tracing
 from hookfleet.metrics import HealthServer, Heartbeat
 from hookfleet.settings import ApiSettings
 from hookfleet.shutdown import Shutdown
@@ -64,5 +64,6 @@ async def serve(settings: ApiSettings) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = ApiSettings()
     logs.setup(settings.log_level, role="api")
+    tracing.setup("api", send_to_receivers=settings.trace_receivers)  # Test deliveries and replays
     asyncio.run(serve(settings))
     return 0
