@@ -12,6 +12,7 @@ reached its receiver and the delivery log, and prints its figures (FAILOVER line
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import threading
 import time
@@ -34,7 +35,8 @@ from schemas.topics import Topics
 from tests.support.fleet import Fleet, Role, seed_account, seed_webhook
 from tests.support.receiver import HttpsReceiver
 
-pytestmark = pytest.mark.integration
+# One cluster for the whole module: under pytest-xdist (--dist loadgroup) its tests stay on one worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka-cluster")]
 
 BASE_PORT = 28092  # brokers 28092-28094, controllers 28192-28194: clear of the local stack, `dev up --brokers 3`
 # and of the ephemeral port range (32768+), where a client reconnecting to a dead broker can connect to itself
@@ -46,12 +48,16 @@ PARTITIONS = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Cluster]:
     """Module-scoped, so the three JVMs live only while these tests run."""
-    for port in (BASE_PORT, BASE_PORT + 100):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = BASE_PORT + 5 * int(worker or 0)  # each xdist worker that gets here has its own cluster
+    for port in (base, base + 100):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.fail(f"port {port} is taken: the failover cluster needs 28092-28094 and 28192-28194")
+                pytest.fail(
+                    f"port {port} is taken: the failover cluster needs {base}-{base + 2} and {base + 100}-{base + 102}"
+                )
     running = devstack.Cluster(
-        devstack.Paths(devstack.default_paths()), base_port=BASE_PORT, directory=tmp_path_factory.mktemp("cluster")
+        devstack.Paths(devstack.default_paths()), base_port=base, directory=tmp_path_factory.mktemp("cluster")
     )
     try:
         running.up()
