@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
+# Two test processes (pytest-xdist), one test file each at a time: most integration tests wait on the
+# network or a retry delay, and every test has its own topics, consumer groups and database schema.
+TEST_WORKERS ?= 2
 
 .PHONY: install system-core system-test tools stack down status lint test demo bench clean
 
@@ -44,7 +47,7 @@ lint: install
 	$(BIN)/mypy $(CODE)
 
 test: system-test tools stack lint
-	$(BIN)/pytest -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider --timeout=300 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: stack
 	$(BIN)/hookfleet db migrate
