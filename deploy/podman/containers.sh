@@ -56,13 +56,19 @@ install_tools() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
-# sha256 of every file under the given paths (names and contents, __pycache__ left out) and of extra words.
+# sha256 of extra words and of every file under the given paths: contents and names relative to each path
+# (so the same inputs hash the same in any clone or temporary directory), __pycache__ left out.
 content_hash() {
-  local words="$1"
+  local words="$1" path n=0
   shift
   {
     echo "$words"
-    find "$@" -name __pycache__ -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    for path in "$@"; do
+      echo "== $((n += 1))"
+      (cd "$path" 2>/dev/null || cd "$(dirname "$path")"
+        find "$([ -d "$path" ] && echo . || basename "$path")" -name __pycache__ -prune -o -type f -print0 |
+          LC_ALL=C sort -z | xargs -0 sha256sum)
+    done
   } | sha256sum | cut -c1-64
 }
 
@@ -187,7 +193,7 @@ hookfleet_image() {
   # Exactly what the Dockerfile copies, so a change elsewhere (tests, docs) does not rebuild the image.
   mapfile -t sources < <(awk '$1 == "COPY" && $2 !~ /^--/ {for (i = 2; i < NF; i++) print $i}' "$root/Dockerfile" | sort -u)
   local hash
-  hash="$(cd "$root" && content_hash "base=$(image_id "$python_image")" Dockerfile "${sources[@]%/}")"
+  hash="$(content_hash "base=$(image_id "$python_image")" "$root/Dockerfile" "${sources[@]/#/$root/}")"
   build "$tag" "$hash" "$root" -f "$root/Dockerfile" --build-arg BASE_IMAGE="$python_image"
 }
 

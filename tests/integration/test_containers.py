@@ -179,14 +179,18 @@ def fleet(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
     env.update(HOOKFLEET_TEST_CA_DIR=str(ca_dir), HOOKFLEET_TEST_ALLOW_NETWORK=f"{gateway}/32")
     receiver = HttpsReceiver(ca, names=(gateway,), host=gateway).start()
     try:
-        # podman 4.3 neither runs healthchecks nor waits for `service_healthy`: poll, then start the rest.
+        # podman 4.3 neither runs healthchecks nor honours depends_on conditions: poll, run setup, then the rest.
         _wait(
             "postgres ready",
             lambda: "accepting" in fleet.exec(fleet.containers("postgres")[0], "pg_isready", "-U", "hookfleet"),
             90,
         )
         _wait("kafka answers", lambda: _kafka_answers(env), 120)
-        fleet.compose("up", "-d", *[s for s in SERVICES if s not in ("kafka", "postgres")])
+        fleet.compose("up", "-d", "setup")
+        [setup] = fleet.containers("setup", running_only=False)
+        exit_code = _run("podman", "wait", setup, env=env, timeout=180).strip()
+        assert exit_code == "0", f"setup exited {exit_code}"
+        fleet.compose("up", "-d", *[s for s in SERVICES if s not in ("kafka", "postgres", "setup")])
         _wait("every role ready", lambda: all(fleet.ready(c) for r in ROLES for c in fleet.containers(r)), 180, 2)
         _wait("api /healthz", lambda: _http(f"http://127.0.0.1:{env['HOOKFLEET_API_PORT']}/healthz")[0] == 200, 30)
         print(f"containers: fleet up and ready in {time.monotonic() - started:.1f} s")
