@@ -130,6 +130,9 @@ class Fleet:
             out.append(f"--- {name}\n{done.stdout[-2500:]}{done.stderr[-2500:]}")
         return "\n".join(out)
 
+    def restarts(self, container: str) -> int:
+        return int(_run("podman", "inspect", "--format", "{{.RestartCount}}", container, env=self.env).strip())
+
     def metrics(self, container: str) -> str:
         return self.exec(
             container,
@@ -202,6 +205,12 @@ def fleet(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
         fleet.compose("up", "-d", "--no-deps", *[s for s in SERVICES if s not in ("kafka", "postgres", "setup")])
         _wait("every role ready", lambda: all(fleet.ready(c) for r in ROLES for c in fleet.containers(r)), 180, 2)
         _wait("api /healthz", lambda: _http(f"http://127.0.0.1:{env['HOOKFLEET_API_PORT']}/healthz")[0] == 200, 30)
+        restarted = {c: fleet.restarts(c) for r in ROLES for c in fleet.containers(r)}
+        print(f"containers: restarts while starting {restarted}")
+        for container, count in restarted.items():
+            if count:
+                logs = subprocess.run(["podman", "logs", container], env=env, capture_output=True, text=True)
+                print(f"--- {container} (restarted)\n{(logs.stdout + logs.stderr)[-6000:]}")
         print(f"containers: fleet up and ready in {time.monotonic() - started:.1f} s")
         yield fleet, receiver, gateway
     except BaseException:
