@@ -148,7 +148,7 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
+def podman_env() -> dict[str, str]:
     if shutil.which("bash") is None:
         pytest.skip("bash is needed for deploy/podman/containers.sh")
     env = _env()
@@ -168,7 +168,10 @@ def env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fleet(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, HttpsReceiver, str]]:
+def compose_fleet(
+    podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Fleet, HttpsReceiver, str]]:
+    env = podman_env
     fleet = Fleet(env)
     started = time.monotonic()
     fleet.compose("down", "-v", "--remove-orphans", timeout=180)  # leftovers of an interrupted run
@@ -229,9 +232,10 @@ def _kafka_answers(env: dict[str, str]) -> bool:
 
 
 def test_the_compose_fleet_delivers_retries_scales_and_goes_away(
-    env: dict[str, str], fleet: tuple[Fleet, HttpsReceiver, str]
+    podman_env: dict[str, str], compose_fleet: tuple[Fleet, HttpsReceiver, str]
 ) -> None:
-    compose, receiver, gateway = fleet
+    env = podman_env
+    compose, receiver, gateway = compose_fleet
     try:
         _deliver_retry_scale(env, compose, receiver, gateway)
     except BaseException:
@@ -337,8 +341,11 @@ def _deliver_retry_scale(env: dict[str, str], compose: Fleet, receiver: HttpsRec
     print(f"containers: dispatcher partitions per container {sorted(len(v) for v in assignment.values())}")
 
 
-def test_down_leaves_nothing_running(env: dict[str, str], fleet: tuple[Fleet, HttpsReceiver, str]) -> None:
-    compose, _, _ = fleet
+def test_down_leaves_nothing_running(
+    podman_env: dict[str, str], compose_fleet: tuple[Fleet, HttpsReceiver, str]
+) -> None:
+    env = podman_env
+    compose, _, _ = compose_fleet
     started = time.monotonic()
     # --remove-orphans: podman-compose's plain `down` stops only the replicas the file declares, not those
     # added by --scale (hookfleet-ctest_dispatcher_2 kept running, and its volume with it).
