@@ -200,6 +200,9 @@ hookfleet_image() {
 images() {
   local start=$SECONDS
   install_tools
+  local out
+  out="$(podman info --format '{{.Host.OCIRuntime.Name}}' 2>&1)" ||
+    unavailable "podman does not start with $CONTAINERS_CONF: $out"
   mkdir -p "$cache"
   debian_base
   probe_run
