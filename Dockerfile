@@ -1,6 +1,10 @@
 # One image for every hookfleet role: `docker run hookfleet dispatcher|retry-scheduler|recorder|api|...`.
 # Build from the repository root: docker build -t hookfleet .
-FROM python:3.11-slim AS build
+# BASE_IMAGE: any Debian-like image with Python 3.11 as `python` and its venv module; default the public
+# python:3.11-slim (deploy/podman/containers.sh builds a stand-in from Debian's python3.11 where no
+# registry can be reached).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/hookfleet
 WORKDIR /src
@@ -17,7 +21,7 @@ COPY demo/ demo/
 # built in): no compiler needed.
 RUN /opt/hookfleet/bin/pip install . && /opt/hookfleet/bin/hookfleet --help >/dev/null
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 # Non-root; HOOKFLEET_HOME exists and is owned by the user so a volume mounted there inherits that owner.
 RUN groupadd --system --gid 10001 hookfleet \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/hookfleet hookfleet \

@@ -151,7 +151,7 @@ def test_compose_api_listens_on_all_interfaces_and_publishes_its_port(compose: d
     api = compose["services"]["api"]
     assert api["environment"]["HOOKFLEET_HOST"] == ALL_INTERFACES
     assert api["environment"]["HOOKFLEET_PORT"] == str(API_PORT)
-    assert f"127.0.0.1:{API_PORT}:{API_PORT}" in api["ports"]
+    assert f"127.0.0.1:${{HOOKFLEET_API_PORT:-{API_PORT}}}:{API_PORT}" in api["ports"]
 
 
 def test_compose_publishes_every_port_on_loopback_only(compose: dict[str, Any]) -> None:
@@ -171,8 +171,12 @@ def test_compose_has_no_default_grafana_password_and_keeps_kafka_data(compose: d
 
 def test_compose_keeps_the_local_stack_ports_and_runs_setup_once(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "127.0.0.1:19092:19092" in services["kafka"]["ports"]
-    assert "127.0.0.1:55432:5432" in services["postgres"]["ports"]
+    # Defaults are the local stack's ports; a variable moves each (the container test runs beside the local stack).
+    assert "127.0.0.1:${HOOKFLEET_KAFKA_PORT:-19092}:19092" in services["kafka"]["ports"]
+    assert "EXTERNAL://127.0.0.1:${HOOKFLEET_KAFKA_PORT:-19092}" in services["kafka"]["environment"][
+        "KAFKA_ADVERTISED_LISTENERS"
+    ], "the advertised external port must follow the published one"
+    assert "127.0.0.1:${HOOKFLEET_POSTGRES_PORT:-55432}:5432" in services["postgres"]["ports"]
     setup = services["setup"]
     script = " ".join(setup["entrypoint"])
     assert "hookfleet db migrate" in script and "hookfleet topics ensure" in script
@@ -309,7 +313,9 @@ def test_the_recorder_group_is_not_autoscaled() -> None:
 
 def test_dockerfile_installs_every_package_runs_non_root_with_the_cli_entrypoint() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    # One base, chosen by BASE_IMAGE, default the public image; both stages use it.
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.findall(r"^ENTRYPOINT (.+)$", text, re.M)[-1] == '["hookfleet"]'
