@@ -214,6 +214,9 @@ def compose_fleet(
             if count:
                 logs = subprocess.run(["podman", "logs", container], env=env, capture_output=True, text=True)
                 print(f"--- {container} (restarted)\n{(logs.stdout + logs.stderr)[-6000:]}")
+        # A role that restarted was not just slow: it crashed (a librdkafka abort in the broker-lag reader
+        # once did this to the recorder at every start; the restart policy hid it).
+        assert not any(restarted.values()), f"roles restarted while starting: {restarted}"
         print(f"containers: fleet up and ready in {time.monotonic() - started:.1f} s")
         yield fleet, receiver, gateway
     except BaseException:
