@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api import client_cli
 from hookfleet.cli import main as hookfleet_main
-from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
+from tests.support.api_client import SECRET_KEY, RunningApi
 from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
 
 HOOKFLEET = str(Path(sys.executable).with_name("hookfleet"))
-
-
-@pytest.fixture
-async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
-    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
-        yield running
 
 
 async def run_cli(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:

@@ -29,11 +29,6 @@ async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str, topics: T
         yield running
 
 
-@pytest.fixture
-def key(api: RunningApi) -> str:
-    return api.account("Acme", "acct_a")[1]
-
-
 async def create(api: RunningApi, key: str, url: str, events: list[str] | None = None) -> dict[str, Any]:
     body = {"name": "CRM Sync", "url": url, "events": events or ["message.read", "contact.created"]}
     reply = await api.call("POST", "/v1/webhooks", key, body)

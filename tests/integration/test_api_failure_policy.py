@@ -3,30 +3,18 @@ since when a webhook is off, the account's notification address, operational typ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.support.api_client import RunningApi, api_settings
+from tests.support.api_client import RunningApi
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = pytest.mark.integration
 
 NEW = {"name": "CRM Sync", "url": "https://localhost:9/hooks", "events": ["message.read"]}
 TOKEN = "Bearer gw-token-9f8e7d6c5b4a3210"
-
-
-@pytest.fixture
-async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
-    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
-        yield running
-
-
-@pytest.fixture
-def key(api: RunningApi) -> str:
-    return api.account("Acme", "acct_a")[1]
 
 
 async def _create(api: RunningApi, key: str, **fields: object) -> dict[str, Any]:

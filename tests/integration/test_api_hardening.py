@@ -20,17 +20,6 @@ NEW = {"name": "CRM Sync", "url": "https://localhost:9/hooks", "events": ["messa
 
 
 @pytest.fixture
-async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
-    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
-        yield running
-
-
-@pytest.fixture
-def key(api: RunningApi) -> str:
-    return api.account("Acme", "acct_a")[1]
-
-
-@pytest.fixture
 async def strict_api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
     """No allow-listed networks: the guard as in production."""
     settings = api_settings(database_url, kafka_bootstrap, ca_bundle, allow_networks=[])

@@ -46,11 +46,6 @@ async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncI
         yield running
 
 
-@pytest.fixture
-def key(api: RunningApi) -> str:
-    return api.account("Acme", "acct_a")[1]
-
-
 def _retry_after(reply: Any) -> int:
     value = int(reply.headers["Retry-After"])
     assert 1 <= value <= 60

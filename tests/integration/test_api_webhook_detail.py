@@ -34,11 +34,6 @@ async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str, topics: T
         yield running
 
 
-@pytest.fixture
-def key(api: RunningApi) -> str:
-    return api.account("Acme", "acct_a")[1]
-
-
 async def create(api: RunningApi, key: str, url: str) -> dict[str, Any]:
     reply = await api.call("POST", "/v1/webhooks", key, {"name": "CRM", "url": url, "events": ["message.read"]})
     assert reply.status == 201, reply.body

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,17 +17,6 @@ from tests.support.tcp_proxy import TcpProxy
 pytestmark = pytest.mark.integration
 
 NEW = {"name": "CRM Sync", "url": "https://localhost:9/hooks", "events": ["message.read", "contact.created"]}
-
-
-@pytest.fixture
-async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
-    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
-        yield running
-
-
-@pytest.fixture
-def key(api: RunningApi) -> str:
-    return api.account("Acme", "acct_a")[1]
 
 
 async def create(api: RunningApi, key: str, **fields: object) -> dict[str, Any]:
