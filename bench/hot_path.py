@@ -265,7 +265,8 @@ def run(
     finally:
         asyncio.set_event_loop_policy(None)
         delete_topics(bootstrap, settings.topics.all())
-    received = int(receiver.stats()["received"]) - warmup
+    stats = receiver.stats()
+    received = int(stats["received"]) - warmup
     outcomes: dict[str, float] = {}
     for metric in metrics.DELIVERIES.collect():
         for sample in metric.samples:
@@ -278,6 +279,7 @@ def run(
         "endpoints": endpoints,
         "loop": loop,
         "received": received,
+        "receiver_connections": stats["client_connections"],
         "seconds": round(elapsed, 2),
         "per_s": round(events / elapsed, 1),
         "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 1),
