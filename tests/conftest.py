@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -25,6 +25,9 @@ import pytest
 from hookfleet.db import migrate
 from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics
 from schemas.topics import Topics
+
+if TYPE_CHECKING:
+    from tests.support.api_client import RunningApi
 
 TEST_PARTITIONS = 3
 
@@ -193,3 +196,20 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture
+async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
+    """A real API server on this test's database. A module that needs other API settings (its own topics,
+    rates, retention) defines its own `api`, which takes precedence. Imported here, not at the top: unit
+    runs would otherwise load the whole API for nothing."""
+    from tests.support.api_client import RunningApi, api_settings
+
+    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
+        yield running
+
+
+@pytest.fixture
+def key(api: RunningApi) -> str:
+    """The API key of account `acct_a` ("Acme")."""
+    return api.account("Acme", "acct_a")[1]

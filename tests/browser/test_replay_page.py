@@ -4,13 +4,11 @@ confirms, then the progress is shown; the log marks replayed attempts with a `re
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from dispatcher.delivery import DeliveryResult, attempt_record
 from recorder.batch import Batch
@@ -19,8 +17,8 @@ from schemas.catalog import EventType, sample_data
 from schemas.ids import new_event_id
 from schemas.models import AttemptRecord, Event, Outcome
 from schemas.topics import Topics
-from tests.browser.test_settings_page import CHROMIUM, CHROMIUM_ARGS, shot
 from tests.support.api_client import RunningApi, api_settings, consume
+from tests.support.browser import shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -29,24 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str, topics: Topics) -> AsyncIterator[RunningApi]:
     async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle, topics)) as running:
         yield running
-
-
-@pytest.fixture
-async def browser_page(tmp_path: Path) -> AsyncIterator[Page]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-test` (installs Debian's chromium and chromium-driver)")
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context.pages[0] if context.pages else await context.new_page()
-        finally:
-            await context.close()
 
 
 def logged(webhook_id: str, account: str, at: datetime, replay_id: str | None = None) -> AttemptRecord:
@@ -62,9 +42,8 @@ def logged(webhook_id: str, account: str, at: datetime, replay_id: str | None = 
 
 
 async def test_replay_counts_first_then_sends_on_confirm_and_shows_progress(
-    api: RunningApi, browser_page: Page, database_url: str, kafka_bootstrap: str, topics: Topics
+    api: RunningApi, page: Page, database_url: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    page = browser_page
     account, key = api.account("Acme")
     made = await api.call(
         "POST", "/v1/webhooks", key, {"name": "CRM Sync", "url": "https://localhost:9/crm", "events": ["message.read"]}
@@ -91,14 +70,14 @@ async def test_replay_counts_first_then_sends_on_confirm_and_shows_progress(
 
     # The dry run's count, and nothing sent yet
     await expect(page.locator("#replay-count")).to_contain_text("3 events would be sent again")
-    await shot(page, "07-replay-count")
+    await shot(page, "settings-07-replay-count")
     assert consume(kafka_bootstrap, topics.deliveries, 1, timeout_s=2.0) == []
 
     # Confirm: the three events are queued for this webhook and the progress is shown
     await page.get_by_role("button", name="Replay 3 events").click()
     await expect(page.locator("#replay-progress")).to_contain_text("3 of 3 queued", timeout=15_000)
     await expect(page.locator("#replay-progress")).to_contain_text("0 delivered")
-    await shot(page, "08-replay-progress")
+    await shot(page, "settings-08-replay-progress")
     sent = consume(kafka_bootstrap, topics.deliveries, 3)
     assert {key_.decode() for key_, _ in sent} == {webhook_id}
     assert sorted(value for _, value in sent) and len(sent) == 3

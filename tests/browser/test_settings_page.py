@@ -9,63 +9,19 @@ of each step are written to tests/artifacts/ for people to look at.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from hookfleet.secretbox import SecretBox
-from tests.support.api_client import SECRET_KEY, RunningApi, api_settings, insert_attempt
+from tests.support.api_client import SECRET_KEY, RunningApi, insert_attempt
+from tests.support.browser import shot
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-@pytest.fixture
-async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
-    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as running:
-        yield running
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-test` (installs Debian's chromium and chromium-driver)")
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a new, empty user-data dir
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context.pages[0] if context.pages else await context.new_page()
-        finally:
-            await context.close()
-
-
-async def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"settings-{name}.png"), full_page=True)
 
 
 async def test_create_test_toggle_and_read_logs_in_the_browser(
@@ -83,7 +39,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await page.get_by_label("API key").press("Enter")
     await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
     await expect(page.get_by_text("No webhooks yet.")).to_be_visible()
-    await shot(page, "01-signed-in")
+    await shot(page, "settings-01-signed-in")
 
     # New webhook: mistakes are shown next to their fields, from the page and from the API.
     await page.get_by_role("button", name="New webhook").click()
@@ -100,7 +56,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await expect(page.locator("#wh-url-error")).to_contain_text("private, loopback, link-local or reserved")
     await expect(page.get_by_label("Endpoint URL")).to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#wh-name-error")).to_be_empty()
-    await shot(page, "02-field-errors")
+    await shot(page, "settings-02-field-errors")
 
     url = receiver.expect("/crm")
     await page.get_by_label("Endpoint URL").fill(url)
@@ -123,7 +79,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     webhooks_row = page.locator(f"tr[data-webhook-id='{webhook_id}']")
     await expect(webhooks_row).to_contain_text("Healthy")
     await expect(webhooks_row).to_contain_text("contact.created, message.read")
-    await shot(page, "03-secret-shown-once")
+    await shot(page, "settings-03-secret-shown-once")
     await page.get_by_role("button", name="I have stored it").click()
     await expect(page.locator("#secret-panel")).to_be_hidden()
     await page.reload()
@@ -141,7 +97,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await expect(result).to_contain_text("Delivered")
     await expect(result).to_contain_text(re.compile(r"HTTP 200 in \d+ ms"))
     await expect(result.get_by_label("Response body")).to_have_text("answered 200")
-    await shot(page, "04-test-200")
+    await shot(page, "settings-04-test-200")
     [delivered] = receiver.at("/crm")
     assert delivered.signature_ok is True and delivered.headers["X-Webhook-Event"] == "message.read"
     assert delivered.headers["Authorization"] == "Bearer gw-token-1234567890"
@@ -168,7 +124,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await expect(switch).to_be_focused()
     assert (await api.call("GET", f"/v1/webhooks/{webhook_id}", key)).body["active"] is False
     await expect(webhooks_row.locator(".off-reason")).to_contain_text("Switched off by hand · since")
-    await shot(page, "05-inactive")
+    await shot(page, "settings-05-inactive")
     await switch.click()
     await expect(page.locator("#notice")).to_contain_text("CRM Sync is now active")
     await expect(switch).to_be_checked()
@@ -199,7 +155,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
         await expect(rows.nth(i)).to_contain_text("test")
     await expect(rows.nth(2)).to_contain_text("message.incoming")
     await expect(rows.nth(2)).to_contain_text("timeout")
-    await shot(page, "06-logs")
+    await shot(page, "settings-06-logs")
 
     # Filter the log, then rotate the secret (confirmed in a dialog): the new one is shown once.
     await page.get_by_role("combobox", name="Event type").select_option("message.read")

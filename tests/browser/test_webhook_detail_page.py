@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Locator, Page, async_playwright, expect
+from playwright.async_api import Locator, Page, expect
 
 from schemas.topics import Topics
-from tests.browser.test_settings_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.api_client import RunningApi, api_settings, insert_attempt
+from tests.support.browser import ARTIFACTS, shot
 from tests.support.receiver import HttpsReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -34,27 +33,6 @@ tracked file; copy it over when the page changes."""
 async def api(database_url: str, kafka_bootstrap: str, ca_bundle: str, topics: Topics) -> AsyncIterator[RunningApi]:
     async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle, topics)) as running:
         yield running
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context.pages[0] if context.pages else await context.new_page()
-        finally:
-            await context.close()
-
-
-async def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"webhook-{name}.png"), full_page=True)
 
 
 async def tab_to(page: Page, target: Locator, limit: int = 60) -> None:
@@ -100,7 +78,7 @@ async def test_detail_edit_delivery_and_reveal_in_the_browser(
     await tab_to(page, page.get_by_role("button", name="I have stored it"))
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("button", name="New webhook")).to_be_focused()
-    await shot(page, "01-list")
+    await shot(page, "webhook-01-list")
 
     await tab_to(page, page.get_by_role("link", name="CRM Sync"))
     await page.keyboard.press("Enter")
@@ -128,7 +106,7 @@ async def test_detail_edit_delivery_and_reveal_in_the_browser(
     await expect(page.locator("#wh-url-error")).to_contain_text("private, loopback, link-local or reserved")
     await expect(page.get_by_label("Endpoint URL")).to_be_focused()
     await expect(page.locator("#wh-name-error")).to_be_empty()
-    await shot(page, "02-edit-error")
+    await shot(page, "webhook-02-edit-error")
     second_url = receiver.expect("/crm2", secret=secret, statuses=[200, 500, 200, 200])
     await retype(page, second_url)
     # Events: none, then two.
@@ -195,7 +173,7 @@ async def test_detail_edit_delivery_and_reveal_in_the_browser(
     await expect(bars).to_have_count(24)
     await page.get_by_role("button", name="Refresh").click()
     await expect(page.locator("#logs tbody tr")).to_have_count(5)
-    await shot(page, "03-detail")
+    await shot(page, "webhook-03-detail")
     await page.locator("#detail-view").screenshot(path=str(DOCS_IMAGE))
 
     # ---- one delivery in full: the body the receiver got, the signature it verified, the attempt timeline
@@ -216,7 +194,7 @@ async def test_detail_edit_delivery_and_reveal_in_the_browser(
     await expect(page.locator("#delivery-timeline li")).to_have_count(1)
     await expect(page.locator("#delivery-timeline li[aria-current]")).to_contain_text("Attempt 1")
     await page.locator("details summary").click()
-    await shot(page, "04-delivery")
+    await shot(page, "webhook-04-delivery")
     await page.get_by_role("button", name=f"Redeliver event {failed.event_id}").click()
     await expect(page.locator("#notice")).to_contain_text(f"Event {failed.event_id} is queued for delivery again.")
 

@@ -173,9 +173,10 @@ def test_compose_keeps_the_local_stack_ports_and_runs_setup_once(compose: dict[s
     services = compose["services"]
     # Defaults are the local stack's ports; a variable moves each (the container test runs beside the local stack).
     assert "127.0.0.1:${HOOKFLEET_KAFKA_PORT:-19092}:19092" in services["kafka"]["ports"]
-    assert "EXTERNAL://127.0.0.1:${HOOKFLEET_KAFKA_PORT:-19092}" in services["kafka"]["environment"][
-        "KAFKA_ADVERTISED_LISTENERS"
-    ], "the advertised external port must follow the published one"
+    assert (
+        "EXTERNAL://127.0.0.1:${HOOKFLEET_KAFKA_PORT:-19092}"
+        in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    ), "the advertised external port must follow the published one"
     assert "127.0.0.1:${HOOKFLEET_POSTGRES_PORT:-55432}:5432" in services["postgres"]["ports"]
     setup = services["setup"]
     script = " ".join(setup["entrypoint"])
