@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +28,6 @@ from bench.receiver import Receiver
 from demo.tls import make_demo_certs
 from hookfleet.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("ceiling", "pipeline", "single_account", "noisy", "memory", "retry_lateness")
 SLOW_MS = 2_000
 CEILING_CONCURRENCY = (16, 64)
@@ -62,7 +60,7 @@ def _retry_lateness(bootstrap: str) -> dict[str, Any] | None:
     except ImportError:
         return None
     report: dict[str, Any] = retry_lateness.run(bootstrap)
-    (RESULTS / "retry_lateness.json").write_text(json.dumps(report, indent=2) + "\n")
+    machine.save_report("retry_lateness", report)
     return report
 
 
@@ -174,7 +172,6 @@ def main() -> int:
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
     database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="hookfleet-bench-"))
     ca, cert, key = make_demo_certs(workdir / "tls")
     report: dict[str, Any] = {
@@ -229,8 +226,7 @@ def main() -> int:
         receiver.stop()
         report["duration_s"] = round(time.monotonic() - began, 1)
         report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        out = RESULTS / f"{args.name}.json"
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        out = machine.save_report(args.name, report)
     print("\n".join(table(report)))
     if args.profile and profile.exists():
         print(f"dispatcher profile: {sys.executable} -m pyinstrument --load={profile} -r text --show-all")

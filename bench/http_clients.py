@@ -254,8 +254,7 @@ def main() -> None:
     finally:
         receiver.stop()
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    out = Path(__file__).parent / "results" / "http_clients.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = machine.save_report("http_clients", report)
     print(f"written: {out}")
 
 

@@ -3,6 +3,7 @@ with other work gives different absolute numbers than a quiet one, so every repo
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -14,6 +15,15 @@ import aiohttp
 from confluent_kafka import libversion as librdkafka_version
 
 KAFKA_PID_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local" / ".cache" / "kafka.pid"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_report(name: str, report: dict[str, Any]) -> Path:
+    """Write a benchmark's report to bench/results/<name>.json (git-ignored) and return the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return out
 
 
 def describe() -> dict[str, Any]:

@@ -96,8 +96,7 @@ def main() -> None:
     finally:
         receiver.stop()
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    out = Path(__file__).parent / "results" / "processes.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = machine.save_report("processes", report)
     print(f"written: {out} (role logs in {workdir})")
 
 

@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -37,7 +36,6 @@ from schemas.catalog import EventType
 from schemas.ids import new_attempt_id, new_event_id
 from schemas.models import AttemptRecord, Event, Outcome
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DAYS = 10
 RETENTION_DAYS = 7
 BATCH = 100
@@ -196,8 +194,7 @@ def main() -> None:
     parser.add_argument("--no-delete", action="store_true", help="skip the DELETE comparison")
     args = parser.parse_args()
     report = run(CommonSettings().database_url.get_secret_value(), args.rows_per_day, not args.no_delete)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "retention.json").write_text(json.dumps(report, indent=2) + "\n")
+    machine.save_report("retention", report)
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
 
 

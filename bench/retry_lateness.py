@@ -22,12 +22,12 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka import libversion as librdkafka_version
 
+from bench import machine
 from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
 from hookfleet.settings import LOCAL_KAFKA
 from schemas.catalog import EventType
@@ -40,7 +40,6 @@ BURST_LEAD_S = 8.0
 """Burst due time after the produce starts: enough to write 10,000 tasks and for every partition to hold."""
 SPREAD_LEAD_S = 5.0
 SPREAD_S = 60.0
-RESULTS = Path(__file__).parent / "results" / "retry_lateness.json"
 
 
 def _now_ms() -> int:
@@ -248,7 +247,6 @@ def _print_table(report: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     report = run(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    out = machine.save_report("retry_lateness", report)
     _print_table(report)
-    print(f"written: {RESULTS}")
+    print(f"written: {out}")

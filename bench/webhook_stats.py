@@ -25,7 +25,6 @@ import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -41,7 +40,6 @@ from schemas.catalog import EventType, sample_data
 from schemas.ids import new_event_id
 from schemas.models import Event, Outcome
 
-RESULTS = Path(__file__).resolve().parent / "results"
 WEBHOOK = "wh_bench0stats"
 ACCOUNT = "acct_bench"
 
@@ -204,8 +202,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
     report = run(CommonSettings().database_url.get_secret_value(), args.rows)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "webhook_stats.json").write_text(json.dumps(report, indent=2) + "\n")
+    machine.save_report("webhook_stats", report)
 
 
 if __name__ == "__main__":
