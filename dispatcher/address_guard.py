@@ -20,7 +20,6 @@ let them through. They are refused outright: nobody needs them to reach a public
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -136,10 +135,9 @@ def is_nonstandard_ip_literal(host: str) -> bool:
     return last.isdecimal() or (last.startswith("0x") and all(c in "0123456789abcdef" for c in last[2:]))
 
 
-@functools.lru_cache(maxsize=4096)
-def url_host_problem(url: str, allow: tuple[IPNetwork, ...] = ()) -> str | None:
-    """Why a delivery must not go to `url`'s host before any DNS lookup, or None. Cached: every delivery
-    asks again. Host names are judged later, on the addresses they resolve to."""
+def url_host_problem(url: str, allow: Sequence[IPNetwork] = ()) -> str | None:
+    """Why a delivery must not go to `url`'s host before any DNS lookup, or None. Host names are judged
+    later, on the addresses they resolve to."""
     host = urlsplit(url).hostname or ""
     if is_nonstandard_ip_literal(host):
         return f"{host[:100]} is an IP address in a non-standard form"
@@ -150,12 +148,25 @@ def url_host_problem(url: str, allow: tuple[IPNetwork, ...] = ()) -> str | None:
     return f"{ip} is a blocked address" if is_blocked(ip, allow) else None
 
 
-def check_url_host(url: str, allow: Sequence[IPNetwork] = ()) -> None:
-    """Raise BlockedAddressError for an IP-literal host the guard refuses. aiohttp skips the resolver for IP
-    literals (and `getaddrinfo` reads `127.1` as one), so this runs before every connection."""
-    problem = url_host_problem(url, tuple(allow))
-    if problem is not None:
-        raise BlockedAddressError(problem)
+class UrlHostGuard:
+    """`url_host_problem` before every connection, judged once per URL: the answer depends only on the URL
+    and the allow list, and every delivery asks again. The HTTP client skips the resolver for IP literals
+    (and reads `127.1` as one), so this runs before each request."""
+
+    def __init__(self, allow: Sequence[IPNetwork] = (), size: int = 4096) -> None:
+        self._allow = tuple(allow)
+        self._size = size
+        self._problems: dict[str, str | None] = {}
+
+    def check(self, url: str) -> None:
+        """Raise BlockedAddressError for an IP-literal host the guard refuses."""
+        problem = self._problems.get(url, "")
+        if problem == "":
+            if len(self._problems) >= self._size:
+                self._problems.clear()
+            problem = self._problems[url] = url_host_problem(url, self._allow)
+        if problem is not None:
+            raise BlockedAddressError(problem)
 
 
 class BlockedAddressError(OSError):

@@ -12,7 +12,7 @@ Every host gets its own client (its own keep-alive pool) built with `ClientBuild
 checked_address)`; that client never resolves the host again, so a DNS answer that changes between the
 check and the connect (DNS rebinding) cannot take the connection elsewhere. Hosts are read with
 pyreqwest's own URL parser, so the host checked is byte for byte the host the client uses (`127.1` is
-the IP literal 127.0.0.1 to it; `address_guard.url_host_problem` refuses such non-standard literals
+the IP literal 127.0.0.1 to it; `address_guard.UrlHostGuard` refuses such non-standard literals
 first), and IP literals are checked directly (one shared client serves them: no DNS is involved).
 A pin lives `PIN_TTL_S`; the next delivery after that resolves and checks again, keeps the client when
 its address is still answered, and otherwise builds a new pinned client (the old one closes when its
@@ -46,7 +46,7 @@ from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PyreqwestError
 from pyreqwest.http import Url
 
-from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, is_blocked, url_host_problem
+from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, UrlHostGuard, is_blocked
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
@@ -203,18 +203,7 @@ class Deliverer:
         self._pending: dict[str, asyncio.Future[_HostClient]] = {}
         self._literal_client: Client | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self._url_problems: dict[str, str | None] = {}  # url -> why its host is refused (IP-literal forms)
-
-    def _check_host(self, url: str) -> None:
-        """IP literals in non-standard forms, blocked literals: judged once per URL (the answer depends only
-        on the URL and the allow list, both fixed for this deliverer)."""
-        problem = self._url_problems.get(url, "")
-        if problem == "":
-            if len(self._url_problems) >= 4096:
-                self._url_problems.clear()
-            problem = self._url_problems[url] = url_host_problem(url, self._allow)
-        if problem is not None:
-            raise BlockedAddressError(problem)
+        self._host_guard = UrlHostGuard(self._allow)  # IP literals in non-standard forms, blocked literals
 
     def _build(self, domain: str | None = None, address: str | None = None, port: int = 443) -> Client:
         builder = (
@@ -333,7 +322,7 @@ class Deliverer:
         status: int | None = None
         retry_after: float | None = None
         try:
-            self._check_host(endpoint.url)
+            self._host_guard.check(endpoint.url)
             target = parse_target(endpoint.url)
             client, host = await self._client_for(target)
             if host is not None:

@@ -1,6 +1,6 @@
 """Known answers of the SSRF guard: every special-purpose range, every IPv6 translation range judged by
 the IPv4 address it carries, and every non-standard IPv4 literal form, at the guard and at the delivery
-check (`check_url_host`)."""
+check (`UrlHostGuard`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from dispatcher.address_guard import (
     BlockedAddressError,
-    check_url_host,
+    UrlHostGuard,
     embedded_ipv4s,
     is_blocked,
     is_nonstandard_ip_literal,
@@ -162,7 +162,7 @@ def test_host_names_and_standard_literals_are_not_nonstandard(host: str) -> None
 def test_delivery_check_refuses_nonstandard_literals_even_when_allow_listed(host: str) -> None:
     allow = [ipaddress.ip_network("0.0.0.0/0")]
     with pytest.raises(BlockedAddressError, match="non-standard form"):
-        check_url_host(f"https://{host}/hook", allow)
+        UrlHostGuard(allow).check(f"https://{host}/hook")
 
 
 @pytest.mark.parametrize(
@@ -181,15 +181,23 @@ def test_delivery_check_refuses_nonstandard_literals_even_when_allow_listed(host
 )
 def test_delivery_check_refuses_blocked_literals(url: str) -> None:
     with pytest.raises(BlockedAddressError, match="blocked address"):
-        check_url_host(url)
+        UrlHostGuard().check(url)
 
 
 @pytest.mark.parametrize(
     "url", ["https://8.8.8.8/", "https://[2606:4700:4700::1111]/", "https://example.com/", "https://localhost/"]
 )
 def test_delivery_check_leaves_public_literals_and_names_to_the_resolver(url: str) -> None:
-    check_url_host(url)  # names are judged on the addresses they resolve to (GuardedResolver)
+    UrlHostGuard().check(url)  # names are judged on the addresses they resolve to (GuardedResolver)
 
 
 def test_delivery_check_honours_the_allow_list() -> None:
-    check_url_host("https://127.0.0.1:8443/", [ipaddress.ip_network("127.0.0.0/8")])
+    UrlHostGuard([ipaddress.ip_network("127.0.0.0/8")]).check("https://127.0.0.1:8443/")
+
+
+def test_delivery_check_answers_the_same_after_its_per_url_memory_is_full() -> None:
+    guard = UrlHostGuard(size=2)
+    for n in range(5):
+        guard.check(f"https://example{n}.com/")
+        with pytest.raises(BlockedAddressError, match="blocked address"):
+            guard.check("https://127.0.0.1/")
