@@ -21,6 +21,7 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from typing import Any
 from confluent_kafka import Message, TopicPartition
 
 from bench.receiver import Receiver
+from bench.stack import thread_cpu_seconds
 from demo.tls import make_demo_certs
 from dispatcher.delivery import Deliverer
 from dispatcher.signing import new_secret
@@ -202,23 +204,26 @@ async def _measure(
     kind: str | None,
 ) -> tuple[float, float, str, dict[str, Any]]:
     """Warm up (connections, caches), then measure; one producer and one HTTP session throughout, as in a
-    long-running dispatcher. Returns (seconds, process CPU seconds, profile text)."""
+    long-running dispatcher. Returns (seconds, process CPU seconds, profile text, collector and per-thread CPU)."""
     producer = KafkaProducer(settings.kafka_bootstrap_servers)
     deliverer = Deliverer(settings)
     topic = settings.topics.deliveries
     try:
         await _dispatch(settings, MemoryConsumer(warm, topic), producer, deliverer, index)
         profile = _Profile(kind)
+        threads_start = thread_cpu_seconds(os.getpid())
         cpu_start = time.process_time()
         profile.start()
         with GcClock() as collector:
             elapsed = await _dispatch(settings, MemoryConsumer(measured, topic), producer, deliverer, index)
         report = profile.stop()
         cpu = time.process_time() - cpu_start
+        threads_end = thread_cpu_seconds(os.getpid())
+        threads = {n: round(s - threads_start.get(n, 0.0), 2) for n, s in threads_end.items()}
     finally:
         await deliverer.close()
         producer.close()
-    return elapsed, cpu, report, collector.report()
+    return elapsed, cpu, report, {"gc": collector.report(), "thread_cpu_s": threads}
 
 
 def run(
@@ -261,7 +266,7 @@ def run(
     measured = _messages(settings.topics.deliveries, endpoints, events)
     try:
         receiver.reset()
-        elapsed, cpu, report, collector = asyncio.run(_measure(settings, index, warm, measured, profile))
+        elapsed, cpu, report, extra = asyncio.run(_measure(settings, index, warm, measured, profile))
     finally:
         asyncio.set_event_loop_policy(None)
         delete_topics(bootstrap, settings.topics.all())
@@ -283,7 +288,7 @@ def run(
         "seconds": round(elapsed, 2),
         "per_s": round(events / elapsed, 1),
         "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 1),
-        "gc": collector,
+        **extra,
         "profile": report,
     }
 

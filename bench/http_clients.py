@@ -37,7 +37,7 @@ from bench.receiver import Receiver
 from dispatcher.signing import new_secret, signature_headers
 from hookfleet import USER_AGENT
 from producer.publisher import build_event
-from schemas.catalog import EventType, sample_data
+from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.models import Event
 
 CLIENTS = ("aiohttp", "pyreqwest", "pyreqwest_mt", "curl_cffi", "niquests", "deliverer")
@@ -45,7 +45,7 @@ Post = Callable[[str, Event, bytes, dict[str, str]], Awaitable[bool]]
 
 
 def _events(count: int) -> list[tuple[Event, bytes]]:
-    types = list(EventType)
+    types = list(PRODUCT_TYPES)  # operational types are published by hookfleet only
     out = []
     for n in range(count):
         event_type = types[n % len(types)]

@@ -1,31 +1,28 @@
 """One signed HTTPS POST: the only HTTP code of the dispatcher, reused by the API's "Test" action so a
 test delivery is byte-for-byte a real one.
 
-The client is pyreqwest (Rust reqwest + hyper + rustls on a tokio thread): TLS and HTTP run outside the
-GIL. In the side-by-side probe it cost 0.5-0.7x aiohttp's client CPU per request at 16 connections and
-about the same at 1,000; in the dispatcher the event-loop thread does 27-39 % less work per delivery
-(`python -m bench.http_clients`, bench/RESULTS.md "HTTP client choice").
+The client is http1.py: HTTP/1.1 on the event loop's own TLS transports, parsed in C. Chosen by
+measurement against aiohttp and pyreqwest (bench/RESULTS.md "HTTP client choice"): in the dispatcher's
+hot path it costs about a third of what pyreqwest did per delivery, because nothing crosses a thread.
 
-SSRF guard, and why the address checked is the address connected to: reqwest has no resolver hook
-that Python can fill per request, so this module resolves and checks each host itself and pins it.
-Every host gets its own client (its own keep-alive pool) built with `ClientBuilder.resolve(host,
-checked_address)`; that client never resolves the host again, so a DNS answer that changes between the
-check and the connect (DNS rebinding) cannot take the connection elsewhere. Hosts are read with
-pyreqwest's own URL parser, so the host checked is byte for byte the host the client uses (`127.1` is
-the IP literal 127.0.0.1 to it; `address_guard.UrlHostGuard` refuses such non-standard literals
-first), and IP literals are checked directly (one shared client serves them: no DNS is involved).
-A pin lives `PIN_TTL_S`; the next delivery after that resolves and checks again, keeps the client when
-its address is still answered, and otherwise builds a new pinned client (the old one closes when its
-last delivery ends). A client holds one address: when connecting to it fails, the next delivery looks
-the host up again and prefers another allowed answer. Hosts idle for `IDLE_CLIENT_S` lose their client,
-so memory follows the active hosts (~150 KB each, the system root store that every reqwest client
-loads; building one costs ~10 ms of CPU, once per host).
+SSRF guard, and why the address checked is the address connected to: this module resolves and checks
+each host itself and pins it; the client connects to that address only (it never resolves anything),
+with the URL's host as the TLS server name, so a DNS answer that changes between the check and the
+connect (DNS rebinding) cannot take the connection elsewhere. Hosts are read with the same parser the
+request is built from (`parse_target`), so the host checked is the host used; `address_guard.UrlHostGuard`
+refuses IP literals in non-standard forms (`127.1`) first, and IP literals are checked directly.
+A pin lives `PIN_TTL_S`; the next delivery after that resolves and checks again, keeps the pool when
+its address is still answered, and otherwise makes a new pinned pool (the old one closes when its last
+delivery ends). A pool holds one address: when connecting to it fails, the next delivery looks the host
+up again and prefers another allowed answer. Hosts idle for `IDLE_CLIENT_S` lose their pool, so memory
+follows the active hosts.
 
 Bounds: connect (TCP + TLS) within `connect_timeout_s`; the whole attempt within exactly
-`delivery_timeout_s` (tokio's timer, not rounded up to a whole second as aiohttp's is: that rounding
-made 10 s attempts end at 10.4-11.0 s). Response body read capped at 64 KiB; no redirects (a 3xx is a
-failure); hyper's response header limits (100 headers, 400 KB); no response decompression; TLS
-verified against the system roots plus `HOOKFLEET_CA_BUNDLE`.
+`delivery_timeout_s` (one timer on the loop, not rounded up to a whole second as aiohttp's is: that
+rounding made 10 s attempts end at 10.4-11.0 s). Response body kept up to 64 KiB (a longer one is cut
+and its connection closed); no redirects (a 3xx is a failure); response headers limited to 100 and
+64 KiB; no response decompression; TLS verified against the system roots plus `HOOKFLEET_CA_BUNDLE`.
+Header names go out exactly as written.
 """
 
 from __future__ import annotations
@@ -38,15 +35,12 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
-
-from pyreqwest.client import Client, ClientBuilder
-from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PyreqwestError
-from pyreqwest.http import Url
+from urllib.parse import quote, urlsplit
 
 from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, UrlHostGuard, is_blocked
+from dispatcher.http1 import ConnectFailed, Pool, ProtocolError, monotonic_deadline, tls_context
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import parse_retry_after
 from dispatcher.signing import signature_headers
@@ -58,10 +52,10 @@ from schemas.ids import new_attempt_id
 from schemas.models import AttemptRecord, Event, NextStep, Outcome
 
 EXCERPT_BYTES = 512
-READ_CAP = 64 * 1024  # read at most this much of a response: enough to keep the connection reusable
+READ_CAP = 64 * 1024  # keep at most this much of a response body (a longer one closes its connection)
 PIN_TTL_S = 30.0  # how long a checked address is used before the host is resolved and checked again
-IDLE_CLIENT_S = 90.0  # a host's client (and its keep-alive pool) is closed after this long unused
-KEEPALIVE_S = 30.0
+IDLE_CLIENT_S = 90.0  # a host's keep-alive pool is closed after this long unused
+KEEPALIVE_S = 30.0  # an idle connection is not reused after this (one the server closed sooner is skipped)
 DNS_RETRY_S = 5.0  # a failed refresh of a pinned host's lookup is retried this much later
 
 log = logging.getLogger(__name__)
@@ -130,27 +124,53 @@ def attempt_record(
     )
 
 
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A URL as the HTTP client reads it: `domain` is None for an IP literal (then `address` is set)."""
+    """A URL as the request is built from it: `domain` is None for an IP literal (then `address` is set)."""
 
-    url: Url
     domain: str | None
     address: IPAddress | None
     port: int
+    host_header: str  # what the Host header and the TLS server name say
+    path: str  # path and query, percent-encoded
+
+    @property
+    def server_name(self) -> str:
+        return self.domain if self.domain is not None else str(self.address)
+
+    def request_head(self, headers: dict[str, str], length: int) -> bytes:
+        lines = [f"POST {self.path} HTTP/1.1\r\nHost: {self.host_header}\r\nUser-Agent: {USER_AGENT}\r\n"]
+        for name, value in headers.items():
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {length}\r\n\r\n")
+        return "".join(lines).encode("latin-1")
 
 
 @functools.lru_cache(maxsize=4096)
 def parse_target(url: str) -> Target:
-    """Parsed with the client's own parser (cached: every delivery asks again)."""
-    parsed = Url(url)
-    host = parsed.host_str
-    port = parsed.port_or_known_default
-    if parsed.scheme != "https" or not host or port is None:
+    """Parsed once per URL (cached: every delivery asks again); ValueError for anything but https://host."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme.lower() != "https" or not host or parts.username is not None or parts.password is not None:
         raise ValueError("webhook url must be https with a host")
-    domain = parsed.domain
-    address = None if domain is not None else ipaddress.ip_address(host.strip("[]"))
-    return Target(parsed, domain, address, port)
+    port = parts.port or 443
+    address: IPAddress | None
+    domain: str | None
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        address, domain = None, host.rstrip(".").encode("idna").decode("ascii")
+        shown = domain
+    else:
+        address, domain = literal, None
+        shown = f"[{literal}]" if literal.version == 6 else str(literal)
+    path = quote(parts.path or "/", safe=_PATH_SAFE) + (
+        f"?{quote(parts.query, safe=_PATH_SAFE)}" if parts.query else ""
+    )
+    return Target(domain, address, port, shown if port == 443 else f"{shown}:{port}", path)
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
@@ -167,18 +187,11 @@ def checked_address(host: str, answers: Sequence[str], allow: Sequence[IPNetwork
     raise BlockedAddressError(f"{host} resolves only to blocked addresses")
 
 
-def _ca_pems(ca_bundle: str) -> list[bytes]:
-    """Each certificate of a PEM bundle on its own (a client adds roots one certificate at a time)."""
-    end = b"-----END CERTIFICATE-----"
-    text = Path(ca_bundle).read_bytes()
-    return [part.strip() + b"\n" + end + b"\n" for part in text.split(end) if b"-----BEGIN" in part]
-
-
 @dataclass(slots=True)
 class _HostClient:
-    """One host's client and the address it is pinned to."""
+    """One host's keep-alive pool and the address it is pinned to."""
 
-    client: Client
+    pool: Pool
     address: str | None
     checked_at: float
     last_used: float
@@ -195,50 +208,39 @@ class Deliverer:
 
     def __init__(self, settings: DeliverySettings, resolve: Resolve = system_resolve) -> None:
         self._allow = tuple(settings.allow_networks)
-        self._total = timedelta(seconds=settings.delivery_timeout_s)
-        self._connect = timedelta(seconds=min(settings.connect_timeout_s, settings.delivery_timeout_s))
-        self._roots = _ca_pems(settings.ca_bundle) if settings.ca_bundle else []
+        self._total_s = settings.delivery_timeout_s
+        self._connect_s = min(settings.connect_timeout_s, settings.delivery_timeout_s)
+        self._tls = tls_context(settings.ca_bundle)
         self._resolve = resolve
         self._hosts: dict[str, _HostClient] = {}
         self._pending: dict[str, asyncio.Future[_HostClient]] = {}
-        self._literal_client: Client | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._literal_pools: dict[str, Pool] = {}
         self._host_guard = UrlHostGuard(self._allow)  # IP literals in non-standard forms, blocked literals
 
-    def _build(self, domain: str | None = None, address: str | None = None, port: int = 443) -> Client:
-        builder = (
-            ClientBuilder()
-            .user_agent(USER_AGENT)
-            .follow_redirects(False)
-            .referer(False)
-            .timeout(self._total)
-            .connect_timeout(self._connect)
-            .pool_idle_timeout(timedelta(seconds=KEEPALIVE_S))
-            .https_only(True)
-            .no_proxy()
-            .gzip(False)
-            .brotli(False)
-            .zstd(False)
-            .deflate(False)
+    def _build(self, server_name: str, address: str) -> Pool:
+        return Pool(
+            address,
+            server_name,
+            self._tls,
+            connect_timeout_s=self._connect_s,
+            keepalive_s=KEEPALIVE_S,
+            body_cap=READ_CAP,
         )
-        for pem in self._roots:
-            builder = builder.add_root_certificate_pem(pem)
-        if domain is not None and address is not None:
-            builder = builder.resolve(domain, address, port)
-        return builder.build()
 
-    async def _client_for(self, target: Target) -> tuple[Client, _HostClient | None]:
+    async def _pool_for(self, target: Target) -> tuple[Pool, _HostClient | None]:
         if target.domain is None:
             assert target.address is not None
             if is_blocked(target.address, self._allow):
                 raise BlockedAddressError(f"{target.address} is a blocked address")
-            if self._literal_client is None:
-                self._literal_client = self._build()
-            return self._literal_client, None
+            literal = str(target.address)
+            pool = self._literal_pools.get(literal)
+            if pool is None:
+                pool = self._literal_pools[literal] = self._build(literal, literal)
+            return pool, None
         now = time.monotonic()
         host = self._hosts.get(target.domain)
         if host is not None and now - host.checked_at < PIN_TTL_S:
-            return host.client, host
+            return host.pool, host
         domain = target.domain
         pending = self._pending.get(domain)
         if pending is None:  # one lookup per host at a time, however many deliveries wait for it
@@ -246,7 +248,7 @@ class Deliverer:
             self._pending[domain] = pending
             pending.add_done_callback(lambda done: self._lookup_done(domain, done))
         fresh = await asyncio.shield(pending)
-        return fresh.client, fresh
+        return fresh.pool, fresh
 
     def _lookup_done(self, domain: str, done: asyncio.Future[_HostClient]) -> None:
         self._pending.pop(domain, None)
@@ -274,7 +276,7 @@ class Deliverer:
         if current is not None and address == current.address:
             current.checked_at, current.unreachable = now, False
             return current
-        fresh = _HostClient(self._build(domain, address, port), address, now, now)
+        fresh = _HostClient(self._build(domain, address), address, now, now)
         if current is not None and self._hosts.get(domain) is current:
             del self._hosts[domain]
             self._retire(current)
@@ -287,7 +289,7 @@ class Deliverer:
             return
         host.retired = True
         if host.in_flight == 0:
-            self._close_later(host.client)
+            host.pool.close()
 
     def _sweep(self, now: float) -> None:
         """Close clients of hosts nobody delivered to for a while (runs only when a client is built)."""
@@ -295,11 +297,6 @@ class Deliverer:
             if host.in_flight == 0 and now - host.last_used > IDLE_CLIENT_S:
                 del self._hosts[domain]
                 self._retire(host)
-
-    def _close_later(self, client: Client) -> None:
-        task = asyncio.ensure_future(client.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     @tracing.attempt_span  # one span per attempt when tracing is on; the method itself when off
     async def deliver(
@@ -324,19 +321,19 @@ class Deliverer:
         try:
             self._host_guard.check(endpoint.url)
             target = parse_target(endpoint.url)
-            client, host = await self._client_for(target)
+            pool, host = await self._pool_for(target)
             if host is not None:
                 host.in_flight += 1
-            request = client.post(target.url).headers(headers).body_bytes(payload).build_streamed()
-            async with request as response:
-                status = response.status
-                raw = await _read_capped(response.body_reader)
-                retry_after = parse_retry_after(response.get_header("Retry-After"), attempted_at)
+            loop = asyncio.get_running_loop()
+            data = target.request_head(headers, len(payload)) + payload
+            response = await pool.request(target.port, data, monotonic_deadline(loop, started, self._total_s))
+            status, raw = response.status, response.body
+            retry_after = parse_retry_after(response.retry_after, attempted_at)
             outcome, error = classify_status(status)
-        except (PyreqwestError, OSError, ValueError, TimeoutError) as exc:
+        except (OSError, ValueError, TimeoutError, ProtocolError) as exc:
             raw, status, retry_after = b"", None, None
             outcome, error = classify_error(exc)
-            if host is not None and isinstance(exc, (ConnectError, ConnectTimeoutError)):
+            if host is not None and isinstance(exc, ConnectFailed):
                 host.unreachable = True  # look the host up again at the next delivery, preferring another address
                 host.checked_at = float("-inf")
         finally:
@@ -344,7 +341,7 @@ class Deliverer:
                 host.in_flight -= 1
                 host.last_used = time.monotonic()
                 if host.retired and host.in_flight == 0:
-                    self._close_later(host.client)
+                    host.pool.close()
         elapsed_ms = round((time.monotonic() - started) * 1000)
         return DeliveryResult(
             outcome=outcome,
@@ -357,23 +354,10 @@ class Deliverer:
         )
 
     async def close(self) -> None:
-        clients = [h.client for h in self._hosts.values()]
-        if self._literal_client is not None:
-            clients.append(self._literal_client)
+        for host in self._hosts.values():
+            host.pool.close()
+        for pool in self._literal_pools.values():
+            pool.close()
         self._hosts.clear()
-        self._literal_client = None
-        await asyncio.gather(*(c.close() for c in clients), *self._closing, return_exceptions=True)
-
-
-async def _read_capped(reader: Any) -> bytes:
-    """The body up to READ_CAP bytes; a longer body is cut (and its connection not reused)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < READ_CAP:
-        chunk = await reader.read(READ_CAP - size)
-        if not chunk:
-            break
-        data = bytes(chunk)
-        chunks.append(data)
-        size += len(data)
-    return b"".join(chunks)
+        self._literal_pools.clear()
+        await asyncio.sleep(0)  # let the transports' close callbacks run

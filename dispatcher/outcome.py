@@ -12,9 +12,8 @@ import ssl
 import sys
 from typing import Any
 
-from pyreqwest.exceptions import DetailedPyreqwestError
-
 from dispatcher.address_guard import BlockedAddressError
+from dispatcher.http1 import ProtocolError, ServerDisconnected
 from schemas.models import Outcome
 
 
@@ -39,32 +38,9 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-# pyreqwest reports what went wrong as the messages of the Rust error chain (reqwest -> hyper -> rustls / io).
-_CAUSE_KINDS: tuple[tuple[str, Outcome, str], ...] = (
-    ("invalid peer certificate", Outcome.TLS_ERROR, "tls error"),
-    ("tls handshake", Outcome.TLS_ERROR, "tls error"),
-    ("received fatal alert", Outcome.TLS_ERROR, "tls error"),
-    ("connection refused", Outcome.CONNECTION_ERROR, "connection refused"),
-    ("close_notify", Outcome.CONNECTION_ERROR, "server disconnected"),
-    ("connection closed before message completed", Outcome.CONNECTION_ERROR, "server disconnected"),
-    ("connection reset", Outcome.CONNECTION_ERROR, "server disconnected"),
-    ("unexpected eof", Outcome.CONNECTION_ERROR, "server disconnected"),
-    ("timed out", Outcome.TIMEOUT, "timeout"),
-)
-
-
-def _rust_cause_kind(exc: DetailedPyreqwestError) -> tuple[Outcome, str] | None:
-    causes = exc.details.get("causes") if isinstance(exc.details, dict) else None
-    messages = " | ".join(str(c.get("message", "")) for c in causes or ()).lower()
-    for needle, outcome, kind in _CAUSE_KINDS:
-        if needle in messages:
-            return outcome, kind
-    return None
-
-
 def _aiohttp_kind(chain: list[BaseException]) -> tuple[Outcome, str] | None:
-    """Errors of an aiohttp client. Deliveries no longer use one and the dispatcher does not load aiohttp
-    (its import weighs as much as pyreqwest's): an aiohttp error exists only if someone loaded aiohttp."""
+    """Errors of an aiohttp client. Deliveries do not use one and the dispatcher does not load aiohttp:
+    an aiohttp error exists only if someone loaded aiohttp."""
     aiohttp: Any = sys.modules.get("aiohttp")
     if aiohttp is None:
         return None
@@ -84,10 +60,6 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
         return Outcome.BLOCKED, "blocked address"
     if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
         return Outcome.TIMEOUT, "timeout"
-    if isinstance(exc, DetailedPyreqwestError):
-        known = _rust_cause_kind(exc)
-        if known is not None:
-            return known
     if any(isinstance(e, socket.gaierror) for e in chain):
         return Outcome.CONNECTION_ERROR, "dns lookup failed"
     if any(isinstance(e, ssl.SSLError) for e in chain):
@@ -97,4 +69,8 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
         return aiohttp_kind
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return Outcome.CONNECTION_ERROR, "connection refused"
+    if any(isinstance(e, (ServerDisconnected, ConnectionResetError, BrokenPipeError)) for e in chain):
+        return Outcome.CONNECTION_ERROR, "server disconnected"
+    if any(isinstance(e, ProtocolError) for e in chain):
+        return Outcome.CONNECTION_ERROR, "invalid response"
     return Outcome.CONNECTION_ERROR, f"connection error ({type(exc).__name__})"

@@ -3,6 +3,7 @@ timeouts, redirects, body cap, keep-alive and the User-Agent. No broker or datab
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher import delivery
+from dispatcher import delivery, http1
 from dispatcher.delivery import Deliverer, DeliveryResult
 from dispatcher.subscriptions import Endpoint
 from hookfleet import USER_AGENT
@@ -107,17 +108,25 @@ async def test_a_large_response_is_read_only_up_to_the_cap(deliverer: Deliverer,
     assert result.ok and result.excerpt == "x" * delivery.EXCERPT_BYTES
 
 
-async def test_the_body_reader_stops_at_64_kib() -> None:
-    class Endless:
-        calls = 0
-
-        async def read(self, amount: int) -> bytes:
-            self.calls += 1
-            return b"y" * min(amount, 10_000)
-
-    reader = Endless()
-    body = await delivery._read_capped(reader)
-    assert len(body) == delivery.READ_CAP == 64 * 1024 and reader.calls == 7
+async def test_a_body_over_the_cap_is_cut_at_64_kib_and_its_connection_not_reused(
+    ca_bundle: str, receiver: HttpsReceiver
+) -> None:
+    target = delivery.parse_target(receiver.expect("/endless", body=b"y" * (1024 * 1024)))
+    pool = http1.Pool(
+        "127.0.0.1",
+        target.server_name,
+        http1.tls_context(ca_bundle),
+        connect_timeout_s=5.0,
+        keepalive_s=30.0,
+        body_cap=delivery.READ_CAP,
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        answers = [await pool.request(target.port, target.request_head({}, 0), loop.time() + 10) for _ in range(2)]
+    finally:
+        pool.close()
+    assert [(a.status, a.body) for a in answers] == [(200, b"y" * delivery.READ_CAP)] * 2
+    assert delivery.READ_CAP == 64 * 1024 and pool.connections_opened == 2  # the cut connection was closed
 
 
 async def test_a_non_2xx_answer_keeps_its_status_and_excerpt(deliverer: Deliverer, receiver: HttpsReceiver) -> None:

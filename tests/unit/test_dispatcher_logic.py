@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
+import ssl
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -15,6 +17,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from dispatcher.address_guard import BlockedAddressError, is_blocked
+from dispatcher.http1 import ConnectFailed, ProtocolError, ServerDisconnected
 from dispatcher.offsets import LowWaterMark
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import route_failure, route_park
@@ -215,26 +218,39 @@ def test_classify_errors() -> None:
     assert classify_error(cert) == (Outcome.TLS_ERROR, "tls error")
 
 
+def _wrapped(outer: BaseException, cause: BaseException) -> BaseException:
+    outer.__cause__ = cause
+    return outer
+
+
 @pytest.mark.parametrize(
-    ("cause", "expected"),
+    ("error", "expected"),
     [
-        ("invalid peer certificate: UnknownIssuer", (Outcome.TLS_ERROR, "tls error")),
-        ("Connection refused (os error 111)", (Outcome.CONNECTION_ERROR, "connection refused")),
-        ("peer closed connection without sending TLS close_notify", (Outcome.CONNECTION_ERROR, "server disconnected")),
-        ("connection closed before message completed", (Outcome.CONNECTION_ERROR, "server disconnected")),
-        ("something new", (Outcome.CONNECTION_ERROR, "connection error (ConnectError)")),
+        (
+            _wrapped(ConnectFailed("connect failed"), ssl.SSLCertVerificationError("unknown ca")),
+            (Outcome.TLS_ERROR, "tls error"),
+        ),
+        (
+            _wrapped(ConnectFailed("connect failed"), ConnectionRefusedError(111, "refused")),
+            (Outcome.CONNECTION_ERROR, "connection refused"),
+        ),
+        (_wrapped(ConnectFailed("connect failed"), TimeoutError()), (Outcome.TIMEOUT, "timeout")),
+        (ServerDisconnected("server disconnected"), (Outcome.CONNECTION_ERROR, "server disconnected")),
+        (
+            _wrapped(ServerDisconnected("server disconnected"), ConnectionResetError(104, "reset")),
+            (Outcome.CONNECTION_ERROR, "server disconnected"),
+        ),
+        (ProtocolError("response headers over the limit"), (Outcome.CONNECTION_ERROR, "invalid response")),
+        (
+            _wrapped(ConnectFailed("connect failed"), OSError(113, "no route")),
+            (Outcome.CONNECTION_ERROR, "connection error (ConnectFailed)"),
+        ),
+        (socket.gaierror(socket.EAI_NONAME, "no"), (Outcome.CONNECTION_ERROR, "dns lookup failed")),
+        (TimeoutError(), (Outcome.TIMEOUT, "timeout")),
     ],
 )
-def test_classify_client_errors_by_their_cause_chain(cause: str, expected: tuple[Outcome, str]) -> None:
-    from pyreqwest.exceptions import Cause, ConnectError, ConnectTimeoutError
-
-    chain: list[Cause] = [{"message": "error sending request for url (https://example.com/?q=s3)"}, {"message": cause}]
-    assert classify_error(ConnectError("connection error", {"causes": chain})) == expected
-    timeout = ConnectTimeoutError("connection timeout", {"causes": [{"message": "operation timed out"}]})
-    assert classify_error(timeout) == (Outcome.TIMEOUT, "timeout")
-    import socket
-
-    assert classify_error(socket.gaierror(socket.EAI_NONAME, "no")) == (Outcome.CONNECTION_ERROR, "dns lookup failed")
+def test_classify_client_errors_by_their_cause_chain(error: BaseException, expected: tuple[Outcome, str]) -> None:
+    assert classify_error(error) == expected
 
 
 def test_low_water_mark_never_passes_unfinished_work() -> None:

@@ -1,0 +1,293 @@
+"""HTTP/1.1 over TLS on the event loop's own transports: the delivery client (docs/architecture.md#delivery-client).
+
+Why a small client of our own: a delivery is one POST of a body we already hold, to an address the SSRF
+guard already checked, answered by a status and a short body. General clients pay for what a delivery
+never uses, and the one that ran TLS in native threads (pyreqwest) paid per await with a hand-over to and
+from its own thread: in the dispatcher, HTTP cost 390 us of CPU per delivery with it, about 130 us here,
+where the request is one `write` on a uvloop TLS transport and the answer is parsed in C (httptools,
+llhttp) from `data_received` (bench/RESULTS.md "HTTP client choice").
+
+What it does, and nothing more: one request at a time per connection, keep-alive pools per pinned
+(address, port, TLS server name), connects only to the address it is given (no DNS here: the caller pins
+the checked address), TLS verified against the server name, a connect bound and one absolute deadline
+for the whole exchange, response headers limited (`MAX_HEADERS`, `MAX_HEADER_BYTES`), the body kept up
+to a cap (a longer one is cut and its connection closed), no redirects (a 3xx is just a status), no
+decompression, interim 1xx answers skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """The answer is not an HTTP/1.1 response this client accepts (malformed, too many headers, upgrade)."""
+
+
+class ServerDisconnected(ConnectionError):
+    """The connection ended before the response's status line and headers arrived."""
+
+
+class ConnectFailed(OSError):
+    """Connecting (TCP and TLS) to the pinned address failed; the cause says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes  # at most the pool's body cap
+    retry_after: str | None  # the Retry-After header, as sent
+
+
+class _Connection(asyncio.Protocol):
+    """One TLS connection; `exchange` sends a request and resolves with its response."""
+
+    def __init__(self, body_cap: int) -> None:
+        self._cap = body_cap
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._error: Exception | None = None  # raised by a parser callback (httptools wraps it)
+        self._reset()
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._headers = 0
+        self._header_bytes = 0
+        self._retry_after: str | None = None
+        self._headers_done = False
+
+    def exchange(self, data: bytes) -> asyncio.Future[Response]:
+        assert self._transport is not None
+        self._reset()
+        self.reusable = False
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(data)
+        return waiter
+
+    def abort(self) -> None:
+        """Close at once (timeout, cancellation, a cut body): the connection's state is unknown."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def time_out(self) -> None:
+        self._fail(TimeoutError())
+        self.abort()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's TLS transport is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: this connection cannot be trusted any more
+            self.abort()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the server switched protocols"))
+            self.abort()
+        except httptools.HttpParserError as exc:
+            self._fail(self._error or ProtocolError(f"invalid HTTP response ({type(exc).__name__})"))
+            self.abort()
+
+    def eof_received(self) -> bool:
+        self._ended(None)
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._ended(exc)
+
+    def _ended(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is None:
+            return
+        if self._headers_done:  # a body delimited by the close, or cut short: the status is known
+            self._done()
+            return
+        error = ServerDisconnected("server disconnected")
+        error.__cause__ = exc
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def _done(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Response(self._status, b"".join(self._chunks), self._retry_after))
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        self._header_bytes += len(name) + len(value)
+        if self._headers > MAX_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
+            self._error = ProtocolError(f"response headers over the limit ({MAX_HEADERS} or {MAX_HEADER_BYTES} bytes)")
+            raise self._error
+        if len(name) == 11 and name.lower() == b"retry-after":
+            self._retry_after = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        room = self._cap - self._size
+        if len(body) <= room:
+            self._chunks.append(body)
+            self._size += len(body)
+            return
+        if room > 0:
+            self._chunks.append(body[:room])
+            self._size = self._cap
+        if self._waiter is not None:  # over the cap: answer with what is kept, drop the rest with the connection
+            self._done()
+            self.abort()
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:  # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            self._reset()
+            return
+        self.reusable = not self.closed and self._parser.should_keep_alive()
+        self._done()
+
+
+class Pool:
+    """Keep-alive connections to one pinned address (any port) under one TLS server name."""
+
+    def __init__(
+        self,
+        address: str,
+        server_name: str,
+        context: ssl.SSLContext,
+        *,
+        connect_timeout_s: float,
+        keepalive_s: float,
+        body_cap: int,
+    ) -> None:
+        self.address = address
+        self._server_name = server_name
+        self._context = context
+        self._connect_timeout_s = connect_timeout_s
+        self._keepalive_s = keepalive_s
+        self._cap = body_cap
+        self._idle: dict[int, deque[_Connection]] = {}  # per port, oldest first; the newest is reused first
+        self._closed = False
+        self.connections_opened = 0
+
+    async def request(self, port: int, data: bytes, deadline: float) -> Response:
+        """Send `data` (head and body) to `port` and return the response; `deadline` is in `loop.time()`.
+
+        A kept-alive connection that the server closed just as the request went out fails before any
+        answer: that request is sent once more on a new connection (a receiver may then see it twice,
+        which the event id lets it ignore; not sending it at all would cost a retry 10 s later)."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get(port)
+        if idle is None:
+            idle = self._idle[port] = deque()
+        conn = self._checkout(idle, loop.time())
+        if conn is not None:
+            try:
+                return await self._exchange(loop, idle, conn, data, deadline)
+            except ServerDisconnected:
+                pass
+        conn = await self._connect(loop, port, deadline)
+        return await self._exchange(loop, idle, conn, data, deadline)
+
+    def close(self) -> None:
+        """Close idle connections now; busy ones close when their response is in."""
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.popleft().close()
+
+    def _checkout(self, idle: deque[_Connection], now: float) -> _Connection | None:
+        while idle and (idle[0].closed or now - idle[0].idle_since > self._keepalive_s):
+            idle.popleft().close()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, port: int, deadline: float) -> _Connection:
+        timeout = min(self._connect_timeout_s, deadline - loop.time())
+        if timeout <= 0:
+            raise TimeoutError()
+        self.connections_opened += 1
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self._cap),
+                    self.address,
+                    port,
+                    ssl=self._context,
+                    server_hostname=self._server_name,
+                    ssl_handshake_timeout=timeout,
+                )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"connect failed ({type(exc).__name__})") from exc
+        return conn
+
+    async def _exchange(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        idle: deque[_Connection],
+        conn: _Connection,
+        data: bytes,
+        deadline: float,
+    ) -> Response:
+        timer = loop.call_at(deadline, conn.time_out)
+        try:
+            response = await conn.exchange(data)
+        except BaseException:
+            conn.abort()
+            raise
+        finally:
+            timer.cancel()
+        if conn.reusable and not self._closed:
+            conn.idle_since = loop.time()
+            idle.append(conn)
+        else:
+            conn.close()
+        return response
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """System roots plus `ca_bundle`; certificates and the server name verified; HTTP/1.1 offered by ALPN."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def monotonic_deadline(loop: asyncio.AbstractEventLoop, started: float, total_s: float) -> float:
+    """`started` (time.monotonic) plus `total_s`, on the loop's clock (uvloop's clock is its own)."""
+    return loop.time() + total_s - (time.monotonic() - started)
