@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -210,6 +211,22 @@ def test_generated_ids_are_unique_sortable_ulids_of_now() -> None:
     assert all(before <= t <= after for t in stamps)
     assert stamps == sorted(stamps)  # ids of a later millisecond sort after earlier ones
     assert all(ulid(_decode(b) >> 80, _decode(b) & (2**80 - 1)) == b for b in bodies[:500])
+
+
+def test_a_forked_child_draws_its_own_randomness() -> None:
+    """Ids draw randomness in batches; a fork must not leave the parent's batch to the child too."""
+    new_attempt_id()  # the parent now holds a partly used batch
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, " ".join(new_attempt_id()[-16:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    child = set(os.read(read, 65536).decode().split())
+    os.waitpid(pid, 0)
+    os.close(read)
+    parent = {new_attempt_id()[-16:] for _ in range(50)}
+    assert len(child) == 50 and not child & parent
 
 
 def test_topic_prefix_applies_to_every_topic() -> None:
