@@ -10,9 +10,11 @@ one holding things back. Runs alternate between clients so load from other work 
 
     python -m bench.http_clients --seconds 4 --rounds 2 --connections 16,1000
 
-Only aiohttp and pyreqwest are project dependencies. The others are installed by hand for a probe, in a
-separate virtualenv: niquests pulls in urllib3-future, which installs itself as `urllib3` and breaks
-`requests` (and so schemathesis) in the environment it lands in.
+`deliverer` is the real delivery path (`dispatcher.delivery.Deliverer` on `dispatcher/http1.py`:
+pinning, signing, capped body, classification). aiohttp (the API server) is a dependency and pyreqwest
+is in the test extras for this probe. The others are installed by hand for a probe, in a separate
+virtualenv: niquests pulls in urllib3-future, which installs itself as `urllib3` and breaks `requests`
+(and so schemathesis) in the environment it lands in.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ async def _client(name: str, ca: str, connections: int) -> tuple[Post, Callable[
             return resp.status_code is not None and 200 <= resp.status_code < 300
 
         return post_niquests, nq.close
-    if name == "deliverer":  # the real delivery path on pyreqwest: pinning, signing, capped read, classification
+    if name == "deliverer":  # the real delivery path (http1.py): pinning, signing, capped read, classification
         from dispatcher.delivery import Deliverer
         from dispatcher.subscriptions import Endpoint
         from hookfleet.settings import DeliverySettings
