@@ -71,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._retry_after: str | None = None
         self._headers_done = False
+        self._head_bytes = 0  # received before the headers were complete: bounded, as the parser buffers them
 
     def exchange(self, data: bytes) -> asyncio.Future[Response]:
         assert self._transport is not None
@@ -109,9 +110,16 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("the server switched protocols"))
             self.abort()
+            return
         except httptools.HttpParserError as exc:
             self._fail(self._error or ProtocolError(f"invalid HTTP response ({type(exc).__name__})"))
             self.abort()
+            return
+        if not self._headers_done and self._waiter is not None:  # the parser holds an unfinished head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES + 8192:  # the status line and framing besides the headers
+                self._fail(ProtocolError(f"response head over {MAX_HEADER_BYTES} bytes"))
+                self.abort()
 
     def eof_received(self) -> bool:
         self._ended(None)
@@ -271,7 +279,7 @@ class Pool:
             raise
         finally:
             timer.cancel()
-        if conn.reusable and not self._closed:
+        if conn.reusable and not conn.closed and not self._closed:
             conn.idle_since = loop.time()
             idle.append(conn)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -342,3 +343,47 @@ async def test_an_unreachable_address_is_left_for_another_allowed_answer(
     assert (first.outcome, first.error) == (Outcome.CONNECTION_ERROR, "connection refused")
     assert second.ok and third.ok and len(named_receiver.at("/failover")) == 2
     assert len(dns.lookups) == 2  # looked up again once after the failure, then pinned to the one that works
+
+
+async def _hostile_server(tls_ca: Any, answer: bytes, endless: bytes = b"") -> tuple[asyncio.Server, int]:
+    """A TLS server that reads the request, then writes `answer` and `endless` again and again."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            while endless:
+                writer.write(endless)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_an_endless_response_header_is_refused_at_the_head_limit(deliverer: Deliverer, tls_ca: Any) -> None:
+    server, port = await _hostile_server(tls_ca, b"HTTP/1.1 200 OK\r\nX-Flood: ", endless=b"a" * 65536)
+    try:
+        started = time.monotonic()
+        result = await send(deliverer, f"https://localhost:{port}/flood")
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert (result.outcome, result.error, result.status_code) == (Outcome.CONNECTION_ERROR, "invalid response", None)
+    assert took < 5, took  # refused once the head passes its limit, not at the delivery timeout
+
+
+async def test_a_body_delimited_by_the_close_and_an_interim_answer_are_read(deliverer: Deliverer, tls_ca: Any) -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 202 Accepted\r\nRetry-After: 7\r\n\r\nqueued for later"
+    server, port = await _hostile_server(tls_ca, answer)
+    try:
+        result = await send(deliverer, f"https://localhost:{port}/old")
+    finally:
+        server.close()
+    assert (result.outcome, result.status_code, result.excerpt) == (Outcome.SUCCESS, 202, "queued for later")
+    assert result.retry_after_s == 7.0
