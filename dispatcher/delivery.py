@@ -144,6 +144,8 @@ class Target:
     def request_head(self, headers: dict[str, str], length: int) -> bytes:
         lines = [f"POST {self.path} HTTP/1.1\r\nHost: {self.host_header}\r\nUser-Agent: {USER_AGENT}\r\n"]
         for name, value in headers.items():
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:  # the API refuses these too
+                raise ValueError(f"header {name.strip()[:40]!r} is not one line")
             lines.append(f"{name}: {value}\r\n")
         lines.append(f"Content-Length: {length}\r\n\r\n")
         return "".join(lines).encode("latin-1")

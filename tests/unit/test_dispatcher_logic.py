@@ -17,6 +17,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from dispatcher.address_guard import BlockedAddressError, is_blocked
+from dispatcher.delivery import parse_target
 from dispatcher.http1 import ConnectFailed, ProtocolError, ServerDisconnected
 from dispatcher.offsets import LowWaterMark
 from dispatcher.outcome import classify_error, classify_status
@@ -29,6 +30,7 @@ from dispatcher.signing import (
     verify_hex_signature,
 )
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from hookfleet import USER_AGENT
 from schemas.catalog import EventType
 from schemas.models import Outcome
 from schemas.topics import Topics
@@ -266,3 +268,35 @@ def test_low_water_mark_never_passes_unfinished_work() -> None:
     assert lwm.committable == 14
     with pytest.raises(ValueError, match="must increase"):
         lwm.begin(20)
+
+
+@pytest.mark.parametrize(
+    ("url", "server_name", "host_header", "port", "path"),
+    [
+        ("https://hooks.example.com/in", "hooks.example.com", "hooks.example.com", 443, "/in"),
+        ("https://Hooks.Example.com:8443", "hooks.example.com", "hooks.example.com:8443", 8443, "/"),
+        ("https://[2001:db8::1]:9443/a b?x=1&y=é", "2001:db8::1", "[2001:db8::1]:9443", 9443, "/a%20b?x=1&y=%C3%A9"),
+        ("https://203.0.113.7/p%2Fq", "203.0.113.7", "203.0.113.7", 443, "/p%2Fq"),
+        ("https://bücher.example/x", "xn--bcher-kva.example", "xn--bcher-kva.example", 443, "/x"),
+    ],
+)
+def test_a_url_becomes_the_request_target(url: str, server_name: str, host_header: str, port: int, path: str) -> None:
+    target = parse_target(url)
+    assert (target.server_name, target.host_header, target.port, target.path) == (server_name, host_header, port, path)
+    head = target.request_head({"X-Webhook-Id": "evt_1", "Authorization": "Bearer t"}, 12).decode()
+    assert head == (
+        f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+        "X-Webhook-Id: evt_1\r\nAuthorization: Bearer t\r\nContent-Length: 12\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("url", ["http://example.com/", "https:///nohost", "https://user:pw@example.com/"])
+def test_only_plain_https_urls_are_targets(url: str) -> None:
+    with pytest.raises(ValueError, match="https with a host"):
+        parse_target(url)
+
+
+def test_a_header_that_is_not_one_line_is_never_written() -> None:
+    target = parse_target("https://example.com/")
+    with pytest.raises(ValueError, match="not one line"):
+        target.request_head({"X-Custom": "a\r\nX-Injected: 1"}, 0)
