@@ -216,7 +216,7 @@ class Deliverer:
         self._resolve = resolve
         self._hosts: dict[str, _HostClient] = {}
         self._pending: dict[str, asyncio.Future[_HostClient]] = {}
-        self._literal_pools: dict[str, Pool] = {}
+        self._literals: dict[str, _HostClient] = {}  # IP-literal hosts: no lookup, the address is the host
         self._host_guard = UrlHostGuard(self._allow)  # IP literals in non-standard forms, blocked literals
 
     def _build(self, server_name: str, address: str) -> Pool:
@@ -235,10 +235,12 @@ class Deliverer:
             if is_blocked(target.address, self._allow):
                 raise BlockedAddressError(f"{target.address} is a blocked address")
             literal = str(target.address)
-            pool = self._literal_pools.get(literal)
-            if pool is None:
-                pool = self._literal_pools[literal] = self._build(literal, literal)
-            return pool, None
+            entry = self._literals.get(literal)
+            if entry is None or entry.retired:
+                now = time.monotonic()
+                self._sweep(now)
+                entry = self._literals[literal] = _HostClient(self._build(literal, literal), literal, now, now)
+            return entry.pool, entry
         now = time.monotonic()
         host = self._hosts.get(target.domain)
         if host is not None and now - host.checked_at < PIN_TTL_S:
@@ -294,11 +296,12 @@ class Deliverer:
             host.pool.close()
 
     def _sweep(self, now: float) -> None:
-        """Close clients of hosts nobody delivered to for a while (runs only when a client is built)."""
-        for domain, host in list(self._hosts.items()):
-            if host.in_flight == 0 and now - host.last_used > IDLE_CLIENT_S:
-                del self._hosts[domain]
-                self._retire(host)
+        """Close the pools of hosts nobody delivered to for a while (runs only when a pool is built)."""
+        for hosts in (self._hosts, self._literals):
+            for name, host in list(hosts.items()):
+                if host.in_flight == 0 and now - host.last_used > IDLE_CLIENT_S:
+                    del hosts[name]
+                    self._retire(host)
 
     @tracing.attempt_span  # one span per attempt when tracing is on; the method itself when off
     async def deliver(
@@ -358,8 +361,8 @@ class Deliverer:
     async def close(self) -> None:
         for host in self._hosts.values():
             host.pool.close()
-        for pool in self._literal_pools.values():
-            pool.close()
+        for host in self._literals.values():
+            host.pool.close()
         self._hosts.clear()
-        self._literal_pools.clear()
+        self._literals.clear()
         await asyncio.sleep(0)  # let the transports' close callbacks run

@@ -387,3 +387,19 @@ async def test_a_body_delimited_by_the_close_and_an_interim_answer_are_read(deli
         server.close()
     assert (result.outcome, result.status_code, result.excerpt) == (Outcome.SUCCESS, 202, "queued for later")
     assert result.retry_after_s == 7.0
+
+
+async def test_hosts_idle_past_the_bound_lose_their_pools(
+    deliverer: Deliverer, receiver: HttpsReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.expect("/idle")
+    literal = f"https://127.0.0.1:{receiver.port}/idle"
+    assert (await send(deliverer, literal)).ok and (await send(deliverer, receiver.url("/idle"))).ok
+    first = deliverer._literals["127.0.0.1"].pool
+    monkeypatch.setattr(delivery, "IDLE_CLIENT_S", 0.0)  # both hosts are now idle for too long
+    # Pools are swept when one is built: a delivery to a new host (nothing listens there) builds one.
+    refused = await send(deliverer, f"https://127.0.0.3:{receiver.port}/idle")
+    assert refused.outcome is Outcome.CONNECTION_ERROR
+    assert "127.0.0.1" not in deliverer._literals and "localhost" not in deliverer._hosts
+    assert (await send(deliverer, literal)).ok and deliverer._literals["127.0.0.1"].pool is not first
+    assert len(receiver.at("/idle")) == 3
