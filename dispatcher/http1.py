@@ -126,6 +126,7 @@ class _Connection(asyncio.Protocol):
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         self._ended(exc)
 
     def _ended(self, exc: Exception | None) -> None:
@@ -256,6 +257,7 @@ class Pool:
                     port,
                     ssl=self._context,
                     server_hostname=self._server_name,
+                    ssl_handshake_timeout=timeout,
                 )
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"connect failed ({type(exc).__name__})") from exc
