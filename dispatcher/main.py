@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import threading
 
 import uvloop
@@ -24,9 +25,10 @@ from schemas.models import Outcome
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: threading.Event | None = None) -> None:
-    """Run one dispatcher until `stop` is set. Consumption starts only once the subscription index is
-    loaded: an event consumed against an empty index would be acknowledged with no delivery.
+async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: threading.Event | None = None) -> bool:
+    """Run one dispatcher until `stop` is set; True when a consumer's thread was left stuck in `close`.
+    Consumption starts only once the subscription index is loaded: an event consumed against an empty
+    index would be acknowledged with no delivery.
 
     The health server starts first: while the broker, the database or the index is not there yet the
     dispatcher is alive (its heartbeat beats) and unready, and starts by itself when they answer."""
@@ -45,6 +47,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: thr
     finally:
         if health is not None:
             health.stop()
+    return bool(running) and running[0].consumer_stuck
 
 
 async def _serve(
@@ -115,12 +118,16 @@ def run(args: argparse.Namespace) -> int:
         return supervise(process_count(args.processes), settings.metrics_port)
     tracing.setup("dispatcher", send_to_receivers=settings.trace_receivers)
 
-    async def main() -> None:
+    async def main() -> bool:
         stop = asyncio.Event()
         shutdown = Shutdown().install(asyncio.get_running_loop())
         shutdown.on_request(stop.set)
-        await serve(settings, stop, shutdown.requested)
+        return await serve(settings, stop, shutdown.requested)
 
     # uvloop: its C event loop and TLS transport take 9 % less CPU per delivery (bench/RESULTS.md).
-    uvloop.run(main())
+    if uvloop.run(main()):
+        # Everything is committed and flushed; only a consumer thread hangs in librdkafka, and the
+        # interpreter would wait for it at exit forever.
+        logging.shutdown()
+        os._exit(0)
     return 0

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 TP = PartitionKey
 
+CLOSE_BOUND_S = 15.0
+"""How long leaving the group may take. librdkafka can hang for good when `close` serves a last rebalance
+callback that asks for the rebalance protocol (confluentinc/librdkafka#4041; seen here when SIGTERM came
+during a rebalance): past this bound the close is given up. The final commit is already made, and the
+broker drops the member after its session timeout."""
+
 
 @dataclass
 class PartitionState:
@@ -56,6 +62,7 @@ class StageConsumer:
         self._generation = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dispatcher-{stage}")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.close_stuck = False  # `close` did not return within CLOSE_BOUND_S: its thread never ends
 
     # ---------------------------------------------------------------------------------- from the loop
 
@@ -101,8 +108,13 @@ class StageConsumer:
         assert self._loop is not None
         self.prepare_commits(force=True)
         await self._loop.run_in_executor(self._thread, self._commit, False)
-        await self._loop.run_in_executor(self._thread, self.consumer.close)
-        self._thread.shutdown(wait=True)
+        closing = self._loop.run_in_executor(self._thread, self.consumer.close)
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), CLOSE_BOUND_S)
+        except TimeoutError:
+            self.close_stuck = True
+            log.error("event=consumer_close_stuck stage=%s bound_s=%.0f (final commit made)", self.stage, CLOSE_BOUND_S)
+        self._thread.shutdown(wait=not self.close_stuck)
 
     # ---------------------------------------------------------------------------------- on the thread
 

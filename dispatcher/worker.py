@@ -123,6 +123,11 @@ class Dispatcher:
         metrics.IN_FLIGHT.set_function(lambda: self._open_requests)  # read at scrape time, not set per request
 
     @property
+    def consumer_stuck(self) -> bool:
+        """A stage's consumer did not close within its bound (stage_consumer.CLOSE_BOUND_S)."""
+        return any(stage.close_stuck for stage in self._stages.values())
+
+    @property
     def assigned(self) -> set[TP]:
         return {key for stage in self._stages.values() for key in stage.partitions}
 
