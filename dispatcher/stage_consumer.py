@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 TP = PartitionKey
 
-CLOSE_BOUND_S = 15.0
+CLOSE_BOUND_S = 10.0
 """How long leaving the group may take. librdkafka can hang for good when `close` serves a last rebalance
 callback that asks for the rebalance protocol (confluentinc/librdkafka#4041; seen here when SIGTERM came
 during a rebalance): past this bound the close is given up. The final commit is already made, and the
