@@ -68,9 +68,16 @@ def attempt_row(record: AttemptRecord) -> tuple[object, ...]:
 
 
 def json_text(model: BaseModel) -> str:
-    """The model's wire JSON, made storable as jsonb."""
-    raw = json.loads(model.model_dump_json())
-    return json.dumps(without_nul(raw), separators=(",", ":"))
+    """The model's wire JSON, made storable as jsonb.
+
+    A U+0000 anywhere in the model is written as the escape `\\u0000`, so JSON without that text has
+    nothing to replace and is stored as serialised; only the rest is parsed and cleaned (the recorder
+    stores one payload per delivery, and the parse and re-dump cost it 25 us each).
+    """
+    text = model.model_dump_json()
+    if "\\u0000" not in text:
+        return text
+    return json.dumps(without_nul(json.loads(text)), separators=(",", ":"))
 
 
 def log_day(at: datetime) -> date:

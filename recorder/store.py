@@ -3,7 +3,8 @@
 Attempt rows are COPYed into a per-connection temporary table and moved with
 `INSERT ... ON CONFLICT (attempt_id, attempted_at) DO NOTHING`, so a replayed batch (crash between the
 database commit and the offset commit, or a rebalance) adds nothing: a replayed record carries the same
-attempted_at, so it meets its first copy in the same day partition. The day partitions a batch needs are
+attempted_at, so it meets its first copy in the same day partition. Event payloads take the same
+path (`ON CONFLICT (event_id, logged_on) DO NOTHING`). The day partitions a batch needs are
 created before it is written (hookfleet/retention.py); a record older than the retention horizon (a
 recorder that was down for longer than the retention) is not written, since its day is already dropped.
 Dead letters are upserted; a dead letter replayed
@@ -22,7 +23,6 @@ import psycopg
 
 from hookfleet.attempt_rows import (
     ATTEMPT_COLUMNS,
-    INSERT_PAYLOAD,
     attempt_row,
     json_text,
     log_day,
@@ -49,6 +49,17 @@ _COLUMNS = ", ".join(ATTEMPT_COLUMNS)
 _CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS recorder_attempts_staging "
     "(LIKE delivery_attempts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+
+# Payloads go the same way: one COPY and one INSERT per batch, not one INSERT per event.
+_CREATE_PAYLOAD_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS recorder_payloads_staging "
+    "(LIKE event_payloads INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_PAYLOAD_COLUMNS = "event_id, account_id, event, logged_on"
+_MOVE_PAYLOADS = (
+    f"INSERT INTO event_payloads ({_PAYLOAD_COLUMNS}) SELECT {_PAYLOAD_COLUMNS} FROM recorder_payloads_staging "  # noqa: S608 - fixed text
+    "ON CONFLICT (event_id, logged_on) DO NOTHING"
 )
 
 # The rows really inserted (a replayed Kafka record meets ON CONFLICT DO NOTHING) are added to the hourly stats
@@ -147,6 +158,7 @@ class RecorderStore:
             conn = connect(self._url, autocommit=True)
             try:
                 conn.execute(_CREATE_STAGING)
+                conn.execute(_CREATE_PAYLOAD_STAGING)
             except BaseException:
                 conn.close()
                 raise
@@ -189,7 +201,10 @@ class RecorderStore:
                 inserted = int(str(counted[0])) if counted else 0
                 payloads = payload_rows(attempts)
                 if payloads:
-                    cur.executemany(INSERT_PAYLOAD, payloads)
+                    with cur.copy(f"COPY recorder_payloads_staging ({_PAYLOAD_COLUMNS}) FROM STDIN") as copy:
+                        for payload in payloads:
+                            copy.write_row(payload)
+                    cur.execute(_MOVE_PAYLOADS)
             if dead:
                 cur.executemany(_UPSERT_DEAD, [dead_letter_row(d) for d in dead])
             changes, flips = self._flip_statuses(cur, batch)

@@ -24,6 +24,7 @@ from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import route_failure, route_park
 from dispatcher.signing import (
     hex_signature,
+    hmac_sha256,
     new_secret,
     signature_headers,
     standard_signature,
@@ -43,6 +44,35 @@ def test_hex_signature_known_answer() -> None:
     assert hex_signature("Jefe", b"what do ya want for nothing?") == (
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "data", "expected"),
+    [  # RFC 4231 test cases 1, 2, 6 (a 131-byte key: longer than the block, hashed first) and 7
+        (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        (
+            b"\xaa" * 131,
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        ),
+        (
+            b"\xaa" * 131,
+            b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to "
+            b"be hashed before being used by the HMAC algorithm.",
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+        ),
+    ],
+)
+def test_hmac_sha256_known_answers(key: bytes, data: bytes, expected: str) -> None:
+    assert hmac_sha256(key, data).hex() == expected
+    assert hmac_sha256(key, data) == hmac.digest(key, data, "sha256")  # and again, from the cached key state
+
+
+@pytest.mark.parametrize("length", [0, 1, 63, 64, 65, 200])
+def test_hmac_sha256_equals_the_standard_library_at_every_key_length(length: int) -> None:
+    key = bytes(range(256))[:length]
+    assert hmac_sha256(key, BODY) == hmac.digest(key, BODY, "sha256")
 
 
 def test_hex_signature_matches_documented_receiver_formula() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, payload_rows, without_nul
+from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows, without_nul
 from recorder.batch import Batch, DeadLetter, InvalidMessage, dead_letter_row, parse_message
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
@@ -126,6 +126,19 @@ def test_nul_characters_cannot_reach_postgresql() -> None:
     assert isinstance(task_json, str)
     assert "\\u0000" not in task_json
     assert json.loads(task_json)["event"]["data"] == {"n": "\ufffd"}
+
+
+def test_json_text_replaces_nul_only_where_there_is_one() -> None:
+    def event(data: dict[str, str]) -> Event:
+        return Event(id="evt_3", type=EventType("contact.created"), created_at=T0, account_id="acct_1", data=data)
+
+    clean = event({"n": "é"})
+    assert json_text(clean) == clean.model_dump_json()  # stored as serialised
+    literal = event({"n": "\\u0000"})  # six characters, not a NUL: kept
+    assert json.loads(json_text(literal))["data"] == {"n": "\\u0000"}
+    nul = event({"k\x00": "a\x00"})
+    assert "\\u0000" not in json_text(nul)
+    assert json.loads(json_text(nul))["data"] == {"k\ufffd": "a\ufffd"}
 
 
 def test_attempt_row_follows_the_column_order() -> None:
