@@ -114,7 +114,7 @@ def is_nonstandard_ip_literal(host: str) -> bool:
     0x-hex), which makes such a host an IPv4 address or an invalid URL, never a host name.
     """
     name = host.strip().lower()
-    if name.startswith("[") or ":" in name:  # IPv6 literal: `ipaddress` parses every form aiohttp accepts
+    if name.startswith("[") or ":" in name:  # IPv6 literal: `ipaddress` parses every form urlsplit passes
         return False
     try:
         ipaddress.IPv4Address(name)

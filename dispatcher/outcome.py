@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import sys
-from typing import Any
 
 from dispatcher.address_guard import BlockedAddressError
 from dispatcher.http1 import ProtocolError, ServerDisconnected
@@ -26,7 +24,7 @@ def classify_status(status: int) -> tuple[Outcome, str | None]:
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what it wraps (an HTTP client may hide resolver and TLS errors levels down)."""
+    """The exception and what it wraps (http1.py's `ConnectFailed` carries the resolver, TCP or TLS error)."""
     seen: list[BaseException] = []
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -36,21 +34,6 @@ def _causes(exc: BaseException) -> list[BaseException]:
         seen.append(current)
         stack.extend([getattr(current, "os_error", None), current.__cause__, current.__context__])
     return seen
-
-
-def _aiohttp_kind(chain: list[BaseException]) -> tuple[Outcome, str] | None:
-    """Errors of an aiohttp client. Deliveries do not use one and the dispatcher does not load aiohttp:
-    an aiohttp error exists only if someone loaded aiohttp."""
-    aiohttp: Any = sys.modules.get("aiohttp")
-    if aiohttp is None:
-        return None
-    if any(isinstance(e, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)) for e in chain):
-        return Outcome.TLS_ERROR, "tls error"
-    if any(isinstance(e, aiohttp.ServerDisconnectedError) for e in chain):
-        return Outcome.CONNECTION_ERROR, "server disconnected"
-    if any(isinstance(e, aiohttp.ClientConnectorDNSError) for e in chain):
-        return Outcome.CONNECTION_ERROR, "dns lookup failed"
-    return None
 
 
 def classify_error(exc: BaseException) -> tuple[Outcome, str]:
@@ -64,9 +47,6 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
         return Outcome.CONNECTION_ERROR, "dns lookup failed"
     if any(isinstance(e, ssl.SSLError) for e in chain):
         return Outcome.TLS_ERROR, "tls error"
-    aiohttp_kind = _aiohttp_kind(chain)
-    if aiohttp_kind is not None:
-        return aiohttp_kind
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return Outcome.CONNECTION_ERROR, "connection refused"
     if any(isinstance(e, (ServerDisconnected, ConnectionResetError, BrokenPipeError)) for e in chain):
