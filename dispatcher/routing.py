@@ -18,6 +18,7 @@ tasks queued behind it in a shorter topic.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -104,9 +105,27 @@ def route_failure(
     return FailureRoute(stage, topic, failed_attempt + 1, failed_at_ms + round(wait_s * 1000))
 
 
+PARKS_HEADER = "hookfleet-parks"
+"""How often a task has been parked: a message header, not a task field, so a dispatcher or retry scheduler
+of an earlier version passes it through instead of refusing the task."""
+
+
+def parks_of(headers: Sequence[tuple[str, str | bytes | None]] | None) -> int:
+    """The park count a consumed task carries (0 when absent or unreadable)."""
+    for name, value in headers or ():
+        if name == PARKS_HEADER and isinstance(value, bytes) and value.isdigit() and len(value) < 6:
+            return int(value)
+    return 0
+
+
 def route_park(
-    attempt: int, now_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DELAYS_S
+    attempt: int, now_ms: int, topics: Topics, delays_s: tuple[float, float, float] = DELAYS_S, parks: int = 0
 ) -> FailureRoute:
-    """A deferred delivery (a slow or hanging webhook): first delay topic, same attempt number (nothing
-    was tried)."""
-    return FailureRoute(STAGES[0], topics.retry_10s, attempt, now_ms + round(delays_s[0] * 1000))
+    """A deferred delivery (a slow or hanging webhook), same attempt number (nothing was tried).
+
+    The first park waits the first delay (10 s), the second the second (60 s), every further one the last
+    (5 min): a webhook that hangs for an hour then re-parks its backlog every 5 min instead of every 10 s,
+    so what a hanging webhook costs the fleet stops growing with how long it hangs.
+    """
+    index = min(max(parks, 0), len(STAGES) - 1)
+    return FailureRoute(STAGES[index], topics.retries[index], attempt, now_ms + round(delays_s[index] * 1000))

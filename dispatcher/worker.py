@@ -35,13 +35,22 @@ from pydantic import ValidationError
 from dispatcher.delivery import Deliverer, DeliveryResult, record_json
 from dispatcher.fanout import FanoutJob, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
-from dispatcher.routing import FailureRoute, route_failure, route_park
+from dispatcher.routing import PARKS_HEADER, FailureRoute, parks_of, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from dispatcher.wire_json import attempt_json, event_bytes, task_json
 from hookfleet import metrics, tracing
 from hookfleet.invalid import invalid_message
-from hookfleet.kafka import Consumer, Headers, KafkaDeliveryError, KafkaError, KafkaProducer, Message, PartitionKey
+from hookfleet.kafka import (
+    Consumer,
+    Headers,
+    KafkaDeliveryError,
+    KafkaError,
+    KafkaProducer,
+    Message,
+    PartitionKey,
+    message_headers,
+)
 from hookfleet.settings import DispatcherSettings
 from schemas.ids import new_attempt_id
 from schemas.models import DeliveryTask, Event, NextStep, Outcome
@@ -83,6 +92,7 @@ class _Job:
     key: TP
     generation: int
     offset: int
+    parks: int = 0  # how often this task was parked before (routing.PARKS_HEADER)
     trace: Any = field(default_factory=tracing.current)  # the task's trace context (None when tracing is off)
 
 
@@ -320,7 +330,7 @@ class Dispatcher:
             self._spawn(self._finish_after(self._drop(task, body, *reason), key, generation, offset), key)
             return
         assert endpoint is not None
-        job = _Job(task, body, key, generation, offset)
+        job = _Job(task, body, key, generation, offset, parks_of(message_headers(message)) if task.parked else 0)
         lane = self._lane(endpoint, key)
         self._held += 1
         now = time.monotonic()
@@ -528,9 +538,11 @@ class Dispatcher:
         )
 
     async def _park(self, job: _Job) -> None:
-        """Defer a slow or hanging webhook's delivery through the first delay topic (not an attempt)."""
+        """Defer a slow or hanging webhook's delivery through a delay topic (not an attempt): 10 s, and longer
+        each time the same task is parked again (`route_park`)."""
         task = job.task
-        route = route_park(task.attempt, int(time.time() * 1000), self._topics, self._settings.retry_delays_s)
+        now_ms = int(time.time() * 1000)
+        route = route_park(task.attempt, now_ms, self._topics, self._settings.retry_delays_s, parks=job.parks)
         parked = task_json(
             job.body,
             task.webhook_id,
@@ -542,9 +554,13 @@ class Dispatcher:
         )
         metrics.RETRIES_SCHEDULED.labels("parked").inc()
         log.debug(
-            "event=delivery_parked webhook_id=%s event_id=%s attempt=%d", task.webhook_id, task.event.id, task.attempt
+            "event=delivery_parked webhook_id=%s event_id=%s attempt=%d parks=%d",
+            task.webhook_id,
+            task.event.id,
+            task.attempt,
+            job.parks + 1,
         )
-        await self._send_durably(route.topic, parked, task.webhook_id)
+        await self._send_durably(route.topic, parked, task.webhook_id, [(PARKS_HEADER, str(job.parks + 1).encode())])
         self._held -= 1
         self._finish(job.key, job.generation, job.offset)
 

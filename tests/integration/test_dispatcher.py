@@ -9,7 +9,8 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from hookfleet.kafka import KafkaProducer, Message, new_consumer
+from dispatcher.routing import PARKS_HEADER
+from hookfleet.kafka import KafkaProducer, Message, message_headers, new_consumer
 from producer.publisher import EventPublisher, build_event
 from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.models import DeliveryTask, Event
@@ -139,11 +140,13 @@ def test_hanging_endpoint_does_not_stall_others(
             "HOOKFLEET_PER_ENDPOINT_CONCURRENCY": "5",
             "HOOKFLEET_PER_ENDPOINT_QUEUE": "1000",
             "HOOKFLEET_PARK_AFTER_S": "1",
+            "HOOKFLEET_RETRY_DELAYS_S": "[3, 30, 60]",  # parked tasks come back while the endpoint still hangs
         },
         tmp_path,
     )
     try:
         fleet.start_dispatcher()
+        fleet.start("retry-scheduler")
         started = time.monotonic()
         with publisher_for(kafka_bootstrap, topics) as publisher:
             for _ in range(200):
@@ -161,6 +164,14 @@ def test_hanging_endpoint_does_not_stall_others(
         tasks = [DeliveryTask.model_validate_json(m.value()) for m in parked]
         assert len(tasks) == 200 - 5
         assert all(t.parked and t.attempt == 1 and t.webhook_id == hang_id for t in tasks)
+        assert {dict(message_headers(m) or []).get(PARKS_HEADER) for m in parked} == {b"1"}
+        # Handed back by the retry scheduler while the endpoint still hangs, each is parked once more, one delay
+        # further (the second delay topic), with its count carried through the scheduler.
+        again = consume_all(kafka_bootstrap, topics.retry_60s, 200 - 5, timeout_s=30)
+        assert len(again) == 200 - 5, fleet.logs()
+        assert {dict(message_headers(m) or []).get(PARKS_HEADER) for m in again} == {b"2"}
+        assert {DeliveryTask.model_validate_json(m.value()).attempt for m in again} == {1}
+        assert len(receiver.at("/hang")) == 5  # parked, never tried
     finally:
         fleet.stop_all()
 

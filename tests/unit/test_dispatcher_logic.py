@@ -20,7 +20,7 @@ from dispatcher.delivery import parse_target
 from dispatcher.http1 import ConnectFailed, ProtocolError, ServerDisconnected
 from dispatcher.offsets import LowWaterMark
 from dispatcher.outcome import classify_error, classify_status
-from dispatcher.routing import route_failure, route_park
+from dispatcher.routing import PARKS_HEADER, parks_of, route_failure, route_park
 from dispatcher.signing import (
     hex_signature,
     hmac_sha256,
@@ -137,6 +137,39 @@ def test_route_failure_uses_configured_delays_and_rejects_bad_attempts() -> None
 def test_park_keeps_the_attempt_number() -> None:
     route = route_park(3, 5_000, TOPICS)
     assert (route.topic, route.next_attempt, route.due_at_ms) == ("p.webhooks.retry.10s", 3, 15_000)
+
+
+@pytest.mark.parametrize(
+    ("parks", "topic", "due_at_ms"),
+    [
+        (-1, "p.webhooks.retry.10s", 15_000),
+        (0, "p.webhooks.retry.10s", 15_000),
+        (1, "p.webhooks.retry.60s", 65_000),
+        (2, "p.webhooks.retry.5m", 305_000),
+        (40, "p.webhooks.retry.5m", 305_000),
+    ],
+)
+def test_a_task_parked_again_waits_longer_up_to_the_last_delay(parks: int, topic: str, due_at_ms: int) -> None:
+    route = route_park(2, 5_000, TOPICS, parks=parks)
+    assert (route.topic, route.next_attempt, route.due_at_ms) == (topic, 2, due_at_ms)
+
+
+@pytest.mark.parametrize(
+    ("headers", "parks"),
+    [
+        (None, 0),
+        ([], 0),
+        ([("traceparent", b"00-ab-cd-01"), (PARKS_HEADER, b"2")], 2),
+        ([(PARKS_HEADER, b"x1")], 0),
+        ([(PARKS_HEADER, b"-1")], 0),
+        ([(PARKS_HEADER, None)], 0),
+        ([(PARKS_HEADER, b"9" * 40)], 0),  # absurdly long: ignored, not parsed
+    ],
+)
+def test_the_park_count_is_read_from_its_header_and_anything_odd_counts_as_none(
+    headers: list[tuple[str, bytes | None]] | None, parks: int
+) -> None:
+    assert parks_of(headers) == parks
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,16 @@ import pytest
 
 from dispatcher.delivery import DeliveryResult
 from dispatcher.offset_codec import decode_finished
+from dispatcher.routing import PARKS_HEADER
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from dispatcher.wire_json import task_json
 from dispatcher.worker import Dispatcher
+from hookfleet.kafka import Headers
 from hookfleet.settings import DispatcherSettings
 from producer.publisher import build_event
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event, Outcome
-from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of
 
 
 def result(outcome: Outcome = Outcome.SUCCESS, status: int | None = 200) -> DeliveryResult:
@@ -160,6 +162,29 @@ async def test_a_hanging_webhooks_queue_is_parked_and_others_keep_flowing() -> N
     assert sum(1 for c in deliverer.calls if c[0] == "wh_slow") == 1
     parked = tasks(broker, settings.topics.retry_10s)
     assert len(parked) == 4 and all(t.parked and t.attempt == 1 and t.webhook_id == "wh_slow" for t in parked)
+
+
+async def test_a_task_parked_again_goes_to_the_next_delay_topic_and_counts_its_parks() -> None:
+    # Given a hanging webhook (concurrency 1) and, behind the one that takes its slot, a task parked before
+    # (no header: an earlier version's park), one parked once and one parked twice
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_slow")])
+    settings = SETTINGS.model_copy(update={"per_endpoint_concurrency": 1})
+    deliveries = settings.topics.deliveries
+    body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
+    for attempt, parked, parks in ((1, False, None), (1, True, None), (1, True, b"1"), (2, True, b"2")):
+        headers: Headers | None = None if parks is None else [(PARKS_HEADER, parks)]
+        broker.append(deliveries, task_json(body, "wh_slow", attempt, 0, parked=parked), key="wh_slow", headers=headers)
+    deliverer = StubDeliverer()
+    deliverer.gate = asyncio.Event()  # never set: wh_slow hangs
+    retries = settings.topics.retries
+    await run_until(broker, index, deliverer, lambda: sum(len(broker.messages(t)) for t in retries) == 3,
+                    settings=settings, stages=("delivery",))  # fmt: skip
+    # Then each was parked one delay further than before, its count one higher, its attempt unchanged
+    again = {t: [(headers_of(m).get(PARKS_HEADER), DeliveryTask.model_validate_json(m.value() or b"").attempt)
+                 for m in broker.messages(t)] for t in retries}  # fmt: skip
+    assert again == {retries[0]: [(b"1", 1)], retries[1]: [(b"2", 1)], retries[2]: [(b"3", 2)]}
+    assert len(deliverer.calls) == 1
 
 
 async def test_commit_names_the_finished_offsets_above_an_unfinished_one_and_a_restart_skips_them() -> None:
