@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dispatcher.subscriptions import Endpoint
 from schemas.catalog import OPERATIONAL_TYPES
@@ -40,6 +41,7 @@ class FanoutJob:
     total: int
     on_done: Callable[[FanoutJob], None]
     failed: list[tuple[str, bytes]] = field(default_factory=list)  # (webhook id, task) to produce again
+    trace: Any = None  # the fan-out's trace context, so a task produced again joins the event's trace
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -288,7 +288,7 @@ class Dispatcher:
         def to_loop(done: FanoutJob) -> None:
             loop.call_soon_threadsafe(self._fanned_out, done)
 
-        job = FanoutJob(key, generation, offset, len(endpoints), to_loop)
+        job = FanoutJob(key, generation, offset, len(endpoints), to_loop, trace=tracing.current())
         self._fanout_pending += len(endpoints)
         for endpoint in endpoints:
             value = task_json(body, endpoint.id, 1, now_ms)
@@ -309,6 +309,7 @@ class Dispatcher:
             return
 
         async def again() -> None:
+            tracing.adopt(job.trace)  # produced under the fan-out's span, as the first try was
             await asyncio.gather(*(self._send_durably(self._topics.deliveries, v, w) for w, v in failed))
             self._fanout_pending -= len(failed)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, TIMESTAMP_CREATE_TIME
 
+from hookfleet import tracing
 from hookfleet.kafka import (
     Headers,
     KafkaError,
@@ -286,6 +287,7 @@ class MemoryProducer(KafkaProducer):
         headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
+        headers = tracing.inject(headers)  # as hookfleet.kafka's producer does; `headers` itself when tracing is off
         with self._lock:
             error = self._failures.pop(0) if self._failures else None
         if error is None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +65,7 @@ def endpoint(webhook_id: str, account: str = "acct_1", active: bool = True, **ex
     )
 
 
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = DispatcherSettings(topic_prefix="u.", park_after_s=0.3, commit_interval_s=0.05, drain_timeout_s=0.2)
 
 
@@ -185,6 +190,72 @@ async def test_a_task_parked_again_goes_to_the_next_delay_topic_and_counts_its_p
                  for m in broker.messages(t)] for t in retries}  # fmt: skip
     assert again == {retries[0]: [(b"1", 1)], retries[1]: [(b"2", 1)], retries[2]: [(b"3", 2)]}
     assert len(deliverer.calls) == 1
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def fan_out_with_the_first_produce_failing() -> tuple[MemoryBroker, int]:
+    """One traced event to two webhooks, the first task's produce refused by the broker; returns the broker
+    and the events partition's committed offset (run here, and in a subprocess with tracing on)."""
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_a"), endpoint("wh_b")])
+    event = build_event("acct_1", EventType.MESSAGE_SENT, {})
+    broker.append(SETTINGS.topics.events, event.body(), key="acct_1", headers=[("traceparent", TRACEPARENT.encode())])
+    producer = MemoryProducer(broker, acks="manual")  # acknowledged from another thread, as librdkafka does
+    producer.fail_next(1)
+    consumers = {"fanout": MemoryConsumer(broker, SETTINGS.group_id)}
+    dispatcher = Dispatcher(SETTINGS, consumers, producer, StubDeliverer(), index)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    acking = threading.Event()
+
+    def acknowledge() -> None:  # a thread of its own: no context of the loop's comes with the callbacks
+        while not acking.wait(0.01):
+            producer.ack_all()
+
+    acks = threading.Thread(target=acknowledge, name="acks")
+    acks.start()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    try:
+        for _ in range(400):
+            await asyncio.sleep(0.01)
+            if len(broker.messages(SETTINGS.topics.deliveries)) == 2 and broker.committed.get(SETTINGS.group_id):
+                break
+        await asyncio.sleep(0.1)
+        stop.set()
+        broker.wake()
+        await asyncio.wait_for(runner, 5)
+    finally:
+        acking.set()
+        acks.join(5)
+    return broker, broker.committed[SETTINGS.group_id][(SETTINGS.topics.events, 0)]
+
+
+async def test_a_fan_out_task_the_broker_refused_is_produced_again_before_the_event_counts_as_done() -> None:
+    broker, committed = await fan_out_with_the_first_produce_failing()
+    assert sorted(t.webhook_id for t in tasks(broker, SETTINGS.topics.deliveries)) == ["wh_a", "wh_b"]
+    assert committed == 1
+
+
+def test_a_fan_out_task_produced_again_stays_in_the_events_trace() -> None:
+    code = (
+        "import asyncio\n"
+        "from hookfleet import tracing\n"
+        "assert tracing.ENABLED and tracing.setup('test')\n"
+        "from tests.unit.test_dispatcher_loop import SETTINGS, TRACEPARENT, fan_out_with_the_first_produce_failing\n"
+        "broker, _ = asyncio.run(fan_out_with_the_first_produce_failing())\n"
+        "tasks = broker.messages(SETTINGS.topics.deliveries)\n"
+        "parents = [tracing.traceparent_of(m.headers()) for m in tasks]\n"
+        "assert len(parents) == 2 and all(p is not None for p in parents), parents\n"
+        "assert {p.split('-')[1] for p in parents} == {TRACEPARENT.split('-')[1]}, parents\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",  # nothing listens there: give up exporting at exit at once
+    }
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60, cwd=ROOT)
 
 
 async def test_commit_names_the_finished_offsets_above_an_unfinished_one_and_a_restart_skips_them() -> None:
