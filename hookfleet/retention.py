@@ -4,8 +4,10 @@
 day, named `<table>_pYYYYMMDD` (migration 0007). A day is expired once every row in it is older than
 `retention_days`: the partition is detached with `DETACH PARTITION ... CONCURRENTLY`, which takes only a
 SHARE UPDATE EXCLUSIVE lock on the parent so concurrent inserts and reads never wait, and then dropped
-as a standalone table. Nothing is ever deleted row by row, so pruning costs the same for a day of ten
-rows and a day of ten million (measured in bench/RESULTS.md).
+as a standalone table. Nothing of the log is ever deleted row by row, so pruning costs the same for a day
+of ten rows and a day of ten million (measured in bench/RESULTS.md). Dead letters, which are not
+partitioned, and the small bookkeeping tables (replays, hourly stats) go by the same horizon with bounded
+deletes.
 
 Used by the recorder (on a schedule, see `LogMaintenance`) and by `hookfleet db prune`.
 """
@@ -124,6 +126,31 @@ def drop_partition(conn: psycopg.Connection[tuple[object, ...]], partition: Part
 class PruneResult:
     dropped: list[Partition]
     seconds: float
+    dead_letters: int = 0
+    """Dead letters older than the horizon: deleted (or, on a dry run, that would be)."""
+
+
+DEAD_LETTER_BATCH = 5_000
+"""Dead letters are not partitioned (a redrive upserts them by webhook and event), so the expired ones are
+deleted, this many per statement: each statement's locks and WAL stay small however many have expired."""
+
+_DELETE_DEAD = (
+    "DELETE FROM dead_letters WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM dead_letters WHERE dead_at < %s ORDER BY dead_at LIMIT %s))"
+)
+
+
+def prune_dead_letters(conn: psycopg.Connection[tuple[object, ...]], before: datetime, dry_run: bool = False) -> int:
+    """Delete (or, on a dry run, count) the dead letters that died before `before`; returns how many."""
+    if dry_run:
+        row = conn.execute("SELECT count(*) FROM dead_letters WHERE dead_at < %s", (before,)).fetchone()
+        return int(str(row[0])) if row else 0
+    deleted = 0
+    while True:
+        batch = conn.execute(_DELETE_DEAD, (before, DEAD_LETTER_BATCH)).rowcount
+        deleted += max(batch, 0)
+        if batch < DEAD_LETTER_BATCH:
+            return deleted
 
 
 def prune(database_url: str, retention_days: int, dry_run: bool = False, now: datetime | None = None) -> PruneResult:
@@ -141,6 +168,10 @@ def prune_on(
     """`prune` on an open autocommit connection."""
     started = time.monotonic()
     expired = expired_partitions(list_partitions(conn), retention_days, now)
+    # Each dead letter carries the whole event: past the horizon it goes, like the payloads of the log.
+    dead = prune_dead_letters(conn, horizon(retention_days, now), dry_run)
+    if dead and not dry_run:
+        log.info("event=dead_letters_pruned count=%d before=%s", dead, horizon(retention_days, now).isoformat())
     if not dry_run:
         for partition in expired:
             one = time.monotonic()
@@ -160,7 +191,7 @@ def prune_on(
     if not dry_run:
         metrics.LOG_PRUNE_DURATION.observe(seconds)
         metrics.LOG_PARTITIONS_DROPPED.inc(len(expired))
-    return PruneResult(expired, seconds)
+    return PruneResult(expired, seconds, dead)
 
 
 def publish_sizes(conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -225,4 +256,5 @@ def cli(args: argparse.Namespace) -> int:
         print(f"{verb} {p.name} (day {p.day.isoformat()}, ~{max(p.rows, 0)} rows, {p.bytes} bytes)")
     kept = horizon(settings.retention_days).isoformat()
     print(f"{verb} {len(result.dropped)} partition(s) older than {kept} (retention {settings.retention_days} days)")
+    print(f"{'would delete' if args.dry_run else 'deleted'} {result.dead_letters} dead letter(s) older than {kept}")
     return 0

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from api.cursor import encode
+from hookfleet import retention
 from hookfleet.db import bundled_migrations, migrate
 from hookfleet.retention import list_partitions, prune
 from recorder.batch import Batch
@@ -150,9 +151,28 @@ def _fill_days(url: str, days: int, per_day: int) -> None:
         )
 
 
-def test_prune_drops_exactly_the_expired_days_and_dry_run_lists_them(database_url: str) -> None:
+def _dead_letter(url: str, webhook_id: str, dead_at: datetime) -> None:
+    event = make_event()
+    task = DeliveryTask(event=event, webhook_id=webhook_id, attempt=4, due_at=int(dead_at.timestamp() * 1000))
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO dead_letters (event_id, webhook_id, account_id, event_type, task, last_error, dead_at)"
+            " VALUES (%s, %s, %s, %s, %s::jsonb, 'http 500', %s)",
+            (event.id, webhook_id, event.account_id, event.type.value, task.model_dump_json(), dead_at),
+        )
+
+
+def test_prune_drops_exactly_the_expired_days_and_dry_run_lists_them(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given rows on each of the last 40 days, and a retention of 30 days
     _fill_days(database_url, days=40, per_day=5)
+    # and dead letters (each holding its whole event) on both sides of the horizon
+    horizon_at = midnight(TODAY - timedelta(days=30))
+    for dead_at in (horizon_at - timedelta(days=5), horizon_at - timedelta(seconds=1)):
+        _dead_letter(database_url, "wh_old", dead_at)
+    for dead_at in (horizon_at, horizon_at + timedelta(days=20)):
+        _dead_letter(database_url, "wh_kept", dead_at)
     expired_days = [TODAY - timedelta(days=back) for back in range(31, 40)]
     expected = sorted(
         f"{table}_p{day:%Y%m%d}" for table in ("delivery_attempts", "event_payloads") for day in expired_days
@@ -172,9 +192,12 @@ def test_prune_drops_exactly_the_expired_days_and_dry_run_lists_them(database_ur
     )
     assert named == expected
     assert f"would drop {len(expected)} partition(s)" in listed.stdout
+    assert "would delete 2 dead letter(s)" in listed.stdout
     assert scalar(database_url, "SELECT count(*) FROM delivery_attempts") == 40 * 5
+    assert scalar(database_url, "SELECT count(*) FROM dead_letters") == 4
 
     # And the real prune drops those and nothing else: the day at the horizon and every newer one stay
+    monkeypatch.setattr(retention, "DEAD_LETTER_BATCH", 1)  # the dead letters in more than one delete
     result = prune(database_url, 30)
     assert sorted(p.name for p in result.dropped) == expected
     with psycopg.connect(database_url) as conn:
@@ -184,7 +207,11 @@ def test_prune_drops_exactly_the_expired_days_and_dry_run_lists_them(database_ur
     assert min(p.day for p in left) == TODAY - timedelta(days=30)
     assert scalar(database_url, "SELECT count(*) FROM delivery_attempts") == 31 * 5
     assert scalar(database_url, "SELECT count(*) FROM event_payloads") == 31 * 5
-    assert prune(database_url, 30).dropped == []
+    assert result.dead_letters == 2
+    assert scalar(database_url, "SELECT string_agg(DISTINCT webhook_id, ',') FROM dead_letters") == "wh_kept"
+    assert scalar(database_url, "SELECT count(*) FROM dead_letters") == 2
+    again = prune(database_url, 30)
+    assert (again.dropped, again.dead_letters) == ([], 0)
 
 
 # ------------------------------------------------------------------------------------------ recorder
