@@ -131,8 +131,9 @@ class PruneResult:
 
 
 DEAD_LETTER_BATCH = 5_000
-"""Dead letters are not partitioned (a redrive upserts them by webhook and event), so the expired ones are
-deleted, this many per statement: each statement's locks and WAL stay small however many have expired."""
+"""Dead letters are not partitioned (the recorder upserts them by webhook and event; a redrive marks them), so
+the expired ones are deleted, this many per statement: each statement's locks and WAL stay small however many
+have expired."""
 
 _DELETE_DEAD = (
     "DELETE FROM dead_letters WHERE ctid = ANY(ARRAY("
