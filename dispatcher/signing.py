@@ -53,13 +53,8 @@ def hmac_sha256(key: bytes, message: bytes) -> bytes:
     return outer.digest()  # type: ignore[no-any-return]
 
 
-@functools.lru_cache(maxsize=4096)
-def _hex_key(secret: str) -> bytes:
-    return secret.encode()
-
-
 def hex_signature(secret: str, body: bytes) -> str:
-    return hmac_sha256(_hex_key(secret), body).hex()
+    return hmac_sha256(secret.encode(), body).hex()
 
 
 def verify_hex_signature(secret: str, body: bytes, signature: str) -> bool:

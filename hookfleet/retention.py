@@ -168,12 +168,13 @@ def prune_on(
 ) -> PruneResult:
     """`prune` on an open autocommit connection."""
     started = time.monotonic()
+    before = horizon(retention_days, now)  # once: every table is cut at the same instant, even across midnight
     expired = expired_partitions(list_partitions(conn), retention_days, now)
     # Each dead letter carries the whole event: past the horizon it goes, like the payloads of the log.
-    dead = prune_dead_letters(conn, horizon(retention_days, now), dry_run)
-    if dead and not dry_run:
-        log.info("event=dead_letters_pruned count=%d before=%s", dead, horizon(retention_days, now).isoformat())
+    dead = prune_dead_letters(conn, before, dry_run)
     if not dry_run:
+        if dead:
+            log.info("event=dead_letters_pruned count=%d before=%s", dead, before.isoformat())
         for partition in expired:
             one = time.monotonic()
             drop_partition(conn, partition)
@@ -185,9 +186,9 @@ def prune_on(
                 time.monotonic() - one,
             )
         # Replays are bookkeeping about the log: they go with it (a small table, a small delete).
-        conn.execute("DELETE FROM replays WHERE created_at < %s", (horizon(retention_days, now),))
+        conn.execute("DELETE FROM replays WHERE created_at < %s", (before,))
         # So are the hourly stats (one row per webhook and hour): the log's horizon applies to them too.
-        conn.execute("DELETE FROM webhook_stats_hourly WHERE hour < %s", (horizon(retention_days, now),))
+        conn.execute("DELETE FROM webhook_stats_hourly WHERE hour < %s", (before,))
     seconds = time.monotonic() - started
     if not dry_run:
         metrics.LOG_PRUNE_DURATION.observe(seconds)
