@@ -76,9 +76,11 @@ async def run_until(
     done: Callable[[], bool],
     settings: DispatcherSettings = SETTINGS,
     stages: tuple[str, ...] = ("fanout", "delivery"),
+    producer: MemoryProducer | None = None,
 ) -> Dispatcher:
     consumers = {stage: MemoryConsumer(broker, settings.group_id) for stage in stages}
-    dispatcher = Dispatcher(settings, consumers, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
+    producer = producer or MemoryProducer(broker)
+    dispatcher = Dispatcher(settings, consumers, producer, deliverer, index)  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(dispatcher.run(stop))
     for _ in range(400):
@@ -204,27 +206,19 @@ async def fan_out_with_the_first_produce_failing() -> tuple[MemoryBroker, int]:
     broker.append(SETTINGS.topics.events, event.body(), key="acct_1", headers=[("traceparent", TRACEPARENT.encode())])
     producer = MemoryProducer(broker, acks="manual")  # acknowledged from another thread, as librdkafka does
     producer.fail_next(1)
-    consumers = {"fanout": MemoryConsumer(broker, SETTINGS.group_id)}
-    dispatcher = Dispatcher(SETTINGS, consumers, producer, StubDeliverer(), index)  # type: ignore[arg-type]
-    stop = asyncio.Event()
     acking = threading.Event()
 
     def acknowledge() -> None:  # a thread of its own: no context of the loop's comes with the callbacks
         while not acking.wait(0.01):
             producer.ack_all()
 
+    def done() -> bool:
+        return len(broker.messages(SETTINGS.topics.deliveries)) == 2 and bool(broker.committed.get(SETTINGS.group_id))
+
     acks = threading.Thread(target=acknowledge, name="acks")
     acks.start()
-    runner = asyncio.create_task(dispatcher.run(stop))
     try:
-        for _ in range(400):
-            await asyncio.sleep(0.01)
-            if len(broker.messages(SETTINGS.topics.deliveries)) == 2 and broker.committed.get(SETTINGS.group_id):
-                break
-        await asyncio.sleep(0.1)
-        stop.set()
-        broker.wake()
-        await asyncio.wait_for(runner, 5)
+        await run_until(broker, index, StubDeliverer(), done, stages=("fanout",), producer=producer)
     finally:
         acking.set()
         acks.join(5)
