@@ -10,9 +10,10 @@ Per-status policy (docs/architecture.md#failure-policy):
 - `429` / `503` with `Retry-After`: the next attempt is due no earlier than the schedule *and* no earlier
   than Retry-After, capped at `cap_s`. The attempt count and the dead-letter rule do not change.
 - everything else: the schedule.
-A wait longer than the stage's own delay goes to the shortest delay topic that holds at least that long
-(or the longest one, which the retry scheduler relays until due), so one long wait never holds the
-tasks queued behind it in a shorter topic.
+A wait longer than the stage's own delay goes to the longest delay topic that the wait outlasts, and the
+retry scheduler relays it from there until due (`schemas.retry_schedule.delay_index_for_wait`): every
+delay topic then stays in due order, so a long wait never holds the tasks queued behind it and is never
+held behind them either.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, RETRY_AFTER_CAP_S, STAGES
+from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, RETRY_AFTER_CAP_S, STAGES, delay_index_for_wait
 from schemas.retry_schedule import Stage as DelayStage
 from schemas.topics import Topics
 
@@ -73,11 +74,11 @@ def retry_wait_s(
 
 
 def delay_topic_for(wait_s: float, topics: Topics, delays_s: tuple[float, float, float]) -> tuple[DelayStage, str]:
-    """The shortest delay topic that holds at least `wait_s`; the longest one when none does."""
-    for index, delay in enumerate(delays_s):
-        if wait_s <= delay:
-            return STAGES[index], topics.retries[index]
-    return STAGES[-1], topics.retries[-1]
+    """The longest delay topic that `wait_s` outlasts (the retry scheduler relays the rest); the shortest
+    when the wait is shorter than every delay, which a retry's never is (it is at least its stage's)."""
+    index = delay_index_for_wait(wait_s, delays_s)
+    index = 0 if index is None else index
+    return STAGES[index], topics.retries[index]
 
 
 def route_failure(

@@ -10,6 +10,9 @@ Pure bookkeeping (plain values and an explicit `now`), so the rules are unit-tes
   committed offset, which never passes the held task).
 - A message from a held partition is one fetched before the pause took effect (or after an un-pause we did
   not ask for): it is skipped, and will be read again after the seek back.
+- A relayed wait's last few seconds (less than the shortest delay left) cannot go to any delay topic
+  without being due sooner than the tasks queued ahead of it there: `ShortWaits` holds them in memory,
+  bounded, while their offsets stay unstored (a restart reads them again).
 - librdkafka does not wake a broker's fetcher thread on `resume`: when no Fetch is in flight (the usual
   state here, with nearly every partition held) the thread sleeps until its next I/O or op, up to a
   second, and the resumed partition waits with it. So every resume is followed by a nudge (any request)
@@ -18,9 +21,12 @@ Pure bookkeeping (plain values and an explicit `now`), so the rules are unit-tes
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Generic, TypeVar
 
 from hookfleet.kafka import PartitionKey
 
@@ -129,6 +135,67 @@ class DueGate:
     @property
     def held_count(self) -> int:
         return len(self._holds)
+
+
+T = TypeVar("T")
+
+
+@dataclass(order=True, slots=True)
+class _Waiting(Generic[T]):
+    due_at_ms: int
+    seq: int
+    partition: PartitionKey = field(compare=False)
+    size: int = field(compare=False)
+    item: T = field(compare=False)
+
+
+class ShortWaits(Generic[T]):
+    """Items due in less than the shortest delay, held in memory until due: a min-heap bounded by count
+    and by bytes, so a burst of relayed waits cannot grow the process without limit (when full, the caller
+    relays to the shortest delay topic instead and is late by at most that delay)."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self._heap: list[_Waiting[T]] = []
+        self._seq = itertools.count()
+        self._bytes = 0
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+
+    def add(self, partition: PartitionKey, due_at_ms: int, size: int, item: T) -> bool:
+        """False (nothing held) when it would pass either bound."""
+        if len(self._heap) >= self.max_items or self._bytes + size > self.max_bytes:
+            return False
+        heapq.heappush(self._heap, _Waiting(due_at_ms, next(self._seq), partition, size, item))
+        self._bytes += size
+        return True
+
+    def pop_due(self, now_ms: int) -> list[T]:
+        """Items due at `now_ms`, earliest first, forgotten here."""
+        due: list[T] = []
+        while self._heap and self._heap[0].due_at_ms <= now_ms:
+            waiting = heapq.heappop(self._heap)
+            self._bytes -= waiting.size
+            due.append(waiting.item)
+        return due
+
+    def next_due_ms(self) -> int | None:
+        return self._heap[0].due_at_ms if self._heap else None
+
+    def revoke(self, partitions: Iterable[PartitionKey]) -> None:
+        """Forget the items of partitions taken away: their next owner reads them again."""
+        gone = set(partitions)
+        kept = [w for w in self._heap if w.partition not in gone]
+        if len(kept) != len(self._heap):
+            heapq.heapify(kept)
+            self._heap = kept
+            self._bytes = sum(w.size for w in kept)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
 
 def to_nudge(released: Iterable[PartitionKey], leaders: Mapping[PartitionKey, int]) -> list[PartitionKey]:

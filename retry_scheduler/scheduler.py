@@ -9,6 +9,10 @@ safety in `ledger.HandOffLedger`; this module applies their answers to librdkafk
 
 - `pause` purges the partition's prefetched messages and `resume` continues after the last message handed
   to us, so a hold is always pause + seek back to the not-yet-due task (and seek again before resuming).
+- A task due later than its topic's delay after it was written (a long `Retry-After`) is relayed: at its
+  topic's delay it is written again, to the delay topic for what is left of its wait
+  (`delay_index_for_wait`), or, when less than the shortest delay is left, held in memory until due
+  (`gate.ShortWaits`). So every delay topic stays in due order and no task waits behind a later one.
 - Produce acknowledgements arrive on the producer's poll thread; they are queued and applied here, so the
   gate, the ledger and every consumer call stay on this one thread.
 """
@@ -40,10 +44,10 @@ from hookfleet.kafka import (
 from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler.gate import DueGate, Hold, Step, hold_plan, to_nudge
+from retry_scheduler.gate import DueGate, Hold, ShortWaits, Step, hold_plan, to_nudge
 from retry_scheduler.ledger import HandOffLedger
 from retry_scheduler.tasks import Invalid, read_task
-from schemas.retry_schedule import Stage, delay_of, stage_of
+from schemas.retry_schedule import STAGES, Stage, delay_index_for_wait, delay_of, stage_of
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,11 @@ SUMMARY_EVERY_S = 30.0
 LEADERS_REFRESH_S = 60.0
 """Partition leaders move rarely; a stale map costs at most one late resume (see `_nudge`)."""
 NUDGE_TIMEOUT_S = 1.0
+SHORT_WAITS_MAX = 10_000
+SHORT_WAITS_MAX_BYTES = 64 * 1024 * 1024
+"""Bounds of the relayed waits' last seconds held in memory (`gate.ShortWaits`). Only relayed
+`Retry-After` waits end there, so they are rarely reached; past them a task goes to the shortest delay
+topic instead (late by at most that delay, never early)."""
 CONSUMER_OPTIONS: dict[str, Any] = {
     # librdkafka keeps one Fetch in flight per broker, and a partition resumed meanwhile waits for it. A
     # Fetch with nothing to return long-polls for `fetch.wait.max.ms` (default 500 ms, half the accuracy
@@ -116,6 +125,7 @@ class _Summary:
 
     def __init__(self) -> None:
         self.handed_off = 0
+        self.relayed = 0
         self.invalid = 0
         self.lateness_max_ms = 0
         self.since = time.monotonic()
@@ -139,6 +149,7 @@ class RetryScheduler:
         self._topics = settings.topics
         self._shutdown = shutdown
         self._gate = DueGate()
+        self._short_waits: ShortWaits[HandOff] = ShortWaits(SHORT_WAITS_MAX, SHORT_WAITS_MAX_BYTES)
         self._ledger = HandOffLedger()
         self._acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
         self._failed: deque[tuple[float, HandOff]] = deque()
@@ -196,9 +207,14 @@ class RetryScheduler:
             self._heartbeat.beat()  # liveness: every turn of this loop, whatever the broker does
         now_ms = _now_ms()
         self._resume_due(now_ms)
+        self._release_short_waits(now_ms)
         self._retry_failed()
-        idle = BUSY_WAIT_S if (self._ledger.pending_count or self._failed) else IDLE_WAIT_S
-        first = self._consumer.poll(self._gate.wait_s(now_ms, idle))
+        idle = BUSY_WAIT_S if (self._unacknowledged() or self._failed) else IDLE_WAIT_S
+        wait_s = self._gate.wait_s(now_ms, idle)
+        short_due = self._short_waits.next_due_ms()
+        if short_due is not None:
+            wait_s = max(0.0, min(wait_s, (short_due - now_ms) / 1000))
+        first = self._consumer.poll(wait_s)
         if self._reapply:
             self._reapply_holds()
         if time.monotonic() >= self._leaders_due:
@@ -257,14 +273,7 @@ class RetryScheduler:
             self._apply_hold(partition, held)
             reheld.add(partition)
         elif step is Step.HAND_OFF and relay:
-            # Due later than this topic holds (a long Retry-After): back into the same topic, unchanged.
-            log.debug(
-                "event=task_relayed topic=%s partition=%d offset=%d due_at=%d", *partition, offset, task.due_at
-            )
-            self._start(
-                HandOff(partition, offset, partition[0], message.key(), message.value(), message_headers(message), None,
-                        stage)
-            )  # fmt: skip
+            self._relay(message, partition, offset, task.due_at, stage, now_ms)
         elif step is Step.HAND_OFF:
             self._start(
                 HandOff(
@@ -278,6 +287,48 @@ class RetryScheduler:
                     stage,
                 )
             )
+
+    def _relay(
+        self, message: Message, partition: PartitionKey, offset: int, due_at_ms: int, stage: Stage, now_ms: int
+    ) -> None:
+        """Due later than this topic holds (a long Retry-After): written again, unchanged, to the delay topic
+        for what is left of the wait, or held here until due when less than the shortest delay is left."""
+        index = delay_index_for_wait((due_at_ms - now_ms) / 1000, self._settings.retry_delays_s)
+        value = message.value()
+        self._summary.relayed += 1
+        if index is None:
+            hand_off = HandOff(
+                partition, offset, self._topics.deliveries, message.key(), value, message_headers(message), due_at_ms,
+                stage,
+            )  # fmt: skip
+            self._ledger.start(partition, offset)
+            if self._short_waits.add(partition, due_at_ms, len(value or b""), hand_off):
+                log.debug("event=task_held topic=%s partition=%d offset=%d due_at=%d", *partition, offset, due_at_ms)
+                return
+            log.warning(
+                "event=short_waits_full topic=%s partition=%d offset=%d held=%d held_bytes=%d",
+                *partition,
+                offset,
+                len(self._short_waits),
+                self._short_waits.bytes,
+            )
+            self._produce(replace(hand_off, topic=self._topics.retries[0], due_at_ms=None))
+            return
+        target = self._topics.retries[index]
+        log.debug(
+            "event=task_relayed topic=%s partition=%d offset=%d to=%s due_at=%d", *partition, offset, target, due_at_ms
+        )
+        headers = message_headers(message)
+        self._start(HandOff(partition, offset, target, message.key(), value, headers, None, STAGES[index]))
+
+    def _release_short_waits(self, now_ms: int) -> None:
+        for hand_off in self._short_waits.pop_due(now_ms):
+            if self._ledger.is_pending(hand_off.source, hand_off.offset):  # else revoked since: not ours
+                self._produce(hand_off)
+
+    def _unacknowledged(self) -> int:
+        """Hand-offs produced and not yet acknowledged (the short waits are pending too, but not produced)."""
+        return self._ledger.pending_count - len(self._short_waits)
 
     def _route_invalid(self, message: Message, partition: PartitionKey, offset: int, invalid: Invalid) -> None:
         log.warning(
@@ -455,16 +506,18 @@ class RetryScheduler:
     def _settle(self, timeout_s: float) -> int:
         """Wait (bounded) for every outstanding hand-off's acknowledgement and store what it allows.
 
-        Returns how many hand-offs are still unacknowledged. Outside the loop only (stop, revoke).
+        Returns how many hand-offs are still unacknowledged. Outside the loop only (stop, revoke). Tasks held
+        in memory are not waited for: their offsets stay unstored, so whoever reads the partition next holds
+        them again.
         """
         deadline = time.monotonic() + timeout_s
-        if self._ledger.pending_count:
+        if self._unacknowledged():
             self._producer.flush(timeout_s)
         # The last delivery callbacks may still be on their way from the producer's poll thread.
         while True:
             self._drain_acks()
-            if not self._ledger.pending_count or time.monotonic() >= deadline:
-                return self._ledger.pending_count
+            if not self._unacknowledged() or time.monotonic() >= deadline:
+                return self._unacknowledged()
             try:
                 self._acks.put(self._acks.get(timeout=min(0.05, max(0.0, deadline - time.monotonic()))))
             except queue.Empty:
@@ -506,6 +559,7 @@ class RetryScheduler:
     def _forget(self, partitions: list[PartitionKey]) -> None:
         gone = set(partitions)
         self._gate.revoke(partitions)
+        self._short_waits.revoke(partitions)
         self._ledger.revoke(partitions)
         self._failed = deque(item for item in self._failed if item[1].source not in gone)
         self._assigned_count = len(self._gate.assigned)
@@ -517,13 +571,16 @@ class RetryScheduler:
         summary = self._summary
         if not force and time.monotonic() - summary.since < SUMMARY_EVERY_S:
             return
-        if summary.handed_off or summary.invalid or force:
+        if summary.handed_off or summary.relayed or summary.invalid or force:
             log.info(
-                "event=retry_summary handed_off=%d invalid=%d lateness_max_ms=%d paused=%d assigned=%d pending=%d",
+                "event=retry_summary handed_off=%d relayed=%d invalid=%d lateness_max_ms=%d paused=%d held=%d "
+                "assigned=%d pending=%d",
                 summary.handed_off,
+                summary.relayed,
                 summary.invalid,
                 summary.lateness_max_ms,
                 self._gate.held_count,
+                len(self._short_waits),
                 self._assigned_count,
                 self._ledger.pending_count,
             )

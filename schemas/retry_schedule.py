@@ -26,6 +26,10 @@ RETRY_AFTER_CAP_S = 3600.0
 MAX_ATTEMPTS = len(STAGES) + 1
 """Attempt 1 plus one retry per stage: attempt 4's failure is final."""
 
+ORDER_TOLERANCE_S = 1.0
+"""How much sooner than its topic's delay after it was written a task may be due (clock steps between
+the writer and the broker, rounding); the retry scheduler's accuracy target is the same 1 s."""
+
 
 def stage_of(topics: Topics, topic: str) -> Stage:
     """`webhooks.retry.60s` -> "60s": the stage a delay topic holds."""
@@ -38,3 +42,23 @@ def stage_of(topics: Topics, topic: str) -> Stage:
 def delay_of(stage: Stage, delays_s: tuple[float, float, float] = DELAYS_S) -> float:
     """The delay of `stage` in the schedule `delays_s` (the setting, or the default)."""
     return delays_s[STAGES.index(stage)]
+
+
+def delay_index_for_wait(wait_s: float, delays_s: tuple[float, float, float] = DELAYS_S) -> int | None:
+    """The delay topic for a task due `wait_s` from now: the longest delay the wait outlasts (within
+    `ORDER_TOLERANCE_S`); None when the wait is shorter than every delay.
+
+    Why the longest delay *not longer* than the wait: the retry scheduler holds a delay topic's partition
+    at its head task, so a task is only on time if nothing ahead of it is due later. A task written at `w`
+    to the topic of delay `d` is acted on at `min(due, w + d)`; when every task's due is at least
+    `w + d - tolerance`, that instant never decreases (beyond the tolerance) along a partition, whose
+    order is write order. A task put in a longer topic than its wait (due sooner than the topic's delay)
+    would wait behind tasks written before it for up to the difference. What the wait exceeds the chosen
+    delay by is covered by relays: at `w + d` the scheduler writes the task again, to the topic this
+    function picks for what is left; a remainder shorter than every delay it holds itself.
+    """
+    chosen: int | None = None
+    for index, delay in enumerate(delays_s):
+        if delay <= wait_s + ORDER_TOLERANCE_S and (chosen is None or delay > delays_s[chosen]):
+            chosen = index
+    return chosen

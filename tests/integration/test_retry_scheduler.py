@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
+from dispatcher.routing import route_failure
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from retry_scheduler.main import run_scheduler
@@ -245,6 +246,44 @@ def test_partition_held_on_far_future_task_does_not_delay_due_task_on_another(
     assert 0 <= lateness_ms(by_number[4]) <= TOLERANCE_MS
     deliveries.read_for(1.0)
     assert 1 not in numbers(deliveries.messages) and 2 not in numbers(deliveries.messages)
+
+
+@pytest.mark.slow
+def test_retry_after_waits_leave_on_time_whatever_is_queued_around_them(
+    start_scheduler, producer, reader, topics: Topics, kafka_bootstrap: str
+) -> None:
+    """Tasks routed as the dispatcher routes them (`route_failure`), Retry-After waits between and beyond the
+    delays among ordinary retries of the same webhook: each leaves within the tolerance of its due time, never
+    early. A wait once went to a delay topic longer than itself, or was relayed behind tasks due later, and
+    waited for them."""
+    delays, cap_s = (4.0, 8.0, 20.0), 60.0
+    start_scheduler(retry_delays_s=delays, retry_after_cap_s=cap_s)
+    deliveries = reader(topics.deliveries)
+    warm_up(producer, topics, deliveries)
+    client = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all", "linger.ms": 0})
+    expected: dict[int, int] = {}
+
+    def fail(n: int, attempt: int, status: int | None = None, retry_after_s: float | None = None) -> None:
+        route = route_failure(attempt, now_ms(), topics, delays, status, retry_after_s, cap_s)
+        event = Event(
+            id=f"evt_{n:06d}", type=EventType.MESSAGE_READ, created_at=datetime.now(UTC), account_id="a", data={}
+        )
+        task = DeliveryTask(event=event, webhook_id="wh_same", attempt=route.next_attempt, due_at=route.due_at_ms)
+        client.produce(route.topic, task.model_dump_json().encode(), key=b"wh_same")  # partitioned by key
+        assert client.flush(10) == 0
+        expected[n] = route.due_at_ms
+
+    fail(1, 2)  # the schedule: due 8 s later
+    fail(2, 1, 503, 5.0)  # 5 s: more than its stage's 4 s, less than 8 s
+    fail(3, 1, 429, 21.0)  # 21 s: relayed past the longest delay, its last second held aside
+    assert 1 in numbers(deliveries.read_until(lambda ms: 1 in numbers(ms), timeout_s=30))
+    fail(4, 3)  # written 8 s in, due 20 s later: queued where the 21 s wait is relayed to
+
+    got = deliveries.read_until(lambda ms: set(expected) <= set(numbers(ms)), timeout_s=60)
+    assert sorted(set(numbers(got))) == sorted(expected)
+    late = {event_number(m.value() or b""): lateness_ms(m) for m in got}
+    assert all(0 <= ms <= TOLERANCE_MS for ms in late.values()), f"lateness (ms) per task: {late}"
+    assert len(got) == len(expected), "each task handed off once"
 
 
 def test_restart_mid_wait_loses_nothing_and_sends_nothing_early(

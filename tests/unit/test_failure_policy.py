@@ -15,6 +15,7 @@ from recorder.health import gone_at, latest_failure, mail_text, should_auto_disa
 from retry_scheduler.gate import bounded_due_ms, hold_plan
 from schemas.catalog import OPERATIONAL_TYPES, EventType
 from schemas.models import AttemptRecord, Event, Outcome
+from schemas.retry_schedule import DELAYS_S, delay_index_for_wait
 from schemas.topics import Topics
 
 TOPICS = Topics.with_prefix("p.")
@@ -70,9 +71,15 @@ def test_410_switches_off_at_any_attempt_and_queues_nothing() -> None:
         )
 
 
-def test_retry_after_moves_due_time_and_picks_a_topic_that_holds_that_long() -> None:
+def test_retry_after_moves_due_time_and_picks_the_longest_topic_the_wait_outlasts() -> None:
+    # 30 s: the 10 s topic (the 60 s one would hold it behind tasks due up to 60 s after they were written);
+    # the retry scheduler relays it twice.
     route = route_failure(1, 1_000, TOPICS, status_code=429, retry_after_s=30.0)
-    assert (route.stage, route.topic, route.next_attempt, route.due_at_ms) == ("60s", "p.webhooks.retry.60s", 2, 31_000)
+    assert (route.stage, route.topic, route.next_attempt, route.due_at_ms) == ("10s", "p.webhooks.retry.10s", 2, 31_000)
+    route = route_failure(1, 1_000, TOPICS, status_code=429, retry_after_s=59.5)  # within the tolerance of 60 s
+    assert (route.stage, route.due_at_ms) == ("60s", 60_500)
+    route = route_failure(2, 1_000, TOPICS, status_code=429, retry_after_s=299.0)
+    assert (route.stage, route.due_at_ms) == ("5m", 300_000)
     route = route_failure(1, 1_000, TOPICS, status_code=503, retry_after_s=7_200.0, cap_s=3_600.0)
     assert (route.stage, route.topic, route.due_at_ms) == ("5m", "p.webhooks.retry.5m", 1_000 + 3_600_000)
     route = route_failure(2, 1_000, TOPICS, status_code=429, retry_after_s=5.0)  # shorter than 60 s: schedule
@@ -86,10 +93,45 @@ def test_retry_after_does_not_change_the_attempt_count_or_the_dead_letter_rule()
 
 
 def test_delay_topic_for_uses_the_configured_delays() -> None:
-    delays = (0.5, 1.5, 3.0)
-    assert delay_topic_for(0.5, TOPICS, delays) == ("10s", "p.webhooks.retry.10s")
-    assert delay_topic_for(1.0, TOPICS, delays) == ("60s", "p.webhooks.retry.60s")
+    delays = (2.5, 5.0, 9.0)
+    assert delay_topic_for(2.5, TOPICS, delays) == ("10s", "p.webhooks.retry.10s")
+    assert delay_topic_for(4.5, TOPICS, delays) == ("60s", "p.webhooks.retry.60s")  # within the 1 s tolerance
+    assert delay_topic_for(7.5, TOPICS, delays) == ("60s", "p.webhooks.retry.60s")
     assert delay_topic_for(99.0, TOPICS, delays) == ("5m", "p.webhooks.retry.5m")
+    assert delay_topic_for(0.5, TOPICS, delays) == ("10s", "p.webhooks.retry.10s")  # shorter than any: the first
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "index"),
+    [
+        (0.0, None),
+        (8.9, None),  # shorter than every delay: the retry scheduler holds it itself
+        (9.0, 0),  # within the tolerance of 10 s
+        (10.0, 0),
+        (58.9, 0),
+        (59.0, 1),
+        (299.0, 2),
+        (3600.0, 2),
+    ],
+)
+def test_delay_index_for_wait_is_the_longest_delay_the_wait_outlasts(wait_s: float, index: int | None) -> None:
+    assert delay_index_for_wait(wait_s) == index
+
+
+def test_every_leg_of_a_relayed_wait_is_due_no_sooner_than_its_topics_delay() -> None:
+    """The order invariant of the delay topics, for waits up to the cap: follow each wait leg by leg as the
+    retry scheduler does (write, act at min(due, write + delay), relay what is left)."""
+    delays = DELAYS_S
+    for wait_ms in [*range(0, 120_000, 250), *range(120_000, 3_600_001, 7_919)]:
+        written, due, legs = 0, wait_ms, 0
+        while (index := delay_index_for_wait((due - written) / 1000, delays)) is not None:
+            delay_ms = round(delays[index] * 1000)
+            assert due >= written + delay_ms - 1000, (wait_ms, legs)  # never due sooner than the topic's order
+            if due <= written + delay_ms + 1000:
+                break  # the last leg: held until due
+            written += delay_ms  # relayed when its topic's delay is over
+            legs += 1
+        assert legs <= 3600 // 300 + 300 // 60 + 60 // 10, wait_ms  # at most a handful of writes per leg length
 
 
 def test_hold_plan_holds_ordinary_tasks_until_due() -> None:

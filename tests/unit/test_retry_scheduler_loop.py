@@ -139,3 +139,42 @@ def test_a_restarted_scheduler_starts_after_what_was_committed() -> None:
         assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 2)
         # Then only the new task is handed off again
         assert fleet.delivered() == [5, 6]
+
+
+def test_a_relayed_wait_goes_to_the_topic_for_what_is_left_and_its_last_seconds_are_held_aside() -> None:
+    # Given three long waits in the 10 s topic whose 10 s there are over (written 10 s ago), on one partition,
+    # and a due task queued behind them
+    broker = MemoryBroker()
+    written = now_ms() - 10_000
+    source = (TOPICS.retry_10s, 0)
+    # 1.5 s left: past the 1 s a head task may be due after its topic's delay and still be held at the head
+    broker.append(source[0], task_bytes(1, written + 10_000 + 1_500), partition=0, timestamp_ms=written)
+    broker.append(source[0], task_bytes(2, written + 10_000 + 15_000), partition=0, timestamp_ms=written)  # 15 s
+    broker.append(source[0], task_bytes(3, written + 10_000 + 70_000), partition=0, timestamp_ms=written)  # 70 s
+    broker.append(source[0], task_bytes(4, now_ms()), partition=0)
+    with scheduler_running(broker) as fleet:
+        # Then the due task behind them leaves at once: the 1.5 s left of the first do not hold the partition
+        assert broker.wait(lambda: fleet.delivered() == [4], timeout_s=1.2), fleet.delivered()
+        # And what is left of the others goes to the longest delay topic it outlasts, unchanged
+        relayed_10s = [m for m in broker.messages(TOPICS.retry_10s) if m.offset() >= 4]
+        assert [DeliveryTask.model_validate_json(m.value() or b"").event.id for m in relayed_10s] == ["evt_2"]
+        assert [m.value() for m in broker.messages(TOPICS.retry_60s)] == [task_bytes(3, written + 80_000)]
+        # And the first leaves when due, not before, from memory
+        assert broker.wait(lambda: fleet.delivered() == [4, 1], timeout_s=3)
+        assert now_ms() >= written + 11_500
+        # And the source offsets are stored past all four only once the held one was handed off
+        assert broker.wait(lambda: fleet.consumer.stored.get(source) == 4)
+
+
+def test_a_wait_held_in_memory_is_read_again_after_a_restart() -> None:
+    # Given a scheduler that holds the last 30 s of a relayed wait in memory, and stops
+    broker = MemoryBroker()
+    written = now_ms() - 10_000
+    source = (TOPICS.retry_10s, 0)
+    broker.append(source[0], task_bytes(1, written + 10_000 + 8_000), partition=0, timestamp_ms=written)
+    broker.append(source[0], task_bytes(2, now_ms()), partition=0)
+    with scheduler_running(broker) as fleet:
+        assert broker.wait(lambda: fleet.delivered() == [2])
+    # Then nothing past the held task was committed, so the next owner reads it again
+    assert broker.committed[GROUP].get(source, 0) == 0
+    assert fleet.delivered() == [2]
