@@ -1,15 +1,21 @@
 """Retry lateness: how long after `due_at` a retry leaves its delay topic (target: within 1 s).
 
-Runs the real `hookfleet retry-scheduler` as a process against its own prefixed topics, in two scenarios:
-10,000 retries due at the same instant, and 10,000 due evenly over one minute. Lateness is the broker's
-append time of the handed-off record (the deliveries topic uses LogAppendTime, so the timestamp is when the
-broker accepted it, i.e. the acknowledgement) minus the task's `due_at`. Same host, same clock.
+Runs the real `hookfleet retry-scheduler` as a process against its own prefixed topics, in three scenarios:
+10,000 retries due at the same instant; 10,000 due evenly over one minute, written into all three delay topics
+whatever their delay (the hardest order for the scheduler: most are relayed); and relayed `Retry-After` waits
+as the dispatcher routes them (`route_failure`), 15 s to 130 s, among ordinary retries of the same webhooks,
+written as they fail over 20 s. Lateness is the broker's append time of the handed-off record (the
+deliveries topic uses LogAppendTime, so the timestamp is when the broker accepted it, i.e. the
+acknowledgement) minus the task's `due_at`. Same host, same clock.
 
-    .venv/bin/python -m bench.retry_lateness      # ~2.5 min; writes bench/results/retry_lateness.json
+    .venv/bin/python -m bench.retry_lateness      # ~5 min; writes bench/results/retry_lateness.json
+    .venv/bin/python -m bench.retry_lateness --long   # adds 10 min and 1 h (the cap) waits: ~65 min
+    .venv/bin/python -m bench.retry_lateness --scheduler-pythonpath /tmp/old   # an older checkout's scheduler
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -28,10 +34,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka import libversion as librdkafka_version
 
 from bench import machine
+from dispatcher.routing import route_failure
 from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
 from hookfleet.settings import LOCAL_KAFKA
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
+from schemas.retry_schedule import DELAYS_S, RETRY_AFTER_CAP_S
 from schemas.topics import Topics
 
 TASKS = 10_000
@@ -40,13 +48,19 @@ BURST_LEAD_S = 8.0
 """Burst due time after the produce starts: enough to write 10,000 tasks and for every partition to hold."""
 SPREAD_LEAD_S = 5.0
 SPREAD_S = 60.0
+RELAYED_WAITS_S = (15.0, 25.0, 45.0, 75.0, 130.0)
+"""Retry-After waits that cross every relay path: the 10 s and 60 s topics, and the last seconds held in memory."""
+LONG_WAITS_S = (600.0, RETRY_AFTER_CAP_S)
+FAIL_OVER_S = 20.0
+FAILURES_PER_S = 50
+WEBHOOKS = 997
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _task(n: int, due_at: int) -> bytes:
+def _task(n: int, due_at: int, attempt: int = 2) -> bytes:
     event = Event(
         id=f"evt_{n:08d}",
         type=EventType.MESSAGE_FAILED,
@@ -54,7 +68,8 @@ def _task(n: int, due_at: int) -> bytes:
         account_id="acct_bench",
         data={"message_id": f"msg_{n}", "reason": "bench"},
     )
-    return DeliveryTask(event=event, webhook_id=f"wh_{n % 997}", attempt=2, due_at=due_at).model_dump_json().encode()
+    task = DeliveryTask(event=event, webhook_id=f"wh_{n % WEBHOOKS}", attempt=attempt, due_at=due_at)
+    return task.model_dump_json().encode()
 
 
 def _free_port() -> int:
@@ -103,7 +118,7 @@ def _summary(lateness_ms: list[int], expected: int) -> dict[str, Any]:
 
 
 class _SchedulerProcess:
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, pythonpath: str | None = None) -> None:
         self.port = _free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="retry-scheduler-", suffix=".log", delete=False)  # noqa: SIM115
         env = {
@@ -113,6 +128,7 @@ class _SchedulerProcess:
             "HOOKFLEET_GROUP_ID": f"{prefix}retry-scheduler",
             "HOOKFLEET_METRICS_PORT": str(self.port),
             "HOOKFLEET_LOG_LEVEL": "INFO",
+            **({"PYTHONPATH": pythonpath} if pythonpath else {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hookfleet.cli", "retry-scheduler"], env=env, stdout=self.log, stderr=self.log
@@ -157,6 +173,31 @@ def _produce(bootstrap: str, topics: Topics, tasks: list[tuple[int, int]]) -> No
         raise RuntimeError("bench producer could not deliver every task within 30 s")
 
 
+def _fail_over_time(bootstrap: str, topics: Topics, first: int, waits_s: tuple[float, ...], seconds: float) -> int:
+    """Failures as the dispatcher routes them, written as they happen over `seconds`: one in two an ordinary
+    retry (attempt 1 or 2 failed: the 10 s or 60 s topic), the others a 429 with one of `waits_s` as
+    Retry-After after attempt 1. Keyed by webhook like the dispatcher's, so relays land among ordinary
+    retries of the same partitions. Returns how many were written."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
+    count = round(seconds * FAILURES_PER_S)
+    start = time.monotonic()
+    for i in range(count):
+        pause = start + i / FAILURES_PER_S - time.monotonic()
+        if pause > 0:
+            producer.poll(pause)
+        n = first + i
+        if i % 2 == 0:
+            route = route_failure(1 + (i // 2) % 2, _now_ms(), topics)
+        else:
+            wait = waits_s[(i // 2) % len(waits_s)]
+            route = route_failure(1, _now_ms(), topics, status_code=429, retry_after_s=wait)
+        producer.produce(route.topic, _task(n, route.due_at_ms, route.next_attempt), key=f"wh_{n % WEBHOOKS}")
+        producer.poll(0)
+    if producer.flush(30) != 0:
+        raise RuntimeError("bench producer could not deliver every task within 30 s")
+    return count
+
+
 def _collect(reader: Consumer, numbers: range, deadline_s: float) -> list[int]:
     """Lateness (broker append time - due_at) of each task in `numbers` handed off before the deadline."""
     wanted = set(numbers)
@@ -174,7 +215,7 @@ def _collect(reader: Consumer, numbers: range, deadline_s: float) -> list[int]:
     return list(lateness.values())
 
 
-def run(bootstrap: str) -> dict[str, Any]:
+def run(bootstrap: str, scheduler_pythonpath: str | None = None, long: bool = False) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topics = Topics.with_prefix(prefix)
     specs = [
@@ -188,7 +229,7 @@ def run(bootstrap: str) -> dict[str, Any]:
     ]
     ensure_topics(bootstrap, specs)
     machine = _machine()
-    scheduler = _SchedulerProcess(bootstrap, prefix)
+    scheduler = _SchedulerProcess(bootstrap, prefix, scheduler_pythonpath)
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}reader", "enable.auto.commit": False})
     reader.assign([TopicPartition(topics.deliveries, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     results: dict[str, Any] = {}
@@ -210,6 +251,16 @@ def run(bootstrap: str) -> dict[str, Any]:
         _produce(bootstrap, topics, spread_tasks)
         spread = _collect(reader, range(TASKS, 2 * TASKS), deadline_s=SPREAD_LEAD_S + SPREAD_S + 60)
         results["spread_10k_over_60s"] = _summary(spread, TASKS)
+
+        first = 2 * TASKS
+        written = _fail_over_time(bootstrap, topics, first, RELAYED_WAITS_S, FAIL_OVER_S)
+        relayed = _collect(reader, range(first, first + written), deadline_s=max(RELAYED_WAITS_S) + 90)
+        results["relayed_retry_after_15s_to_130s"] = _summary(relayed, written)
+        if long:
+            first += written
+            written = _fail_over_time(bootstrap, topics, first, LONG_WAITS_S, FAIL_OVER_S)
+            relayed = _collect(reader, range(first, first + written), deadline_s=max(LONG_WAITS_S) + 120)
+            results["relayed_retry_after_10min_and_1h"] = _summary(relayed, written)
     finally:
         rc = scheduler.stop()
         reader.close()
@@ -225,6 +276,8 @@ def run(bootstrap: str) -> dict[str, Any]:
             "scheduler": "one `hookfleet retry-scheduler` process",
             "broker": bootstrap,
             "scheduler_exit_code": rc,
+            "scheduler_pythonpath": scheduler_pythonpath,
+            "delays_s": DELAYS_S,
         },
         "machine": machine,
         "scenarios": results,
@@ -237,16 +290,21 @@ def _print_table(report: dict[str, Any]) -> None:
         f"machine: {machine['cores']} cores, {machine['memory_gb']} GB, load {machine['load_avg_1m_at_start']}, "
         f"librdkafka {machine['librdkafka']}, {machine['platform']}"
     )
-    print(f"{'scenario':26} {'received':>9} {'early':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'<=1 s':>7}")
+    print(f"{'scenario':34} {'received':>9} {'early':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'<=1 s':>7}")
     for name, s in report["scenarios"].items():
         print(
-            f"{name:26} {s['received']:>9} {s.get('early', '-'):>6} {s.get('p50_ms', '-'):>8} "
+            f"{name:34} {s['received']:>9} {s.get('early', '-'):>6} {s.get('p50_ms', '-'):>8} "
             f"{s.get('p99_ms', '-'):>8} {s.get('max_ms', '-'):>8} {s.get('within_1s', '-'):>7}"
         )
 
 
 if __name__ == "__main__":
-    report = run(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA))
-    out = machine.save_report("retry_lateness", report)
+    parser = argparse.ArgumentParser(prog="python -m bench.retry_lateness", description=__doc__.split("\n")[0])
+    parser.add_argument("--long", action="store_true", help="also 10 min and 1 h Retry-After waits (~65 min)")
+    parser.add_argument("--scheduler-pythonpath", help="run the scheduler of another checkout, for before/after")
+    parser.add_argument("--name", default="retry_lateness", help="results file name: bench/results/<name>.json")
+    args = parser.parse_args()
+    report = run(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA), args.scheduler_pythonpath, args.long)
+    out = machine.save_report(args.name, report)
     _print_table(report)
     print(f"written: {out}")
