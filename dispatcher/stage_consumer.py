@@ -19,19 +19,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dispatcher.offset_codec import decode_finished, encode_finished
-from dispatcher.offsets import LowWaterMark
 from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
+from hookfleet.stream.close import CLOSE_BOUND_S, close_bounded
+from hookfleet.stream.ledger import LowWaterMark
+from hookfleet.stream.offset_codec import decode_finished, encode_finished
 
 log = logging.getLogger(__name__)
 
 TP = PartitionKey
 
-CLOSE_BOUND_S = 10.0
-"""How long leaving the group may take. librdkafka can hang for good when `close` serves a last rebalance
-callback that asks for the rebalance protocol (confluentinc/librdkafka#4041; seen here when SIGTERM came
-during a rebalance): past this bound the close is given up. The final commit is already made, and the
-broker drops the member after its session timeout."""
 
 
 @dataclass
@@ -108,13 +104,12 @@ class StageConsumer:
         assert self._loop is not None
         self.prepare_commits(force=True)
         await self._loop.run_in_executor(self._thread, self._commit, False)
-        closing = self._loop.run_in_executor(self._thread, self.consumer.close)
-        try:
-            await asyncio.wait_for(asyncio.shield(closing), CLOSE_BOUND_S)
-        except TimeoutError:
-            self.close_stuck = True
-            log.error("event=consumer_close_stuck stage=%s bound_s=%.0f (final commit made)", self.stage, CLOSE_BOUND_S)
-        self._thread.shutdown(wait=not self.close_stuck)
+        # On this stage's thread, so the revoke callback it runs finds the loop free to drain.
+        closed = await self._loop.run_in_executor(
+            self._thread, close_bounded, self.consumer, f"dispatcher-{self.stage}", CLOSE_BOUND_S
+        )
+        self.close_stuck = not closed
+        self._thread.shutdown(wait=True)
 
     # ---------------------------------------------------------------------------------- on the thread
 

@@ -13,7 +13,7 @@ rebalance callbacks (`consume`, `commit`, `close`) run on one dedicated thread, 
 drain revoked partitions while the callback waits for it.
 
 Offsets: per partition, the commit is the oldest unfinished offset, and its metadata names the offsets
-above it that are already finished (offset_codec.py); a new owner skips those. "Finished" means the
+above it that are already finished (hookfleet/stream/offset_codec.py); a new owner skips those. "Finished" means the
 outcome is durable: the 2xx attempt record, or the retry / park / dead-letter task, acknowledged by the
 broker. So a crash re-sends at most the requests open at the crash plus what finished since the last
 commit (`commit_interval_s`).

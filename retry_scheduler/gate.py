@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from hookfleet.kafka import PartitionKey
+from schemas.retry_schedule import ORDER_TOLERANCE_S
 
 
 def bounded_due_ms(due_at_ms: int, written_ms: int | None, stage_delay_s: float, slack_s: float) -> int:
@@ -40,9 +41,8 @@ def bounded_due_ms(due_at_ms: int, written_ms: int | None, stage_delay_s: float,
     return min(due_at_ms, written_ms + round((2 * stage_delay_s + slack_s) * 1000))
 
 
-RELAY_TOLERANCE_MS = 1000
-"""A task due this little past its topic's own delay (clock steps between producer and broker) is held,
-not relayed."""
+RELAY_TOLERANCE_MS = round(ORDER_TOLERANCE_S * 1000)
+"""A task due this little past its topic's own delay is held, not relayed (`ORDER_TOLERANCE_S`)."""
 
 
 def hold_plan(

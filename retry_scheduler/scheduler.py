@@ -3,9 +3,11 @@
 The clients are made by `hookfleet.kafka`'s factories (see `main.new_scheduler`) and handed in; the
 scheduler owns them from then on and closes them when it stops.
 
-One synchronous loop. It never sleeps: it polls with a timeout bounded by the next hold's due time, so a
-held partition resumes on time while the others keep flowing. Timing rules live in `gate.DueGate`, offset
-safety in `ledger.HandOffLedger`; this module applies their answers to librdkafka:
+One synchronous loop on the stream runtime (`hookfleet.stream`). It never sleeps: it polls with a timeout
+bounded by the next hold's due time, so a held partition resumes on time while the others keep flowing.
+Timing rules live in `gate.DueGate`; offsets in the runtime's `OffsetLedger` (committed every
+`COMMIT_EVERY_S` with the finished offsets above the committed one, so a restart hands off again only what
+was in flight); acknowledgements in its `TrackedSender`. This module applies their answers to librdkafka:
 
 - `pause` purges the partition's prefetched messages and `resume` continues after the last message handed
   to us, so a hold is always pause + seek back to the not-yet-due task (and seek again before resuming).
@@ -13,16 +15,14 @@ safety in `ledger.HandOffLedger`; this module applies their answers to librdkafk
   topic's delay it is written again, to the delay topic for what is left of its wait
   (`delay_index_for_wait`), or, when less than the shortest delay is left, held in memory until due
   (`gate.ShortWaits`). So every delay topic stays in due order and no task waits behind a later one.
-- Produce acknowledgements arrive on the producer's poll thread; they are queued and applied here, so the
-  gate, the ledger and every consumer call stay on this one thread.
+- Produce acknowledgements arrive on the producer's poll thread; `TrackedSender` queues them and hands
+  them back here, so the gate, the ledger and every consumer call stay on this one thread.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,7 +30,6 @@ from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
     BrokerState,
     Consumer,
-    Headers,
     KafkaError,
     KafkaException,
     KafkaProducer,
@@ -44,8 +43,10 @@ from hookfleet.kafka import (
 from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.close import close_bounded
+from hookfleet.stream.ledger import Claim, OffsetLedger
+from hookfleet.stream.sender import Outgoing, TrackedSender
 from retry_scheduler.gate import DueGate, Hold, ShortWaits, Step, hold_plan, to_nudge
-from retry_scheduler.ledger import HandOffLedger
 from retry_scheduler.tasks import Invalid, read_task
 from schemas.retry_schedule import STAGES, Stage, delay_index_for_wait, delay_of, stage_of
 
@@ -59,7 +60,9 @@ BATCH = 500
 """Messages taken per loop turn after the first (consume(0) returns only what is already queued)."""
 REVOKE_FLUSH_S = 5.0
 """How long a revoke waits for outstanding hand-offs of the partitions it takes away."""
-RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+COMMIT_EVERY_S = 0.5
+"""Commit cadence: a crash hands off again at most what was acknowledged since (plus what was in flight)."""
+COMMITTED_TIMEOUT_S = 10.0
 SUMMARY_EVERY_S = 30.0
 LEADERS_REFRESH_S = 60.0
 """Partition leaders move rarely; a stale map costs at most one late resume (see `_nudge`)."""
@@ -70,6 +73,7 @@ SHORT_WAITS_MAX_BYTES = 64 * 1024 * 1024
 `Retry-After` waits end there, so they are rarely reached; past them a task goes to the shortest delay
 topic instead (late by at most that delay, never early)."""
 CONSUMER_OPTIONS: dict[str, Any] = {
+    "enable.auto.commit": False,  # committed here, with the finished offsets as metadata
     # librdkafka keeps one Fetch in flight per broker, and a partition resumed meanwhile waits for it. A
     # Fetch with nothing to return long-polls for `fetch.wait.max.ms` (default 500 ms, half the accuracy
     # target), so keep that short...
@@ -87,26 +91,15 @@ CONSUMER_OPTIONS: dict[str, Any] = {
 
 @dataclass(frozen=True, slots=True)
 class HandOff:
-    """A message on its way out of a delay topic: to deliveries when due, to invalid when malformed."""
+    """A message on its way out of a delay topic: to deliveries when due, to another delay topic when
+    relayed, to invalid when malformed."""
 
-    source: PartitionKey
-    offset: int
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers | None
+    claim: Claim
+    """Its source offset, finished when the broker acknowledges the hand-off."""
+    message: Outgoing
     due_at_ms: int | None
-    """None for a malformed message (no lateness to measure)."""
+    """When it was due, to measure lateness; None for a relay or a malformed message."""
     stage: Stage
-    tries: int = 0
-    """Produce attempts that failed so far (the producer retries internally first)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Ack:
-    hand_off: HandOff
-    error: KafkaError | None
-    acked_at: float
 
 
 def _now_ms() -> int:
@@ -150,9 +143,9 @@ class RetryScheduler:
         self._shutdown = shutdown
         self._gate = DueGate()
         self._short_waits: ShortWaits[HandOff] = ShortWaits(SHORT_WAITS_MAX, SHORT_WAITS_MAX_BYTES)
-        self._ledger = HandOffLedger()
-        self._acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
-        self._failed: deque[tuple[float, HandOff]] = deque()
+        self._ledger = OffsetLedger()
+        self._sender: TrackedSender[HandOff] = TrackedSender(producer, lambda h: self._ledger.is_pending(h.claim))
+        self._commit_due = 0.0
         self._reapply: dict[PartitionKey, Hold] = {}
         self._leaders: dict[PartitionKey, int] = {}
         self._leaders_due = float("inf")
@@ -193,8 +186,8 @@ class RetryScheduler:
     def _stop(self) -> None:
         """Stop taking work, wait (bounded) for acknowledgements, store and commit their offsets, close."""
         remaining = self._settle(self._settings.drain_timeout_s)
-        self._commit()
-        self._consumer.close()  # runs the revoke callback, which has nothing left to wait for
+        self._commit(force=True)
+        close_bounded(self._consumer, "retry-scheduler")  # runs the revoke callback, which has nothing left to wait for
         self._producer.close(timeout_s=1.0)
         PARTITIONS_PAUSED.set(0)
         self._log_summary(force=True)
@@ -208,8 +201,8 @@ class RetryScheduler:
         now_ms = _now_ms()
         self._resume_due(now_ms)
         self._release_short_waits(now_ms)
-        self._retry_failed()
-        idle = BUSY_WAIT_S if (self._unacknowledged() or self._failed) else IDLE_WAIT_S
+        self._sender.resend_due()
+        idle = BUSY_WAIT_S if self._sender.waiting else IDLE_WAIT_S
         wait_s = self._gate.wait_s(now_ms, idle)
         short_due = self._short_waits.next_due_ms()
         if short_due is not None:
@@ -226,6 +219,9 @@ class RetryScheduler:
             for message in batch:
                 self._handle(message, now_ms, reheld)
         self._drain_acks()
+        if time.monotonic() >= self._commit_due:
+            self._commit_due = time.monotonic() + COMMIT_EVERY_S
+            self._commit()
         PARTITIONS_PAUSED.set(self._gate.held_count)
         self._log_summary()
 
@@ -243,7 +239,11 @@ class RetryScheduler:
                 reheld.add(partition)
                 self._apply_hold(partition, hold, quiet=True)
             return
-        if self._ledger.already_started(partition, offset):
+        if self._ledger.already_begun(partition, offset):
+            return
+        if self._ledger.finished_before(partition, offset):
+            # Handed off by the previous owner after its last commit's offset (its commit metadata says so).
+            self._ledger.finish(self._ledger.begin(partition, offset))
             return
         task = read_task(message.value())
         if isinstance(task, Invalid):
@@ -275,18 +275,9 @@ class RetryScheduler:
         elif step is Step.HAND_OFF and relay:
             self._relay(message, partition, offset, task.due_at, stage, now_ms)
         elif step is Step.HAND_OFF:
-            self._start(
-                HandOff(
-                    partition,
-                    offset,
-                    self._topics.deliveries,
-                    message.key(),
-                    message.value(),
-                    message_headers(message),
-                    due_ms,
-                    stage,
-                )
-            )
+            value, key, headers = message.value() or b"", message.key(), message_headers(message)
+            outgoing = Outgoing(self._topics.deliveries, value, key, headers)
+            self._send(HandOff(self._ledger.begin(partition, offset), outgoing, due_ms, stage))
 
     def _relay(
         self, message: Message, partition: PartitionKey, offset: int, due_at_ms: int, stage: Stage, now_ms: int
@@ -294,15 +285,13 @@ class RetryScheduler:
         """Due later than this topic holds (a long Retry-After): written again, unchanged, to the delay topic
         for what is left of the wait, or held here until due when less than the shortest delay is left."""
         index = delay_index_for_wait((due_at_ms - now_ms) / 1000, self._settings.retry_delays_s)
-        value = message.value()
+        value = message.value() or b""
         self._summary.relayed += 1
+        claim = self._ledger.begin(partition, offset)
         if index is None:
-            hand_off = HandOff(
-                partition, offset, self._topics.deliveries, message.key(), value, message_headers(message), due_at_ms,
-                stage,
-            )  # fmt: skip
-            self._ledger.start(partition, offset)
-            if self._short_waits.add(partition, due_at_ms, len(value or b""), hand_off):
+            outgoing = Outgoing(self._topics.deliveries, value, message.key(), message_headers(message))
+            hand_off = HandOff(claim, outgoing, due_at_ms, stage)
+            if self._short_waits.add(partition, due_at_ms, len(value), hand_off):
                 log.debug("event=task_held topic=%s partition=%d offset=%d due_at=%d", *partition, offset, due_at_ms)
                 return
             log.warning(
@@ -312,23 +301,20 @@ class RetryScheduler:
                 len(self._short_waits),
                 self._short_waits.bytes,
             )
-            self._produce(replace(hand_off, topic=self._topics.retries[0], due_at_ms=None))
+            relayed = replace(outgoing, topic=self._topics.retries[0])
+            self._sender.send(relayed, replace(hand_off, message=relayed, due_at_ms=None))
             return
         target = self._topics.retries[index]
         log.debug(
             "event=task_relayed topic=%s partition=%d offset=%d to=%s due_at=%d", *partition, offset, target, due_at_ms
         )
-        headers = message_headers(message)
-        self._start(HandOff(partition, offset, target, message.key(), value, headers, None, STAGES[index]))
+        outgoing = Outgoing(target, value, message.key(), message_headers(message))
+        self._send(HandOff(claim, outgoing, None, STAGES[index]))
 
     def _release_short_waits(self, now_ms: int) -> None:
         for hand_off in self._short_waits.pop_due(now_ms):
-            if self._ledger.is_pending(hand_off.source, hand_off.offset):  # else revoked since: not ours
-                self._produce(hand_off)
-
-    def _unacknowledged(self) -> int:
-        """Hand-offs produced and not yet acknowledged (the short waits are pending too, but not produced)."""
-        return self._ledger.pending_count - len(self._short_waits)
+            if self._ledger.is_pending(hand_off.claim):  # else revoked since: not ours
+                self._send(hand_off)
 
     def _route_invalid(self, message: Message, partition: PartitionKey, offset: int, invalid: Invalid) -> None:
         log.warning(
@@ -344,11 +330,8 @@ class RetryScheduler:
         value, key, headers = invalid_message(
             message.value(), message.key(), invalid.reason, partition, offset, "retry-scheduler"
         )
-        self._start(
-            HandOff(
-                partition, offset, self._topics.invalid, key, value, headers, None, stage_of(self._topics, partition[0])
-            )
-        )
+        outgoing = Outgoing(self._topics.invalid, value, key, headers)
+        self._send(HandOff(self._ledger.begin(partition, offset), outgoing, None, stage_of(self._topics, partition[0])))
 
     # ---------------------------------------------------------------------------------------------- holds
 
@@ -424,42 +407,17 @@ class RetryScheduler:
 
     # ------------------------------------------------------------------------------------------ hand-offs
 
-    def _start(self, hand_off: HandOff) -> None:
-        self._ledger.start(hand_off.source, hand_off.offset)
-        self._produce(hand_off)
-
-    def _produce(self, hand_off: HandOff) -> None:
-        acks = self._acks
-
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            # Producer poll thread: only queue it; the loop thread owns the ledger and the consumer.
-            acks.put(_Ack(hand_off, error, time.time()))
-
-        self._producer.produce(
-            hand_off.topic, hand_off.value or b"", key=hand_off.key, headers=hand_off.headers, on_delivery=on_delivery
-        )
+    def _send(self, hand_off: HandOff) -> None:
+        self._sender.send(hand_off.message, hand_off)
 
     def _drain_acks(self) -> None:
-        to_store: dict[PartitionKey, int] = {}
-        while True:
-            try:
-                ack = self._acks.get_nowait()
-            except queue.Empty:
-                break
-            hand_off = ack.hand_off
-            if ack.error is not None:
-                self._on_failed(hand_off, ack.error)
-                continue
-            stored = self._ledger.ack(hand_off.source, hand_off.offset)
-            if stored is not None:
-                to_store[hand_off.source] = stored
-            if hand_off.due_at_ms is not None:
-                self._on_handed_off(hand_off, ack.acked_at)
-        if to_store:
-            try:
-                self._consumer.store_offsets(offsets=[topic_partition(p, o) for p, o in to_store.items()])
-            except KafkaException as exc:  # revoked meanwhile: the next owner re-reads, at least once
-                log.warning("event=store_offsets_failed reason=%s", exc)
+        for settled in self._sender.settle():
+            self._finished(settled.token, settled.acked_at)
+
+    def _finished(self, hand_off: HandOff, acked_at: float) -> None:
+        self._ledger.finish(hand_off.claim)
+        if hand_off.due_at_ms is not None:
+            self._on_handed_off(hand_off, acked_at)
 
     def _on_handed_off(self, hand_off: HandOff, acked_at: float) -> None:
         assert hand_off.due_at_ms is not None
@@ -469,84 +427,79 @@ class RetryScheduler:
         self._summary.lateness_max_ms = max(self._summary.lateness_max_ms, lateness_ms)
         log.debug(
             "event=retry_handed_off topic=%s partition=%d offset=%d stage=%s lateness_ms=%d",
-            *hand_off.source,
-            hand_off.offset,
+            *hand_off.claim.partition,
+            hand_off.claim.offset,
             hand_off.stage,
             lateness_ms,
         )
 
-    def _on_failed(self, hand_off: HandOff, error: KafkaError) -> None:
-        """The producer gave up on a message: produce it again later; its offset stays unstored meanwhile."""
-        if not self._ledger.is_pending(hand_off.source, hand_off.offset):
-            return  # the partition was revoked: its next owner hands the task off
-        tries = hand_off.tries + 1
-        backoff = RETRY_BACKOFF_S[min(tries, len(RETRY_BACKOFF_S)) - 1]
-        log.error(
-            "event=hand_off_failed topic=%s partition=%d offset=%d to=%s code=%s reason=%s retry_in_s=%g",
-            *hand_off.source,
-            hand_off.offset,
-            hand_off.topic,
-            error.name(),
-            error.str(),
-            backoff,
-        )
-        self._failed.append((time.monotonic() + backoff, replace(hand_off, tries=tries)))
-
-    def _retry_failed(self) -> None:
-        now = time.monotonic()
-        for _ in range(len(self._failed)):
-            not_before, hand_off = self._failed.popleft()
-            if not self._ledger.is_pending(hand_off.source, hand_off.offset):
-                continue
-            if not_before > now:
-                self._failed.append((not_before, hand_off))
-                continue
-            self._produce(hand_off)
-
     def _settle(self, timeout_s: float) -> int:
-        """Wait (bounded) for every outstanding hand-off's acknowledgement and store what it allows.
+        """Wait (bounded) for every outstanding hand-off's acknowledgement and finish what it allows.
 
         Returns how many hand-offs are still unacknowledged. Outside the loop only (stop, revoke). Tasks held
-        in memory are not waited for: their offsets stay unstored, so whoever reads the partition next holds
-        them again.
+        in memory are not waited for: their offsets stay unfinished, so whoever reads the partition next
+        holds them again.
         """
-        deadline = time.monotonic() + timeout_s
-        if self._unacknowledged():
-            self._producer.flush(timeout_s)
-        # The last delivery callbacks may still be on their way from the producer's poll thread.
-        while True:
-            self._drain_acks()
-            if not self._unacknowledged() or time.monotonic() >= deadline:
-                return self._unacknowledged()
-            try:
-                self._acks.put(self._acks.get(timeout=min(0.05, max(0.0, deadline - time.monotonic()))))
-            except queue.Empty:
-                continue
+        for settled in self._sender.wait(timeout_s):
+            self._finished(settled.token, settled.acked_at)
+        return self._sender.in_flight
 
-    def _commit(self) -> None:
+    def _commit(self, partitions: list[PartitionKey] | None = None, force: bool = False) -> None:
+        """Commit the ledger's low-water marks with their finished offsets; synchronous when forced (stop,
+        revoke), asynchronous on the loop's cadence."""
+        offsets = [
+            TopicPartition(partition[0], partition[1], offset, metadata)
+            for partition, offset, metadata in self._ledger.commits(partitions, force=force)
+        ]
+        if not offsets:
+            return
         try:
-            self._consumer.commit(asynchronous=False)
-        except KafkaException as exc:
+            if force:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:  # revoked meanwhile: the next owner hands off again, at least once
             error: KafkaError = exc.args[0]
             if error.code() != KafkaError._NO_OFFSET:
                 log.warning("event=commit_failed code=%s reason=%s", error.name(), error.str())
 
     # ------------------------------------------------------------------------------------------ rebalance
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        skipping = 0
+        for tp in self._committed(consumer, partitions):
+            skipping += self._ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata)
         # Applied after this callback returns, once librdkafka has really assigned the partitions.
         self._reapply.update(self._gate.assign((tp.topic, tp.partition) for tp in partitions))
         self._leaders_due = 0.0  # new partitions: learn their leaders on the next tick
         self._assigned_count = len(self._gate.assigned)
         self._assignment_known = True
         self._broker.up = True
-        log.info("event=partitions_assigned added=%d assigned=%d", len(partitions), self._assigned_count)
+        log.info(
+            "event=partitions_assigned added=%d assigned=%d skipping=%d",
+            len(partitions),
+            self._assigned_count,
+            skipping,
+        )
+
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The partitions' last commits, whose metadata names the hand-offs finished above them."""
+        if not partitions:
+            return []
+        try:
+            committed: list[TopicPartition] = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=COMMITTED_TIMEOUT_S
+            )
+            return committed
+        except KafkaException as exc:  # without them nothing is lost: finished hand-offs are only done again
+            log.warning("event=committed_metadata_unavailable error=%s (nothing skipped)", exc)
+            return [TopicPartition(tp.topic, tp.partition) for tp in partitions]
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit what was handed off before the partitions go; forget their holds."""
         revoked = [(tp.topic, tp.partition) for tp in partitions]
         self._settle(REVOKE_FLUSH_S)
-        self._commit()
+        self._commit(revoked, force=True)
         self._forget(revoked)
         log.info("event=partitions_revoked removed=%d assigned=%d", len(revoked), self._assigned_count)
 
@@ -561,7 +514,7 @@ class RetryScheduler:
         self._gate.revoke(partitions)
         self._short_waits.revoke(partitions)
         self._ledger.revoke(partitions)
-        self._failed = deque(item for item in self._failed if item[1].source not in gone)
+        self._sender.forget(lambda hand_off: hand_off.claim.partition in gone)
         self._assigned_count = len(self._gate.assigned)
         PARTITIONS_PAUSED.set(self._gate.held_count)
 
@@ -582,6 +535,6 @@ class RetryScheduler:
                 self._gate.held_count,
                 len(self._short_waits),
                 self._assigned_count,
-                self._ledger.pending_count,
+                self._sender.in_flight,
             )
         self._summary = _Summary()

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from dispatcher.fanout import FanoutJob
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
-from dispatcher.offset_codec import decode_finished, encode_finished
-from dispatcher.offsets import LowWaterMark
 from dispatcher.wire_json import task_json
+from hookfleet.stream.ledger import LowWaterMark
+from hookfleet.stream.offset_codec import decode_finished, encode_finished
 from producer.publisher import build_event
 from schemas.models import DeliveryTask
 

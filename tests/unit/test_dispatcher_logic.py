@@ -18,7 +18,6 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from dispatcher.address_guard import BlockedAddressError, is_blocked
 from dispatcher.delivery import parse_target
 from dispatcher.http1 import ConnectFailed, ProtocolError, ServerDisconnected
-from dispatcher.offsets import LowWaterMark
 from dispatcher.outcome import classify_error, classify_status
 from dispatcher.routing import PARKS_HEADER, parks_of, route_failure, route_park
 from dispatcher.signing import (
@@ -31,6 +30,7 @@ from dispatcher.signing import (
 )
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from hookfleet import USER_AGENT
+from hookfleet.stream.ledger import LowWaterMark
 from schemas.catalog import EventType
 from schemas.models import Outcome
 from schemas.topics import Topics

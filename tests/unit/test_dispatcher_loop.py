@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from dispatcher.delivery import DeliveryResult
-from dispatcher.offset_codec import decode_finished
 from dispatcher.routing import PARKS_HEADER
 from dispatcher.subscriptions import Endpoint, SubscriptionIndex
 from dispatcher.wire_json import task_json
 from dispatcher.worker import Dispatcher
 from hookfleet.kafka import Headers
 from hookfleet.settings import DispatcherSettings
+from hookfleet.stream.offset_codec import decode_finished
 from producer.publisher import build_event
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event, Outcome

@@ -1,5 +1,5 @@
 """The retry scheduler's real loop on the in-memory broker: hand-off, hold, invalid routing, failed
-produces and offsets, each in well under a second (the broker-backed timing tests are in
+produces and offsets, each in a second or a few (the broker-backed timing tests are in
 tests/integration/test_retry_scheduler.py)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
-from retry_scheduler import scheduler as scheduler_module
+from hookfleet.stream import sender as sender_module
 from retry_scheduler.scheduler import RetryScheduler
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
@@ -47,6 +47,10 @@ class Fleet:
         return [int(task.event.id.removeprefix("evt_")) for task in tasks]
 
 
+def committed(broker: MemoryBroker, source: tuple[str, int]) -> int | None:
+    return broker.committed.get(GROUP, {}).get(source)
+
+
 @contextmanager
 def scheduler_running(broker: MemoryBroker, producer: MemoryProducer | None = None) -> Iterator[Fleet]:
     settings = RetrySchedulerSettings(topic_prefix=TOPICS.prefix, group_id=GROUP, drain_timeout_s=1.0)
@@ -57,7 +61,7 @@ def scheduler_running(broker: MemoryBroker, producer: MemoryProducer | None = No
         yield Fleet(scheduler, consumer, broker)
 
 
-def test_due_task_is_handed_back_and_its_offset_stored_only_once_acknowledged() -> None:
+def test_due_task_is_handed_back_and_its_offset_committed_only_once_acknowledged() -> None:
     # Given a due task in the 60 s delay topic and a broker that holds acknowledgements back
     broker = MemoryBroker()
     source = (TOPICS.retry_60s, 1)
@@ -67,12 +71,11 @@ def test_due_task_is_handed_back_and_its_offset_stored_only_once_acknowledged() 
         # When it is handed off: it is on the deliveries topic, with its key, but the offset waits
         assert broker.wait(lambda: fleet.delivered() == [1])
         assert broker.messages(TOPICS.deliveries)[0].key() == b"wh_1"
-        time.sleep(0.05)
-        assert source not in fleet.consumer.stored
-        # Then once the broker acknowledges, the offset past it is stored
+        assert committed(broker, source) is None
+        # Then once the broker acknowledges, the offset past it is committed
         producer.ack_all()
-        assert broker.wait(lambda: fleet.consumer.stored.get(source) == 1)
-    assert broker.committed[GROUP] == {source: 1}, "stop commits what was stored"
+        assert broker.wait(lambda: committed(broker, source) == 1)
+    assert broker.committed[GROUP] == {source: 1}
 
 
 def test_not_yet_due_task_holds_only_its_partition_and_is_handed_off_when_due() -> None:
@@ -98,7 +101,7 @@ def test_malformed_task_goes_to_the_invalid_topic_in_the_one_shape_and_the_parti
     broker.append(TOPICS.retry_5m, b"garbage{", key=b"wh_bad", headers=[("trace", b"t1")], partition=2)
     broker.append(TOPICS.retry_5m, task_bytes(3, now_ms()), partition=2)
     with scheduler_running(broker) as fleet:
-        assert broker.wait(lambda: fleet.delivered() == [3] and fleet.consumer.stored.get((TOPICS.retry_5m, 2)) == 2)
+        assert broker.wait(lambda: fleet.delivered() == [3] and committed(broker, (TOPICS.retry_5m, 2)) == 2)
     # Then the garbage is in the invalid topic: same bytes and key, the documented headers only
     (invalid,) = broker.messages(TOPICS.invalid)
     assert (invalid.value(), invalid.key()) == (b"garbage{", b"wh_bad")
@@ -115,15 +118,15 @@ def test_malformed_task_goes_to_the_invalid_topic_in_the_one_shape_and_the_parti
 
 def test_failed_hand_off_is_produced_again_and_its_offset_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a broker that fails the first produce
-    monkeypatch.setattr(scheduler_module, "RETRY_BACKOFF_S", (0.05,))
+    monkeypatch.setattr(sender_module, "RETRY_BACKOFF_S", (0.05,))
     broker = MemoryBroker()
     source = (TOPICS.retry_10s, 0)
     broker.append(source[0], task_bytes(4, now_ms()), partition=0)
     producer = MemoryProducer(broker)
     producer.fail_next(1)
     with scheduler_running(broker, producer) as fleet:
-        # Then the task is produced again after the backoff, exactly once, and only then stored
-        assert broker.wait(lambda: fleet.consumer.stored.get(source) == 1)
+        # Then the task is produced again after the backoff, exactly once, and only then committed
+        assert broker.wait(lambda: committed(broker, source) == 1)
         assert fleet.delivered() == [4]
 
 
@@ -132,11 +135,11 @@ def test_a_restarted_scheduler_starts_after_what_was_committed() -> None:
     broker = MemoryBroker()
     broker.append(TOPICS.retry_10s, task_bytes(5, now_ms()), partition=1)
     with scheduler_running(broker) as fleet:
-        assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 1)
+        assert broker.wait(lambda: committed(broker, (TOPICS.retry_10s, 1)) == 1)
     # When a new one of the same group starts and a second task arrives
     broker.append(TOPICS.retry_10s, task_bytes(6, now_ms()), partition=1)
     with scheduler_running(broker) as fleet:
-        assert broker.wait(lambda: fleet.consumer.stored.get((TOPICS.retry_10s, 1)) == 2)
+        assert broker.wait(lambda: committed(broker, (TOPICS.retry_10s, 1)) == 2)
         # Then only the new task is handed off again
         assert fleet.delivered() == [5, 6]
 
@@ -147,7 +150,7 @@ def test_a_relayed_wait_goes_to_the_topic_for_what_is_left_and_its_last_seconds_
     broker = MemoryBroker()
     written = now_ms() - 10_000
     source = (TOPICS.retry_10s, 0)
-    # 1.5 s left: past the 1 s a head task may be due after its topic's delay and still be held at the head
+    # 1.5 s left: past what a head task may be due after its topic's delay and still be held at the head
     broker.append(source[0], task_bytes(1, written + 10_000 + 1_500), partition=0, timestamp_ms=written)
     broker.append(source[0], task_bytes(2, written + 10_000 + 15_000), partition=0, timestamp_ms=written)  # 15 s
     broker.append(source[0], task_bytes(3, written + 10_000 + 70_000), partition=0, timestamp_ms=written)  # 70 s
@@ -162,19 +165,25 @@ def test_a_relayed_wait_goes_to_the_topic_for_what_is_left_and_its_last_seconds_
         # And the first leaves when due, not before, from memory
         assert broker.wait(lambda: fleet.delivered() == [4, 1], timeout_s=3)
         assert now_ms() >= written + 11_500
-        # And the source offsets are stored past all four only once the held one was handed off
-        assert broker.wait(lambda: fleet.consumer.stored.get(source) == 4)
+        # And the source offsets are committed past all four only once the held one was handed off
+        assert broker.wait(lambda: committed(broker, source) == 4)
 
 
 def test_a_wait_held_in_memory_is_read_again_after_a_restart() -> None:
-    # Given a scheduler that holds the last 30 s of a relayed wait in memory, and stops
+    # Given a scheduler that holds the last 3 s of a relayed wait in memory, hands off the task behind it,
+    # and stops
     broker = MemoryBroker()
     written = now_ms() - 10_000
     source = (TOPICS.retry_10s, 0)
-    broker.append(source[0], task_bytes(1, written + 10_000 + 8_000), partition=0, timestamp_ms=written)
+    broker.append(source[0], task_bytes(1, written + 10_000 + 3_000), partition=0, timestamp_ms=written)
     broker.append(source[0], task_bytes(2, now_ms()), partition=0)
     with scheduler_running(broker) as fleet:
         assert broker.wait(lambda: fleet.delivered() == [2])
-    # Then nothing past the held task was committed, so the next owner reads it again
-    assert broker.committed[GROUP].get(source, 0) == 0
+    # Then nothing past the held task was committed, so the next owner reads it again...
+    assert committed(broker, source) == 0
     assert fleet.delivered() == [2]
+    # ...and holds it again, but does not hand off again what was handed off after it (commit metadata)
+    with scheduler_running(broker) as fleet:
+        assert broker.wait(lambda: fleet.delivered() == [2, 1], timeout_s=12)
+        assert broker.wait(lambda: committed(broker, source) == 2)
+    assert fleet.delivered() == [2, 1]

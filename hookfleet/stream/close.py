@@ -1,0 +1,39 @@
+"""Leaving the consumer group, bounded: every consumer of the fleet closes through `close_bounded`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from hookfleet.kafka import Consumer, KafkaException
+
+log = logging.getLogger(__name__)
+
+CLOSE_BOUND_S = 10.0
+"""How long leaving the group may take. librdkafka can hang for good when `close` serves a last rebalance
+callback that asks for the rebalance protocol (confluentinc/librdkafka#4041; seen here when SIGTERM came
+during a rebalance): past this bound the close is given up. Callers commit before closing, and the broker
+drops the member after its session timeout (10 s), so nothing is lost; the process exits on time for the
+orchestrator's grace period."""
+
+
+def close_bounded(consumer: Consumer, role: str, bound_s: float = CLOSE_BOUND_S) -> bool:
+    """Close `consumer` (revoke callbacks run, the member leaves its group), waiting at most `bound_s`.
+
+    True when it closed; False when it was still closing at the bound: the closing thread is a daemon and is
+    left behind, so the process can still exit."""
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            consumer.close()
+        except (KafkaException, RuntimeError) as exc:  # already closed, or the broker went away meanwhile
+            log.warning("event=consumer_close_failed role=%s error=%s", role, exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=close, name=f"{role}-consumer-close", daemon=True).start()
+    if done.wait(bound_s):
+        return True
+    log.error("event=consumer_close_stuck role=%s bound_s=%.0f (final commit made)", role, bound_s)
+    return False
