@@ -44,7 +44,6 @@ from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
     Consumer,
     Headers,
-    KafkaDeliveryError,
     KafkaError,
     KafkaProducer,
     Message,
@@ -52,6 +51,7 @@ from hookfleet.kafka import (
     message_headers,
 )
 from hookfleet.settings import DispatcherSettings
+from hookfleet.stream.sender import Outgoing, send_until_acked
 from schemas.ids import new_attempt_id
 from schemas.models import DeliveryTask, Event, NextStep, Outcome
 from schemas.validation import first_error
@@ -612,15 +612,7 @@ class Dispatcher:
     ) -> None:
         """Produce until the broker acknowledges. The offset of this work is not finished before that, so
         giving up would lose the outcome; waiting only delays the partition's commit."""
-        delay = 0.5
-        while True:
-            try:
-                await self._producer.send(topic, value, key=key, headers=headers)
-                return
-            except KafkaDeliveryError as exc:
-                log.error("event=produce_failed topic=%s error=%s retry_in_s=%.1f", topic, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await send_until_acked(self._producer, Outgoing(topic, value, key, headers))
 
     # ------------------------------------------------------------------------------------ flow control
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
-import time
 from datetime import UTC, datetime
 
 from hookfleet.cli import CliError
 from hookfleet.db import connect
-from hookfleet.kafka import KafkaDeliveryError, KafkaError, KafkaProducer, KafkaUnavailable, Message, check_broker
+from hookfleet.kafka import KafkaProducer, check_broker
+from hookfleet.stream.sender import Outgoing, send_all
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
 
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 500
 """Dead letters per transaction: bounds memory and the time a chunk's rows stay locked."""
-_ACK_TIMEOUT_S = 30.0
 
 _CLAIM = (
     "SELECT event_id, task::text FROM dead_letters "
@@ -85,29 +83,8 @@ def _epoch_ms(at: datetime) -> int:
 
 
 def publish_acked(producer: KafkaProducer, topic: str, tasks: list[DeliveryTask]) -> None:
-    """Produce every task and return only once the broker acknowledged all of them (acks=all)."""
-    errors: list[KafkaError] = []
-    acked = 0
-    lock = threading.Lock()
-    done = threading.Event()
-
-    def settle(error: KafkaError | None, _message: Message) -> None:
-        nonlocal acked
-        with lock:
-            if error is not None:
-                errors.append(error)
-            acked += 1
-            if acked == len(tasks):
-                done.set()
-
-    for task in tasks:
-        producer.produce(topic, task.model_dump_json().encode(), key=task.webhook_id, on_delivery=settle)
-    started = time.monotonic()
-    producer.flush(_ACK_TIMEOUT_S)
-    if not done.wait(max(0.0, _ACK_TIMEOUT_S - (time.monotonic() - started))):
-        raise KafkaUnavailable(f"no broker acknowledgement for {topic} within {_ACK_TIMEOUT_S:g}s")
-    if errors:
-        raise KafkaDeliveryError(errors[0])
+    """Produce every task, keyed by its webhook, and return only once the broker acknowledged all of them."""
+    send_all(producer, [Outgoing(topic, task.model_dump_json().encode(), task.webhook_id) for task in tasks])
 
 
 def parse_since(value: str | None) -> datetime | None:
