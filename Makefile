@@ -6,44 +6,49 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
+STEP := deploy/local/step.sh
 # Two test processes (pytest-xdist), one test file each at a time: most integration tests wait on the
 # network or a retry delay, and every test has its own topics, consumer groups and database schema.
 TEST_WORKERS ?= 2
 
-.PHONY: install system-core system-test tools containers stack down status lint test demo bench clean
+.PHONY: install system system-core system-test tools test-setup containers stack down status lint unit test demo bench clean
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@$(STEP) "python packages" $(SHELL) $(.SHELLFLAGS) '\
+	  { test -x $(BIN)/python || python3 -m venv $(VENV); } && \
+	  $(BIN)/pip install -q --disable-pip-version-check --upgrade pip && \
+	  $(BIN)/pip install -q --disable-pip-version-check -e ".[test]"'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
 
-# Debian packages, installed only when missing, with a single `apt-get update`. The browser tests drive
-# Debian's Chromium through Playwright (no browser is ever downloaded); the observability test runs
-# Debian's Prometheus binary with its own config, storage and port (the packaged service is not used).
-system-core:
-	deploy/local/system-packages.sh core
+# Debian packages, installed only when missing, with a single `apt-get update` (apt-get takes one lock, so
+# this is one step: the other steps that need a package wait for it). The browser tests drive Debian's
+# Chromium through Playwright (no browser is ever downloaded); the observability test runs Debian's
+# Prometheus binary with its own config, storage and port (the packaged service is not used).
+SYSTEM_SETS := core
+system:
+	@$(STEP) "debian packages ($(SYSTEM_SETS))" deploy/local/system-packages.sh $(SYSTEM_SETS)
 
-system-test:
-	deploy/local/system-packages.sh core test
+system-core: system
 
-# kustomize for the manifest rendering test and Jaeger v2 for the tracing test: built once with Go
-# into ~/.cache/hookfleet.
+system-test: SYSTEM_SETS := core test
+system-test: system
+
+# kustomize for the manifest rendering test: built once with Go into ~/.cache/hookfleet.
 tools:
-	deploy/local/kustomize.sh >/dev/null
-	deploy/local/jaeger.sh >/dev/null
+	@$(STEP) "kustomize" deploy/local/kustomize.sh
 
 # Every image deploy/docker-compose.yml needs, built under podman from Debian packages and Maven Central
 # (deploy/podman/containers.sh: tools installed when missing, the Debian base bootstrapped once into
 # ~/.cache/hookfleet/podman, images rebuilt only when their inputs change). Exit status 3 (no containers
 # on this host) is not a failure: the container test then skips and says why.
-containers: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/podman/containers.sh images || [ $$? -eq 3 ]
+containers: system
+	@STEP_SKIP_STATUS=3 $(STEP) "container images" deploy/podman/containers.sh images
 
-stack: system-core install
-	$(BIN)/hookfleet dev up
+# Waits for the Debian packages (PostgreSQL, Java, Maven) and the venv; fetches the Kafka jars once.
+stack: system install
+	@$(STEP) "local stack (kafka jars, postgresql, kafka)" $(BIN)/hookfleet dev up
 
 down: install
 	$(BIN)/hookfleet dev down
@@ -55,7 +60,21 @@ lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy $(CODE)
 
-test: system-test tools containers stack lint
+# The pure tests alone: only the venv (no broker, database, promtool or Go), under a minute. The broker and
+# database addresses point at a closed port, so a test that wrongly asks for them fails instead of starting
+# the stack.
+unit: install
+	HOOKFLEET_TEST_NO_DOCKER=1 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9 DATABASE_URL=postgresql://127.0.0.1:9/none \
+	  $(BIN)/pytest -p no:cacheprovider -q tests/unit -m "not tooling and not integration" $(PYTEST_ARGS)
+
+# The set-up steps run at once (each prints "setup: STEP N s"; its output is in deploy/local/.cache/setup/),
+# each waiting only for what it needs: Debian packages -> {container images, local stack}; venv -> {local
+# stack, lint}; kustomize on its own. A failed step stops the run and prints its log's end.
+test-setup: SYSTEM_SETS := core test containers
+test-setup: system install tools containers stack lint
+
+test:
+	@start=$$SECONDS; $(MAKE) --no-print-directory -j6 test-setup; echo "setup: all done in $$((SECONDS - start)) s"
 	$(BIN)/pytest -p no:cacheprovider --timeout=300 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: stack

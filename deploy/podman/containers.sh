@@ -6,8 +6,8 @@
 #   containers.sh compose ARGS    podman-compose -f deploy/docker-compose.yml ARGS, with this directory's settings
 #
 # `images` does, each step only when its inputs changed:
-#   1. apt-get install podman buildah runc netavark aardvark-dns debootstrap maven (one `apt-get update`,
-#      only for what is missing);
+#   1. apt-get install podman buildah runc netavark aardvark-dns iptables debootstrap maven (the
+#      `containers` set of deploy/local/system-packages.sh; one `apt-get update`, only for what is missing);
 #   2. debootstrap a minimal Debian bookworm once into a tarball cached outside the clone
 #      (~/.cache/hookfleet/podman/) and import it as localhost/hookfleet/debian:bookworm;
 #   3. build stand-ins on it, tagged with the exact names deploy/docker-compose.yml uses: Kafka (the Maven
@@ -38,22 +38,14 @@ unavailable() { say "containers unavailable here: $*"; exit 3; }
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
-install_tools() {
-  local missing=()
-  command -v podman >/dev/null || missing+=(podman)
-  command -v buildah >/dev/null || missing+=(buildah)
-  command -v runc >/dev/null || missing+=(runc)
-  [ -x /usr/lib/podman/netavark ] || missing+=(netavark)
-  [ -x /usr/lib/podman/aardvark-dns ] || missing+=(aardvark-dns)
-  command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing+=(iptables) # netavark sets up NAT with it
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  command -v mvn >/dev/null || missing+=(maven)
+install_tools() { # the `containers` set of deploy/local/system-packages.sh, when missing
+  local packages="$root/deploy/local/system-packages.sh" missing=()
+  mapfile -t missing < <("$packages" --missing containers)
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || unavailable "no apt-get to install ${missing[*]}"
   if [ -n "$sudo" ] && ! sudo -n true 2>/dev/null; then unavailable "root is needed to install ${missing[*]}"; fi
   say "installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  "$packages" containers >&2
 }
 
 # sha256 of extra words and of every file under the given paths: contents and names relative to each path
@@ -146,8 +138,10 @@ kafka_jars() { # the jars of deploy/local/pom.xml at Kafka $1, fetched once per 
   if [ "$(cat "$libs/.pom-sha256" 2>/dev/null)" != "$pom_hash" ]; then
     say "fetching Apache Kafka $version jars from Maven Central into $libs (once)"
     rm -rf "$libs"
+    # A Maven repository of its own: `make test` fetches the local stack's jars at the same time, and two
+    # Maven processes writing one ~/.m2 can corrupt it.
     mvn -B -q -f "$root/deploy/local/pom.xml" dependency:copy-dependencies -Dkafka.version="$version" \
-      -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+      -Dmaven.repo.local="$cache/m2" -DoutputDirectory="$libs" -DincludeScope=runtime >&2
     echo "$pom_hash" >"$libs/.pom-sha256"
   fi
   echo "$libs"

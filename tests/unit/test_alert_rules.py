@@ -53,6 +53,7 @@ def runbook_sections() -> dict[str, str]:
     return {anchor(parts[i]): parts[i + 1] for i in range(1, len(parts), 2)}
 
 
+@pytest.mark.tooling
 def test_promtool_scenarios_pass() -> None:
     result = subprocess.run(
         [promtool(), "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, timeout=120, check=False
@@ -60,6 +61,7 @@ def test_promtool_scenarios_pass() -> None:
     assert result.returncode == 0, f"promtool test rules failed:\n{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.tooling
 def test_promtool_accepts_the_rule_file() -> None:
     result = subprocess.run(
         [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.tooling  # kustomize: built with Go, or kubectl
+
 LAYOUTS = {"base": ROOT / "deploy" / "k8s", "stages": ROOT / "deploy" / "k8s-stages"}
 
 
