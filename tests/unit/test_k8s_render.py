@@ -8,7 +8,9 @@ Deployment) and deploy/k8s-stages (fan-out and delivery as two Deployments).
 from __future__ import annotations
 
 import functools
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,33 @@ def test_the_stages_layout_runs_fanout_and_delivery_scaled_on_their_own_input() 
         "hookfleet-dispatcher-fanout",
         "hookfleet-dispatcher-delivery",
     }
+
+
+def render_edited(tmp_path: Path, layout: str, edit: Callable[[Path], None]) -> tuple[dict[str, Any], ...]:
+    """Render a copy of both layouts after `edit(copied deploy/)`: what an operator's change would produce."""
+    deploy = tmp_path / "deploy"
+    for name in ("k8s", "k8s-stages"):
+        shutil.copytree(ROOT / "deploy" / name, deploy / name)
+    edit(deploy)
+    command = [kustomize(), "build", str(deploy / LAYOUTS[layout].name)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def set_partitions(deploy: Path, partitions: int) -> None:
+    config = deploy / "k8s" / "config.yaml"
+    text = config.read_text()
+    assert 'HOOKFLEET_PARTITIONS: "6"' in text
+    config.write_text(text.replace('HOOKFLEET_PARTITIONS: "6"', f'HOOKFLEET_PARTITIONS: "{partitions}"'))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keda_max_replicas_is_the_partition_count_from_the_one_setting(layout: str, tmp_path: Path) -> None:
+    """A consumer beyond the partition count owns nothing: maxReplicaCount = HOOKFLEET_PARTITIONS, set once."""
+    (config,) = of_kind(layout, "ConfigMap").values()
+    for scaled in of_kind(layout, "ScaledObject").values():
+        assert scaled["spec"]["maxReplicaCount"] == int(config["data"]["HOOKFLEET_PARTITIONS"])
+    rendered = render_edited(tmp_path, layout, lambda deploy: set_partitions(deploy, 12))
+    maxima = {d["metadata"]["name"]: d["spec"]["maxReplicaCount"] for d in rendered if d["kind"] == "ScaledObject"}
+    assert maxima and set(maxima.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered maxReplicaCount {maxima}"
