@@ -158,3 +158,104 @@ def test_keda_max_replicas_is_the_partition_count_from_the_one_setting(layout: s
     rendered = render_edited(tmp_path, layout, lambda deploy: set_partitions(deploy, 12))
     maxima = {d["metadata"]["name"]: d["spec"]["maxReplicaCount"] for d in rendered if d["kind"] == "ScaledObject"}
     assert maxima and set(maxima.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered maxReplicaCount {maxima}"
+
+
+# --------------------------------------------------------------------------- every rendered object is deployable
+
+CLUSTER_SCOPED = {"Namespace"}
+NAMESPACE = "hookfleet"
+SECRETS_CREATED_BY_HAND = {"hookfleet"}  # config.yaml: `kubectl create secret generic hookfleet ...`
+
+
+def pod_templates(layout: str) -> dict[str, dict[str, Any]]:
+    """`Kind/name` -> pod template of every workload."""
+    return {
+        f"{doc['kind']}/{doc['metadata']['name']}": doc["spec"]["template"]
+        for doc in render(layout)
+        if doc["kind"] in ("Deployment", "Job")
+    }
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_object_is_named_and_in_the_namespace(layout: str) -> None:
+    for doc in render(layout):
+        assert doc.get("apiVersion") and doc.get("kind") and doc.get("metadata", {}).get("name"), doc
+        where = f"{layout}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"], where
+        else:
+            assert doc["metadata"].get("namespace") == NAMESPACE, f"{where} renders without namespace {NAMESPACE}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_selectors_match_their_own_pods_and_no_others(layout: str) -> None:
+    templates = pod_templates(layout)
+    labels = {name: t["metadata"]["labels"] for name, t in templates.items()}
+    for deployment in of_kind(layout, "Deployment").values():
+        name = f"Deployment/{deployment['metadata']['name']}"
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selects(selector, labels[name]), f"{layout}: {name} does not select its own template"
+        others = [other for other, theirs in labels.items() if other != name and selects(selector, theirs)]
+        assert not others, f"{layout}: {name}'s selector also matches {others}"
+        for spread in deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+            assert spread["labelSelector"]["matchLabels"] == selector, f"{layout}: {name} spreads other pods"
+    for kind in ("PodDisruptionBudget", "Service"):
+        for name, doc in of_kind(layout, kind).items():
+            selector = doc["spec"]["selector"].get("matchLabels", doc["spec"]["selector"])
+            matched = [t for t, theirs in labels.items() if t.startswith("Deployment/") and selects(selector, theirs)]
+            assert len(matched) == 1, f"{layout}: {kind}/{name} selects {matched}"
+    deployments = of_kind(layout, "Deployment")
+    for name, scaled in of_kind(layout, "ScaledObject").items():
+        assert scaled["spec"]["scaleTargetRef"]["name"] in deployments, f"{layout}: ScaledObject/{name}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_container_has_an_image_its_ports_and_existing_config_sources(layout: str) -> None:
+    config_maps = set(of_kind(layout, "ConfigMap"))
+    secrets = set(of_kind(layout, "Secret")) | SECRETS_CREATED_BY_HAND
+    for workload, template in pod_templates(layout).items():
+        pod = template["spec"]
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            where = f"{layout}: {workload}/{container['name']}"
+            assert container.get("image") and container.get("args"), where
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if probe in container:
+                    port = container[probe]["httpGet"]["port"]
+                    assert port in ports or port in ports.values(), f"{where}: {probe} port {port} not declared"
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in config_maps, f"{where}: {source}"
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] in secrets, f"{where}: {source}"
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {})
+                if "configMapKeyRef" in ref:
+                    assert ref["configMapKeyRef"]["name"] in config_maps, f"{where}: {env['name']}"
+                if "secretKeyRef" in ref:
+                    assert ref["secretKeyRef"]["name"] in secrets, f"{where}: {env['name']}"
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{where}: mounts undeclared volume {mount['name']}"
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets, f"{layout}: {workload} volume {volume['name']}"
+
+
+def set_image(deploy: Path, image: str) -> None:
+    """What deploy/k8s/kustomization.yaml tells operators to run, in the base."""
+    subprocess.run([kustomize(), "edit", "set", "image", f"hookfleet={image}"], cwd=deploy / "k8s", check=True)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_image_set_in_the_base_reaches_every_container(layout: str, tmp_path: Path) -> None:
+    image = "registry.example.com/team/hookfleet:9.9.9"
+    rendered = render_edited(tmp_path, layout, lambda deploy: set_image(deploy, image))
+    for doc in rendered:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in containers(doc):
+                assert container["image"] == image, f"{layout}: {doc['metadata']['name']}/{container['name']}"
