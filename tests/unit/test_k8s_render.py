@@ -8,6 +8,8 @@ Deployment) and deploy/k8s-stages (fan-out and delivery as two Deployments).
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -16,6 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
+
+from api.main import SHUTDOWN_GRACE_S
+from dispatcher.stage_consumer import CLOSE_BOUND_S
+from hookfleet.kafka import KafkaProducer
+from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
+from retry_scheduler.scheduler import REVOKE_FLUSH_S
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUTS = {"base": ROOT / "deploy" / "k8s", "stages": ROOT / "deploy" / "k8s-stages"}
@@ -259,3 +267,56 @@ def test_the_image_set_in_the_base_reaches_every_container(layout: str, tmp_path
         if doc["kind"] in ("Deployment", "Job"):
             for container in containers(doc):
                 assert container["image"] == image, f"{layout}: {doc['metadata']['name']}/{container['name']}"
+
+
+# ------------------------------------------------------------------------------ shutdown fits the grace period
+
+
+def _literal_close_bound(path: str, pattern: str) -> float:
+    """A close timeout written as a literal in a role's shutdown path (read from the source, so a change shows)."""
+    found = re.search(pattern, (ROOT / path).read_text())
+    assert found is not None, f"{path}: no {pattern}; update the shutdown bound of this test"
+    return float(found.group(1))
+
+
+def shutdown_bound_s(args: list[str], env: dict[str, str]) -> float:
+    """Worst case from SIGTERM to exit, every bound of the role's shutdown path taken in full, from the settings'
+    defaults (or the container's env) and the code's own constants."""
+    role = args[0]
+    stages = env.get("HOOKFLEET_STAGES", "fanout,delivery").count(",") + 1
+    producer_close = float(inspect.signature(KafkaProducer.close).parameters["timeout_s"].default)
+    if role == "dispatcher":
+        drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", DispatcherSettings.model_fields["drain_timeout_s"].default))
+        # open requests (drain) + fan-out acknowledgements (flush, drain) + per stage: final commit and close
+        # (CLOSE_BOUND_S) + the producer's close (its flush default)
+        return drain + drain + stages * CLOSE_BOUND_S + producer_close
+    if role == "recorder":
+        drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", RecorderSettings.model_fields["drain_timeout_s"].default))
+        batch_wait = float(RecorderSettings.model_fields["batch_wait_ms"].default) / 1000
+        close = _literal_close_bound("recorder/loop.py", r"self\.producer\.close\(timeout_s=([\d.]+)\)")
+        # the last batch's wait + retrying the database (drain) + leaving the group + the producer's close
+        return batch_wait + drain + CLOSE_BOUND_S + close
+    if role == "retry-scheduler":
+        default = RetrySchedulerSettings.model_fields["drain_timeout_s"].default
+        drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", default))
+        close = _literal_close_bound("retry_scheduler/scheduler.py", r"self\._producer\.close\(timeout_s=([\d.]+)\)")
+        # outstanding hand-offs (drain) + the revoke's settle + leaving the group + the producer's close
+        return drain + REVOKE_FLUSH_S + CLOSE_BOUND_S + close
+    if role == "api":
+        close = _literal_close_bound("api/resources.py", r"self\._producer\.close, ([\d.]+)\)")
+        # open requests (a Test delivery is within HOOKFLEET_DELIVERY_TIMEOUT_S < SHUTDOWN_GRACE_S) + producer close
+        return SHUTDOWN_GRACE_S + close
+    raise AssertionError(f"no shutdown bound known for role {role}")
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_grace_period_exceeds_each_roles_worst_case_shutdown(layout: str) -> None:
+    for name, deployment in of_kind(layout, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        sleep = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+        bound = sleep + shutdown_bound_s(container["args"], env)
+        grace = pod["terminationGracePeriodSeconds"]
+        assert grace > bound, f"{layout}: {name} may take {bound:.1f} s to stop; terminationGracePeriodSeconds {grace}"
