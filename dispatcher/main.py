@@ -16,7 +16,7 @@ from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet import logs, metrics, secret_keys, tracing
 from hookfleet.db import describe
-from hookfleet.kafka import Consumer, new_consumer, new_producer, wait_for_broker
+from hookfleet.kafka import BrokerState, Consumer, monitored_consumer, new_producer, wait_for_broker
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
 from schemas.catalog import EventType
@@ -35,15 +35,24 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: thr
     heartbeat = metrics.Heartbeat()
     running: list[Dispatcher] = []
 
+    brokers: list[BrokerState] = []
+
     def ready() -> tuple[bool, str]:
+        """Loop running, broker reachable, every stage's consumer joined the group. Owning partitions is not
+        asked (hookfleet_partitions_assigned shows it): a pod beyond the partition count, such as the surge
+        pod of a rollout at maxReplicaCount, owns none and must still turn ready or the rollout deadlocks."""
         if not running:
             return False, "waiting for the broker, the secret key check and the subscription index"
-        return bool(running[0].assigned), "assigned" if running[0].assigned else "no partitions assigned"
+        if not all(broker.up for broker in brokers):
+            return False, f"kafka broker at {settings.kafka_bootstrap_servers} unreachable"
+        if not running[0].joined:
+            return False, "waiting to join the consumer group"
+        return True, f"joined; partitions={len(running[0].assigned)}"
 
     health = metrics.HealthServer(settings.metrics_port, ready, heartbeat).start() if settings.metrics_port else None
     metrics.IN_FLIGHT_LIMIT.set(settings.max_in_flight)
     try:
-        await _serve(settings, stop, stopping or threading.Event(), heartbeat, running)
+        await _serve(settings, stop, stopping or threading.Event(), heartbeat, running, brokers)
     finally:
         if health is not None:
             health.stop()
@@ -56,6 +65,7 @@ async def _serve(
     stopping: threading.Event,
     heartbeat: metrics.Heartbeat,
     running: list[Dispatcher],
+    brokers: list[BrokerState],
 ) -> None:
     if not await asyncio.to_thread(wait_for_broker, settings.kafka_bootstrap_servers, stopping, heartbeat.beat):
         return
@@ -81,24 +91,25 @@ async def _serve(
         return
 
     producer = new_producer(settings.kafka_bootstrap_servers)
-    consumers: dict[str, Consumer] = {
-        stage: new_consumer(
+    consumers: dict[str, Consumer] = {}
+    for stage in settings.stages:
+        consumers[stage], broker = monitored_consumer(
             settings.kafka_bootstrap_servers,
             settings.group_id,
+            metrics.stats_callback(settings.group_id),
             **{
                 "client.id": f"hookfleet-{stage}",
                 "statistics.interval.ms": 5000,
-                "stats_cb": metrics.stats_callback(settings.group_id),
                 "queued.max.messages.kbytes": 16384,  # bounds prefetch memory per dispatcher
                 "enable.auto.commit": False,  # committed by the stage itself, with finished offsets as metadata
             },
         )
-        for stage in settings.stages
-    }
+        brokers.append(broker)
     deliverer = Deliverer(settings)
     metrics.init_label_values([t.value for t in EventType], [o.value for o in Outcome])
     dispatcher = Dispatcher(settings, consumers, producer, deliverer, index, heartbeat)
     running.append(dispatcher)
+    metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(dispatcher.assigned))
     try:
         await dispatcher.run(stop)
     finally:

@@ -59,6 +59,9 @@ class StageConsumer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dispatcher-{stage}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.close_stuck = False  # `close` did not return within CLOSE_BOUND_S: its thread never ends
+        # The group coordinator answered with an assignment, possibly empty: this member has joined. What
+        # readiness asks; owning partitions is not (a surge pod beyond the partition count owns none).
+        self.joined = False
 
     # ---------------------------------------------------------------------------------- from the loop
 
@@ -146,6 +149,7 @@ class StageConsumer:
             log.debug("event=commit_failed stage=%s partitions=%d", self.stage, len(offsets), exc_info=True)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.joined = True
         self._generation += 1
         skips = self._finished_by_previous_owner(partitions)
         for tp in partitions:

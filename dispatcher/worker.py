@@ -141,6 +141,11 @@ class Dispatcher:
     def assigned(self) -> set[TP]:
         return {key for stage in self._stages.values() for key in stage.partitions}
 
+    @property
+    def joined(self) -> bool:
+        """Every stage's consumer has had an assignment from the group (possibly empty)."""
+        return all(stage.joined for stage in self._stages.values())
+
     # ------------------------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -37,7 +37,11 @@ TOP_FAILING_WEBHOOKS = 10
 
 BUILD_INFO = Gauge("hookfleet_build_info", "Always 1: the version and Python of this process", ["version", "python"])
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
-READY = Gauge("hookfleet_ready", "1 while this process answers /readyz with 200 (broker, assignment, database)")
+READY = Gauge("hookfleet_ready", "1 while this process answers /readyz with 200 (loop alive, broker, group joined)")
+PARTITIONS_ASSIGNED = Gauge(
+    "hookfleet_partitions_assigned",
+    "Partitions this process's consumers own now; 0 on a ready member beyond the partition count",
+)
 LOOP_HEARTBEAT_AGE = Gauge(
     "hookfleet_loop_heartbeat_age_seconds", "Seconds since the role's main loop last made progress (liveness)"
 )

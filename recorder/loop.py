@@ -99,6 +99,7 @@ class Recorder:
         self.batch = Batch()
         self.spans = tracing.RecordSpans()  # `record` spans (hookfleet/tracing.py): nothing when tracing is off
         self.assigned: set[PartitionKey] = set()
+        self.joined = False  # an assignment came from the group, possibly empty: what readiness asks
         self.db_up = True
         self._drain_deadline: float | None = None
         self._next_outbox_check = 0.0
@@ -108,13 +109,14 @@ class Recorder:
     # ----------------------------------------------------------------------------------------- lifecycle
 
     def ready(self) -> tuple[bool, str]:
-        """For /readyz: the broker reachable and partitions assigned (a database outage is only reported:
-        the role waits it out with its partitions paused)."""
+        """For /readyz: the broker reachable and the group joined (a database outage is only reported: the
+        role waits it out with its partitions paused). Owning partitions is not asked: a replica beyond the
+        partition count owns none, and a rollout's surge pod must still turn ready."""
         db = "up" if self.db_up else "unavailable"
         if not self.broker.up:
             return False, f"kafka broker at {self.settings.kafka_bootstrap_servers} unreachable; postgresql {db}"
-        if not self.assigned:
-            return False, f"no partitions assigned; postgresql {db}"
+        if not self.joined:
+            return False, f"waiting to join the consumer group; postgresql {db}"
         return True, f"partitions={len(self.assigned)} postgresql {db}"
 
     def run(self) -> int:
@@ -200,6 +202,7 @@ class Recorder:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.joined = True
         self.broker.up = True  # an assignment came from the group coordinator: the broker answers
         log.info("event=partitions_assigned count=%d", len(partitions))
 

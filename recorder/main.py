@@ -45,6 +45,7 @@ def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
     """
     heartbeat = metrics.Heartbeat()
     recorder = new_recorder(settings, shutdown, heartbeat)
+    metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(recorder.assigned))
     health = None
     if settings.metrics_port:
         health = metrics.HealthServer(settings.metrics_port, recorder.ready, heartbeat).start()

@@ -8,12 +8,22 @@ Deployment) and deploy/k8s-stages (fan-out and delivery as two Deployments).
 from __future__ import annotations
 
 import functools
+import inspect
+import re
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from api.main import SHUTDOWN_GRACE_S
+from dispatcher.stage_consumer import CLOSE_BOUND_S
+from hookfleet.kafka import KafkaProducer
+from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
+from retry_scheduler.scheduler import REVOKE_FLUSH_S
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.tooling  # kustomize: built with Go, or kubectl
@@ -128,3 +138,187 @@ def test_the_stages_layout_runs_fanout_and_delivery_scaled_on_their_own_input() 
         "hookfleet-dispatcher-fanout",
         "hookfleet-dispatcher-delivery",
     }
+
+
+def render_edited(tmp_path: Path, layout: str, edit: Callable[[Path], None]) -> tuple[dict[str, Any], ...]:
+    """Render a copy of both layouts after `edit(copied deploy/)`: what an operator's change would produce."""
+    deploy = tmp_path / "deploy"
+    for name in ("k8s", "k8s-stages"):
+        shutil.copytree(ROOT / "deploy" / name, deploy / name)
+    edit(deploy)
+    command = [kustomize(), "build", str(deploy / LAYOUTS[layout].name)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def set_partitions(deploy: Path, partitions: int) -> None:
+    config = deploy / "k8s" / "config.yaml"
+    text = config.read_text()
+    assert 'HOOKFLEET_PARTITIONS: "6"' in text
+    config.write_text(text.replace('HOOKFLEET_PARTITIONS: "6"', f'HOOKFLEET_PARTITIONS: "{partitions}"'))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keda_max_replicas_is_the_partition_count_from_the_one_setting(layout: str, tmp_path: Path) -> None:
+    """A consumer beyond the partition count owns nothing: maxReplicaCount = HOOKFLEET_PARTITIONS, set once."""
+    (config,) = of_kind(layout, "ConfigMap").values()
+    for scaled in of_kind(layout, "ScaledObject").values():
+        assert scaled["spec"]["maxReplicaCount"] == int(config["data"]["HOOKFLEET_PARTITIONS"])
+    rendered = render_edited(tmp_path, layout, lambda deploy: set_partitions(deploy, 12))
+    maxima = {d["metadata"]["name"]: d["spec"]["maxReplicaCount"] for d in rendered if d["kind"] == "ScaledObject"}
+    assert maxima and set(maxima.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered maxReplicaCount {maxima}"
+
+
+# --------------------------------------------------------------------------- every rendered object is deployable
+
+CLUSTER_SCOPED = {"Namespace"}
+NAMESPACE = "hookfleet"
+SECRETS_CREATED_BY_HAND = {"hookfleet"}  # config.yaml: `kubectl create secret generic hookfleet ...`
+
+
+def pod_templates(layout: str) -> dict[str, dict[str, Any]]:
+    """`Kind/name` -> pod template of every workload."""
+    return {
+        f"{doc['kind']}/{doc['metadata']['name']}": doc["spec"]["template"]
+        for doc in render(layout)
+        if doc["kind"] in ("Deployment", "Job")
+    }
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_object_is_named_and_in_the_namespace(layout: str) -> None:
+    for doc in render(layout):
+        assert doc.get("apiVersion") and doc.get("kind") and doc.get("metadata", {}).get("name"), doc
+        where = f"{layout}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"], where
+        else:
+            assert doc["metadata"].get("namespace") == NAMESPACE, f"{where} renders without namespace {NAMESPACE}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_selectors_match_their_own_pods_and_no_others(layout: str) -> None:
+    templates = pod_templates(layout)
+    labels = {name: t["metadata"]["labels"] for name, t in templates.items()}
+    for deployment in of_kind(layout, "Deployment").values():
+        name = f"Deployment/{deployment['metadata']['name']}"
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selects(selector, labels[name]), f"{layout}: {name} does not select its own template"
+        others = [other for other, theirs in labels.items() if other != name and selects(selector, theirs)]
+        assert not others, f"{layout}: {name}'s selector also matches {others}"
+        for spread in deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+            assert spread["labelSelector"]["matchLabels"] == selector, f"{layout}: {name} spreads other pods"
+    for kind in ("PodDisruptionBudget", "Service"):
+        for name, doc in of_kind(layout, kind).items():
+            selector = doc["spec"]["selector"].get("matchLabels", doc["spec"]["selector"])
+            matched = [t for t, theirs in labels.items() if t.startswith("Deployment/") and selects(selector, theirs)]
+            assert len(matched) == 1, f"{layout}: {kind}/{name} selects {matched}"
+    deployments = of_kind(layout, "Deployment")
+    for name, scaled in of_kind(layout, "ScaledObject").items():
+        assert scaled["spec"]["scaleTargetRef"]["name"] in deployments, f"{layout}: ScaledObject/{name}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_container_has_an_image_its_ports_and_existing_config_sources(layout: str) -> None:
+    config_maps = set(of_kind(layout, "ConfigMap"))
+    secrets = set(of_kind(layout, "Secret")) | SECRETS_CREATED_BY_HAND
+    for workload, template in pod_templates(layout).items():
+        pod = template["spec"]
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            where = f"{layout}: {workload}/{container['name']}"
+            assert container.get("image") and container.get("args"), where
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if probe in container:
+                    port = container[probe]["httpGet"]["port"]
+                    assert port in ports or port in ports.values(), f"{where}: {probe} port {port} not declared"
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in config_maps, f"{where}: {source}"
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] in secrets, f"{where}: {source}"
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {})
+                if "configMapKeyRef" in ref:
+                    assert ref["configMapKeyRef"]["name"] in config_maps, f"{where}: {env['name']}"
+                if "secretKeyRef" in ref:
+                    assert ref["secretKeyRef"]["name"] in secrets, f"{where}: {env['name']}"
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{where}: mounts undeclared volume {mount['name']}"
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets, f"{layout}: {workload} volume {volume['name']}"
+
+
+def set_image(deploy: Path, image: str) -> None:
+    """What deploy/k8s/kustomization.yaml tells operators to run, in the base."""
+    subprocess.run([kustomize(), "edit", "set", "image", f"hookfleet={image}"], cwd=deploy / "k8s", check=True)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_image_set_in_the_base_reaches_every_container(layout: str, tmp_path: Path) -> None:
+    image = "registry.example.com/team/hookfleet:9.9.9"
+    rendered = render_edited(tmp_path, layout, lambda deploy: set_image(deploy, image))
+    for doc in rendered:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in containers(doc):
+                assert container["image"] == image, f"{layout}: {doc['metadata']['name']}/{container['name']}"
+
+
+# ------------------------------------------------------------------------------ shutdown fits the grace period
+
+
+def _literal_close_bound(path: str, pattern: str) -> float:
+    """A close timeout written as a literal in a role's shutdown path (read from the source, so a change shows)."""
+    found = re.search(pattern, (ROOT / path).read_text())
+    assert found is not None, f"{path}: no {pattern}; update the shutdown bound of this test"
+    return float(found.group(1))
+
+
+def shutdown_bound_s(args: list[str], env: dict[str, str]) -> float:
+    """Worst case from SIGTERM to exit, every bound of the role's shutdown path taken in full, from the settings'
+    defaults (or the container's env) and the code's own constants."""
+    role = args[0]
+    stages = env.get("HOOKFLEET_STAGES", "fanout,delivery").count(",") + 1
+    producer_close = float(inspect.signature(KafkaProducer.close).parameters["timeout_s"].default)
+    if role == "dispatcher":
+        drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", DispatcherSettings.model_fields["drain_timeout_s"].default))
+        # open requests (drain) + fan-out acknowledgements (flush, drain) + per stage: final commit and close
+        # (CLOSE_BOUND_S) + the producer's close (its flush default)
+        return drain + drain + stages * CLOSE_BOUND_S + producer_close
+    if role == "recorder":
+        drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", RecorderSettings.model_fields["drain_timeout_s"].default))
+        batch_wait = float(RecorderSettings.model_fields["batch_wait_ms"].default) / 1000
+        close = _literal_close_bound("recorder/loop.py", r"self\.producer\.close\(timeout_s=([\d.]+)\)")
+        # the last batch's wait + retrying the database (drain) + leaving the group + the producer's close
+        return batch_wait + drain + CLOSE_BOUND_S + close
+    if role == "retry-scheduler":
+        default = RetrySchedulerSettings.model_fields["drain_timeout_s"].default
+        drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", default))
+        close = _literal_close_bound("retry_scheduler/scheduler.py", r"self\._producer\.close\(timeout_s=([\d.]+)\)")
+        # outstanding hand-offs (drain) + the revoke's settle + leaving the group + the producer's close
+        return drain + REVOKE_FLUSH_S + CLOSE_BOUND_S + close
+    if role == "api":
+        close = _literal_close_bound("api/resources.py", r"self\._producer\.close, ([\d.]+)\)")
+        # open requests (a Test delivery is within HOOKFLEET_DELIVERY_TIMEOUT_S < SHUTDOWN_GRACE_S) + producer close
+        return SHUTDOWN_GRACE_S + close
+    raise AssertionError(f"no shutdown bound known for role {role}")
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_grace_period_exceeds_each_roles_worst_case_shutdown(layout: str) -> None:
+    for name, deployment in of_kind(layout, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        sleep = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+        bound = sleep + shutdown_bound_s(container["args"], env)
+        grace = pod["terminationGracePeriodSeconds"]
+        assert grace > bound, f"{layout}: {name} may take {bound:.1f} s to stop; terminationGracePeriodSeconds {grace}"
