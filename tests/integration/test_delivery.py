@@ -7,6 +7,7 @@ import asyncio
 import socket
 import ssl
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -403,3 +404,73 @@ async def test_hosts_idle_past_the_bound_lose_their_pools(
     assert "127.0.0.1" not in deliverer._literals and "localhost" not in deliverer._hosts
     assert (await send(deliverer, literal)).ok and deliverer._literals["127.0.0.1"].pool is not first
     assert len(receiver.at("/idle")) == 3
+
+
+async def _until(condition: Any, what: str, within_s: float = 20.0) -> None:
+    """Wait for `condition()` on the loop, failing loudly after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("size", [1, 2])
+async def test_a_body_of_tiny_chunks_is_held_within_twice_the_cap_while_the_response_is_pending(
+    ca_bundle: str, tls_ca: Any, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """~65,000 bytes in 1- or 2-byte chunks, then a stall: the pending response holds about the bytes kept,
+    not an object per chunk (CPython shares one-byte bytes objects, so two-byte chunks cost the most)."""
+    chunks = 65_000 // size
+    fragment = f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    release = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(chunks // 500):
+                writer.write(fragment * 500)
+                await writer.drain()
+            await release.wait()  # the stall: the response never completes
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    opened: list[http1._Connection] = []
+
+    class Recorded(http1._Connection):
+        def __init__(self, body_cap: int) -> None:
+            super().__init__(body_cap)
+            opened.append(self)
+
+    monkeypatch.setattr(http1, "_Connection", Recorded)
+    pool = http1.Pool(
+        "127.0.0.1",
+        "localhost",
+        http1.tls_context(ca_bundle),
+        connect_timeout_s=5.0,
+        keepalive_s=30.0,
+        body_cap=delivery.READ_CAP,
+    )
+    loop = asyncio.get_running_loop()
+    head = delivery.parse_target(f"https://localhost:{port}/chunks").request_head({}, 0)
+    tracemalloc.start()
+    try:
+        pending = asyncio.ensure_future(pool.request(port, head, loop.time() + 60))
+        await _until(lambda: bool(opened) and opened[0].body_kept >= chunks * size, "all chunks to be read")
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, http1.__file__)])
+        held = sum(stat.size for stat in snapshot.statistics("filename"))
+        assert not pending.done()
+    finally:
+        tracemalloc.stop()
+        pending.cancel()
+        release.set()
+        pool.close()
+        server.close()
+    assert held <= 2 * delivery.READ_CAP, f"{held} bytes held for {chunks * size} body bytes"
