@@ -474,3 +474,77 @@ async def test_a_body_of_tiny_chunks_is_held_within_twice_the_cap_while_the_resp
         pool.close()
         server.close()
     assert held <= 2 * delivery.READ_CAP, f"{held} bytes held for {chunks * size} body bytes"
+
+
+class SlowDns:
+    """Answers REBIND_HOST at once with 127.0.0.1; every other host only when `answer` is set (never, here)."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.running = 0
+        self.most_running = 0
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        if host == REBIND_HOST:
+            return ["127.0.0.1"]
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.answer.wait()
+            return ["127.0.0.1"]
+        finally:
+            self.running -= 1
+
+
+async def test_a_lookup_slower_than_the_deadline_ends_the_attempt_at_the_deadline_and_delays_no_other_host(
+    ca_bundle: str, named_receiver: HttpsReceiver
+) -> None:
+    dns = SlowDns()
+    d = Deliverer(settings(ca_bundle, delivery_timeout_s=1.0), resolve=dns)
+    try:
+        started = time.monotonic()
+        slow = asyncio.ensure_future(send(d, "https://slow-dns.hookfleet.test/hook"))
+        await _until(lambda: dns.running == 1, "the slow lookup to start")
+        other_started = time.monotonic()
+        other = await send(d, named_receiver.expect("/other").replace("localhost", REBIND_HOST))
+        other_took = time.monotonic() - other_started
+        assert other.ok and not slow.done()
+        result = await asyncio.wait_for(slow, 5.0)
+        took = time.monotonic() - started
+    finally:
+        dns.answer.set()
+        await d.close()
+    assert other_took < 0.5, other_took
+    assert (result.outcome, result.error, result.status_code) == (Outcome.TIMEOUT, "timeout", None)
+    assert 1.0 <= took < 1.3, took
+    assert 1_000 <= result.response_ms < 1_300
+
+
+async def test_one_account_runs_a_bounded_share_of_lookups_at_once(
+    ca_bundle: str, named_receiver: HttpsReceiver
+) -> None:
+    dns = SlowDns()
+    d = Deliverer(settings(ca_bundle, delivery_timeout_s=1.0), resolve=dns)
+    event = build_event("acct_1", EventType.MESSAGE_READ, sample_data(EventType.MESSAGE_READ))
+    try:
+        slow = [
+            asyncio.ensure_future(d.deliver(endpoint(f"https://h{n}.slow-dns.hookfleet.test/hook"), event, 1))
+            for n in range(delivery.DNS_LOOKUPS_PER_ACCOUNT + 3)
+        ]
+        await _until(lambda: dns.running == delivery.DNS_LOOKUPS_PER_ACCOUNT, "the account's lookups to start")
+        other = Endpoint(
+            "wh_other",
+            "acct_2",
+            f"https://{REBIND_HOST}:{named_receiver.port}/other",
+            frozenset(EventType),
+            True,
+            SECRET,
+        )
+        named_receiver.expect("/other")
+        assert (await d.deliver(other, event, 1)).ok  # another account's host is looked up meanwhile
+        results = await asyncio.wait_for(asyncio.gather(*slow), 5.0)
+    finally:
+        dns.answer.set()
+        await d.close()
+    assert dns.most_running == delivery.DNS_LOOKUPS_PER_ACCOUNT
+    assert {r.outcome for r in results} == {Outcome.TIMEOUT}
