@@ -17,8 +17,8 @@ delivery ends). A pool holds one address: when connecting to it fails, the next 
 up again and prefers another allowed answer. Hosts idle for `IDLE_CLIENT_S` lose their pool, so memory
 follows the active hosts.
 
-Bounds: connect (TCP + TLS) within `connect_timeout_s`; the whole attempt within exactly
-`delivery_timeout_s` (one timer on the loop, not rounded up to a whole second as aiohttp's is: that
+Bounds: connect (TCP + TLS) within `connect_timeout_s`; the whole attempt, DNS lookup included, within
+exactly `delivery_timeout_s` (one timer on the loop, not rounded up to a whole second as aiohttp's is: that
 rounding made 10 s attempts end at 10.4-11.0 s). Response body kept up to 64 KiB (a longer one is cut
 and its connection closed); no redirects (a 3xx is a failure); response headers limited to 100 and
 64 KiB; no response decompression; TLS verified against the system roots plus `HOOKFLEET_CA_BUNDLE`.
@@ -34,6 +34,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,8 @@ PIN_TTL_S = 30.0  # how long a checked address is used before the host is resolv
 IDLE_CLIENT_S = 90.0  # a host's keep-alive pool is closed after this long unused
 KEEPALIVE_S = 30.0  # an idle connection is not reused after this (one the server closed sooner is skipped)
 DNS_RETRY_S = 5.0  # a failed refresh of a pinned host's lookup is retried this much later
+DNS_THREADS = 16  # system lookups run in this many threads of their own (a lookup cannot be cancelled)
+DNS_LOOKUPS_PER_ACCOUNT = 4  # lookups one account's deliveries may have running at once (one per host anyway)
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +178,18 @@ def parse_target(url: str) -> Target:
     return Target(domain, address, port, shown if port == 443 else f"{shown}:{port}", path)
 
 
+_DNS_POOL = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="dns")
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
-    """Every address the system resolver gives for `host` (the same lookup aiohttp and curl make)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address the system resolver gives for `host` (the same lookup aiohttp and curl make).
+
+    In threads of its own, not the loop's default executor: a slow DNS server holds a thread until the
+    system resolver gives up, and must not take the threads other blocking work needs."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.run_in_executor(
+        _DNS_POOL, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -202,10 +214,21 @@ class _HostClient:
     unreachable: bool = False  # a connect to `address` failed: the next lookup prefers another answer
 
 
+@dataclass(slots=True)
+class _LookupShare:
+    """One account's concurrent DNS lookups: `slots` bounds them, `users` counts holders and waiters."""
+
+    slots: asyncio.Semaphore
+    users: int = 0
+
+
 class Deliverer:
     """Owns the per-host clients. Create inside a running loop; `await close()` on shutdown.
 
     `resolve` is the DNS lookup (host, port) -> addresses; tests replace it to play a rebinding server.
+    A host has one lookup running at a time, and an account at most `DNS_LOOKUPS_PER_ACCOUNT`, so one
+    account's slow DNS cannot take the lookup threads every other host needs. A lookup runs to its end
+    (a thread cannot be stopped), but the delivery waiting for it ends at its deadline.
     """
 
     def __init__(self, settings: DeliverySettings, resolve: Resolve = system_resolve) -> None:
@@ -216,6 +239,7 @@ class Deliverer:
         self._resolve = resolve
         self._hosts: dict[str, _HostClient] = {}
         self._pending: dict[str, asyncio.Future[_HostClient]] = {}
+        self._account_lookups: dict[str, _LookupShare] = {}  # accounts with lookups running or waiting
         self._literals: dict[str, _HostClient] = {}  # IP-literal hosts: no lookup, the address is the host
         self._host_guard = UrlHostGuard(self._allow)  # IP literals in non-standard forms, blocked literals
 
@@ -229,7 +253,7 @@ class Deliverer:
             body_cap=READ_CAP,
         )
 
-    async def _pool_for(self, target: Target) -> tuple[Pool, _HostClient | None]:
+    async def _pool_for(self, target: Target, account_id: str) -> tuple[Pool, _HostClient | None]:
         if target.domain is None:
             assert target.address is not None
             if is_blocked(target.address, self._allow):
@@ -248,7 +272,7 @@ class Deliverer:
         domain = target.domain
         pending = self._pending.get(domain)
         if pending is None:  # one lookup per host at a time, however many deliveries wait for it
-            pending = asyncio.ensure_future(self._pin(domain, target.port, host))
+            pending = asyncio.ensure_future(self._pin(domain, target.port, host, account_id))
             self._pending[domain] = pending
             pending.add_done_callback(lambda done: self._lookup_done(domain, done))
         fresh = await asyncio.shield(pending)
@@ -259,9 +283,23 @@ class Deliverer:
         if not done.cancelled():
             done.exception()  # retrieved here too, so a lookup nobody waits for any more is not reported
 
-    async def _pin(self, domain: str, port: int, current: _HostClient | None) -> _HostClient:
+    async def _lookup(self, domain: str, port: int, account_id: str) -> list[str]:
+        """`resolve`, within the account's share of concurrent lookups."""
+        share = self._account_lookups.get(account_id)
+        if share is None:
+            share = self._account_lookups[account_id] = _LookupShare(asyncio.Semaphore(DNS_LOOKUPS_PER_ACCOUNT))
+        share.users += 1
         try:
-            answers = await self._resolve(domain, port)
+            async with share.slots:
+                return await self._resolve(domain, port)
+        finally:
+            share.users -= 1
+            if share.users == 0:  # nobody holds or waits: forget the account
+                del self._account_lookups[account_id]
+
+    async def _pin(self, domain: str, port: int, current: _HostClient | None, account_id: str) -> _HostClient:
+        try:
+            answers = await self._lookup(domain, port, account_id)
         except OSError:
             if current is None or current.retired:
                 raise
@@ -326,12 +364,14 @@ class Deliverer:
         try:
             self._host_guard.check(endpoint.url)
             target = parse_target(endpoint.url)
-            pool, host = await self._pool_for(target)
+            loop = asyncio.get_running_loop()
+            deadline = monotonic_deadline(loop, started, self._total_s)  # the whole attempt, DNS included
+            async with asyncio.timeout_at(deadline):
+                pool, host = await self._pool_for(target, endpoint.account_id)
             if host is not None:
                 host.in_flight += 1
-            loop = asyncio.get_running_loop()
             data = target.request_head(headers, len(payload)) + payload
-            response = await pool.request(target.port, data, monotonic_deadline(loop, started, self._total_s))
+            response = await pool.request(target.port, data, deadline)
             status, raw = response.status, response.body
             retry_after = parse_retry_after(response.retry_after, attempted_at)
             outcome, error = classify_status(status)

@@ -65,8 +65,9 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._status = 0
-        self._chunks: list[bytes] = []
-        self._size = 0
+        # One buffer, not a list of fragments: a body sent as many tiny chunks would otherwise hold an object
+        # header (~33 bytes) per byte kept, and the cap would bound the bytes counted instead of the memory.
+        self._body = bytearray()
         self._headers = 0
         self._header_bytes = 0
         self._retry_after: str | None = None
@@ -148,7 +149,7 @@ class _Connection(asyncio.Protocol):
     def _done(self) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._status, b"".join(self._chunks), self._retry_after))
+            waiter.set_result(Response(self._status, bytes(self._body), self._retry_after))
 
     # httptools callbacks
 
@@ -165,15 +166,18 @@ class _Connection(asyncio.Protocol):
         self._status = self._parser.get_status_code()
         self._headers_done = True
 
+    @property
+    def body_kept(self) -> int:
+        """Bytes of the current response body held so far (at most the cap)."""
+        return len(self._body)
+
     def on_body(self, body: bytes) -> None:
-        room = self._cap - self._size
+        room = self._cap - len(self._body)
         if len(body) <= room:
-            self._chunks.append(body)
-            self._size += len(body)
+            self._body += body
             return
         if room > 0:
-            self._chunks.append(body[:room])
-            self._size = self._cap
+            self._body += body[:room]
         if self._waiter is not None:  # over the cap: answer with what is kept, drop the rest with the connection
             self._done()
             self.abort()

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import ssl
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -403,3 +404,147 @@ async def test_hosts_idle_past_the_bound_lose_their_pools(
     assert "127.0.0.1" not in deliverer._literals and "localhost" not in deliverer._hosts
     assert (await send(deliverer, literal)).ok and deliverer._literals["127.0.0.1"].pool is not first
     assert len(receiver.at("/idle")) == 3
+
+
+async def _until(condition: Any, what: str, within_s: float = 20.0) -> None:
+    """Wait for `condition()` on the loop, failing loudly after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("size", [1, 2])
+async def test_a_body_of_tiny_chunks_is_held_within_twice_the_cap_while_the_response_is_pending(
+    ca_bundle: str, tls_ca: Any, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """~65,000 bytes in 1- or 2-byte chunks, then a stall: the pending response holds about the bytes kept,
+    not an object per chunk (CPython shares one-byte bytes objects, so two-byte chunks cost the most)."""
+    chunks = 65_000 // size
+    fragment = f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    release = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(chunks // 500):
+                writer.write(fragment * 500)
+                await writer.drain()
+            await release.wait()  # the stall: the response never completes
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    opened: list[http1._Connection] = []
+
+    class Recorded(http1._Connection):
+        def __init__(self, body_cap: int) -> None:
+            super().__init__(body_cap)
+            opened.append(self)
+
+    monkeypatch.setattr(http1, "_Connection", Recorded)
+    pool = http1.Pool(
+        "127.0.0.1",
+        "localhost",
+        http1.tls_context(ca_bundle),
+        connect_timeout_s=5.0,
+        keepalive_s=30.0,
+        body_cap=delivery.READ_CAP,
+    )
+    loop = asyncio.get_running_loop()
+    head = delivery.parse_target(f"https://localhost:{port}/chunks").request_head({}, 0)
+    tracemalloc.start()
+    try:
+        pending = asyncio.ensure_future(pool.request(port, head, loop.time() + 60))
+        await _until(lambda: bool(opened) and opened[0].body_kept >= chunks * size, "all chunks to be read")
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, http1.__file__)])
+        held = sum(stat.size for stat in snapshot.statistics("filename"))
+        assert not pending.done()
+    finally:
+        tracemalloc.stop()
+        pending.cancel()
+        release.set()
+        pool.close()
+        server.close()
+    assert held <= 2 * delivery.READ_CAP, f"{held} bytes held for {chunks * size} body bytes"
+
+
+class SlowDns:
+    """Answers REBIND_HOST at once with 127.0.0.1; every other host only when `answer` is set (never, here)."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.running = 0
+        self.most_running = 0
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        if host == REBIND_HOST:
+            return ["127.0.0.1"]
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.answer.wait()
+            return ["127.0.0.1"]
+        finally:
+            self.running -= 1
+
+
+async def test_a_lookup_slower_than_the_deadline_ends_the_attempt_at_the_deadline_and_delays_no_other_host(
+    ca_bundle: str, named_receiver: HttpsReceiver
+) -> None:
+    dns = SlowDns()
+    d = Deliverer(settings(ca_bundle, delivery_timeout_s=1.0), resolve=dns)
+    try:
+        started = time.monotonic()
+        slow = asyncio.ensure_future(send(d, "https://slow-dns.hookfleet.test/hook"))
+        await _until(lambda: dns.running == 1, "the slow lookup to start")
+        other_started = time.monotonic()
+        other = await send(d, named_receiver.expect("/other").replace("localhost", REBIND_HOST))
+        other_took = time.monotonic() - other_started
+        assert other.ok and not slow.done()
+        result = await asyncio.wait_for(slow, 5.0)
+        took = time.monotonic() - started
+    finally:
+        dns.answer.set()
+        await d.close()
+    assert other_took < 0.5, other_took
+    assert (result.outcome, result.error, result.status_code) == (Outcome.TIMEOUT, "timeout", None)
+    assert 1.0 <= took < 1.3, took
+    assert 1_000 <= result.response_ms < 1_300
+
+
+async def test_one_account_runs_a_bounded_share_of_lookups_at_once(
+    ca_bundle: str, named_receiver: HttpsReceiver
+) -> None:
+    dns = SlowDns()
+    d = Deliverer(settings(ca_bundle, delivery_timeout_s=1.0), resolve=dns)
+    event = build_event("acct_1", EventType.MESSAGE_READ, sample_data(EventType.MESSAGE_READ))
+    try:
+        slow = [
+            asyncio.ensure_future(d.deliver(endpoint(f"https://h{n}.slow-dns.hookfleet.test/hook"), event, 1))
+            for n in range(delivery.DNS_LOOKUPS_PER_ACCOUNT + 3)
+        ]
+        await _until(lambda: dns.running == delivery.DNS_LOOKUPS_PER_ACCOUNT, "the account's lookups to start")
+        other = Endpoint(
+            "wh_other",
+            "acct_2",
+            f"https://{REBIND_HOST}:{named_receiver.port}/other",
+            frozenset(EventType),
+            True,
+            SECRET,
+        )
+        named_receiver.expect("/other")
+        assert (await d.deliver(other, event, 1)).ok  # another account's host is looked up meanwhile
+        results = await asyncio.wait_for(asyncio.gather(*slow), 5.0)
+    finally:
+        dns.answer.set()
+        await d.close()
+    assert dns.most_running == delivery.DNS_LOOKUPS_PER_ACCOUNT
+    assert {r.outcome for r in results} == {Outcome.TIMEOUT}
