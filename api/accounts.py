@@ -18,6 +18,7 @@ from api.auth import KEY_PREFIX, hash_key, new_api_key
 from api.store import ApiKeyRow
 from hookfleet.cli import CliError
 from hookfleet.db import connect
+from schemas.free_text import refused_character
 from schemas.ids import ulid
 
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -47,8 +48,10 @@ def _insert_key(conn: psycopg.Connection[tuple[object, ...]], account_id: str, l
 
 
 def _check_label(label: str) -> None:
-    if len(label) > 100 or any(not c.isprintable() for c in label):
-        raise CliError("key label must be at most 100 printable characters")
+    if len(label) > 100:
+        raise CliError(f"key label must be at most 100 characters (got {len(label)})")
+    if (refused := refused_character(label)) is not None:
+        raise CliError(f"key label must not contain {refused}; remove it")
 
 
 def create_account(
@@ -60,6 +63,8 @@ def create_account(
         raise CliError(f"account id must be 1-64 of A-Z a-z 0-9 _ . : - (got {account_id[:80]!r})")
     if not name.strip() or len(name) > 200:
         raise CliError("account name must be 1-200 characters")
+    if (refused := refused_character(name)) is not None:
+        raise CliError(f"account name must not contain {refused}; remove it")
     with connect(database_url) as conn:
         try:
             conn.execute("INSERT INTO accounts (id, name) VALUES (%s, %s)", (account_id, name))

@@ -104,6 +104,11 @@ RECORDER_LAG = Histogram(
     "hookfleet_recorder_write_lag_seconds", "Attempt time to row committed in PostgreSQL", buckets=_LATENCY_BUCKETS
 )
 RECORDER_DB_ERRORS = Counter("hookfleet_recorder_db_errors", "Failed recorder transactions (retried)")
+ITEM_FAILURES = Counter(
+    "hookfleet_item_failures",
+    "Stored items (operational outbox rows) whose processing failed: marked failed, retried with backoff",
+    ["loop"],
+)
 FAILING_WEBHOOKS = Gauge("hookfleet_failing_webhooks", "Webhooks whose status is failing (re-read every 30 s)")
 DELIVERY_SETTLED = Histogram(
     "hookfleet_delivery_settled_seconds",

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from schemas.catalog import EventType
+from schemas.free_text import one_line
 from schemas.models import AttemptRecord, Outcome
 
 DisabledReason = Literal["gone", "failing", "manual"]
@@ -65,7 +66,7 @@ SUBJECTS: dict[EventType, str] = {
 
 def mail_text(event_type: EventType, data: dict[str, Any]) -> tuple[str, str]:
     """(subject, plain-text body) of the notification mail for one state change."""
-    subject = SUBJECTS[event_type].format(name=data["name"])
+    subject = SUBJECTS[event_type].format(name=one_line(data["name"]))  # a header: one line, whatever is stored
     lines = [
         f'{event_type.value}: your webhook "{data["name"]}" ({data["webhook_id"]})',
         f"URL: {data['url']}",

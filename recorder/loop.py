@@ -12,11 +12,11 @@ is retried with capped backoff on a fresh connection.
 from __future__ import annotations
 
 import logging
-import smtplib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -36,13 +36,14 @@ from hookfleet.kafka import (
     TopicPartition,
     topic_partition,
 )
+from hookfleet.poison import ItemFailure, run_item
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from recorder.batch import Batch, InvalidMessage, parse_message
 from recorder.health import mail_text
 from recorder.mail import send_mail
 from recorder.outcomes import WebhookOutcomes
-from recorder.store import OutboxItem, RecorderStore, WriteResult
+from recorder.store import OutboxFailed, OutboxItem, RecorderStore, WriteResult
 from schemas.catalog import EventType
 from schemas.models import Event, Outcome
 
@@ -66,6 +67,8 @@ _OUTBOX_CHECK_S = 10.0
 transaction and the send leaves them for whichever recorder looks next)."""
 
 _DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
+_OUTBOX_TRANSIENT: tuple[type[BaseException], ...] = (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable)
+"""Failures of the whole outbox batch, not of one item: the batch waits, no row is marked failed."""
 
 
 class ShutdownDuringOutage(Exception):
@@ -376,36 +379,78 @@ class Recorder:
         except (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable) as exc:
             log.warning("event=operational_events_deferred error=%s", type(exc).__name__)
 
-    def _publish_operational(self, items: list[OutboxItem]) -> None:
-        acks: list[KafkaError | None] = []
+    def _publish_operational(self, items: list[OutboxItem]) -> list[OutboxFailed]:
+        """Produce the items' events (waiting for the broker), then mail them; one item's own failure
+        (`hookfleet/poison.py`) is returned, never raised, so it cannot stop the recorder. The broker or
+        the database unreachable is raised: nothing is wrong with the items, the batch waits."""
+        acks: dict[str, KafkaError | None] = {}
+        failed: dict[str, OutboxFailed] = {}
 
-        def settle(error: KafkaError | None, _message: Message) -> None:
-            acks.append(error)
+        def settle_for(event_id: str) -> Callable[[KafkaError | None, Message], None]:
+            def settle(error: KafkaError | None, _message: Message) -> None:
+                acks[event_id] = error
 
+            return settle
+
+        produced: list[str] = []
         for item in items:
-            self.producer.produce(self.topics.events, item.event_json.encode(), key=item.account_id, on_delivery=settle)
-        if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
-            raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.events}")
-        _wait_for(lambda: len(acks) == len(items), _PRODUCE_ACK_TIMEOUT_S)
-        for error in acks:
-            if error is not None:
-                raise KafkaDeliveryError(error)
+            if item.published:
+                continue
+            outcome = run_item(
+                "outbox",
+                item.event_id,
+                lambda item=item: self.producer.produce(  # type: ignore[misc]
+                    self.topics.events,
+                    item.event_json.encode(),
+                    key=item.account_id,
+                    on_delivery=settle_for(item.event_id),
+                ),
+                transient=_OUTBOX_TRANSIENT,
+            )
+            if isinstance(outcome, ItemFailure):
+                failed[item.event_id] = OutboxFailed(item.event_id, False, outcome)
+            else:
+                produced.append(item.event_id)
+        if produced:
+            if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
+                raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.events}")
+            _wait_for(lambda: all(event_id in acks for event_id in produced), _PRODUCE_ACK_TIMEOUT_S)
+            for error in acks.values():
+                if error is not None:
+                    raise KafkaDeliveryError(error)
         for item in items:
-            log.info("event=operational_event_published event_id=%s account_id=%s", item.event_id, item.account_id)
+            if item.event_id in failed:
+                continue
+            if not item.published:
+                log.info("event=operational_event_published event_id=%s account_id=%s", item.event_id, item.account_id)
             if item.notify_email and self.settings.smtp_url is not None:
-                self._mail(item)
+                mailed = run_item(
+                    "outbox",
+                    item.event_id,
+                    lambda item=item: self._mail(item),  # type: ignore[misc]
+                    transient=_OUTBOX_TRANSIENT,
+                    secrets=self._smtp_secrets(),
+                )
+                if isinstance(mailed, ItemFailure):
+                    failed[item.event_id] = OutboxFailed(item.event_id, True, mailed)
+        return list(failed.values())
 
     def _mail(self, item: OutboxItem) -> None:
+        """Mail one operational event; raises whatever the mail library or the server raise."""
         assert self.settings.smtp_url is not None and item.notify_email is not None
         event = Event.model_validate_json(item.event_json)
         subject, text = mail_text(EventType(event.type), event.data)
-        try:
-            smtp_url = self.settings.smtp_url.get_secret_value()
-            send_mail(smtp_url, self.settings.smtp_from, item.notify_email, subject, text)
-        except (OSError, smtplib.SMTPException) as exc:
-            log.warning("event=notification_mail_failed event_id=%s error=%s", item.event_id, type(exc).__name__)
-            return
+        smtp_url = self.settings.smtp_url.get_secret_value()
+        send_mail(smtp_url, self.settings.smtp_from, item.notify_email, subject, text)
         log.info("event=notification_mail_sent event_id=%s account_id=%s", item.event_id, item.account_id)
+
+    def _smtp_secrets(self) -> tuple[str, ...]:
+        """What must never reach an outbox row's error or a log line: the SMTP URL and its password."""
+        if self.settings.smtp_url is None:
+            return ()
+        url = self.settings.smtp_url.get_secret_value()
+        password = urlsplit(url).password
+        return (url, password, unquote(password)) if password else (url,)
 
     def _refresh_failing(self) -> None:
         try:

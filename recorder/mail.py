@@ -2,7 +2,9 @@
 
 `HOOKFLEET_SMTP_URL` names the server: `smtp://host:port` (plain, e.g. a local relay),
 `smtp+starttls://user:password@host:587`, or `smtps://user:password@host:465`. Mail is a courtesy
-beside the operational events, which are the reliable channel: a failed send is logged and not retried.
+beside the operational events, which are the reliable channel: a failed send (the server, or an address or
+subject the mail library refuses) fails only its outbox row, which is retried a few times with backoff and
+then given up (hookfleet/poison.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
 
 def send_mail(smtp_url: str, sender: str, to: str, subject: str, text: str, timeout_s: float = 10.0) -> None:
-    """Send one mail; raises smtplib.SMTPException / OSError on failure."""
+    """Send one mail; raises smtplib.SMTPException / OSError on failure, ValueError / AttributeError (and
+    whatever else the mail library raises) on input it refuses."""
     parts = urlsplit(smtp_url)
     port = parts.port or _DEFAULT_PORTS[parts.scheme]
     host = parts.hostname or ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
@@ -30,6 +30,7 @@ from hookfleet.attempt_rows import (
     rollup_sql,
 )
 from hookfleet.db import connect
+from hookfleet.poison import ItemFailure, RetrySchedule
 from hookfleet.retention import ensure_days, horizon
 from recorder.batch import Batch, dead_letter_row
 from recorder.health import gone_at, latest_failure, should_auto_disable
@@ -105,10 +106,17 @@ _FAILING_ACTIVE = (
     "WHERE id = ANY(%s) AND active AND status = 'failing' ORDER BY id FOR UPDATE"
 )
 
+# Only rows that are due: a failed row waits for its next try (hookfleet/poison.py), a given-up one
+# (next_attempt_at NULL) stays for the operator and is never claimed again.
 _CLAIM_OUTBOX = (
     "SELECT o.event_id, o.account_id, o.event::text, "
-    "(SELECT a.notification_email FROM accounts a WHERE a.id = o.account_id) "
-    "FROM operational_outbox o ORDER BY o.created_at, o.event_id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
+    "(SELECT a.notification_email FROM accounts a WHERE a.id = o.account_id), o.published, o.failures "
+    "FROM operational_outbox o WHERE o.next_attempt_at <= now() "
+    "ORDER BY o.created_at, o.event_id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
+)
+_OUTBOX_FAILED = (
+    "UPDATE operational_outbox SET state = 'failed', published = %(published)s, failures = failures + 1, "
+    "last_error = %(error)s, next_attempt_at = %(next)s WHERE event_id = %(id)s"
 )
 
 
@@ -127,6 +135,22 @@ class OutboxItem:
     account_id: str
     event_json: str
     notify_email: str | None
+    published: bool = False
+    """Its event is on webhooks.events already (an earlier try failed after that): only mail it."""
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxFailed:
+    """One outbox item that failed this time: kept, marked failed, tried again by `OUTBOX_RETRY`."""
+
+    event_id: str
+    published: bool
+    failure: ItemFailure
+
+
+OUTBOX_RETRY = RetrySchedule()
+"""30 s, 2 min, 8 min, 32 min, then given up: a mail server back within the hour still gets the mail."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,11 +331,13 @@ class RecorderStore:
             change.at.isoformat(),
         )
 
-    def drain_outbox(self, send: Callable[[list[OutboxItem]], None], limit: int = 100) -> int:
-        """Lock up to `limit` unsent operational events, `send` them, delete them; one transaction.
+    def drain_outbox(self, send: Callable[[list[OutboxItem]], list[OutboxFailed]], limit: int = 100) -> int:
+        """Lock up to `limit` due operational events, `send` them, delete the sent ones and mark the failed
+        ones for a later try (`OUTBOX_RETRY`); one transaction. Returns how many rows were claimed.
 
         SKIP LOCKED: another recorder draining at the same time takes other rows, so each is sent by one.
-        If `send` raises, nothing is deleted and the rows are sent again later (at least once).
+        If `send` raises (the broker or the database unreachable), nothing changes and the rows are sent
+        again later (at least once); one item's own failure comes back in the list instead.
         """
         conn = self._connection()
         try:
@@ -320,8 +346,20 @@ class RecorderStore:
                 if not rows:
                     return 0
                 items = [OutboxItem(*row) for row in rows]  # type: ignore[arg-type]
-                send(items)
-                conn.execute("DELETE FROM operational_outbox WHERE event_id = ANY(%s)", ([i.event_id for i in items],))
+                failed = {f.event_id: f for f in send(items)}
+                now = datetime.now(UTC)
+                for item in items:
+                    if (f := failed.get(item.event_id)) is None:
+                        continue
+                    retry_at = OUTBOX_RETRY.next_attempt(item.failures + 1, now)
+                    conn.execute(
+                        _OUTBOX_FAILED,
+                        {"published": f.published, "error": f.failure.error, "next": retry_at, "id": item.event_id},
+                    )
+                    if retry_at is None:
+                        log.error("event=outbox_item_given_up event_id=%s tries=%d", item.event_id, item.failures + 1)
+                sent = [i.event_id for i in items if i.event_id not in failed]
+                conn.execute("DELETE FROM operational_outbox WHERE event_id = ANY(%s)", (sent,))
         except BaseException:
             self.close()
             raise

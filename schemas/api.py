@@ -8,11 +8,13 @@ closed: an unknown field or a wrong JSON type is a 422 that names the field.
 from __future__ import annotations
 
 import re
+from email.headerregistry import Address
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from schemas.catalog import EventType, Kind
+from schemas.free_text import FREE_TEXT_PATTERN, REFUSED_CLASS, check_free_text
 from schemas.models import NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
 
 Timestamp = Annotated[
@@ -23,12 +25,6 @@ Timestamp = Annotated[
 """An RFC 3339 UTC time with milliseconds, the same shape as the wire models use."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _no_control_characters(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters (tab, newline, NUL, ...)")
-    return value
 
 
 def _https_url(value: str) -> str:
@@ -46,11 +42,11 @@ WebhookName = Annotated[
     Field(
         min_length=1,
         max_length=100,
-        description="descriptive name, 1-100 characters, no control characters",
+        description="descriptive name, 1-100 characters, no line breaks, control or invisible (format) characters",
         examples=["CRM Sync"],
-        json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f]+$"},
+        json_schema_extra={"pattern": f"^[^{REFUSED_CLASS}]+$"},
     ),
-    AfterValidator(_no_control_characters),
+    AfterValidator(check_free_text),
 ]
 WebhookUrl = Annotated[
     str,
@@ -407,13 +403,28 @@ class AccountView(_Response):
     )
 
 
-_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
-_EMAIL = re.compile(rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})+$")
+"""What a notification address may be: a dot-atom local part and a host name of two labels or more (an
+international domain as its xn-- form). No display name, quoted local part, comment, group or address
+literal: the mail library mis-parses some of those (`a@[b.c` made it raise AttributeError) and none is
+needed to reach a mailbox."""
 
 
-def _email_or_empty(value: str) -> str:
-    if value and not _EMAIL.fullmatch(value):
-        raise ValueError(f"notification_email must be an e-mail address like ops@example.com (got {value[:80]!r})")
+def _notification_email(value: str) -> str:
+    """The address exactly as the recorder's mail library reads it back, or a 422 naming the field."""
+    if not value:
+        return value
+    hint = "must be one plain address like ops@example.com, without a name, brackets or spaces"
+    if not _EMAIL.fullmatch(value):
+        raise ValueError(f"{hint} (got {value[:80]!r})")
+    try:
+        parsed = Address(addr_spec=value)
+    except Exception:  # the parser raises ValueError, HeaderParseError, defects, AttributeError
+        raise ValueError(f"{hint} (got {value[:80]!r})") from None
+    if parsed.addr_spec != value:
+        raise ValueError(f"{hint} (got {value[:80]!r})")
     return value
 
 
@@ -421,11 +432,15 @@ class AccountUpdate(_Request):
     notification_email: (
         Annotated[
             str,
-            Field(max_length=254, json_schema_extra={"pattern": rf"^(?:|{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART})$"}),
-            AfterValidator(_email_or_empty),
+            Field(max_length=254, json_schema_extra={"pattern": f"^(?:|{_EMAIL.pattern[1:-1]})$"}),
+            AfterValidator(_notification_email),
         ]
         | None
-    ) = Field(default=None, description="an e-mail address; an empty string removes it", examples=["ops@example.com"])
+    ) = Field(
+        default=None,
+        description="a plain e-mail address (no display name); an empty string removes it",
+        examples=["ops@example.com"],
+    )
 
 
 # ------------------------------------------------------------------------------------------ replay
@@ -486,10 +501,10 @@ class ApiKeyCreate(_Request):
         str,
         Field(
             max_length=100,
-            description="what the key is for, e.g. `ci`; no control characters",
-            json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f]*$"},
+            description="what the key is for, e.g. `ci`; no line breaks, control or invisible (format) characters",
+            json_schema_extra={"pattern": FREE_TEXT_PATTERN},
         ),
-        AfterValidator(_no_control_characters),
+        AfterValidator(check_free_text),
     ] = ""
 
 

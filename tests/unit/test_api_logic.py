@@ -54,7 +54,7 @@ def test_create_dedupes_and_sorts_events_and_defaults_to_active() -> None:
             "unknown field 'id'",
         ),
         ('{"url": "https://x.example", "events": ["message.read"]}', "name", "name is required"),
-        ('{"name": "a\\nb", "url": "https://x.example", "events": ["message.read"]}', "name", "control characters"),
+        ('{"name": "a\\nb", "url": "https://x.example", "events": ["message.read"]}', "name", "U+000A (LINE FEED)"),
         ('{"name": "a", "url": "https://x.example/a b", "events": ["message.read"]}', "url", "spaces"),
         (
             '{"name": "a", "url": "ftp://x.example", "events": ["message.read"]}',
