@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from api.main import SHUTDOWN_GRACE_S
-from dispatcher.stage_consumer import CLOSE_BOUND_S
+from hookfleet.stream.close import CLOSE_BOUND_S
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
 from retry_scheduler.scheduler import REVOKE_FLUSH_S
