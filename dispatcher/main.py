@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -19,14 +20,24 @@ from hookfleet.db import describe
 from hookfleet.kafka import BrokerState, Consumer, monitored_consumer, new_producer, wait_for_broker
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from schemas.catalog import EventType
 from schemas.models import Outcome
 
 log = logging.getLogger(__name__)
 
+JOIN_CHECK_S = 1.0
 
-async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: threading.Event | None = None) -> bool:
+
+async def serve(
+    settings: DispatcherSettings,
+    stop: asyncio.Event,
+    stopping: threading.Event | None = None,
+    shutdown: Shutdown | None = None,
+) -> bool:
     """Run one dispatcher until `stop` is set; True when a consumer's thread was left stuck in `close`.
+    `shutdown`, when given, is what the stuck-join watchdog asks to stop (with its exit code); its requests
+    must set `stop`.
     Consumption starts only once the subscription index is loaded: an event consumed against an empty
     index would be acknowledged with no delivery.
 
@@ -52,7 +63,10 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event, stopping: thr
     health = metrics.HealthServer(settings.metrics_port, ready, heartbeat).start() if settings.metrics_port else None
     metrics.IN_FLIGHT_LIMIT.set(settings.max_in_flight)
     try:
-        await _serve(settings, stop, stopping or threading.Event(), heartbeat, running, brokers)
+        if shutdown is None:
+            shutdown = Shutdown()
+            shutdown.on_request(stop.set)
+        await _serve(settings, stop, stopping or threading.Event(), heartbeat, running, brokers, shutdown)
     finally:
         if health is not None:
             health.stop()
@@ -66,6 +80,7 @@ async def _serve(
     heartbeat: metrics.Heartbeat,
     running: list[Dispatcher],
     brokers: list[BrokerState],
+    shutdown: Shutdown,
 ) -> None:
     if not await asyncio.to_thread(wait_for_broker, settings.kafka_bootstrap_servers, stopping, heartbeat.beat):
         return
@@ -110,14 +125,26 @@ async def _serve(
     dispatcher = Dispatcher(settings, consumers, producer, deliverer, index, heartbeat)
     running.append(dispatcher)
     metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(dispatcher.assigned))
+    watch = asyncio.create_task(_watch_joins(brokers, stop, shutdown))
     try:
         await dispatcher.run(stop)
     finally:
+        watch.cancel()
         await deliverer.close()
         unflushed = await asyncio.get_running_loop().run_in_executor(None, producer.close)
         sync_stop.set()
         await sync_task
         log.info("event=dispatcher_exit unflushed=%d", unflushed)
+
+
+async def _watch_joins(brokers: list[BrokerState], stop: asyncio.Event, shutdown: Shutdown) -> None:
+    """The stuck-join watchdog for every stage's consumer (hookfleet/stream/watchdog.py)."""
+    watchdog = JoinWatchdog()
+    while not stop.is_set():
+        if replace_if_stuck(watchdog, "dispatcher", brokers, shutdown):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), JOIN_CHECK_S)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,16 +156,18 @@ def run(args: argparse.Namespace) -> int:
         return supervise(process_count(args.processes), settings.metrics_port)
     tracing.setup("dispatcher", send_to_receivers=settings.trace_receivers)
 
+    shutdown = Shutdown()
+
     async def main() -> bool:
         stop = asyncio.Event()
-        shutdown = Shutdown().install(asyncio.get_running_loop())
+        shutdown.install(asyncio.get_running_loop())
         shutdown.on_request(stop.set)
-        return await serve(settings, stop, shutdown.requested)
+        return await serve(settings, stop, shutdown.requested, shutdown)
 
     # uvloop: its C event loop and TLS transport take 9 % less CPU per delivery (bench/RESULTS.md).
     if uvloop.run(main()):
         # Everything is committed and flushed; only a consumer thread hangs in librdkafka, and the
         # interpreter would wait for it at exit forever.
         logging.shutdown()
-        os._exit(0)
-    return 0
+        os._exit(shutdown.exit_code)
+    return shutdown.exit_code

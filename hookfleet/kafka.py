@@ -474,6 +474,9 @@ class BrokerState:
 
     def __init__(self) -> None:
         self.up = False
+        self.join_state: str | None = None
+        """The consumer group's join state from the last statistics (`steady` once joined), for the
+        stuck-join watchdog (hookfleet/stream/watchdog.py); None before the first statistics."""
 
     def on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -483,10 +486,14 @@ class BrokerState:
     def on_stats(self, raw: str) -> None:
         """Up when at least one real broker (not a bootstrap placeholder, whose nodeid is -1) is UP."""
         try:
-            brokers: dict[str, Any] = json.loads(raw).get("brokers", {})
+            stats: dict[str, Any] = json.loads(raw)
         except ValueError:
             return
+        brokers: dict[str, Any] = stats.get("brokers", {})
         self.up = any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values())
+        group = stats.get("cgrp")
+        if isinstance(group, dict) and isinstance(group.get("join_state"), str):
+            self.join_state = group["join_state"]
 
 
 def topic_partition(key: PartitionKey, offset: int | None = None) -> TopicPartition:

@@ -20,16 +20,20 @@ log = logging.getLogger(__name__)
 class Shutdown:
     def __init__(self) -> None:
         self.requested = threading.Event()
+        self.exit_code = 0
+        """What the role exits with once stopped: 0 for a requested stop, or what the first request said
+        (a stuck group join asks to be started afresh: hookfleet/stream/watchdog.py)."""
         self._callbacks: list[Callable[[], None]] = []
 
     def on_request(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
 
-    def request(self, reason: str = "requested") -> None:
+    def request(self, reason: str = "requested", exit_code: int = 0) -> None:
         if self.requested.is_set():
             log.warning("event=shutdown_forced reason=%s", reason)
             os._exit(130)
         log.info("event=shutdown_requested reason=%s", reason)
+        self.exit_code = exit_code
         self.requested.set()
         for callback in self._callbacks:
             callback()

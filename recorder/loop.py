@@ -39,6 +39,8 @@ from hookfleet.kafka import (
 from hookfleet.poison import ItemFailure, run_item
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.close import close_bounded
+from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from recorder.batch import Batch, InvalidMessage, parse_message
 from recorder.health import mail_text
 from recorder.mail import send_mail
@@ -106,6 +108,7 @@ class Recorder:
         self.db_up = True
         self._drain_deadline: float | None = None
         self._next_outbox_check = 0.0
+        self._watchdog = JoinWatchdog()
         self.consumer = consumer
         self.producer = producer
 
@@ -141,6 +144,8 @@ class Recorder:
         try:
             while not self.shutdown.requested.is_set():
                 self.heartbeat.beat()  # liveness: every turn, whatever the broker and the database do
+                if replace_if_stuck(self._watchdog, "recorder", [self.broker], self.shutdown):
+                    break
                 self._periodic()
                 self._fill()
                 if self.batch.size:
@@ -153,14 +158,11 @@ class Recorder:
             log.warning("event=shutdown_unwritten messages=%d reason=postgresql_unavailable", self.batch.size)
         finally:
             self.close()
-        log.info("event=recorder_stopped")
-        return 0
+        log.info("event=recorder_stopped exit_code=%d", self.shutdown.exit_code)
+        return self.shutdown.exit_code
 
     def close(self) -> None:
-        try:
-            self.consumer.close()
-        except (KafkaException, RuntimeError):
-            log.warning("event=consumer_close_failed", exc_info=True)
+        close_bounded(self.consumer, "recorder")
         self.producer.close(timeout_s=5.0)
         self.store.close()
 

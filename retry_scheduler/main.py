@@ -32,7 +32,8 @@ def new_scheduler(
 
 
 def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
-    """Run until `shutdown` is requested; returns the exit code. Callable in-process (tests, benchmarks).
+    """Run until `shutdown` is requested; returns the exit code (`shutdown.exit_code`: 0 unless the role
+    stopped itself, e.g. for a stuck group join). Callable in-process (tests, benchmarks).
 
     The health server starts first: while the broker is unreachable the role is alive and unready, and
     it starts consuming by itself once the broker answers.
@@ -46,4 +47,4 @@ def run_scheduler(settings: RetrySchedulerSettings, shutdown: Shutdown) -> int:
     finally:
         if health is not None:
             health.stop()
-    return 0
+    return shutdown.exit_code

@@ -46,6 +46,7 @@ from hookfleet.shutdown import Shutdown
 from hookfleet.stream.close import close_bounded
 from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.sender import Outgoing, TrackedSender
+from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from retry_scheduler.gate import DueGate, Hold, ShortWaits, Step, hold_plan, to_nudge
 from retry_scheduler.tasks import Invalid, read_task
 from schemas.retry_schedule import STAGES, Stage, delay_index_for_wait, delay_of, stage_of
@@ -146,6 +147,7 @@ class RetryScheduler:
         self._ledger = OffsetLedger()
         self._sender: TrackedSender[HandOff] = TrackedSender(producer, lambda h: self._ledger.is_pending(h.claim))
         self._commit_due = 0.0
+        self._watchdog = JoinWatchdog()
         self._reapply: dict[PartitionKey, Hold] = {}
         self._leaders: dict[PartitionKey, int] = {}
         self._leaders_due = float("inf")
@@ -198,6 +200,8 @@ class RetryScheduler:
     def _tick(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.beat()  # liveness: every turn of this loop, whatever the broker does
+        if replace_if_stuck(self._watchdog, "retry-scheduler", [self._broker], self._shutdown):
+            return
         now_ms = _now_ms()
         self._resume_due(now_ms)
         self._release_short_waits(now_ms)

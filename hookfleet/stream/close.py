@@ -17,8 +17,9 @@ drops the member after its session timeout (10 s), so nothing is lost; the proce
 orchestrator's grace period."""
 
 
-def close_bounded(consumer: Consumer, role: str, bound_s: float = CLOSE_BOUND_S) -> bool:
-    """Close `consumer` (revoke callbacks run, the member leaves its group), waiting at most `bound_s`.
+def close_bounded(consumer: Consumer, role: str, bound_s: float | None = None) -> bool:
+    """Close `consumer` (revoke callbacks run, the member leaves its group), waiting at most `bound_s`
+    (`CLOSE_BOUND_S` when not given).
 
     True when it closed; False when it was still closing at the bound: the closing thread is a daemon and is
     left behind, so the process can still exit."""
@@ -32,8 +33,9 @@ def close_bounded(consumer: Consumer, role: str, bound_s: float = CLOSE_BOUND_S)
         finally:
             done.set()
 
+    bound = CLOSE_BOUND_S if bound_s is None else bound_s
     threading.Thread(target=close, name=f"{role}-consumer-close", daemon=True).start()
-    if done.wait(bound_s):
+    if done.wait(bound):
         return True
-    log.error("event=consumer_close_stuck role=%s bound_s=%.0f (final commit made)", role, bound_s)
+    log.error("event=consumer_close_stuck role=%s bound_s=%.0f (final commit made)", role, bound)
     return False

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from api.main import SHUTDOWN_GRACE_S
-from hookfleet.stream.close import CLOSE_BOUND_S
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
+from hookfleet.stream.close import CLOSE_BOUND_S
 from retry_scheduler.scheduler import REVOKE_FLUSH_S
 
 ROOT = Path(__file__).resolve().parents[2]
