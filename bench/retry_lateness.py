@@ -130,8 +130,13 @@ class _SchedulerProcess:
             "HOOKFLEET_LOG_LEVEL": "INFO",
             **({"PYTHONPATH": pythonpath} if pythonpath else {}),
         }
+        # From the other checkout's folder: `-m` puts the working directory ahead of PYTHONPATH.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hookfleet.cli", "retry-scheduler"], env=env, stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "hookfleet.cli", "retry-scheduler"],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+            cwd=pythonpath,
         )
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
