@@ -34,6 +34,10 @@ class ProtocolError(Exception):
     """The answer is not an HTTP/1.1 response this client accepts (malformed, too many headers, upgrade)."""
 
 
+class InvalidStatus(ProtocolError):
+    """The status code is outside 100-599: no HTTP status, so no outcome can be read from it."""
+
+
 class ServerDisconnected(ConnectionError):
     """The connection ended before the response's status line and headers arrived."""
 
@@ -163,7 +167,11 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if not 100 <= status <= 599:  # llhttp reads any three digits ("000", "999")
+            self._error = InvalidStatus(f"status code {status:03d} is outside 100-599")
+            raise self._error
+        self._status = status
         self._headers_done = True
 
     @property

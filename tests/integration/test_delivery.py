@@ -548,3 +548,19 @@ async def test_one_account_runs_a_bounded_share_of_lookups_at_once(
         await d.close()
     assert dns.most_running == delivery.DNS_LOOKUPS_PER_ACCOUNT
     assert {r.outcome for r in results} == {Outcome.TIMEOUT}
+
+
+@pytest.mark.parametrize("status", [b"000", b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_an_invalid_status_not_a_status(
+    deliverer: Deliverer, tls_ca: Any, status: bytes
+) -> None:
+    server, port = await _hostile_server(tls_ca, b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        result = await send(deliverer, f"https://localhost:{port}/odd")
+    finally:
+        server.close()
+    assert (result.outcome, result.error, result.status_code) == (
+        Outcome.CONNECTION_ERROR,
+        "invalid status code",
+        None,
+    )
