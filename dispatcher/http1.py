@@ -76,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._retry_after: str | None = None
         self._headers_done = False
+        self._complete = False  # the final response of this exchange is in: anything after it is refused
         self._head_bytes = 0  # received before the headers were complete: bounded, as the parser buffers them
 
     def exchange(self, data: bytes) -> asyncio.Future[Response]:
@@ -107,6 +108,9 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's TLS transport is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        """Bytes after the response (in a later read, or in the same one: another response or anything the
+        parser refuses) abort the connection, so they are never read as the answer to the next request.
+        Empty lines, which HTTP/1.1 clients ignore before a status line, are all the parser skips."""
         if self._waiter is None:  # bytes nobody asked for: this connection cannot be trusted any more
             self.abort()
             return
@@ -157,6 +161,11 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second response in the same read, which nobody asked for: never pool this
+            self._error = ProtocolError("bytes after the response")
+            raise self._error
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers += 1
         self._header_bytes += len(name) + len(value)
@@ -194,6 +203,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= self._status < 200:  # an interim answer (100 Continue, 103 Early Hints): the final one follows
             self._reset()
             return
+        self._complete = True
         self.reusable = not self.closed and self._parser.should_keep_alive()
         self._done()
 

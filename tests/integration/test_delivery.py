@@ -564,3 +564,44 @@ async def test_a_status_outside_100_to_599_is_an_invalid_status_not_a_status(
         "invalid status code",
         None,
     )
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nINJECT", b"HTTP/1.1 000 X\r\nContent-Length: 6\r\n\r\nINJECT", b"X"],
+)
+async def test_bytes_after_a_response_in_the_same_read_close_its_connection(
+    deliverer: Deliverer, tls_ca: Any, leftover: bytes
+) -> None:
+    """The first answer carries more than one response; the next request must get its own answer, on a
+    new connection, never the leftover."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    connections = 0
+    first = True
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, first
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + (b"first" + leftover if first else b"fresh")
+                first = False
+                writer.write(answer)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        answers = [await send(deliverer, f"https://localhost:{port}/twice") for _ in range(2)]
+    finally:
+        server.close()
+    assert [(a.status_code, a.excerpt) for a in answers] == [(200, "first"), (200, "fresh")]
+    assert connections == 2
