@@ -605,3 +605,18 @@ async def test_bytes_after_a_response_in_the_same_read_close_its_connection(
         server.close()
     assert [(a.status_code, a.excerpt) for a in answers] == [(200, "first"), (200, "fresh")]
     assert connections == 2
+
+
+async def test_a_stored_reserved_header_is_left_out_of_the_request(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    """A header stored before its name was reserved never frames the request; the others still go out."""
+    url = receiver.expect("/stored", secret=SECRET)
+    stored = (("Transfer-Encoding", "chunked"), ("Connection", "close"), ("X-Tenant", "7"))
+    with_headers = Endpoint("wh_test", "acct_1", url, frozenset(EventType), True, SECRET, headers=stored)
+    event = build_event("acct_1", EventType.MESSAGE_READ, sample_data(EventType.MESSAGE_READ))
+    result = await deliverer.deliver(with_headers, event, 1)
+    assert result.ok, result
+    (got,) = receiver.at("/stored")
+    assert got.signature_ok and got.headers["X-Tenant"] == "7"
+    assert "Transfer-Encoding" not in got.headers and got.headers.get("Connection", "").lower() != "close"
