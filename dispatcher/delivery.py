@@ -51,7 +51,7 @@ from hookfleet import USER_AGENT, tracing
 from hookfleet.settings import DeliverySettings
 from schemas.api import is_reserved_header
 from schemas.ids import new_attempt_id
-from schemas.models import AttemptRecord, Event, NextStep, Outcome
+from schemas.models import AttemptRecord, Event, NextStep, Outcome, has_userinfo
 
 EXCERPT_BYTES = 512
 READ_CAP = 64 * 1024  # keep at most this much of a response body (a longer one closes its connection)
@@ -160,7 +160,7 @@ def parse_target(url: str) -> Target:
     """Parsed once per URL (cached: every delivery asks again); ValueError for anything but https://host."""
     parts = urlsplit(url)
     host = parts.hostname
-    if parts.scheme.lower() != "https" or not host or parts.username is not None or parts.password is not None:
+    if parts.scheme.lower() != "https" or not host or has_userinfo(url):
         raise ValueError("webhook url must be https with a host")
     port = parts.port or 443
     address: IPAddress | None
