@@ -3,7 +3,9 @@
 Customer URLs are untrusted. An address is allowed only when it is globally routable: the verdict is
 the standard library's `is_global` (IANA's special-purpose registries), tightened where that copy of the
 registries lags or is too generous (multicast, reserved, the ranges in `_NOT_GLOBAL`), because it differs
-between Python patch releases. The operator's allow-list opens networks for local testing.
+between Python patch releases, and never a cloud platform's metadata endpoint (`_PLATFORM`: globally
+routable addresses that only answer inside a cloud). The operator's allow-list opens networks for local
+testing.
 
 IPv6 translation ranges carry an IPv4 address, and what a connection reaches is that IPv4 address, so
 an address in ::/96, ::ffff:0:0/96, ::ffff:0:0:0/96, 64:ff9b::/96 or 2002::/16 is judged by the IPv4
@@ -45,6 +47,19 @@ _NOT_GLOBAL: tuple[IPNetwork, ...] = tuple(
     )
 )
 
+_PLATFORM: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        # Cloud platform and metadata endpoints that are globally routable addresses, so `is_global` lets them
+        # through although they answer only inside the cloud, and answer there with the platform's secrets.
+        "168.63.129.16/32",  # Azure WireServer (VM agent, extensions, platform DNS and health probes)
+    )
+)
+"""Every other documented metadata endpoint is refused as not global already: 169.254.169.254 (AWS, Azure
+IMDS, GCP, Oracle, DigitalOcean, OpenStack, IBM, Huawei), 169.254.0.23 (Tencent), 169.254.169.123 and
+.253, 169.254.170.2, 169.254.170.23 (AWS), 100.100.100.200 (Alibaba, in CGNAT 100.64.0.0/10), 192.0.0.192
+(Oracle), fd00:ec2::/64 addresses (AWS) and fd20:ce::254 (GCP, in fc00::/7): the known-answer tests list them."""
+
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 _SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")
@@ -85,6 +100,7 @@ def _not_global(ip: IPAddress) -> bool:
         or ip.is_loopback
         or ip.is_link_local
         or any(ip.version == n.version and ip in n for n in _NOT_GLOBAL)
+        or any(ip.version == n.version and ip in n for n in _PLATFORM)
     )
 
 

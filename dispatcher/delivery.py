@@ -49,8 +49,9 @@ from dispatcher.subscriptions import Endpoint
 from dispatcher.wire_json import attempt_json
 from hookfleet import USER_AGENT, tracing
 from hookfleet.settings import DeliverySettings
+from schemas.api import is_reserved_header
 from schemas.ids import new_attempt_id
-from schemas.models import AttemptRecord, Event, NextStep, Outcome
+from schemas.models import AttemptRecord, Event, NextStep, Outcome, has_userinfo
 
 EXCERPT_BYTES = 512
 READ_CAP = 64 * 1024  # keep at most this much of a response body (a longer one closes its connection)
@@ -159,7 +160,7 @@ def parse_target(url: str) -> Target:
     """Parsed once per URL (cached: every delivery asks again); ValueError for anything but https://host."""
     parts = urlsplit(url)
     host = parts.hostname
-    if parts.scheme.lower() != "https" or not host or parts.username is not None or parts.password is not None:
+    if parts.scheme.lower() != "https" or not host or has_userinfo(url):
         raise ValueError("webhook url must be https with a host")
     port = parts.port or 443
     address: IPAddress | None
@@ -353,8 +354,10 @@ class Deliverer:
             secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload
         )
         headers["Content-Type"] = "application/json"
-        # The webhook's own headers (e.g. Authorization); reserved names are refused when they are set.
-        headers.update(endpoint.headers)
+        # The webhook's own headers (e.g. Authorization). Reserved names are refused when they are set; one
+        # stored before its name was reserved is left out here, so it can never frame or steer the request.
+        if endpoint.headers:
+            headers.update((name, value) for name, value in endpoint.headers if not is_reserved_header(name))
         headers.update(tracing.receiver_headers())  # traceparent, when tracing and HOOKFLEET_TRACE_RECEIVERS are on
         started = time.monotonic()
         host: _HostClient | None = None

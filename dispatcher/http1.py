@@ -34,6 +34,10 @@ class ProtocolError(Exception):
     """The answer is not an HTTP/1.1 response this client accepts (malformed, too many headers, upgrade)."""
 
 
+class InvalidStatus(ProtocolError):
+    """The status code is outside 100-599: no HTTP status, so no outcome can be read from it."""
+
+
 class ServerDisconnected(ConnectionError):
     """The connection ended before the response's status line and headers arrived."""
 
@@ -72,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._retry_after: str | None = None
         self._headers_done = False
+        self._complete = False  # the final response of this exchange is in: anything after it is refused
         self._head_bytes = 0  # received before the headers were complete: bounded, as the parser buffers them
 
     def exchange(self, data: bytes) -> asyncio.Future[Response]:
@@ -103,6 +108,9 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's TLS transport is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        """Bytes after the response (in a later read, or in the same one: another response or anything the
+        parser refuses) abort the connection, so they are never read as the answer to the next request.
+        Empty lines, which HTTP/1.1 clients ignore before a status line, are all the parser skips."""
         if self._waiter is None:  # bytes nobody asked for: this connection cannot be trusted any more
             self.abort()
             return
@@ -153,6 +161,11 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second response in the same read, which nobody asked for: never pool this
+            self._error = ProtocolError("bytes after the response")
+            raise self._error
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers += 1
         self._header_bytes += len(name) + len(value)
@@ -163,7 +176,11 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if not 100 <= status <= 599:  # llhttp reads any three digits ("000", "999")
+            self._error = InvalidStatus(f"status code {status:03d} is outside 100-599")
+            raise self._error
+        self._status = status
         self._headers_done = True
 
     @property
@@ -186,6 +203,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= self._status < 200:  # an interim answer (100 Continue, 103 Early Hints): the final one follows
             self._reset()
             return
+        self._complete = True
         self.reusable = not self.closed and self._parser.should_keep_alive()
         self._done()
 

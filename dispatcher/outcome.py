@@ -11,7 +11,7 @@ import socket
 import ssl
 
 from dispatcher.address_guard import BlockedAddressError
-from dispatcher.http1 import ProtocolError, ServerDisconnected
+from dispatcher.http1 import InvalidStatus, ProtocolError, ServerDisconnected
 from schemas.models import Outcome
 
 
@@ -51,6 +51,8 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
         return Outcome.CONNECTION_ERROR, "connection refused"
     if any(isinstance(e, (ServerDisconnected, ConnectionResetError, BrokenPipeError)) for e in chain):
         return Outcome.CONNECTION_ERROR, "server disconnected"
+    if any(isinstance(e, InvalidStatus) for e in chain):
+        return Outcome.CONNECTION_ERROR, "invalid status code"
     if any(isinstance(e, ProtocolError) for e in chain):
         return Outcome.CONNECTION_ERROR, "invalid response"
     return Outcome.CONNECTION_ERROR, f"connection error ({type(exc).__name__})"

@@ -331,6 +331,13 @@ class Dispatcher:
             return
         body = event_bytes(raw, task)
         endpoint = self._index.get(task.webhook_id)
+        if endpoint is not None and task.event.account_id != endpoint.account_id:
+            # Never signed for a webhook of another account (whoever can write to the deliveries topic could
+            # otherwise have any event signed with any webhook's secret), nor logged in that webhook's log.
+            mismatch = f"event.account_id: {task.event.account_id} is not the account of webhook {task.webhook_id}"
+            invalid = self._to_invalid(message, mismatch, "account_mismatch")
+            self._spawn(self._finish_after(invalid, key, generation, offset), key)
+            return
         reason = self._drop_reason(endpoint, task)
         if reason is not None:
             self._spawn(self._finish_after(self._drop(task, body, *reason), key, generation, offset), key)
@@ -598,8 +605,8 @@ class Dispatcher:
         )
         await self._send_durably(self._topics.attempts, record, task.webhook_id)
 
-    async def _to_invalid(self, message: Message, reason: str) -> None:
-        metrics.INVALID_EVENTS.labels("validation").inc()
+    async def _to_invalid(self, message: Message, reason: str, kind: str = "validation") -> None:
+        metrics.INVALID_EVENTS.labels(kind).inc()
         source: TP = (message.topic() or "", message.partition() or 0)
         offset = message.offset() or 0
         log.warning(

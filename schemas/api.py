@@ -65,15 +65,42 @@ EventList = Annotated[
 ]
 
 
-RESERVED_HEADER_PREFIXES = ("x-webhook-", "webhook-")
-RESERVED_HEADERS = frozenset({"content-type", "host", "content-length", "user-agent"})
+# The one list of header names a webhook's own headers may not use: those hookfleet sets (signatures,
+# Content-Type, Host, User-Agent), and every hop-by-hop or framing header (RFC 9110 §7.6.1, RFC 9112 §6),
+# which would change how the request is framed or what the connection does (Transfer-Encoding beside our
+# Content-Length is request smuggling; Upgrade, Expect and Connection change the exchange itself).
+_RESERVED_PREFIXES_SHOWN = ("X-Webhook-", "webhook-", "Proxy-")
+_RESERVED_NAMES_SHOWN = (
+    "Content-Type",
+    "Host",
+    "Content-Length",
+    "User-Agent",
+    "Transfer-Encoding",
+    "Connection",
+    "Keep-Alive",
+    "Upgrade",
+    "Expect",
+    "TE",
+    "Trailer",
+)
+RESERVED_HEADER_PREFIXES = tuple(p.lower() for p in _RESERVED_PREFIXES_SHOWN)
+RESERVED_HEADERS = frozenset(n.lower() for n in _RESERVED_NAMES_SHOWN)
+RESERVED_HEADERS_SHOWN = ", ".join([f"{p}*" for p in _RESERVED_PREFIXES_SHOWN] + list(_RESERVED_NAMES_SHOWN))
+
+
+def is_reserved_header(name: str) -> bool:
+    """True for a name a webhook's own headers may not set (any letter case)."""
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES)
+
+
 MAX_CUSTOM_HEADERS = 20
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # an HTTP token (RFC 9110 §5.1)
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")  # what every HTTP stack sends unchanged
 
 
 def _custom_headers(value: dict[str, str]) -> dict[str, str]:
-    """Names are HTTP tokens, not ones hookfleet sets itself (signatures, body framing); values one line."""
+    """Names are HTTP tokens, not reserved ones (`is_reserved_header`); values one line."""
     if len(value) > MAX_CUSTOM_HEADERS:
         raise ValueError(f"at most {MAX_CUSTOM_HEADERS} custom headers (got {len(value)})")
     seen: set[str] = set()
@@ -81,10 +108,10 @@ def _custom_headers(value: dict[str, str]) -> dict[str, str]:
         lower = name.lower()
         if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"header name {name[:100]!r} is not a valid HTTP header name")
-        if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
+        if is_reserved_header(name):
             raise ValueError(
-                f"header {name} is reserved: hookfleet sets it (reserved: X-Webhook-*, webhook-*, Content-Type, "
-                "Host, Content-Length, User-Agent)"
+                f"header {name} is reserved: hookfleet sets it, or it controls the connection or the request's"
+                f" framing; remove it (reserved: {RESERVED_HEADERS_SHOWN})"
             )
         if lower in seen:
             raise ValueError(f"header {name} is given twice (names are case-insensitive)")
@@ -111,8 +138,7 @@ CustomHeaders = Annotated[
     dict[str, str],
     Field(
         description="extra request headers sent with every delivery (e.g. `Authorization` for a gateway);"
-        " stored encrypted, shown masked. Reserved: X-Webhook-*, webhook-*, Content-Type, Host, Content-Length,"
-        " User-Agent",
+        f" stored encrypted, shown masked. Reserved: {RESERVED_HEADERS_SHOWN}",
         examples=[{"Authorization": "Bearer 8f1c..."}],
         json_schema_extra={
             "maxProperties": MAX_CUSTOM_HEADERS,

@@ -111,6 +111,12 @@ class AttemptRecord(_Wire):
         return format_rfc3339(value)
 
 
+def has_userinfo(url: str) -> bool:
+    """True when the URL's authority has a userinfo part (`user:pass@`, `user@`, or an empty `@`): the one
+    rule, used at registration and at every delivery, so a URL that registers can be delivered to."""
+    return "@" in urlsplit(url).netloc
+
+
 def validate_https_url(url: str) -> str:
     """Webhook URLs must be absolute https with a host; the error names the value and the fix."""
     parts = urlsplit(url)
@@ -118,8 +124,11 @@ def validate_https_url(url: str) -> str:
         raise ValueError(f"webhook url must be https (got {url[:100]})")
     if not parts.hostname:
         raise ValueError(f"webhook url has no host (got {url[:100]})")
-    if parts.username or parts.password:
-        raise ValueError("webhook url must not carry credentials; put them in your receiver config")
+    if has_userinfo(url):
+        raise ValueError(
+            "webhook url must not carry credentials or an '@' before the host (user:password@, even empty);"
+            " remove them and send credentials as a custom header such as Authorization"
+        )
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:

@@ -86,6 +86,23 @@ async def test_test_reports_receiver_failures_without_raising(
     assert bad.status == 422 and bad.error["field"] == "event_type"
 
 
+@pytest.mark.parametrize("status", [600, 999])
+async def test_test_reports_a_status_outside_100_to_599_as_an_invalid_response_not_a_5xx(
+    api: RunningApi, key: str, receiver: HttpsReceiver, status: int
+) -> None:
+    webhook = await create(api, key, receiver.expect(f"/odd-{status}", statuses=[status]))
+    reply = await api.call("POST", f"/v1/webhooks/{webhook['id']}/test", key)
+    assert reply.status == 200, reply.body
+    assert (reply.body["outcome"], reply.body["status_code"], reply.body["error"]) == (
+        "connection_error",
+        None,
+        "invalid status code",
+    )
+    log = await api.call("GET", f"/v1/webhooks/{webhook['id']}/deliveries", key)
+    [row] = log.body["data"]
+    assert row["outcome"] == "connection_error" and row["status_code"] is None
+
+
 async def test_a_response_body_with_nul_characters_is_logged_not_a_5xx(
     api: RunningApi, key: str, receiver: HttpsReceiver
 ) -> None:

@@ -107,6 +107,8 @@ async def test_client_chosen_secrets_are_refused(api: RunningApi, key: str) -> N
     [
         ({**NEW, "url": "http://crm.example.com/hook"}, "url", "must be https"),
         ({**NEW, "url": "https://user:pw@localhost/hook"}, "url", "credentials"),
+        ({**NEW, "url": "https://@localhost/hook"}, "url", "credentials"),
+        ({**NEW, "url": "https://:@localhost/hook"}, "url", "credentials"),
         ({**NEW, "url": "crm.example.com"}, "url", "url"),
         ({**NEW, "events": []}, "events", "events"),
         ({**NEW, "events": ["message.bounced"]}, "events.0", "message.incoming"),

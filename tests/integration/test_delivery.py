@@ -548,3 +548,75 @@ async def test_one_account_runs_a_bounded_share_of_lookups_at_once(
         await d.close()
     assert dns.most_running == delivery.DNS_LOOKUPS_PER_ACCOUNT
     assert {r.outcome for r in results} == {Outcome.TIMEOUT}
+
+
+@pytest.mark.parametrize("status", [b"000", b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_an_invalid_status_not_a_status(
+    deliverer: Deliverer, tls_ca: Any, status: bytes
+) -> None:
+    server, port = await _hostile_server(tls_ca, b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        result = await send(deliverer, f"https://localhost:{port}/odd")
+    finally:
+        server.close()
+    assert (result.outcome, result.error, result.status_code) == (
+        Outcome.CONNECTION_ERROR,
+        "invalid status code",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nINJECT", b"HTTP/1.1 000 X\r\nContent-Length: 6\r\n\r\nINJECT", b"X"],
+)
+async def test_bytes_after_a_response_in_the_same_read_close_its_connection(
+    deliverer: Deliverer, tls_ca: Any, leftover: bytes
+) -> None:
+    """The first answer carries more than one response; the next request must get its own answer, on a
+    new connection, never the leftover."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    connections = 0
+    first = True
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, first
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + (b"first" + leftover if first else b"fresh")
+                first = False
+                writer.write(answer)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        answers = [await send(deliverer, f"https://localhost:{port}/twice") for _ in range(2)]
+    finally:
+        server.close()
+    assert [(a.status_code, a.excerpt) for a in answers] == [(200, "first"), (200, "fresh")]
+    assert connections == 2
+
+
+async def test_a_stored_reserved_header_is_left_out_of_the_request(
+    deliverer: Deliverer, receiver: HttpsReceiver
+) -> None:
+    """A header stored before its name was reserved never frames the request; the others still go out."""
+    url = receiver.expect("/stored", secret=SECRET)
+    stored = (("Transfer-Encoding", "chunked"), ("Connection", "close"), ("X-Tenant", "7"))
+    with_headers = Endpoint("wh_test", "acct_1", url, frozenset(EventType), True, SECRET, headers=stored)
+    event = build_event("acct_1", EventType.MESSAGE_READ, sample_data(EventType.MESSAGE_READ))
+    result = await deliverer.deliver(with_headers, event, 1)
+    assert result.ok, result
+    (got,) = receiver.at("/stored")
+    assert got.signature_ok and got.headers["X-Tenant"] == "7"
+    assert "Transfer-Encoding" not in got.headers and got.headers.get("Connection", "").lower() != "close"

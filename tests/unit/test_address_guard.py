@@ -82,6 +82,38 @@ TRANSLATED = [
 TRANSLATED_PUBLIC = ["::ffff:8.8.8.8", "::808:808", "::ffff:0:808:808", "64:ff9b::808:808", "2002:808:808::"]
 
 
+# The documented platform and metadata endpoints of the major clouds (each provider's own docs).
+CLOUD_METADATA = [
+    "169.254.169.254",  # AWS, Azure IMDS, GCP, Oracle, DigitalOcean, OpenStack, IBM Cloud, Huawei
+    "169.254.169.123",  # AWS Time Sync
+    "169.254.169.253",  # AWS VPC DNS (Nitro)
+    "169.254.170.2",  # AWS ECS task metadata and credentials
+    "169.254.170.23",  # AWS EKS Pod Identity
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "fd00:ec2::23",  # AWS EKS Pod Identity over IPv6
+    "fd00:ec2::123",  # AWS Time Sync over IPv6
+    "168.63.129.16",  # Azure WireServer: globally routable, answers only inside Azure
+    "::ffff:168.63.129.16",  # ... as an IPv4-mapped address
+    "64:ff9b::a83f:8110",  # ... through NAT64
+    "2002:a83f:8110::",  # ... through 6to4
+    "fd20:ce::254",  # GCP metadata over IPv6
+    "100.100.100.200",  # Alibaba Cloud metadata (in CGNAT 100.64.0.0/10)
+    "192.0.0.192",  # Oracle Cloud metadata (legacy)
+    "169.254.0.23",  # Tencent Cloud metadata
+]
+
+
+@pytest.mark.parametrize("address", CLOUD_METADATA)
+def test_cloud_platform_and_metadata_endpoints_are_blocked(address: str) -> None:
+    assert is_blocked(address)
+    with pytest.raises(BlockedAddressError):
+        UrlHostGuard().check(f"https://{'[' + address + ']' if ':' in address else address}/hook")
+
+
+def test_azure_wireserver_neighbours_stay_public() -> None:
+    assert not is_blocked("168.63.129.15") and not is_blocked("168.63.129.17")
+
+
 @pytest.mark.parametrize("address", PUBLIC_V4 + PUBLIC_V6 + TRANSLATED_PUBLIC)
 def test_public_addresses_pass(address: str) -> None:
     assert not is_blocked(address)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dispatcher.delivery import DeliveryResult
 from dispatcher.routing import PARKS_HEADER
@@ -149,6 +150,30 @@ async def test_task_of_a_disabled_webhook_is_dropped_with_a_log_row() -> None:
     assert deliverer.calls == []
     [record] = records(broker)
     assert (record["outcome"], record["next_step"], record["error"]) == ("dropped", "dropped", "webhook disabled")
+
+
+@pytest.mark.parametrize("active", [True, False])
+async def test_a_task_whose_event_belongs_to_another_account_is_diverted_to_invalid_not_signed(active: bool) -> None:
+    # Given a webhook of acct_1 and, on its partition, a task for it carrying an event of acct_2 then one of acct_1
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_a", active=active)])
+    forged = build_event("acct_2", EventType.MESSAGE_READ, {})
+    own = build_event("acct_1", EventType.MESSAGE_READ, {})
+    broker.append(SETTINGS.topics.deliveries, task_json(forged.body(), "wh_a", 1, 0), key="wh_a")
+    broker.append(SETTINGS.topics.deliveries, task_json(own.body(), "wh_a", 1, 0), key="wh_a")
+    counted = REGISTRY.get_sample_value("hookfleet_invalid_events_total", {"reason": "account_mismatch"}) or 0.0
+    deliverer = StubDeliverer()
+    await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.invalid))
+                    and len(broker.messages(SETTINGS.topics.attempts)) == 1, stages=("delivery",))  # fmt: skip
+    # Then the forged task is never delivered nor logged in the webhook's log: it goes to the invalid topic
+    assert [c[1] for c in deliverer.calls] == ([own.id] if active else [])
+    assert [r["event"]["id"] for r in records(broker)] == [own.id]  # type: ignore[index]
+    [moved] = broker.messages(SETTINGS.topics.invalid)
+    reason = headers_of(moved)["reason"].decode()
+    assert "acct_2" in reason and "wh_a" in reason and "account" in reason
+    assert moved.value() == broker.messages(SETTINGS.topics.deliveries)[0].value()
+    assert REGISTRY.get_sample_value("hookfleet_invalid_events_total", {"reason": "account_mismatch"}) == counted + 1
+    assert broker.committed[SETTINGS.group_id][(SETTINGS.topics.deliveries, 0)] == 2
 
 
 async def test_a_hanging_webhooks_queue_is_parked_and_others_keep_flowing() -> None:

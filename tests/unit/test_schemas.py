@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from dispatcher.delivery import parse_target
+from schemas.api import WebhookCreate, WebhookUpdate, is_reserved_header
 from schemas.catalog import BY_TYPE, CATALOG, EventType, sample_data
 from schemas.ids import new_attempt_id, new_event_id, new_webhook_id, ulid
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome, Webhook
@@ -123,6 +125,9 @@ def test_delivery_task_rejects_attempt_outside_schedule() -> None:
         ("http://example.com/hook", "must be https"),
         ("https:///nohost", "no host"),
         ("https://user:pw@example.com/", "credentials"),
+        ("https://@example.com/", "credentials"),
+        ("https://:@example.com/", "credentials"),
+        ("https://user@example.com/", "credentials"),
         ("https://example.com:99999/", "invalid port"),
     ],
 )
@@ -235,3 +240,64 @@ def test_topic_prefix_applies_to_every_topic() -> None:
     assert topics.retries == ("t1.webhooks.retry.10s", "t1.webhooks.retry.60s", "t1.webhooks.retry.5m")
     assert all(name.startswith("t1.webhooks.") for name in topics.all()) and len(topics.all()) == 8
     assert topics.prefix == "t1." and Topics().prefix == ""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Transfer-Encoding",
+        "connection",
+        "Keep-Alive",
+        "Upgrade",
+        "Expect",
+        "te",
+        "Trailer",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Content-Length",
+        "X-Webhook-Signature",
+    ],
+)
+def test_hop_by_hop_and_framing_headers_are_reserved_for_create_and_update(name: str) -> None:
+    body = {"name": "CRM Sync", "url": "https://example.com/", "events": ["message.read"], "headers": {name: "x"}}
+    for model, request in ((WebhookCreate, body), (WebhookUpdate, {"headers": {name: "x"}})):
+        with pytest.raises(ValidationError, match=f"header {name} is reserved") as refused:
+            model.model_validate_json(json.dumps(request))
+        assert [e["loc"] for e in refused.value.errors()] == [("headers",)]
+    assert is_reserved_header(name) and is_reserved_header(name.upper())
+
+
+def test_ordinary_custom_headers_are_not_reserved() -> None:
+    headers = {"Authorization": "Bearer x", "X-Tenant": "7", "Proxyish": "1", "Tea": "2"}
+    body = {"name": "CRM Sync", "url": "https://example.com/", "events": ["message.read"], "headers": headers}
+    assert WebhookCreate.model_validate_json(json.dumps(body)).headers == headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://@example.com/",
+        "https://:@example.com/",
+        "https://user@example.com/",
+        "https://u:p@example.com/",
+        "https://example.com/a@b?c=@",
+        "https://example.com:8443/x",
+    ],
+)
+def test_registration_and_delivery_agree_on_userinfo(url: str) -> None:
+    """A URL the API registers is one the delivery function accepts, and the other way round."""
+    body = {"name": "CRM Sync", "url": url, "events": ["message.read"]}
+    try:
+        WebhookCreate.model_validate_json(json.dumps(body))
+    except ValidationError as exc:
+        registered = False
+        assert [e["loc"] for e in exc.errors()] == [("url",)] and "credentials" in str(exc)
+    else:
+        registered = True
+    try:
+        parse_target(url)
+    except ValueError:
+        delivered = False
+    else:
+        delivered = True
+    assert registered == delivered == ("@" not in url.split("/")[2])
