@@ -11,7 +11,7 @@ STEP := deploy/local/step.sh
 # network or a retry delay, and every test has its own topics, consumer groups and database schema.
 TEST_WORKERS ?= 2
 
-.PHONY: install system system-core system-test tools test-setup containers stack down status lint unit test demo bench clean
+.PHONY: install system system-core system-test system-test-late tools test-setup containers stack down status lint unit test demo bench clean
 
 $(STAMP): pyproject.toml
 	@$(STEP) "python packages" $(SHELL) $(.SHELLFLAGS) '\
@@ -34,6 +34,11 @@ system-core: system
 
 system-test: SYSTEM_SETS := core test
 system-test: system
+
+# `make test`: Chromium and Prometheus after the rest (apt-get takes one lock), so that the steps waiting
+# for Debian packages (images, stack) start first.
+system-test-late: system
+	@$(STEP) "debian packages (test)" deploy/local/system-packages.sh test
 
 # kustomize for the manifest rendering test: built once with Go into ~/.cache/hookfleet.
 tools:
@@ -68,10 +73,10 @@ unit: install
 	  $(BIN)/pytest -p no:cacheprovider -q tests/unit -m "not tooling and not integration" $(PYTEST_ARGS)
 
 # The set-up steps run at once (each prints "setup: STEP N s"; its output is in deploy/local/.cache/setup/),
-# each waiting only for what it needs: Debian packages -> {container images, local stack}; venv -> {local
-# stack, lint}; kustomize on its own. A failed step stops the run and prints its log's end.
-test-setup: SYSTEM_SETS := core test containers
-test-setup: system install tools containers stack lint
+# each waiting only for what it needs: Debian packages -> {container images, local stack, test packages};
+# venv -> {local stack, lint}; kustomize on its own. A failed step stops the run and prints its log's end.
+test-setup: SYSTEM_SETS := core containers
+test-setup: system system-test-late install tools containers stack lint
 
 test:
 	@start=$$SECONDS; $(MAKE) --no-print-directory -j6 test-setup; echo "setup: all done in $$((SECONDS - start)) s"
