@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Every Python package is pinned with its hashes in requirements-test.lock (`make lock` refreshes it): a
+# changed lock or pyproject.toml reinstalls.
+LOCK := requirements-test.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 STEP := deploy/local/step.sh
@@ -11,16 +14,30 @@ STEP := deploy/local/step.sh
 # network or a retry delay, and every test has its own topics, consumer groups and database schema.
 TEST_WORKERS ?= 2
 
-.PHONY: install system system-core system-test system-test-late tools test-setup containers stack down status lint unit test demo bench clean
+.PHONY: install lock system system-core system-test system-test-late tools test-setup containers stack down status lint unit test demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(STEP) "python packages" $(SHELL) $(.SHELLFLAGS) '\
 	  { test -x $(BIN)/python || python3 -m venv $(VENV); } && \
-	  $(BIN)/pip install -q --disable-pip-version-check --upgrade pip && \
-	  $(BIN)/pip install -q --disable-pip-version-check -e ".[test]"'
+	  $(BIN)/pip install -q --disable-pip-version-check --require-hashes -r $(LOCK) && \
+	  $(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+# The locks, from pyproject.toml with uv (installed into .venv for this): requirements.lock (what the image
+# installs) and requirements-test.lock (that plus the test tools, what .venv installs), with every file's
+# sha256. Versions already locked are kept unless pyproject.toml rules them out; `make lock UPGRADE=1`
+# takes the newest allowed. pip and setuptools (the build backend) are locked too: the project itself is
+# installed with --no-deps --no-build-isolation, so nothing is fetched unpinned.
+UV_VERSION := 0.13.8
+LOCK_INPUT := printf 'setuptools>=77\npip\n'
+LOCK_FLAGS = --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q $(if $(UPGRADE),--upgrade)
+lock:
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(LOCK_INPUT) | $(BIN)/uv pip compile pyproject.toml - $(LOCK_FLAGS) -o requirements.lock
+	$(LOCK_INPUT) | $(BIN)/uv pip compile pyproject.toml - --extra test -c requirements.lock $(LOCK_FLAGS) -o $(LOCK)
 
 # Debian packages, installed only when missing, with a single `apt-get update` (apt-get takes one lock, so
 # this is one step: the other steps that need a package wait for it). The browser tests drive Debian's
