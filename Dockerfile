@@ -2,12 +2,17 @@
 # Build from the repository root: docker build -t hookfleet .
 # BASE_IMAGE: any Debian-like image with Python 3.11 as `python` and its venv module; default the public
 # python:3.11-slim (deploy/podman/containers.sh builds a stand-in from Debian's python3.11 where no
-# registry can be reached).
+# registry can be reached). The tag alone can move: for a build that cannot change under you, pin the
+# base by digest, e.g. --build-arg BASE_IMAGE=python:3.11-slim@sha256:<digest> (the digest you have
+# checked; `docker buildx imagetools inspect python:3.11-slim` prints the current one).
+# Python packages come from requirements.lock (exact versions and sha256 of every file, `make lock`).
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/hookfleet
 WORKDIR /src
+COPY requirements.lock ./
+RUN /opt/hookfleet/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY hookfleet/ hookfleet/
 COPY schemas/ schemas/
@@ -19,7 +24,7 @@ COPY api/ api/
 COPY demo/ demo/
 # confluent-kafka, psycopg[binary] and pyreqwest ship manylinux wheels (librdkafka, libpq, the Rust HTTP client
 # built in): no compiler needed.
-RUN /opt/hookfleet/bin/pip install . && /opt/hookfleet/bin/hookfleet --help >/dev/null
+RUN /opt/hookfleet/bin/pip install --no-deps --no-build-isolation . && /opt/hookfleet/bin/hookfleet --help >/dev/null
 
 FROM ${BASE_IMAGE}
 # Non-root; HOOKFLEET_HOME exists and is owned by the user so a volume mounted there inherits that owner.

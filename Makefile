@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Every Python package is pinned with its hashes in requirements-test.lock (`make lock` refreshes it): a
+# changed lock or pyproject.toml reinstalls.
+LOCK := requirements-test.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 CODE := hookfleet schemas producer dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 STEP := deploy/local/step.sh
@@ -11,16 +14,30 @@ STEP := deploy/local/step.sh
 # network or a retry delay, and every test has its own topics, consumer groups and database schema.
 TEST_WORKERS ?= 2
 
-.PHONY: install system system-core system-test tools test-setup containers stack down status lint unit test demo bench clean
+.PHONY: install lock system system-core system-test system-test-late tools test-setup containers stack down status lint unit test demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(STEP) "python packages" $(SHELL) $(.SHELLFLAGS) '\
 	  { test -x $(BIN)/python || python3 -m venv $(VENV); } && \
-	  $(BIN)/pip install -q --disable-pip-version-check --upgrade pip && \
-	  $(BIN)/pip install -q --disable-pip-version-check -e ".[test]"'
+	  $(BIN)/pip install -q --disable-pip-version-check --require-hashes -r $(LOCK) && \
+	  $(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+# The locks, from pyproject.toml with uv (installed into .venv for this): requirements.lock (what the image
+# installs) and requirements-test.lock (that plus the test tools, what .venv installs), with every file's
+# sha256. Versions already locked are kept unless pyproject.toml rules them out; `make lock UPGRADE=1`
+# takes the newest allowed. pip and setuptools (the build backend) are locked too: the project itself is
+# installed with --no-deps --no-build-isolation, so nothing is fetched unpinned.
+UV_VERSION := 0.13.8
+LOCK_INPUT := printf 'setuptools>=77\npip\n'
+LOCK_FLAGS = --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q $(if $(UPGRADE),--upgrade)
+lock:
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(LOCK_INPUT) | $(BIN)/uv pip compile pyproject.toml - $(LOCK_FLAGS) -o requirements.lock
+	$(LOCK_INPUT) | $(BIN)/uv pip compile pyproject.toml - --extra test -c requirements.lock $(LOCK_FLAGS) -o $(LOCK)
 
 # Debian packages, installed only when missing, with a single `apt-get update` (apt-get takes one lock, so
 # this is one step: the other steps that need a package wait for it). The browser tests drive Debian's
@@ -34,6 +51,11 @@ system-core: system
 
 system-test: SYSTEM_SETS := core test
 system-test: system
+
+# `make test`: Chromium and Prometheus after the rest (apt-get takes one lock), so that the steps waiting
+# for Debian packages (images, stack) start first.
+system-test-late: system
+	@$(STEP) "debian packages (test)" deploy/local/system-packages.sh test
 
 # kustomize for the manifest rendering test: built once with Go into ~/.cache/hookfleet.
 tools:
@@ -68,10 +90,10 @@ unit: install
 	  $(BIN)/pytest -p no:cacheprovider -q tests/unit -m "not tooling and not integration" $(PYTEST_ARGS)
 
 # The set-up steps run at once (each prints "setup: STEP N s"; its output is in deploy/local/.cache/setup/),
-# each waiting only for what it needs: Debian packages -> {container images, local stack}; venv -> {local
-# stack, lint}; kustomize on its own. A failed step stops the run and prints its log's end.
-test-setup: SYSTEM_SETS := core test containers
-test-setup: system install tools containers stack lint
+# each waiting only for what it needs: Debian packages -> {container images, local stack, test packages};
+# venv -> {local stack, lint}; kustomize on its own. A failed step stops the run and prints its log's end.
+test-setup: SYSTEM_SETS := core containers
+test-setup: system system-test-late install tools containers stack lint
 
 test:
 	@start=$$SECONDS; $(MAKE) --no-print-directory -j6 test-setup; echo "setup: all done in $$((SECONDS - start)) s"

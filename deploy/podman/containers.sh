@@ -10,7 +10,7 @@
 #      `containers` set of deploy/local/system-packages.sh; one `apt-get update`, only for what is missing);
 #   2. debootstrap a minimal Debian bookworm once into a tarball cached outside the clone
 #      (~/.cache/hookfleet/podman/) and import it as localhost/hookfleet/debian:bookworm;
-#   3. build stand-ins on it, tagged with the exact names deploy/docker-compose.yml uses: Kafka (the Maven
+#   3. build stand-ins on it (at the same time), tagged with the exact names deploy/docker-compose.yml uses: Kafka (the Maven
 #      jars of deploy/local/pom.xml at the compose file's Kafka version, Debian's Java 17), PostgreSQL and
 #      Prometheus (Debian's packages), and a Python 3.11 base (Debian's python3.11) for the Dockerfile;
 #      Grafana is not packaged by Debian, so it has no stand-in;
@@ -147,13 +147,11 @@ kafka_jars() { # the jars of deploy/local/pom.xml at Kafka $1, fetched once per 
   echo "$libs"
 }
 
-stand_ins() {
-  local base_id kafka_tag version libs ctx
-  base_id="$(image_id "$debian_image")"
+kafka_stand_in() {
+  local base_id="$1" kafka_tag version libs ctx hash
   kafka_tag="$(compose_image kafka)"
   version="${kafka_tag##*:}"
   libs="$(kafka_jars "$version")"
-  local hash
   hash="$(content_hash "base=$base_id" "$here/kafka" "$libs")"
   if [ "$(image_hash "$(qualified "$kafka_tag")")" != "$hash" ]; then
     ctx="$(mktemp -d)"
@@ -164,12 +162,10 @@ stand_ins() {
   else
     say "$(qualified "$kafka_tag"): up to date"
   fi
-  for service in postgres prometheus; do
-    build "$(qualified "$(compose_image "$service")")" "$(content_hash "base=$base_id" "$here/$service")" \
-      "$here/$service" --build-arg DEBIAN_IMAGE="$debian_image"
-  done
-  say "grafana ($(compose_image grafana)): no stand-in (not packaged by Debian); start the other services"
-  # The Python base trusts the host's local CAs (a TLS-inspecting proxy's, for pip inside the build).
+}
+
+python_base() { # trusts the host's local CAs (a TLS-inspecting proxy's, for pip inside the build)
+  local base_id="$1" ctx
   ctx="$(mktemp -d)"
   cp -r "$here/python/." "$ctx/"
   mkdir -p "$ctx/ca"
@@ -178,6 +174,25 @@ stand_ins() {
   fi
   build "$python_image" "$(content_hash "base=$base_id" "$ctx")" "$ctx" --build-arg DEBIAN_IMAGE="$debian_image"
   rm -rf "$ctx"
+}
+
+# The stand-ins share only the Debian base, so they build at the same time (most of a build is apt-get
+# downloading); every one must succeed.
+stand_ins() {
+  local base_id service pid failed=0 pids=()
+  base_id="$(image_id "$debian_image")"
+  kafka_stand_in "$base_id" &
+  pids+=($!)
+  for service in postgres prometheus; do
+    build "$(qualified "$(compose_image "$service")")" "$(content_hash "base=$base_id" "$here/$service")" \
+      "$here/$service" --build-arg DEBIAN_IMAGE="$debian_image" &
+    pids+=($!)
+  done
+  python_base "$base_id" &
+  pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" -eq 0 ] || { say "a stand-in image failed to build (its error is above)"; exit 1; }
+  say "grafana ($(compose_image grafana)): no stand-in (not packaged by Debian); start the other services"
 }
 
 hookfleet_image() {
