@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY hookfleet/ hookfleet/
 COPY schemas/ schemas/
 COPY producer/ producer/
+COPY delivery/ delivery/
 COPY dispatcher/ dispatcher/
 COPY retry_scheduler/ retry_scheduler/
 COPY recorder/ recorder/

@@ -17,7 +17,7 @@ from aiohttp import web
 from api.quotas import SlidingWindow
 from api.store import Store
 from api.url_check import HostChecker
-from dispatcher.delivery import Deliverer
+from delivery.deliverer import Deliverer
 from hookfleet import secret_keys, secretbox
 from hookfleet.db import DatabaseUnavailable
 from hookfleet.kafka import KafkaProducer

@@ -2,7 +2,7 @@
 (private, loopback, link-local, metadata, ...) is refused with a 422 naming `url`.
 
 This is the early, friendly answer. It is not the defence: DNS can change after this check, so every
-delivery re-checks the addresses it actually connects to (dispatcher/delivery.py).
+delivery re-checks the addresses it actually connects to (delivery/deliverer.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from api.errors import ApiError
-from dispatcher.address_guard import IPNetwork, is_blocked, is_nonstandard_ip_literal
+from delivery.address_guard import IPNetwork, is_blocked, is_nonstandard_ip_literal
 
 RESOLVE_TIMEOUT_S = 5.0
 

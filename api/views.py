@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from api.store import DeliveryRow, WebhookRow
-from dispatcher.signing import SECRET_PREFIX, signature_headers
+from delivery.signing import SECRET_PREFIX
+from delivery.signing import request_headers as delivery_headers
 from hookfleet import USER_AGENT
 from schemas.api import Delivery, WebhookView, WebhookWithSecret
 from schemas.catalog import EventType
@@ -75,21 +76,11 @@ def delivery_view(row: DeliveryRow) -> Delivery:
 def request_headers(
     row: DeliveryRow, body: bytes | None, secret: str, previous: str | None, custom: dict[str, str]
 ) -> dict[str, str]:
-    """The headers of one logged attempt, as the dispatcher builds them (dispatcher/delivery.py): the
-    timestamp is the attempt's own second, so the signatures are the ones sent whenever the secret is the
-    same; custom header values stay masked. Without the body (past retention) there is nothing to sign."""
+    """The headers of one logged attempt, built as the dispatcher builds them (`delivery.signing.
+    request_headers`): the timestamp is the attempt's own second, so the signatures are the ones sent
+    whenever the secret is the same; custom header values stay masked. Without the body (past retention)
+    there is nothing to sign."""
     timestamp = int(row.attempted_at.timestamp())
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    if body is not None:
-        headers.update(signature_headers(secret, previous, row.event_id, row.event_type, row.attempt, timestamp, body))
-    else:
-        headers.update(
-            {
-                "X-Webhook-Id": row.event_id,
-                "X-Webhook-Event": row.event_type,
-                "X-Webhook-Attempt": str(row.attempt),
-                "X-Webhook-Timestamp": str(timestamp),
-            }
-        )
-    headers.update({name: mask_header_value(value) for name, value in custom.items()})
-    return headers
+    masked = [(name, mask_header_value(value)) for name, value in custom.items()]
+    headers = delivery_headers(secret, previous, row.event_id, row.event_type, row.attempt, timestamp, body, masked)
+    return {"User-Agent": USER_AGENT, **headers}

@@ -19,9 +19,9 @@ from api.quotas import check_count, check_rate
 from api.resources import Resources, resources_of
 from api.store import WebhookRow
 from api.views import webhook_view, webhook_with_secret
-from dispatcher.delivery import attempt_record
-from dispatcher.signing import new_secret
-from dispatcher.subscriptions import Endpoint
+from delivery.deliverer import attempt_record
+from delivery.endpoint import Endpoint
+from delivery.signing import new_secret
 from hookfleet.redrive import redrive
 from hookfleet.secretbox import open_headers, seal_headers
 from schemas.api import (

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from dispatcher.signing import new_secret, signature_headers
+from delivery.signing import new_secret, signature_headers
 from hookfleet import USER_AGENT
 from producer.publisher import build_event
 from schemas.catalog import PRODUCT_TYPES, sample_data

@@ -21,9 +21,10 @@ from pathlib import Path
 import trustme
 import uvloop
 
-from dispatcher import delivery, http1
-from dispatcher.delivery import Deliverer
-from dispatcher.subscriptions import Endpoint
+from delivery import deliverer as delivery
+from delivery import http1
+from delivery.deliverer import Deliverer
+from delivery.endpoint import Endpoint
 from hookfleet.settings import DeliverySettings
 from producer.publisher import build_event
 from schemas.catalog import EventType, sample_data

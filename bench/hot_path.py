@@ -35,11 +35,12 @@ from confluent_kafka import Message, TopicPartition
 
 from bench.receiver import Receiver
 from bench.stack import thread_cpu_seconds
+from delivery.deliverer import Deliverer
+from delivery.endpoint import Endpoint
+from delivery.signing import new_secret
+from delivery.wire_json import task_json
 from demo.tls import make_demo_certs
-from dispatcher.delivery import Deliverer
-from dispatcher.signing import new_secret
-from dispatcher.subscriptions import Endpoint, SubscriptionIndex
-from dispatcher.wire_json import task_json
+from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet import metrics
 from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics

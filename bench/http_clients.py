@@ -10,7 +10,7 @@ one holding things back. Runs alternate between clients so load from other work 
 
     python -m bench.http_clients --seconds 4 --rounds 2 --connections 16,1000
 
-`deliverer` is the real delivery path (`dispatcher.delivery.Deliverer` on `dispatcher/http1.py`:
+`deliverer` is the real delivery path (`delivery.deliverer.Deliverer` on `delivery/http1.py`:
 pinning, signing, capped body, classification). aiohttp (the API server) is a dependency and pyreqwest
 is in the test extras for this probe. The others are installed by hand for a probe, in a separate
 virtualenv: niquests pulls in urllib3-future, which installs itself as `urllib3` and breaks `requests`
@@ -36,7 +36,7 @@ from typing import Any
 
 from bench import machine
 from bench.receiver import Receiver
-from dispatcher.signing import new_secret, signature_headers
+from delivery.signing import new_secret, signature_headers
 from hookfleet import USER_AGENT
 from producer.publisher import build_event
 from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
@@ -124,8 +124,8 @@ async def _client(name: str, ca: str, connections: int) -> tuple[Post, Callable[
 
         return post_niquests, nq.close
     if name == "deliverer":  # the real delivery path (http1.py): pinning, signing, capped read, classification
-        from dispatcher.delivery import Deliverer
-        from dispatcher.subscriptions import Endpoint
+        from delivery.deliverer import Deliverer
+        from delivery.endpoint import Endpoint
         from hookfleet.settings import DeliverySettings
 
         deliverer = Deliverer(DeliverySettings(ca_bundle=ca, allow_networks=["127.0.0.0/8"]))

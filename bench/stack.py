@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
-from dispatcher.signing import new_secret
+from delivery.signing import new_secret
 from hookfleet.db import migrate
 from hookfleet.kafka import TopicSpec, delete_topics, ensure_topics
 from hookfleet.secretbox import SecretBox

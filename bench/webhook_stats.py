@@ -32,7 +32,7 @@ import psycopg
 from api.store import STATS_SQL, StatsRow
 from api.webhook_stats import build_stats, window_bounds
 from bench import machine
-from dispatcher.delivery import DeliveryResult, attempt_record
+from delivery.deliverer import DeliveryResult, attempt_record
 from hookfleet.attempt_rows import rollup_sql
 from hookfleet.db import migrate
 from recorder.batch import Batch

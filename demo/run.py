@@ -25,9 +25,9 @@ from pathlib import Path
 
 import psycopg
 
+from delivery.signing import new_secret
 from demo.receiver import DemoReceiver
 from demo.tls import make_demo_certs
-from dispatcher.signing import new_secret
 from hookfleet import secretbox
 from hookfleet.devstack import default_paths
 from hookfleet.settings import ApiSettings

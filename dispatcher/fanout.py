@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.subscriptions import Endpoint
+from delivery.endpoint import Endpoint
 from schemas.catalog import OPERATIONAL_TYPES
 from schemas.models import Event
 

@@ -11,7 +11,7 @@ import threading
 
 import uvloop
 
-from dispatcher.delivery import Deliverer
+from delivery.deliverer import Deliverer
 from dispatcher.subscription_store import SubscriptionSync
 from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher

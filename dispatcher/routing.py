@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, RETRY_AFTER_CAP_S, STAGES, delay_index_for_wait
@@ -43,25 +41,6 @@ class FailureRoute:
     topic: str  # for "disabled": nothing is queued; only the attempt record is written, to the attempts topic
     next_attempt: int  # for "dead" / "disabled": the attempt that failed last
     due_at_ms: int  # for "dead" / "disabled": when it was decided
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
-
-    None when absent or unreadable (the schedule applies); a date in the past is 0.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(int(text))
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def retry_wait_s(

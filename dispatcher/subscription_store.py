@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 
-from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from delivery.endpoint import Endpoint
+from dispatcher.subscriptions import SubscriptionIndex
 from hookfleet.db import connect_async
 from hookfleet.metrics import SUBSCRIPTION_DB_ERRORS, SUBSCRIPTIONS_AGE
 from hookfleet.secretbox import SecretBox, SecretKeyError, open_headers

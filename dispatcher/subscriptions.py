@@ -7,37 +7,9 @@ replaced by periodic full reloads and patched by per-webhook change notification
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
 
+from delivery.endpoint import Endpoint
 from schemas.catalog import EventType
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """What the dispatcher needs of a webhook to deliver to it (secrets decrypted; never logged)."""
-
-    id: str
-    account_id: str
-    url: str
-    events: frozenset[EventType]
-    active: bool
-    secret: str
-    previous_secret: str | None = None
-    previous_secret_expires_at: datetime | None = None
-    rate_limit_per_s: int | None = None  # enforced by the webhook's one owner (dispatcher/lanes.py)
-    ordering: Literal["unordered", "fifo"] = "unordered"
-    headers: tuple[tuple[str, str], ...] = ()  # custom request headers (decrypted; never logged)
-
-    def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
-        return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"
-
-    def signing_secrets(self, now: datetime) -> tuple[str, str | None]:
-        """Current secret and, while a rotation overlap lasts, the previous one."""
-        if self.previous_secret and self.previous_secret_expires_at and now < self.previous_secret_expires_at:
-            return self.secret, self.previous_secret
-        return self.secret, None
 
 
 class SubscriptionIndex:

@@ -32,13 +32,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dispatcher.delivery import Deliverer, DeliveryResult, record_json
+from delivery.deliverer import Deliverer, DeliveryResult, record_json
+from delivery.endpoint import Endpoint
+from delivery.wire_json import attempt_json, event_bytes, task_json
 from dispatcher.fanout import FanoutJob, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.routing import PARKS_HEADER, FailureRoute, parks_of, route_failure, route_park
 from dispatcher.stage_consumer import StageConsumer
-from dispatcher.subscriptions import Endpoint, SubscriptionIndex
-from dispatcher.wire_json import attempt_json, event_bytes, task_json
+from dispatcher.subscriptions import SubscriptionIndex
 from hookfleet import metrics, tracing
 from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
@@ -349,15 +350,7 @@ class Dispatcher:
         now = time.monotonic()
         admission = lane.admit(now)
         if admission is Admission.PARK:
-            if not lane.parking:
-                lane.parking = True
-                log.info(
-                    "event=webhook_parking webhook_id=%s reason=%s answer_ms=%s queued=%d",
-                    endpoint.id,
-                    "stalled" if lane.stalled(now) else "slow",
-                    None if lane.latency_s is None else round(lane.latency_s * 1000),
-                    len(lane.queue),
-                )
+            self._parking(endpoint.id, lane, now)
             self._spawn(self._park(job), key)
             return
         lane.parking = False
@@ -633,11 +626,25 @@ class Dispatcher:
         for webhook_id, lane in list(self._lanes.items()):
             if lane.policy.fifo or not lane.queue or not lane.stalled(now):
                 continue
+            self._parking(webhook_id, lane, now)
             while lane.queue:
                 job = lane.queue.popleft()
                 self._spawn(self._park(job), job.key)
             if lane.held_back:
                 self._release(webhook_id, lane)
+
+    def _parking(self, webhook_id: str, lane: Lane[_Job], now: float) -> None:
+        """Log a park spell once, when it starts (it ends when the lane next admits a task)."""
+        if lane.parking:
+            return
+        lane.parking = True
+        log.info(
+            "event=webhook_parking webhook_id=%s reason=%s answer_ms=%s queued=%d",
+            webhook_id,
+            "stalled" if lane.stalled(now) else "slow",
+            None if lane.latency_s is None else round(lane.latency_s * 1000),
+            len(lane.queue),
+        )
 
     def _hold(self, webhook_id: str, lane: Lane[_Job]) -> None:
         """Backpressure from one webhook that keeps answering but has a full queue: pause its partition."""

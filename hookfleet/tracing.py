@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from hookfleet.kafka import Message
+    from confluent_kafka import Message
 
 TRACEPARENT = "traceparent"
 _TRACEPARENT_SHAPE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import Page, expect
 
-from dispatcher.delivery import DeliveryResult, attempt_record
+from delivery.deliverer import DeliveryResult, attempt_record
 from recorder.batch import Batch
 from recorder.store import RecorderStore
 from schemas.catalog import EventType, sample_data

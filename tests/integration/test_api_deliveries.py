@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dispatcher.signing import verify_hex_signature
+from delivery.signing import verify_hex_signature
 from schemas.catalog import EventType, sample_data
 from schemas.ids import new_event_id
 from schemas.models import DeliveryTask, Event

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dispatcher.delivery import DeliveryResult, attempt_record
-from dispatcher.signing import hex_signature
+from delivery.deliverer import DeliveryResult, attempt_record
+from delivery.signing import hex_signature
 from hookfleet.attempt_rows import LATENCY_BOUNDS_MS
 from hookfleet.retention import prune
 from recorder.batch import Batch

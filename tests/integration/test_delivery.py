@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from dispatcher import delivery, http1
-from dispatcher.delivery import Deliverer, DeliveryResult
-from dispatcher.subscriptions import Endpoint
+from delivery import deliverer as delivery
+from delivery import http1
+from delivery.deliverer import Deliverer, DeliveryResult
+from delivery.endpoint import Endpoint
 from hookfleet import USER_AGENT
 from hookfleet.settings import DeliverySettings
 from producer.publisher import build_event

@@ -283,7 +283,7 @@ async def test_replay_refusals_other_account_disabled_past_retention_and_bad_ran
 
 async def test_replayed_attempts_carry_the_replay_id_into_the_log(api: RunningApi, database_url: str) -> None:
     """The `replay` field of the log, from the record the dispatcher builds with `attempt_record(..., replay_id)`."""
-    from dispatcher.delivery import DeliveryResult, attempt_record
+    from delivery.deliverer import DeliveryResult, attempt_record
 
     account, key = api.account("Acme")
     webhook_id, _ = seed_webhook(database_url, account, "https://localhost:9/x", ["message.read"])

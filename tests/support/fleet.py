@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from dispatcher.signing import new_secret
+from delivery.signing import new_secret
 from hookfleet.secretbox import SecretBox, seal_headers
 from schemas.ids import new_webhook_id
 

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from dispatcher.address_guard import (
+from delivery.address_guard import (
     BlockedAddressError,
     UrlHostGuard,
     embedded_ipv4s,

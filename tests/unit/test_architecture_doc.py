@@ -29,14 +29,28 @@ def test_every_topic_named_exists() -> None:
     assert set(Topics().all()) <= named, "a topic is missing from the document"
 
 
-def test_every_setting_named_exists() -> None:
-    fields: set[str] = set()
+def _settings_env_names() -> dict[str, set[str]]:
+    """Every setting of every role, by its HOOKFLEET_ name, with every environment name that sets it."""
+    names: dict[str, set[str]] = {}
     for value in vars(settings).values():
         if isinstance(value, type) and issubclass(value, BaseSettings):
-            fields |= {f"HOOKFLEET_{name.upper()}" for name in value.model_fields}
+            for name, field in value.model_fields.items():
+                env = f"HOOKFLEET_{name.upper()}"
+                aliases = getattr(field.validation_alias, "choices", None) or []
+                names.setdefault(env, {env}).update(a for a in aliases if isinstance(a, str))
+    return names
+
+
+def test_every_setting_named_exists() -> None:
+    fields = set(_settings_env_names())
     named = set(re.findall(r"\b(HOOKFLEET_[A-Z0-9_]+)\b", DOC))
     assert len(named) > 20
     assert named <= fields, sorted(named - fields)
+
+
+def test_every_setting_is_documented() -> None:
+    missing = sorted(env for env, names in _settings_env_names().items() if not any(n in DOC for n in names))
+    assert not missing, f"settings missing from docs/architecture.md#settings: {missing}"
 
 
 def test_every_metric_named_exists() -> None:

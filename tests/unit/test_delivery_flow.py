@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from delivery.wire_json import task_json
 from dispatcher.fanout import FanoutJob
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
-from dispatcher.wire_json import task_json
 from hookfleet.stream.ledger import LowWaterMark
 from hookfleet.stream.offset_codec import decode_finished, encode_finished
 from producer.publisher import build_event

@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from dispatcher.address_guard import BlockedAddressError, is_blocked
-from dispatcher.delivery import parse_target
-from dispatcher.http1 import ConnectFailed, ProtocolError, ServerDisconnected
-from dispatcher.outcome import classify_error, classify_status
-from dispatcher.routing import PARKS_HEADER, parks_of, route_failure, route_park
-from dispatcher.signing import (
+from delivery.address_guard import BlockedAddressError, is_blocked
+from delivery.deliverer import parse_target
+from delivery.endpoint import Endpoint
+from delivery.http1 import ConnectFailed, ProtocolError, ServerDisconnected
+from delivery.outcome import classify_error, classify_status
+from delivery.signing import (
     hex_signature,
     hmac_sha256,
     new_secret,
@@ -28,7 +28,8 @@ from dispatcher.signing import (
     standard_signature,
     verify_hex_signature,
 )
-from dispatcher.subscriptions import Endpoint, SubscriptionIndex
+from dispatcher.routing import PARKS_HEADER, parks_of, route_failure, route_park
+from dispatcher.subscriptions import SubscriptionIndex
 from hookfleet import USER_AGENT
 from hookfleet.stream.ledger import LowWaterMark
 from schemas.catalog import EventType

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from dispatcher.delivery import DeliveryResult
+from delivery.deliverer import DeliveryResult
+from delivery.endpoint import Endpoint
+from delivery.wire_json import task_json
 from dispatcher.routing import PARKS_HEADER
-from dispatcher.subscriptions import Endpoint, SubscriptionIndex
-from dispatcher.wire_json import task_json
+from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet.kafka import Headers
 from hookfleet.settings import DispatcherSettings

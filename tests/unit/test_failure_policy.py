@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from delivery.endpoint import Endpoint
+from delivery.retry_after import parse_retry_after
 from dispatcher.fanout import recipients
-from dispatcher.routing import delay_topic_for, parse_retry_after, retry_wait_s, route_failure
-from dispatcher.subscriptions import Endpoint
+from dispatcher.routing import delay_topic_for, retry_wait_s, route_failure
 from producer.publisher import build_event
 from recorder.health import gone_at, latest_failure, mail_text, should_auto_disable
 from retry_scheduler.gate import bounded_due_ms, hold_plan

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dispatcher.delivery import parse_target
+from delivery.deliverer import parse_target
 from schemas.api import WebhookCreate, WebhookUpdate, is_reserved_header
 from schemas.catalog import BY_TYPE, CATALOG, EventType, sample_data
 from schemas.ids import new_attempt_id, new_event_id, new_webhook_id, ulid

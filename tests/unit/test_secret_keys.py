@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.signing import hex_signature, verify_hex_signature
+from delivery.signing import hex_signature, verify_hex_signature
 from dispatcher.subscription_store import _endpoint
 from hookfleet.secret_keys import configured_box, is_local_stack
 from hookfleet.secretbox import SecretBox, SecretKeyError

@@ -38,7 +38,7 @@ def test_off_without_an_otlp_endpoint_the_sdk_is_never_imported_and_hooks_return
     code = (
         "import sys; from hookfleet import tracing\n"
         "assert not tracing.ENABLED\n"
-        "from dispatcher.delivery import Deliverer\n"
+        "from delivery.deliverer import Deliverer\n"
         "assert not hasattr(Deliverer.deliver, '__wrapped__'), 'deliver is wrapped with tracing off'\n"
         "h = [('a', b'1')]\n"
         "assert tracing.inject(h) is h and tracing.current() is None and tracing.receiver_headers() == {}\n"

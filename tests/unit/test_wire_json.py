@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dispatcher.wire_json import attempt_json, event_bytes, task_json
+from delivery.wire_json import attempt_json, event_bytes, task_json
 from producer.publisher import build_event
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
 

@@ -10,8 +10,8 @@ import asyncio
 import socket
 import ssl
 
-from dispatcher.address_guard import BlockedAddressError
-from dispatcher.http1 import InvalidStatus, ProtocolError, ServerDisconnected
+from delivery.address_guard import BlockedAddressError
+from delivery.http1 import InvalidStatus, ProtocolError, ServerDisconnected
 from schemas.models import Outcome
 
 

@@ -15,7 +15,10 @@ import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from typing import Any
+
+from schemas.api import is_reserved_header
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 
@@ -101,4 +104,36 @@ def signature_headers(
     if previous_secret is not None:
         headers["X-Webhook-Signature-Previous"] = hex_signature(previous_secret, body)
         headers["webhook-signature"] += " " + standard_signature(previous_secret, event_id, timestamp, body)
+    return headers
+
+
+def request_headers(
+    secret: str,
+    previous_secret: str | None,
+    event_id: str,
+    event_type: str,
+    attempt: int,
+    timestamp: int,
+    body: bytes | None,
+    custom: Iterable[tuple[str, str]] = (),
+) -> dict[str, str]:
+    """The headers of one delivery attempt, the one builder the dispatcher and the API's views share (the
+    request head adds Host, User-Agent and Content-Length).
+
+    `body` None (a logged attempt whose event is past retention) gives every header but the signatures. The
+    webhook's own headers come last; a reserved name (stored before it was reserved) is left out, so it can
+    never frame or steer the request."""
+    if body is not None:
+        headers = signature_headers(secret, previous_secret, event_id, event_type, attempt, timestamp, body)
+    else:
+        headers = {
+            "X-Webhook-Id": event_id,
+            "X-Webhook-Event": event_type,
+            "X-Webhook-Attempt": str(attempt),
+            "X-Webhook-Timestamp": str(timestamp),
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+        }
+    headers["Content-Type"] = "application/json"
+    headers.update((name, value) for name, value in custom if not is_reserved_header(name))
     return headers

@@ -37,19 +37,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import quote, urlsplit
 
-from dispatcher.address_guard import BlockedAddressError, IPAddress, IPNetwork, UrlHostGuard, is_blocked
-from dispatcher.http1 import ConnectFailed, Pool, ProtocolError, monotonic_deadline, tls_context
-from dispatcher.outcome import classify_error, classify_status
-from dispatcher.routing import parse_retry_after
-from dispatcher.signing import signature_headers
-from dispatcher.subscriptions import Endpoint
-from dispatcher.wire_json import attempt_json
+from delivery.address_guard import BlockedAddressError, IPAddress, IPNetwork, UrlHostGuard, is_blocked
+from delivery.endpoint import Endpoint
+from delivery.http1 import ConnectFailed, Pool, ProtocolError, monotonic_deadline, tls_context
+from delivery.outcome import classify_error, classify_status
+from delivery.retry_after import parse_retry_after
+from delivery.signing import request_headers
+from delivery.wire_json import attempt_json
 from hookfleet import USER_AGENT, tracing
 from hookfleet.settings import DeliverySettings
-from schemas.api import is_reserved_header
 from schemas.ids import new_attempt_id
 from schemas.models import AttemptRecord, Event, NextStep, Outcome, has_userinfo
 
@@ -350,14 +348,10 @@ class Deliverer:
         payload = event.body() if body is None else body
         attempted_at = datetime.now(UTC)
         secret, previous = endpoint.signing_secrets(attempted_at)
-        headers: dict[str, Any] = signature_headers(
-            secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload
-        )
-        headers["Content-Type"] = "application/json"
-        # The webhook's own headers (e.g. Authorization). Reserved names are refused when they are set; one
-        # stored before its name was reserved is left out here, so it can never frame or steer the request.
-        if endpoint.headers:
-            headers.update((name, value) for name, value in endpoint.headers if not is_reserved_header(name))
+        headers = request_headers(
+            secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload,
+            endpoint.headers,
+        )  # fmt: skip
         headers.update(tracing.receiver_headers())  # traceparent, when tracing and HOOKFLEET_TRACE_RECEIVERS are on
         started = time.monotonic()
         host: _HostClient | None = None
