@@ -24,6 +24,7 @@ from schemas.api import (
     DeliveryQuery,
     EventTypeList,
     Health,
+    NotificationEmailConfirm,
     RecoverRequest,
     RecoverResult,
     RedeliverResult,
@@ -233,8 +234,25 @@ OPERATIONS: tuple[Operation, ...] = (
         "account",
         request=AccountUpdate,
         response=AccountView,
+        errors=(429,),
         description="`notification_email` gets one short mail per webhook state change (failing, recovered,"
-        " disabled) when the operator configured SMTP.",
+        " disabled) when the operator configured SMTP, once confirmed: a new address is stored unconfirmed and"
+        " mailed a one-time code (valid 30 minutes; a new code at most once a minute, else 429 with"
+        " Retry-After; 503 `mail_unavailable` when it could not be mailed). Setting the same confirmed address"
+        " again changes nothing.",
+    ),
+    Operation(
+        "POST",
+        "/v1/account/notification-email/confirm",
+        notifications.confirm_notification_email,
+        "confirmNotificationEmail",
+        "Confirm your notification address",
+        "account",
+        request=NotificationEmailConfirm,
+        response=AccountView,
+        errors=(409,),
+        description="The code mailed to the address confirms it; from then on it gets notification mail. A wrong"
+        " code is a 422 (5 tries per code), an expired one too; 409 when no confirmation is pending.",
     ),
     Operation(
         "GET", "/v1/api-keys", api_keys.list_api_keys, "listApiKeys", "List API keys", "api-keys", response=ApiKeyList

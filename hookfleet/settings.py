@@ -203,14 +203,9 @@ class RetrySchedulerSettings(CommonSettings):
     )
 
 
-class RecorderSettings(CommonSettings):
-    group_id: str = Field(default="hookfleet-recorder", validate_default=True)
-    _group = _group_id
-    disable_after: timedelta = Field(
-        default=timedelta(days=5),
-        description="a webhook failing this long (no success) while deliveries keep failing is switched off;"
-        " seconds or ISO 8601 (P5D)",
-    )
+class MailSettings(CommonSettings):
+    """The SMTP server, for the recorder (notification mail) and the API (the address's confirmation code)."""
+
     smtp_url: SecretStr | None = Field(
         default=None, description="SMTP server for notification mail (may carry a password); unset: no mail"
     )
@@ -228,6 +223,15 @@ class RecorderSettings(CommonSettings):
                 )
         return value
 
+
+class RecorderSettings(MailSettings):
+    group_id: str = Field(default="hookfleet-recorder", validate_default=True)
+    _group = _group_id
+    disable_after: timedelta = Field(
+        default=timedelta(days=5),
+        description="a webhook failing this long (no success) while deliveries keep failing is switched off;"
+        " seconds or ISO 8601 (P5D)",
+    )
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
     drain_timeout_s: float = Field(
@@ -251,7 +255,7 @@ class RecorderSettings(CommonSettings):
     )
 
 
-class ApiSettings(DeliverySettings, SecretKeySettings):
+class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     secret_rotation_overlap_s: int = Field(default=24 * 3600, ge=0)
