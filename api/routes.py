@@ -179,8 +179,9 @@ OPERATIONS: tuple[Operation, ...] = (
         status=202,
         response=RedeliverResult,
         description="Queues the event for the webhook as a fresh attempt 1, with the same event id."
-        " A delivery older than the retention is a 410 `past_retention`.",
-        errors=(410,),
+        " A delivery older than the retention is a 410 `past_retention`. Quota: redeliveries per minute (429 with"
+        " Retry-After, `error.limit` names it).",
+        errors=(410, 429),
     ),
     Operation(
         "POST",
@@ -193,6 +194,9 @@ OPERATIONS: tuple[Operation, ...] = (
         request=RecoverRequest,
         body_required=False,
         response=RecoverResult,
+        description="Queues the webhook's dead letters again as fresh attempts 1. Quota: recovers per minute (429"
+        " with Retry-After, `error.limit` names it).",
+        errors=(429,),
     ),
     Operation(
         "POST",
@@ -206,9 +210,11 @@ OPERATIONS: tuple[Operation, ...] = (
         response=ReplayView,
         description="Re-enqueues the events this webhook was sent in [since, until) as fresh attempts 1 (same event"
         " ids), at the operator's replay rate; `dry_run` answers 200 with a ReplayPreview (count, first and last"
-        " event) and sends nothing. Only events within the retention; a disabled webhook is a 409.",
+        " event) and sends nothing. Only events within the retention; a disabled webhook is a 409. Quotas (429"
+        " with Retry-After, `error.limit` names the one reached): replays running per account and per server,"
+        " events replayed per account per day.",
         response_headers={"Location": "path of the replay's progress"},
-        errors=(409, 410),
+        errors=(409, 410, 429),
         also=((200, ReplayPreview, "dry run: what would be sent"),),
     ),
     Operation(

@@ -53,9 +53,10 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     body = await read_body(request, WebhookCreate)
     account = account_of(request)
-    check_rate(resources.create_rate, account, "creates")
+    check_rate(resources.create_rate, account, "creates", "HOOKFLEET_CREATES_PER_MINUTE")
     quota = resources.settings.max_webhooks_per_account
-    check_count(await resources.store.count_webhooks(account), quota, "webhooks", "delete one first")
+    webhooks = await resources.store.count_webhooks(account)
+    check_count(webhooks, quota, "webhooks", "delete one first", "HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT")
     await resources.hosts.check(body.url)
     webhook_id, secret = new_webhook_id(), new_secret()
     row = await resources.store.insert_webhook(
@@ -187,7 +188,7 @@ async def send_test(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
     body = await read_body(request, TestRequest, required=False)
-    check_rate(resources.test_rate, row.account_id, "Test deliveries")
+    check_rate(resources.test_rate, row.account_id, "Test deliveries", "HOOKFLEET_TESTS_PER_MINUTE")
     event_type = body.event_type or EventType(row.events[0])
     event = Event(
         id=new_event_id(),
@@ -229,6 +230,7 @@ async def recover_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
     body = await read_body(request, RecoverRequest, required=False)
+    check_rate(resources.recover_rate, row.account_id, "recovers", "HOOKFLEET_RECOVERS_PER_MINUTE")
     count = await asyncio.to_thread(
         redrive,
         resources.database_url,

@@ -273,3 +273,18 @@ class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     replay_rate_per_s: float = Field(
         default=50.0, gt=0, le=10_000, description="events a replay re-enqueues per second, per replay"
     )
+    replays_per_account: int = Field(
+        default=2, ge=1, description="replays of one account running at once, per API process"
+    )
+    max_replays_running: int = Field(
+        default=8, ge=1, le=64, description="replays running at once in all, per API process (the operator's cap)"
+    )
+    replay_events_per_day: int = Field(
+        default=100_000, ge=1, description="events one account may replay in 24 hours (counted across replicas)"
+    )
+    redeliveries_per_minute: int = Field(
+        default=60, ge=1, description="redeliveries per account per minute, per API process"
+    )
+    recovers_per_minute: int = Field(
+        default=10, ge=1, description="recovers (dead-letter redrives) per account per minute, per API process"
+    )

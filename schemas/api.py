@@ -563,6 +563,11 @@ class ErrorDetail(_Response):
     code: str = Field(examples=["invalid_field"])
     message: str = Field(examples=["webhook url must be https (got http://crm.example.com)"])
     field: str | None = Field(default=None, description="the request field at fault, when there is one")
+    limit: str | None = Field(
+        default=None,
+        description="on a 429: the quota that was reached, named by its setting",
+        examples=["HOOKFLEET_REDELIVERIES_PER_MINUTE"],
+    )
 
 
 class ErrorBody(_Response):
