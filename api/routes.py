@@ -95,7 +95,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "webhooks",
         request=WebhookUpdate,
         response=WebhookView,
-        description="Only the fields sent change. Set `active` to false to stop all sending and keep the config.",
+        description="Only the fields sent change. Set `active` to false to stop all sending and keep the config."
+        " A new `url` counts against the URL changes per minute and its host lookup against the account's share"
+        " of the DNS threads (429 with Retry-After, `error.limit` names it).",
+        errors=(429,),
     ),
     Operation("DELETE", _WEBHOOK, webhooks.delete_webhook, "deleteWebhook", "Delete a webhook", "webhooks", status=204),
     Operation(

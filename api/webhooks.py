@@ -57,7 +57,8 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     quota = resources.settings.max_webhooks_per_account
     webhooks = await resources.store.count_webhooks(account)
     check_count(webhooks, quota, "webhooks", "delete one first", "HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT")
-    await resources.hosts.check(body.url)
+    check_rate(resources.url_change_rate, account, "url changes", "HOOKFLEET_URL_CHANGES_PER_MINUTE")
+    await resources.hosts.check(body.url, account)
     webhook_id, secret = new_webhook_id(), new_secret()
     row = await resources.store.insert_webhook(
         webhook_id,
@@ -105,7 +106,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
         changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
     if "url" in changes and changes["url"] != row.url:
-        await resources.hosts.check(changes["url"])
+        check_rate(resources.url_change_rate, row.account_id, "url changes", "HOOKFLEET_URL_CHANGES_PER_MINUTE")
+        await resources.hosts.check(changes["url"], row.account_id)
     updated = await resources.store.update_webhook(row.account_id, row.id, changes)
     if updated is None:  # deleted meanwhile
         raise not_found("webhook", row.id)

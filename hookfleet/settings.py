@@ -270,6 +270,12 @@ class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     dns_workers: int = Field(
         default=4, ge=1, le=64, description="threads resolving webhook hosts at registration (slow DNS waits there)"
     )
+    dns_lookups_per_account: int = Field(
+        default=2, ge=1, le=64, description="of those threads, how many one account's lookups may hold at once"
+    )
+    url_changes_per_minute: int = Field(
+        default=30, ge=1, description="webhook URLs set (create, or PATCH of the url) per account per minute"
+    )
     replay_rate_per_s: float = Field(
         default=50.0, gt=0, le=10_000, description="events a replay re-enqueues per second, per replay"
     )
