@@ -44,9 +44,10 @@ async def create_api_key(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     account = account_of(request)
     body = await read_body(request, ApiKeyCreate, required=False)
-    check_rate(resources.create_rate, account, "creates")
+    check_rate(resources.create_rate, account, "creates", "HOOKFLEET_CREATES_PER_MINUTE")
     quota = resources.settings.max_api_keys_per_account
-    check_count(await resources.store.count_active_api_keys(account), quota, "active API keys", "revoke one first")
+    keys = await resources.store.count_active_api_keys(account)
+    check_count(keys, quota, "active API keys", "revoke one first", "HOOKFLEET_MAX_API_KEYS_PER_ACCOUNT")
     key = new_api_key()
     row = await resources.store.insert_api_key(new_key_id(), hash_key(key), account, body.label, key_hint(key))
     log.info("event=api_key_created account_id=%s key_id=%s", account, row.id)

@@ -171,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--clear-headers", action="store_true", help="remove every custom header")
 
     notify = sub.add_parser("notify-email", parents=[common], help="where failure notifications are mailed")
-    notify.add_argument("address", nargs="?", help="e-mail address; '' removes it; omit to show it")
+    notify.add_argument(
+        "address", nargs="?", help="e-mail address (mailed a code to confirm it); '' removes it; omit to show it"
+    )
+    confirm = sub.add_parser("notify-email-confirm", parents=[common], help="confirm the address with the mailed code")
+    confirm.add_argument("code")
 
     test = sub.add_parser("test", parents=[common], help="send a sample event now and show the answer")
     test.add_argument("id")
@@ -259,7 +263,10 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
             if opts.address is None
             else client.call("PATCH", "/v1/account", {"notification_email": opts.address})
         )
-        return _out(opts, account, lambda: f"notification e-mail: {account['notification_email'] or '(none)'}")
+        return _out(opts, account, lambda: _notify_line(account))
+    if action == "notify-email-confirm":
+        account = client.call("POST", "/v1/account/notification-email/confirm", {"code": opts.code})
+        return _out(opts, account, lambda: _notify_line(account))
     if action == "delete":
         client.call("DELETE", path)
         return json.dumps({"deleted": wid}) if opts.json else f"deleted {wid}"
@@ -364,3 +371,15 @@ def main(args: argparse.Namespace) -> int:
     print(run(opts, client))
     sys.stdout.flush()
     return 0
+
+
+def _notify_line(account: dict[str, Any]) -> str:
+    address = account["notification_email"]
+    if address is None:
+        return "notification e-mail: (none)"
+    if account.get("notification_email_confirmed"):
+        return f"notification e-mail: {address}"
+    return (
+        f"notification e-mail: {address} (unconfirmed: enter the code mailed to it with"
+        " `hookfleet webhooks notify-email-confirm CODE`)"
+    )

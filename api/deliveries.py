@@ -12,6 +12,7 @@ from api import cursor
 from api.auth import account_of
 from api.errors import ApiError, not_found, past_retention
 from api.operation import json_response, path_id, read_query
+from api.quotas import check_rate
 from api.resources import resources_of
 from api.store import DeliveryFilter
 from api.views import delivery_view, request_headers
@@ -69,6 +70,7 @@ async def redeliver(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     account = account_of(request)
     attempt_id = path_id(request, "attempt_id", "delivery")
+    check_rate(resources.redeliver_rate, account, "redeliveries", "HOOKFLEET_REDELIVERIES_PER_MINUTE")
     found = await resources.store.find_attempt(account, attempt_id)
     if found is None:
         made_ms = ulid_time_ms(attempt_id)

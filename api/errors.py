@@ -29,7 +29,13 @@ class ApiError(Exception):
     """A failure with its HTTP status, a stable machine code and a message that says how to fix it."""
 
     def __init__(
-        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -37,6 +43,8 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.limit = limit
+        """The quota reached (its setting's name), for a 429."""
 
 
 def not_found(what: str, ident: str) -> ApiError:
@@ -71,8 +79,10 @@ def from_validation(exc: ValidationError, location: str = "") -> ApiError:
     return ApiError(422, "invalid_field", message, field)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, limit: str | None = None
+) -> web.Response:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field, limit=limit))
     return web.Response(
         status=status, body=body.model_dump_json(exclude_none=True).encode(), content_type="application/json"
     )
@@ -94,7 +104,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field, exc.limit)
         response.headers.update(exc.headers)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hookfleet"'

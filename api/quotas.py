@@ -1,5 +1,6 @@
-"""Per-account quotas: how many webhooks and API keys an account may hold, and how many creates and Test
-calls it may make per minute. A quota exceeded is a 429 with `Retry-After`, never a slow request.
+"""Per-account quotas: how many webhooks and API keys an account may hold, and how many creates, Test
+calls, redeliveries and recovers it may make per minute (replays: hookfleet/replay.py). A quota exceeded
+is a 429 with `Retry-After` and the quota's setting in `error.limit`, never a slow request.
 
 The per-minute limits are counted in each API process (a sliding window in memory): with N replicas
 behind a load balancer an account gets at most N times the limit. That bounds what one account can make
@@ -45,20 +46,21 @@ class SlidingWindow:
         return None
 
 
-def too_many(message: str, retry_after_s: float) -> ApiError:
+def too_many(message: str, retry_after_s: float, limit: str | None = None) -> ApiError:
+    """A 429 with `Retry-After`; `limit` names the quota's setting (e.g. HOOKFLEET_CREATES_PER_MINUTE)."""
     seconds = max(1, math.ceil(retry_after_s))
-    return ApiError(429, "quota_exceeded", message, headers={"Retry-After": str(seconds)})
+    return ApiError(429, "quota_exceeded", message, headers={"Retry-After": str(seconds)}, limit=limit)
 
 
-def check_rate(window: SlidingWindow, account_id: str, what: str) -> None:
+def check_rate(window: SlidingWindow, account_id: str, what: str, limit: str) -> None:
     wait = window.try_acquire(account_id)
     if wait is not None:
         raise too_many(
-            f"at most {window.limit} {what} per minute per account; retry in {max(1, math.ceil(wait))} s", wait
+            f"at most {window.limit} {what} per minute per account; retry in {max(1, math.ceil(wait))} s", wait, limit
         )
 
 
-def check_count(current: int, limit: int, what: str, fix: str) -> None:
+def check_count(current: int, limit: int, what: str, fix: str, setting: str) -> None:
     """A count quota: waiting alone does not clear it, so Retry-After is only a polite minimum."""
     if current >= limit:
-        raise too_many(f"this account has {current} {what}, the limit is {limit}; {fix}", WINDOW_S)
+        raise too_many(f"this account has {current} {what}, the limit is {limit}; {fix}", WINDOW_S, setting)

@@ -12,6 +12,7 @@ from aiohttp import web
 from api.auth import account_of
 from api.errors import ApiError, not_found, past_retention
 from api.operation import json_response, path_id, read_body
+from api.quotas import too_many
 from api.resources import resources_of
 from hookfleet import replay
 from hookfleet.retention import horizon
@@ -60,7 +61,7 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
         only_failed=body.only_failed,
     )
     if body.dry_run:
-        found = await asyncio.to_thread(replay.preview, resources.database_url, selection)
+        found = await asyncio.to_thread(replay.preview, resources.replays.pool, selection)
         return json_response(
             ReplayPreview(
                 webhook_id=row.id,
@@ -72,8 +73,19 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
             )
         )
     replay_id = new_replay_id()
-    await asyncio.to_thread(replay.create, resources.database_url, replay_id, selection)
-    resources.replays.start(replay_id, account, row.id)
+    runner = resources.replays
+    try:
+        runner.admit(replay_id, account)
+        try:
+            events_per_day = resources.settings.replay_events_per_day
+            await asyncio.to_thread(replay.create, runner.pool, replay_id, selection, events_per_day)
+        except BaseException:
+            runner.withdraw(replay_id)
+            raise
+    except replay.ReplayLimit as exc:
+        log.info("event=replay_refused account_id=%s webhook_id=%s limit=%s", account, row.id, exc.limit)
+        raise too_many(exc.message, exc.retry_after_s, exc.limit) from None
+    runner.start(replay_id, account, row.id)
     view = await _view(request, account, row.id, replay_id)
     response = json_response(view, 202)
     response.headers["Location"] = f"/v1/webhooks/{row.id}/replays/{replay_id}"
@@ -89,7 +101,7 @@ async def get_replay(request: web.Request) -> web.StreamResponse:
 
 async def _view(request: web.Request, account: str, webhook_id: str, replay_id: str) -> ReplayView:
     resources = resources_of(request)
-    found = await asyncio.to_thread(replay.progress, resources.database_url, account, webhook_id, replay_id)
+    found = await asyncio.to_thread(replay.progress, resources.replays.pool, account, webhook_id, replay_id)
     if found is None:
         raise not_found("replay", replay_id)
     return ReplayView.model_validate(found)

@@ -44,10 +44,16 @@ class Resources:
     """Set when the key check deferred by a database outage refused the key: the API then stops (exit 1)."""
     create_rate: SlidingWindow = field(init=False)
     test_rate: SlidingWindow = field(init=False)
+    redeliver_rate: SlidingWindow = field(init=False)
+    recover_rate: SlidingWindow = field(init=False)
+    url_change_rate: SlidingWindow = field(init=False)
 
     def __post_init__(self) -> None:
         self.create_rate = SlidingWindow(self.settings.creates_per_minute)
         self.test_rate = SlidingWindow(self.settings.tests_per_minute)
+        self.redeliver_rate = SlidingWindow(self.settings.redeliveries_per_minute)
+        self.recover_rate = SlidingWindow(self.settings.recovers_per_minute)
+        self.url_change_rate = SlidingWindow(self.settings.url_changes_per_minute)
 
     @property
     def store(self) -> Store:
@@ -110,9 +116,16 @@ class Resources:
             self._box = box
         self._deliverer = Deliverer(self.settings)
         self._producer = KafkaProducer(self.settings.kafka_bootstrap_servers)
-        self._hosts = HostChecker(self.settings.allow_networks, self.settings.dns_workers)
+        self._hosts = HostChecker(
+            self.settings.allow_networks, self.settings.dns_workers, self.settings.dns_lookups_per_account
+        )
         self._replays = ReplayRunner(
-            self.database_url, self._producer, self.settings.topics, self.settings.replay_rate_per_s
+            self.database_url,
+            self._producer,
+            self.settings.topics,
+            self.settings.replay_rate_per_s,
+            per_account=self.settings.replays_per_account,
+            max_running=self.settings.max_replays_running,
         )
 
     async def _check_key_later(self, stop: asyncio.Event) -> None:

@@ -24,6 +24,7 @@ from schemas.api import (
     DeliveryQuery,
     EventTypeList,
     Health,
+    NotificationEmailConfirm,
     RecoverRequest,
     RecoverResult,
     RedeliverResult,
@@ -94,7 +95,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "webhooks",
         request=WebhookUpdate,
         response=WebhookView,
-        description="Only the fields sent change. Set `active` to false to stop all sending and keep the config.",
+        description="Only the fields sent change. Set `active` to false to stop all sending and keep the config."
+        " A new `url` counts against the URL changes per minute and its host lookup against the account's share"
+        " of the DNS threads (429 with Retry-After, `error.limit` names it).",
+        errors=(429,),
     ),
     Operation("DELETE", _WEBHOOK, webhooks.delete_webhook, "deleteWebhook", "Delete a webhook", "webhooks", status=204),
     Operation(
@@ -178,8 +182,9 @@ OPERATIONS: tuple[Operation, ...] = (
         status=202,
         response=RedeliverResult,
         description="Queues the event for the webhook as a fresh attempt 1, with the same event id."
-        " A delivery older than the retention is a 410 `past_retention`.",
-        errors=(410,),
+        " A delivery older than the retention is a 410 `past_retention`. Quota: redeliveries per minute (429 with"
+        " Retry-After, `error.limit` names it).",
+        errors=(410, 429),
     ),
     Operation(
         "POST",
@@ -192,6 +197,9 @@ OPERATIONS: tuple[Operation, ...] = (
         request=RecoverRequest,
         body_required=False,
         response=RecoverResult,
+        description="Queues the webhook's dead letters again as fresh attempts 1. Quota: recovers per minute (429"
+        " with Retry-After, `error.limit` names it).",
+        errors=(429,),
     ),
     Operation(
         "POST",
@@ -205,9 +213,11 @@ OPERATIONS: tuple[Operation, ...] = (
         response=ReplayView,
         description="Re-enqueues the events this webhook was sent in [since, until) as fresh attempts 1 (same event"
         " ids), at the operator's replay rate; `dry_run` answers 200 with a ReplayPreview (count, first and last"
-        " event) and sends nothing. Only events within the retention; a disabled webhook is a 409.",
+        " event) and sends nothing. Only events within the retention; a disabled webhook is a 409. Quotas (429"
+        " with Retry-After, `error.limit` names the one reached): replays running per account and per server,"
+        " events replayed per account per day.",
         response_headers={"Location": "path of the replay's progress"},
-        errors=(409, 410),
+        errors=(409, 410, 429),
         also=((200, ReplayPreview, "dry run: what would be sent"),),
     ),
     Operation(
@@ -233,8 +243,25 @@ OPERATIONS: tuple[Operation, ...] = (
         "account",
         request=AccountUpdate,
         response=AccountView,
+        errors=(429,),
         description="`notification_email` gets one short mail per webhook state change (failing, recovered,"
-        " disabled) when the operator configured SMTP.",
+        " disabled) when the operator configured SMTP, once confirmed: a new address is stored unconfirmed and"
+        " mailed a one-time code (valid 30 minutes; a new code at most once a minute, else 429 with"
+        " Retry-After; 503 `mail_unavailable` when it could not be mailed). Setting the same confirmed address"
+        " again changes nothing.",
+    ),
+    Operation(
+        "POST",
+        "/v1/account/notification-email/confirm",
+        notifications.confirm_notification_email,
+        "confirmNotificationEmail",
+        "Confirm your notification address",
+        "account",
+        request=NotificationEmailConfirm,
+        response=AccountView,
+        errors=(409,),
+        description="The code mailed to the address confirms it; from then on it gets notification mail. A wrong"
+        " code is a 422 (5 tries per code), an expired one too; 409 when no confirmation is pending.",
     ),
     Operation(
         "GET", "/v1/api-keys", api_keys.list_api_keys, "listApiKeys", "List API keys", "api-keys", response=ApiKeyList

@@ -3,6 +3,7 @@ another account is simply not found, so tenant isolation does not depend on each
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ from schemas.models import AttemptRecord
 from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
 
 log = logging.getLogger(__name__)
+
+Confirmation = Literal["confirmed", "wrong", "expired", "locked", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    name: str
+    notification_email: str | None
+    confirmed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,16 +227,79 @@ class Store:
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_hash = %s", (key_hash,))
         return None if row is None else str(row[0])
 
-    async def get_account(self, account_id: str) -> tuple[str, str | None] | None:
-        """(name, notification e-mail) of the account."""
+    async def get_account(self, account_id: str) -> AccountRow | None:
         async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT name, notification_email FROM accounts WHERE id = %s", (account_id,))
+            cur = await conn.execute(
+                "SELECT name, notification_email, notification_email_confirmed_at IS NOT NULL FROM accounts"
+                " WHERE id = %s",
+                (account_id,),
+            )
             row = await cur.fetchone()
-        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
+        if row is None:
+            return None
+        return AccountRow(str(row[0]), None if row[1] is None else str(row[1]), bool(row[2]))
 
-    async def set_notification_email(self, account_id: str, email: str | None) -> None:
+    async def clear_notification_email(self, account_id: str) -> None:
         async with self._pool.connection() as conn:
-            await conn.execute("UPDATE accounts SET notification_email = %s WHERE id = %s", (email, account_id))
+            await conn.execute(
+                "UPDATE accounts SET notification_email = NULL, notification_email_confirmed_at = NULL,"
+                " confirmation_code_hash = NULL, confirmation_expires_at = NULL, confirmation_tries = 0"
+                " WHERE id = %s",
+                (account_id,),
+            )
+
+    async def start_confirmation(
+        self, account_id: str, email: str, code_hash: bytes, ttl_s: float, min_interval_s: float
+    ) -> float | None:
+        """Store `email` unconfirmed with a new code's hash; None, or the seconds to wait when the last code
+        went out less than `min_interval_s` ago (one statement: two replicas cannot both send)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE accounts SET notification_email = %(email)s, notification_email_confirmed_at = NULL,"
+                " confirmation_code_hash = %(hash)s, confirmation_tries = 0, confirmation_sent_at = now(),"
+                " confirmation_expires_at = now() + make_interval(secs => %(ttl)s)"
+                " WHERE id = %(id)s AND (confirmation_sent_at IS NULL"
+                " OR confirmation_sent_at <= now() - make_interval(secs => %(gap)s))"
+                " RETURNING 1",
+                {"email": email, "hash": code_hash, "ttl": ttl_s, "gap": min_interval_s, "id": account_id},
+            )
+            if await cur.fetchone() is not None:
+                return None
+            cur = await conn.execute(
+                "SELECT extract(epoch FROM confirmation_sent_at + make_interval(secs => %s) - now())"
+                " FROM accounts WHERE id = %s",
+                (min_interval_s, account_id),
+            )
+            row = await cur.fetchone()
+        return max(1.0, float(row[0])) if row is not None and row[0] is not None else min_interval_s
+
+    async def confirm_notification_email(self, account_id: str, code_hash: bytes, max_tries: int) -> Confirmation:
+        """Check a confirmation code against the stored hash, counting wrong tries; one transaction."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT confirmation_code_hash, confirmation_expires_at <= now(), confirmation_tries FROM accounts"
+                " WHERE id = %s FOR UPDATE",
+                (account_id,),
+            )
+            row = await cur.fetchone()
+            if row is None or row[0] is None:
+                return "none"
+            stored, expired, tries = bytes(row[0]), bool(row[1]), int(row[2])
+            if expired:
+                return "expired"
+            if tries >= max_tries:
+                return "locked"
+            if not hmac.compare_digest(stored, code_hash):
+                await conn.execute(
+                    "UPDATE accounts SET confirmation_tries = confirmation_tries + 1 WHERE id = %s", (account_id,)
+                )
+                return "wrong"
+            await conn.execute(
+                "UPDATE accounts SET notification_email_confirmed_at = now(), confirmation_code_hash = NULL,"
+                " confirmation_expires_at = NULL, confirmation_tries = 0 WHERE id = %s",
+                (account_id,),
+            )
+        return "confirmed"
 
     async def list_api_keys(self, account_id: str) -> list[ApiKeyRow]:
         async with self._pool.connection() as conn:

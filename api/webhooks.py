@@ -53,10 +53,12 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     body = await read_body(request, WebhookCreate)
     account = account_of(request)
-    check_rate(resources.create_rate, account, "creates")
+    check_rate(resources.create_rate, account, "creates", "HOOKFLEET_CREATES_PER_MINUTE")
     quota = resources.settings.max_webhooks_per_account
-    check_count(await resources.store.count_webhooks(account), quota, "webhooks", "delete one first")
-    await resources.hosts.check(body.url)
+    webhooks = await resources.store.count_webhooks(account)
+    check_count(webhooks, quota, "webhooks", "delete one first", "HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT")
+    check_rate(resources.url_change_rate, account, "url changes", "HOOKFLEET_URL_CHANGES_PER_MINUTE")
+    await resources.hosts.check(body.url, account)
     webhook_id, secret = new_webhook_id(), new_secret()
     row = await resources.store.insert_webhook(
         webhook_id,
@@ -104,7 +106,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
         changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
     if "url" in changes and changes["url"] != row.url:
-        await resources.hosts.check(changes["url"])
+        check_rate(resources.url_change_rate, row.account_id, "url changes", "HOOKFLEET_URL_CHANGES_PER_MINUTE")
+        await resources.hosts.check(changes["url"], row.account_id)
     updated = await resources.store.update_webhook(row.account_id, row.id, changes)
     if updated is None:  # deleted meanwhile
         raise not_found("webhook", row.id)
@@ -187,7 +190,7 @@ async def send_test(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
     body = await read_body(request, TestRequest, required=False)
-    check_rate(resources.test_rate, row.account_id, "Test deliveries")
+    check_rate(resources.test_rate, row.account_id, "Test deliveries", "HOOKFLEET_TESTS_PER_MINUTE")
     event_type = body.event_type or EventType(row.events[0])
     event = Event(
         id=new_event_id(),
@@ -229,6 +232,7 @@ async def recover_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
     body = await read_body(request, RecoverRequest, required=False)
+    check_rate(resources.recover_rate, row.account_id, "recovers", "HOOKFLEET_RECOVERS_PER_MINUTE")
     count = await asyncio.to_thread(
         redrive,
         resources.database_url,

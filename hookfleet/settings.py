@@ -203,14 +203,9 @@ class RetrySchedulerSettings(CommonSettings):
     )
 
 
-class RecorderSettings(CommonSettings):
-    group_id: str = Field(default="hookfleet-recorder", validate_default=True)
-    _group = _group_id
-    disable_after: timedelta = Field(
-        default=timedelta(days=5),
-        description="a webhook failing this long (no success) while deliveries keep failing is switched off;"
-        " seconds or ISO 8601 (P5D)",
-    )
+class MailSettings(CommonSettings):
+    """The SMTP server, for the recorder (notification mail) and the API (the address's confirmation code)."""
+
     smtp_url: SecretStr | None = Field(
         default=None, description="SMTP server for notification mail (may carry a password); unset: no mail"
     )
@@ -228,6 +223,15 @@ class RecorderSettings(CommonSettings):
                 )
         return value
 
+
+class RecorderSettings(MailSettings):
+    group_id: str = Field(default="hookfleet-recorder", validate_default=True)
+    _group = _group_id
+    disable_after: timedelta = Field(
+        default=timedelta(days=5),
+        description="a webhook failing this long (no success) while deliveries keep failing is switched off;"
+        " seconds or ISO 8601 (P5D)",
+    )
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
     drain_timeout_s: float = Field(
@@ -251,7 +255,7 @@ class RecorderSettings(CommonSettings):
     )
 
 
-class ApiSettings(DeliverySettings, SecretKeySettings):
+class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     secret_rotation_overlap_s: int = Field(default=24 * 3600, ge=0)
@@ -266,6 +270,27 @@ class ApiSettings(DeliverySettings, SecretKeySettings):
     dns_workers: int = Field(
         default=4, ge=1, le=64, description="threads resolving webhook hosts at registration (slow DNS waits there)"
     )
+    dns_lookups_per_account: int = Field(
+        default=2, ge=1, le=64, description="of those threads, how many one account's lookups may hold at once"
+    )
+    url_changes_per_minute: int = Field(
+        default=30, ge=1, description="webhook URLs set (create, or PATCH of the url) per account per minute"
+    )
     replay_rate_per_s: float = Field(
         default=50.0, gt=0, le=10_000, description="events a replay re-enqueues per second, per replay"
+    )
+    replays_per_account: int = Field(
+        default=2, ge=1, description="replays of one account running at once, per API process"
+    )
+    max_replays_running: int = Field(
+        default=8, ge=1, le=64, description="replays running at once in all, per API process (the operator's cap)"
+    )
+    replay_events_per_day: int = Field(
+        default=100_000, ge=1, description="events one account may replay in 24 hours (counted across replicas)"
+    )
+    redeliveries_per_minute: int = Field(
+        default=60, ge=1, description="redeliveries per account per minute, per API process"
+    )
+    recovers_per_minute: int = Field(
+        default=10, ge=1, description="recovers (dead-letter redrives) per account per minute, per API process"
     )

@@ -36,6 +36,7 @@ from hookfleet.kafka import (
     TopicPartition,
     topic_partition,
 )
+from hookfleet.mail import send_mail
 from hookfleet.poison import ItemFailure, run_item
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
@@ -43,7 +44,6 @@ from hookfleet.stream.close import close_bounded
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from recorder.batch import Batch, InvalidMessage, parse_message
 from recorder.health import mail_text
-from recorder.mail import send_mail
 from recorder.outcomes import WebhookOutcomes
 from recorder.store import OutboxFailed, OutboxItem, RecorderStore, WriteResult
 from schemas.catalog import EventType

@@ -106,11 +106,13 @@ _FAILING_ACTIVE = (
     "WHERE id = ANY(%s) AND active AND status = 'failing' ORDER BY id FOR UPDATE"
 )
 
-# Only rows that are due: a failed row waits for its next try (hookfleet/poison.py), a given-up one
-# (next_attempt_at NULL) stays for the operator and is never claimed again.
+# Only a confirmed address is mailed (api/notifications.py). Only rows that are due: a failed row waits for
+# its next try (hookfleet/poison.py), a given-up one (next_attempt_at NULL) stays for the operator and is
+# never claimed again.
 _CLAIM_OUTBOX = (
     "SELECT o.event_id, o.account_id, o.event::text, "
-    "(SELECT a.notification_email FROM accounts a WHERE a.id = o.account_id), o.published, o.failures "
+    "(SELECT a.notification_email FROM accounts a WHERE a.id = o.account_id"
+    " AND a.notification_email_confirmed_at IS NOT NULL), o.published, o.failures "
     "FROM operational_outbox o WHERE o.next_attempt_at <= now() "
     "ORDER BY o.created_at, o.event_id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
 )

@@ -425,7 +425,13 @@ class AccountView(_Response):
     id: str
     name: str
     notification_email: str | None = Field(
-        description="where webhook.failing / .recovered / .disabled are mailed (when the operator set up SMTP)"
+        description="where webhook.failing / .recovered / .disabled are mailed (when the operator set up SMTP),"
+        " once confirmed"
+    )
+    notification_email_confirmed: bool = Field(
+        default=False,
+        description="false until the code mailed to the address is confirmed"
+        " (`POST /v1/account/notification-email/confirm`); only a confirmed address gets mail",
     )
 
 
@@ -442,7 +448,7 @@ def _notification_email(value: str) -> str:
     """The address exactly as the recorder's mail library reads it back, or a 422 naming the field."""
     if not value:
         return value
-    hint = "must be one plain address like ops@example.com, without a name, brackets or spaces"
+    hint = "must be one plain e-mail address like ops@example.com (no name, brackets, spaces or comments)"
     if not _EMAIL.fullmatch(value):
         raise ValueError(f"{hint} (got {value[:80]!r})")
     try:
@@ -466,6 +472,16 @@ class AccountUpdate(_Request):
         default=None,
         description="a plain e-mail address (no display name); an empty string removes it",
         examples=["ops@example.com"],
+    )
+
+
+class NotificationEmailConfirm(_Request):
+    code: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the one-time code mailed to the address (valid 30 minutes, 5 tries)",
+        examples=["Zk3vQ9mT2xLp"],
     )
 
 
@@ -573,6 +589,11 @@ class ErrorDetail(_Response):
     code: str = Field(examples=["invalid_field"])
     message: str = Field(examples=["webhook url must be https (got http://crm.example.com)"])
     field: str | None = Field(default=None, description="the request field at fault, when there is one")
+    limit: str | None = Field(
+        default=None,
+        description="on a 429: the quota that was reached, named by its setting",
+        examples=["HOOKFLEET_REDELIVERIES_PER_MINUTE"],
+    )
 
 
 class ErrorBody(_Response):
@@ -602,6 +623,7 @@ __all__ = [
     "EventTypeInfo",
     "EventTypeList",
     "Health",
+    "NotificationEmailConfirm",
     "RecoverRequest",
     "RecoverResult",
     "RedeliverResult",

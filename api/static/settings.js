@@ -105,6 +105,7 @@ async function showApp() {
   await loadWebhooks();
   const account = await api("GET", "/v1/account");
   $("notify-email").value = account.notification_email || "";
+  showConfirmation(account);
   $("app-title").setAttribute("tabindex", "-1");
   await route(); // detail.js: the view the address names (the list by default)
 }
@@ -369,10 +370,38 @@ async function saveNotifyEmail(event) {
   $("notify-email").removeAttribute("aria-invalid");
   try {
     const account = await api("PATCH", "/v1/account", { notification_email: $("notify-email").value.trim() });
-    notice(account.notification_email ? `Failure notifications go to ${account.notification_email}.` : "No failure e-mails.");
+    showConfirmation(account);
+    if (!account.notification_email) notice("No failure e-mails.");
+    else if (account.notification_email_confirmed) notice(`Failure notifications go to ${account.notification_email}.`);
+    else {
+      notice(`Saved. ${account.notification_email} gets failure e-mails once you enter the code mailed to it.`);
+      $("confirm-code").focus();
+    }
   } catch (error) {
     $("notify-error").textContent = error.message.replace(/^[a-z_.0-9]+: /, "");
     $("notify-email").setAttribute("aria-invalid", "true");
+  }
+}
+
+// An address gets mail only once the code mailed to it is entered here (or through the API or CLI).
+function showConfirmation(account) {
+  $("confirm-form").hidden = !account.notification_email || account.notification_email_confirmed;
+  $("confirm-error").textContent = "";
+  $("confirm-code").removeAttribute("aria-invalid");
+  $("confirm-code").value = "";
+}
+
+async function confirmNotifyEmail(event) {
+  event.preventDefault();
+  $("confirm-error").textContent = "";
+  $("confirm-code").removeAttribute("aria-invalid");
+  try {
+    const account = await api("POST", "/v1/account/notification-email/confirm", { code: $("confirm-code").value.trim() });
+    showConfirmation(account);
+    notice(`Confirmed: failure notifications go to ${account.notification_email}.`);
+  } catch (error) {
+    $("confirm-error").textContent = error.message.replace(/^[a-z_.0-9]+: /, "");
+    $("confirm-code").setAttribute("aria-invalid", "true");
   }
 }
 
@@ -523,6 +552,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("webhook-form").addEventListener("submit", createWebhook);
   $("notify-form").addEventListener("submit", saveNotifyEmail);
+  $("confirm-form").addEventListener("submit", confirmNotifyEmail);
   $("copy-secret").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", hideSecret);
   $("test-form").addEventListener("submit", sendTest);

@@ -109,8 +109,12 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await expect(page.locator("#notify-error")).to_contain_text("e-mail address")
     await page.get_by_label("Failure notifications by e-mail").fill("ops@example.com")
     await page.get_by_role("button", name="Save").click()
-    await expect(page.locator("#notice")).to_contain_text("Failure notifications go to ops@example.com")
+    await expect(page.locator("#notice")).to_contain_text("once you enter the code mailed to it")
     assert (await api.call("GET", "/v1/account", key)).body["notification_email"] == "ops@example.com"
+    # A wrong code is refused next to its field (the right one is proven through the API, with a real mailbox).
+    await page.get_by_label("Confirmation code from that e-mail").fill("not-the-code")
+    await page.get_by_role("button", name="Confirm").click()
+    await expect(page.locator("#confirm-error")).to_contain_text("not the one mailed")
     await page.get_by_role("combobox", name="Event type").select_option("contact.created")
     await page.get_by_role("button", name="Send test").click()
     await expect(result).to_contain_text("contact.created")

@@ -112,7 +112,9 @@ async def test_every_webhooks_action_through_the_cli(
     assert code == 0 and re.search(r"^headers\s+Authorization: \*\*\*\*7890$", out, re.M), out
     assert (await cli.json("update", webhook_id, "--clear-headers"))["headers"] == {}
     code, out, _ = await cli("notify-email", "ops@example.com")
-    assert code == 0 and out.strip() == "notification e-mail: ops@example.com"
+    assert code == 0 and out.strip().startswith("notification e-mail: ops@example.com (unconfirmed: enter the code")
+    code, out, err = await cli("notify-email-confirm", "not-the-code")
+    assert code != 0 and "not the one mailed" in err, (out, err)
     assert (await cli.json("notify-email"))["notification_email"] == "ops@example.com"
     updated = await cli.json("update", webhook_id, "--name", "CRM v2", "--events", "message.read,contact.created")
     assert updated["name"] == "CRM v2" and updated["events"] == ["contact.created", "message.read"]

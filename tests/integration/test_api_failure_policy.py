@@ -105,7 +105,12 @@ async def test_switching_off_by_hand_says_so_and_switching_on_clears_the_reason(
 
 async def test_the_account_notification_address(api: RunningApi, key: str) -> None:
     shown = await api.call("GET", "/v1/account", key)
-    assert shown.status == 200 and shown.body == {"id": "acct_a", "name": "Acme", "notification_email": None}
+    assert shown.status == 200 and shown.body == {
+        "id": "acct_a",
+        "name": "Acme",
+        "notification_email": None,
+        "notification_email_confirmed": False,
+    }
     changed = await api.call("PATCH", "/v1/account", key, {"notification_email": "ops@example.com"})
     assert changed.body["notification_email"] == "ops@example.com"
     for wrong in ("not-an-address", "ops@example.com\n", "\x00@example.com"):

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -241,3 +242,74 @@ def test_a_revoked_key_is_refused_at_once_by_every_api_process(database_url: str
     assert _cli("accounts", "keys", "revoke", other_id, database_url=database_url).returncode == 0
     assert _status(a, "GET", "/v1/webhooks", other_key) == 401
     assert _status(b, "GET", "/v1/webhooks", other_key) == 401
+
+
+# ------------------------------------------------------------------------------------------ fairness
+
+
+async def _until(condition: Any, timeout_s: float) -> None:
+    """Wait for `condition` with a deadline; past it, return and let the caller's assertion say what is wrong."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def test_one_account_behind_hanging_dns_cannot_starve_another_accounts_registration(
+    database_url: str, kafka_bootstrap: str, ca_bundle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an account whose hosts' DNS hangs (until released), and the default 4 lookup threads
+    release, entered, lock = threading.Event(), [0], threading.Lock()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hang.example":
+            with lock:
+                entered[0] += 1
+            release.wait(20)
+            raise socket.gaierror(socket.EAI_NONAME, "no such host")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    settings = api_settings(database_url, kafka_bootstrap, ca_bundle, dns_workers=4)
+    async with RunningApi(settings) as api:
+        key_a, key_b = api.account("Slow DNS", "acct_a")[1], api.account("Bystander", "acct_b")[1]
+        try:
+            # When it registers 4 such hosts at once
+            hanging = {"name": "Hanging", "url": "https://hang.example/x", "events": ["message.read"]}
+            tasks = [asyncio.create_task(api.call("POST", "/v1/webhooks", key_a, hanging)) for _ in range(4)]
+            # Then it holds 2 lookups, its other 2 registrations are a 429 at once naming the limit
+            await _until(lambda: sum(t.done() for t in tasks) >= 2 and entered[0] >= 2, timeout_s=4.0)
+            finished = [t.result() for t in tasks if t.done()]
+            assert len(finished) == 2 and entered[0] == 2, [r.body for r in finished]
+            for reply in finished:
+                assert reply.status == 429 and reply.error["limit"] == "HOOKFLEET_DNS_LOOKUPS_PER_ACCOUNT", reply.body
+                assert reply.headers["Retry-After"] == "5"
+            # And another account's normal host still registers, without waiting for a slot
+            started = time.monotonic()
+            created = await api.call("POST", "/v1/webhooks", key_b, NEW)
+            assert created.status == 201, created.body
+            assert time.monotonic() - started < 2.0
+        finally:
+            release.set()
+        rest = await asyncio.gather(*tasks)
+        assert sorted(r.status for r in rest) == [422, 422, 429, 429]
+
+
+async def test_url_changes_per_minute_are_429_and_other_changes_are_not(
+    database_url: str, kafka_bootstrap: str, ca_bundle: str
+) -> None:
+    settings = api_settings(database_url, kafka_bootstrap, ca_bundle, url_changes_per_minute=3)
+    async with RunningApi(settings) as api:
+        key = api.account("Acme", "acct_a")[1]
+        created = await api.call("POST", "/v1/webhooks", key, NEW)
+        assert created.status == 201
+        path = f"/v1/webhooks/{created.body['id']}"
+        for n in (1, 2):
+            assert (await api.call("PATCH", path, key, {"url": f"https://localhost:9/v{n}"})).status == 200
+        refused = await api.call("PATCH", path, key, {"url": "https://localhost:9/v3"})
+        assert refused.status == 429 and refused.error["limit"] == "HOOKFLEET_URL_CHANGES_PER_MINUTE"
+        assert 1 <= _retry_after(refused) <= 60
+        assert (await api.call("PATCH", path, key, {"name": "Renamed"})).status == 200
+        assert (await api.call("POST", "/v1/webhooks", key, NEW)).status == 429  # a create sets a URL too
+        other = api.account("Other", "acct_b")[1]
+        assert (await api.call("POST", "/v1/webhooks", other, NEW)).status == 201

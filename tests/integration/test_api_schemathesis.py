@@ -143,6 +143,11 @@ def world(database_root_url: str, kafka_bootstrap: str, ca_bundle: str, tls_ca: 
         # generous quotas: a 429 is not what this test is about (test_api_quotas.py is)
         creates_per_minute=100_000,
         tests_per_minute=100_000,
+        url_changes_per_minute=100_000,
+        redeliveries_per_minute=100_000,
+        recovers_per_minute=100_000,
+        replays_per_account=64,
+        max_replays_running=64,
         max_webhooks_per_account=100_000,
         max_api_keys_per_account=100_000,
     )

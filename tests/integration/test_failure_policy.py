@@ -9,10 +9,8 @@ of the logs.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
 from email.utils import format_datetime
 from typing import Any
 
@@ -28,6 +26,7 @@ from schemas.topics import Topics
 from tests.integration.recorder_fixtures import make_attempt, make_dead_task, make_event, publish
 from tests.integration.test_dispatcher import publisher_for
 from tests.support.fleet import Fleet, seed_account, seed_webhook
+from tests.support.mailbox import Mailbox as _Mailbox
 from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver, Received
 
@@ -139,23 +138,6 @@ def test_retry_after_as_an_http_date_is_honoured_a_huge_one_capped_and_503_witho
     assert DELAYS[0] - 0.05 <= gap("/plain") <= DELAYS[0] + TOLERANCE_S, gap("/plain")
 
 
-class _Mailbox:
-    """What a real SMTP server (aiosmtpd) received."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], Any]] = []
-        self._lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self._lock:
-            self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
-        return "250 OK"
-
-    def subjects(self) -> list[str]:
-        with self._lock:
-            return [str(message["Subject"]) for _, message in self.messages]
-
-
 def _attempt(webhook_id: str, at: datetime, outcome: Outcome, account_id: str = "acct_a") -> AttemptRecord:
     record = make_attempt(webhook_id, outcome=outcome, attempted_at=at, account_id=account_id)
     return record if outcome is Outcome.SUCCESS else record.model_copy(update={"error": outcome.value})
@@ -186,7 +168,10 @@ def test_failing_recovered_failing_notifies_once_each_with_two_recorders_by_webh
 ) -> None:
     seed_account(database_url, "acct_a")
     with psycopg.connect(database_url) as conn:
-        conn.execute("UPDATE accounts SET notification_email = 'ops@example.com' WHERE id = 'acct_a'")
+        conn.execute(
+            "UPDATE accounts SET notification_email = 'ops@example.com', notification_email_confirmed_at = now()"
+            " WHERE id = 'acct_a'"
+        )
     watched, _ = seed_webhook(database_url, "acct_a", "https://example.com/never-called", ["message.read"])
     ops_id, ops_secret = seed_webhook(database_url, "acct_a", receiver.url("/ops"), OPERATIONAL, name="Ops")
     receiver.expect("/ops", secret=ops_secret)

@@ -27,7 +27,7 @@ from tests.integration.recorder_fixtures import (
     scalar,
     wait_for,
 )
-from tests.integration.test_failure_policy import _Mailbox
+from tests.support.mailbox import Mailbox as _Mailbox
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,10 @@ def _account(database_url: str, account_id: str, email: str, webhook_name: str) 
     have stored them before it refused such input)."""
     webhook_id = insert_webhook(database_url, account_id=account_id, changed_at=now_ms_precision() - timedelta(hours=1))
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE accounts SET notification_email = %s WHERE id = %s", (email, account_id))
+        conn.execute(
+            "UPDATE accounts SET notification_email = %s, notification_email_confirmed_at = now() WHERE id = %s",
+            (email, account_id),
+        )
         conn.execute("UPDATE webhooks SET name = %s WHERE id = %s", (webhook_name, webhook_id))
     return webhook_id
 

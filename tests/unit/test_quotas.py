@@ -52,13 +52,14 @@ def test_idle_accounts_are_forgotten() -> None:
 
 def test_quota_errors_are_429_with_retry_after() -> None:
     window = SlidingWindow(1, 60.0, Clock())
-    check_rate(window, "a", "Test deliveries")
+    check_rate(window, "a", "Test deliveries", "HOOKFLEET_TESTS_PER_MINUTE")
     with pytest.raises(ApiError) as caught:
-        check_rate(window, "a", "Test deliveries")
+        check_rate(window, "a", "Test deliveries", "HOOKFLEET_TESTS_PER_MINUTE")
     assert caught.value.status == 429 and caught.value.code == "quota_exceeded"
-    assert caught.value.headers == {"Retry-After": "60"}
+    assert caught.value.headers == {"Retry-After": "60"} and caught.value.limit == "HOOKFLEET_TESTS_PER_MINUTE"
     assert "at most 1 Test deliveries per minute" in caught.value.message
-    check_count(99, 100, "webhooks", "delete one first")
+    check_count(99, 100, "webhooks", "delete one first", "HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT")
     with pytest.raises(ApiError) as counted:
-        check_count(100, 100, "webhooks", "delete one first")
+        check_count(100, 100, "webhooks", "delete one first", "HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT")
     assert counted.value.status == 429 and "Retry-After" in counted.value.headers
+    assert counted.value.limit == "HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT"

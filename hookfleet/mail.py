@@ -1,4 +1,5 @@
-"""The optional notification e-mail: one short plain-text mail per webhook state change.
+"""The optional notification e-mail: one short plain-text mail per webhook state change (the recorder),
+and the one-time code that confirms a notification address (the API).
 
 `HOOKFLEET_SMTP_URL` names the server: `smtp://host:port` (plain, e.g. a local relay),
 `smtp+starttls://user:password@host:587`, or `smtps://user:password@host:465`. Mail is a courtesy
