@@ -333,6 +333,6 @@ async def test_an_ordered_webhook_waiting_for_its_retry_does_not_hold_up_shutdow
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(runner, 5)
     # Then it stops at once, the attempt was logged, and the event stays uncommitted for the next owner
-    assert asyncio.get_running_loop().time() - started < 1.0
+    assert asyncio.get_running_loop().time() - started < 2.5  # held up by the lane, it would take the 5 s bound
     assert [r["next_step"] for r in records(broker)] == ["retry"]
     assert broker.committed.get(settings.group_id, {}).get((settings.topics.deliveries, 0), 0) == 0
