@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from hookfleet.kafka import KafkaProducer, Message, TopicPartition, new_consumer
+from hookfleet.kafka import KafkaProducer, Message, new_consumer
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from recorder.main import run_recorder
@@ -21,6 +21,8 @@ from schemas.catalog import EventType
 from schemas.ids import new_attempt_id, new_event_id, new_webhook_id
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
 from schemas.topics import Topics
+from tests.support.group_offsets import committed_to_end as committed_to_end  # the recorder tests import it here
+from tests.support.waiting import wait_until
 
 
 def recorder_settings(kafka_bootstrap: str, topics: Topics, database_url: str, **overrides: Any) -> RecorderSettings:
@@ -67,26 +69,7 @@ def recorder_running(settings: RecorderSettings) -> Iterator[RunningRecorder]:
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
-    until = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.1)
-
-
-def committed_to_end(kafka_bootstrap: str, group_id: str, topic: str, partitions: int = 3) -> bool:
-    """The group's committed offset equals the high watermark on every partition of `topic`."""
-    consumer = new_consumer(kafka_bootstrap, group_id)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        for tp in tps:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high > 0 and committed[tp.partition] != high:
-                return False
-        return True
-    finally:
-        consumer.close()
+    wait_until(condition, timeout_s, what, interval_s=0.1)
 
 
 def scalar(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:

@@ -47,7 +47,7 @@ def test_a_role_started_without_its_broker_waits_alive_and_unready_then_starts(
         while time.monotonic() < deadline:
             assert started.proc.poll() is None, f"{role} exited:\n{started.log_text()[-2000:]}"
             assert http_status(livez) == 200 and http_status(readyz) == 503
-            time.sleep(1.0)
+            time.sleep(1.0)  # timed scenario: checked once a second through the whole outage
 
         proxy.restore()
         assert wait_until(lambda: http_status(readyz) == 200, 60), f"{role} never ready:\n{started.log_text()[-3000:]}"

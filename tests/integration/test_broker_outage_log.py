@@ -39,7 +39,9 @@ def test_an_unreachable_broker_is_logged_as_down_still_down_and_recovered(
     port = _closed_port()
     producer = KafkaProducer(f"127.0.0.1:{port}", **FAST_RECONNECT)
     try:
-        time.sleep(7.0)  # librdkafka reconnects every ~50 ms: well over 100 errors
+        # Timed scenario: 7 s of outage against repeat_s=3 (librdkafka reconnects every ~50 ms: well over
+        # 100 errors), then what was logged over that span is checked.
+        time.sleep(7.0)
         down = _lines(caplog)
         assert kafka.BROKER_ERRORS._errors > 20, "the client should have failed many times"
         assert down[0].startswith("event=kafka_down code=")
@@ -64,7 +66,7 @@ def test_event_publisher_prints_nothing_on_its_callers_stderr(tmp_path: object) 
         "from hookfleet.settings import CommonSettings\n"
         "from producer.publisher import EventPublisher\n"
         f"publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers='127.0.0.1:{_closed_port()}'))\n"
-        "time.sleep(3)\n"
+        "time.sleep(3)  # timed scenario: the outage the publisher lives through\n"
         "publisher.close(0.5)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -34,6 +34,7 @@ from schemas.models import Event
 from schemas.topics import Topics
 from tests.support.fleet import Fleet, Role, seed_account, seed_webhook
 from tests.support.receiver import HttpsReceiver
+from tests.support.waiting import wait_until
 
 # One cluster for the whole module: under pytest-xdist (--dist loadgroup) its tests stay on one worker.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka-cluster")]
@@ -153,7 +154,7 @@ class Burst:
     def _run(self) -> None:
         start = time.monotonic()
         for i, event in enumerate(self.events):
-            time.sleep(max(0.0, start + i * self._interval - time.monotonic()))
+            time.sleep(max(0.0, start + i * self._interval - time.monotonic()))  # the publish rate, by design
             self._publisher.publish(event, on_delivery=self._settled)
         self._publisher.flush(120)
 
@@ -224,6 +225,11 @@ def duplicates(receiver: HttpsReceiver, paths: list[str]) -> int:
     return sum(n - 1 for n in seen.values())
 
 
+def flowing(database_url: str) -> None:
+    """Wait until deliveries are recorded: traffic flows through every stage (fan-out, delivery, recorder)."""
+    wait_until(lambda: recorded_successes(database_url) >= 10, 60, "ten recorded deliveries of the burst")
+
+
 def alive(roles: list[Role]) -> None:
     for role in roles:
         assert role.proc.poll() is None, f"{role.name} exited ({role.proc.returncode}):\n{role.log_text()[-3000:]}"
@@ -244,7 +250,7 @@ def test_kill_9_of_the_busiest_leader_during_a_burst(
     roles = start_roles(fleet)
     batch = events(240)
     burst = Burst(cluster.bootstrap, topics, batch, rate_per_s=30).start()
-    time.sleep(3)  # traffic flowing through every stage
+    flowing(database_url)
     watched = [topics.events, topics.deliveries]
     victim = busiest_leader(cluster.bootstrap, watched)
     killed_at = time.time()
@@ -268,7 +274,7 @@ def test_rolling_restart_of_all_three_brokers_during_a_burst(
     roles = start_roles(fleet)
     batch = events(600)
     burst = Burst(cluster.bootstrap, topics, batch, rate_per_s=15).start()
-    time.sleep(2)
+    flowing(database_url)
     started = time.time()
     per_node = []
     for node in cluster.nodes:

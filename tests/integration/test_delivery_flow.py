@@ -18,8 +18,10 @@ from tests.conftest import TEST_PARTITIONS
 from tests.integration.test_dispatcher import publisher_for
 from tests.integration.test_scale_out import wait_for_split
 from tests.support.fleet import Fleet, seed_account, seed_webhook
+from tests.support.group_offsets import fleet_idle
 from tests.support.ports import free_port, scrape
 from tests.support.receiver import HttpsReceiver
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +35,10 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         )
     finally:
         consumer.close()
+
+
+DISPATCH = ("dispatcher", "retry-scheduler")
+"""The roles these tests run (no recorder: the attempt records stay in their topic)."""
 
 
 def three_fast_webhooks(database_url: str, receiver: HttpsReceiver) -> list[str]:
@@ -65,7 +71,8 @@ def test_one_accounts_burst_to_three_fast_webhooks_is_delivered_once_and_parks_n
         assert publisher.flush() == 0
 
     assert receiver.wait_for(lambda: receiver.count() >= 15_000, timeout_s=120), receiver.count()
-    time.sleep(1.0)  # room for a duplicate to show up
+    # Every task finished and nothing new written: a duplicate, had one been made, has arrived.
+    wait_until(lambda: fleet_idle(kafka_bootstrap, topics, DISPATCH), 60, "the fleet to finish")
     copies = Counter((r.path, r.event_id) for r in receiver.received)
     assert set(copies) == {(p, e) for p in paths for e in published}
     assert set(copies.values()) == {1}, "a pair was delivered twice"
@@ -96,7 +103,7 @@ def test_kill_9_mid_burst_resends_at_most_what_was_in_flight_plus_one_commit_int
     samples: list[tuple[float, int, dict[str, float]]] = []
     while len(samples) < 10:
         if samples:
-            time.sleep(0.1)
+            time.sleep(0.1)  # the sampling cadence of the gauges, not a wait for anything
         samples.append((time.monotonic(), receiver.count(), scrape(port)))
     first.kill()  # SIGKILL: no drain, no final commit
     killed_at = receiver.count()
@@ -113,7 +120,7 @@ def test_kill_9_mid_burst_resends_at_most_what_was_in_flight_plus_one_commit_int
     fleet.start_dispatcher("dispatcher-2", HOOKFLEET_METRICS_PORT=str(second_port))
     owed = {(p, e) for p in paths for e in events}
     assert receiver.wait_for(lambda: {(r.path, r.event_id) for r in receiver.received} >= owed, timeout_s=120)
-    time.sleep(1.0)
+    wait_until(lambda: fleet_idle(kafka_bootstrap, topics, DISPATCH), 60, "the fleet to finish")
     copies = Counter((r.path, r.event_id) for r in receiver.received)
     assert set(copies) == owed  # nothing lost
     duplicates = sum(n - 1 for n in copies.values())
@@ -177,7 +184,7 @@ def test_ordered_webhook_receives_in_publish_order_while_one_event_retries(
     events = [build_event("acct_a", EventType.MESSAGE_SENT, {"n": n}) for n in range(1, 11)]
     receiver.expect("/fifo", secret=fifo_secret, fail_events={events[2].id: 2})  # event 3 fails twice
     receiver.expect("/unordered", secret=free_secret, fail_events={events[2].id: 2})
-    delays = "[2, 2, 2]"
+    delays = "[3, 3, 3]"  # the ordered webhook's event 4 comes >= 6 s after event 3's first attempt
     fleet.start_dispatcher(HOOKFLEET_RETRY_DELAYS_S=delays)
     fleet.start("retry-scheduler", HOOKFLEET_RETRY_DELAYS_S=delays)
     started = time.monotonic()
@@ -189,14 +196,14 @@ def test_ordered_webhook_receives_in_publish_order_while_one_event_retries(
     assert receiver.wait_for(lambda: len(receiver.at("/unordered")) >= 11, timeout_s=10)
     first_attempts = {r.event_id for r in receiver.at("/unordered")[:11] if r.attempt == 1}
     assert first_attempts == {e.id for e in events}
-    assert receiver.wait_for(lambda: len(receiver.at("/fifo")) >= 12, timeout_s=30)
-    time.sleep(1.0)
+    assert receiver.wait_for(lambda: len(receiver.at("/fifo")) >= 12, timeout_s=40)
+    wait_until(lambda: fleet_idle(kafka_bootstrap, topics, DISPATCH), 30, "the fleet to finish")
     fifo = [(json.loads(r.body)["data"]["n"], r.attempt) for r in receiver.at("/fifo")]
     assert fifo == [(1, 1), (2, 1), (3, 1), (3, 2), (3, 3), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1), (10, 1)]
     unordered_done = max(r.at for r in receiver.at("/unordered") if json.loads(r.body)["data"]["n"] != 3)
     fifo_4 = next(r.at for r in receiver.at("/fifo") if json.loads(r.body)["data"]["n"] == 4)
     assert unordered_done < fifo_4 - 3, "the unordered webhook waited for the ordered one's retries"
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 40
 
 
 def test_rate_limit_is_exact_fleet_wide_with_two_dispatchers(
@@ -216,9 +223,9 @@ def test_rate_limit_is_exact_fleet_wide_with_two_dispatchers(
             publisher.publish(build_event("acct_a", EventType.MESSAGE_SENT, {"n": n}))
         assert publisher.flush() == 0
     assert receiver.wait_for(lambda: len(receiver.at("/limited")) >= 50, timeout_s=30)
-    time.sleep(2.0)  # past the first second's burst allowance
+    time.sleep(2.0)  # timed scenario: past the first second's burst allowance
     window_start, count_start = time.time(), len(receiver.at("/limited"))
-    time.sleep(30.0)
+    time.sleep(30.0)  # timed scenario: the 30 s window the rate is measured over
     arrivals = [r.at for r in receiver.at("/limited") if window_start <= r.at < window_start + 30]
     rate = len(arrivals) / 30
     print(f"rate limit 50/s: {rate:.1f}/s over 30 s ({count_start} before the window)")

@@ -16,7 +16,9 @@ from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
 from tests.support.fleet import Fleet, seed_account, seed_webhook
+from tests.support.group_offsets import fleet_idle
 from tests.support.receiver import HttpsReceiver
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +76,8 @@ def test_each_event_type_reaches_exactly_the_active_subscribed_webhooks(
             len(receiver.at("/all")) >= 9 and len(receiver.at("/messages")) >= 5 and len(receiver.at("/contacts")) >= 2
         )
     )
-    time.sleep(1.5)  # give wrong deliveries, if any, the time to show up
+    # The dispatcher has finished every event and task: a wrong delivery, had one been made, has arrived.
+    wait_until(lambda: fleet_idle(kafka_bootstrap, topics, ("dispatcher",)), 30, "the dispatcher to finish")
     assert sorted(json.loads(r.body)["type"] for r in receiver.at("/all")) == sorted(ALL_TYPES)
     assert sorted(json.loads(r.body)["type"] for r in receiver.at("/messages")) == sorted(MESSAGE_TYPES)
     assert sorted(json.loads(r.body)["type"] for r in receiver.at("/contacts")) == sorted(CONTACT_TYPES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from schemas.topics import Topics
 from tests.integration.test_dispatcher import publisher_for
 from tests.support.fleet import Fleet, Role, seed_account, seed_webhook
 from tests.support.receiver import HttpsReceiver
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +31,20 @@ def assigned_pids(parent: Role) -> set[int]:
     return {int(pid) for pid in found}
 
 
+def started(parent: Role) -> str:
+    return f"the children to start; the log ends:\n{parent.log_text()[-3000:]}"
+
+
+def assigned(parent: Role) -> str:
+    return f"every child to get partitions; the log ends:\n{parent.log_text()[-4000:]}"
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
-
-
-def wait_until(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return bool(predicate())
 
 
 def test_two_processes_share_the_partitions_deliver_and_stop_together_on_sigterm(
@@ -55,9 +54,10 @@ def test_two_processes_share_the_partitions_deliver_and_stop_together_on_sigterm
     _, secret = seed_webhook(database_url, "acct_a", receiver.url("/hook"), [EventType.MESSAGE_SENT])
     receiver.expect("/hook", secret=secret)
     parent = fleet.start("dispatcher", args=("--processes", "2"))
-    pids = child_pids(parent) if wait_until(lambda: "dispatcher_processes_started" in parent.log_text(), 30) else []
+    wait_until(lambda: "dispatcher_processes_started" in parent.log_text(), 30, lambda: started(parent))
+    pids = child_pids(parent)
     assert len(pids) == 2 and parent.proc.pid not in pids
-    assert wait_until(lambda: assigned_pids(parent) == set(pids), 60), parent.log_text()[-4000:]
+    wait_until(lambda: assigned_pids(parent) == set(pids), 60, lambda: assigned(parent))
 
     with publisher_for(kafka_bootstrap, topics) as publisher:
         for n in range(20):
@@ -74,9 +74,9 @@ def test_two_processes_share_the_partitions_deliver_and_stop_together_on_sigterm
 
 def test_a_child_that_dies_stops_the_unit_with_its_exit_code(fleet: Fleet, topics: Topics) -> None:
     parent = fleet.start("dispatcher", args=("--processes", "2"))
-    assert wait_until(lambda: "dispatcher_processes_started" in parent.log_text(), 30), parent.log_text()
+    wait_until(lambda: "dispatcher_processes_started" in parent.log_text(), 30, lambda: started(parent))
     pids = child_pids(parent)
-    assert wait_until(lambda: assigned_pids(parent) == set(pids), 60), parent.log_text()[-4000:]
+    wait_until(lambda: assigned_pids(parent) == set(pids), 60, lambda: assigned(parent))
     os.kill(pids[0], signal.SIGKILL)
     assert parent.proc.wait(40) == 128 + signal.SIGKILL
     assert not alive(pids[1])

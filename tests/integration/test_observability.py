@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.support.fleet import Fleet, Role, seed_webhook, set_active
 from tests.support.kafka_proxy import KafkaProxy
 from tests.support.ports import free_port, http_status
 from tests.support.receiver import HttpsReceiver
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +48,6 @@ ROLES = ("dispatcher", "retry-scheduler", "recorder", "api")
 RATE_WINDOW = "5m"  # what Grafana's $__rate_interval becomes here: the whole test fits in it
 WAVES, WAVE_GAP_S = 3, 1.5  # events arrive over several scrapes, so every rate() sees an increase
 FAILING_TYPES = (EventType.MESSAGE_FAILED, EventType.CONTACT_UPDATED)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
 
 
 def http_ok(url: str) -> bool:
@@ -273,7 +265,7 @@ def test_every_panel_and_alert_evaluates_against_a_live_fleet(
             if wave == 0:
                 assert receiver.wait_for(lambda: len(receiver.at("/disabled-later")) >= 1, timeout_s=20)
                 set_active(database_url, dropped_id, False)
-            time.sleep(WAVE_GAP_S)
+            time.sleep(WAVE_GAP_S)  # timed scenario: the waves span several scrapes
     finally:
         publisher.close()
     producer = KafkaProducer(kafka_bootstrap)
@@ -420,7 +412,7 @@ def test_a_broker_outage_leaves_every_role_alive_unready_then_ready_with_nothing
                     assert http_status(livez[role]) == 200, f"{role} not alive {time.monotonic() - started:.0f}s in"
                     if http_status(readyz[role]) == 503:
                         unready.add(role)
-                time.sleep(2.0)
+                time.sleep(2.0)  # timed scenario: checked every 2 s through the whole outage
             assert consumers <= unready, f"consumers never unready during the outage: {consumers - unready}"
             assert "api" not in unready, "the API does not need the broker to serve"
             delivered_during = len(receiver.at("/ok"))

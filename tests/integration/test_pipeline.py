@@ -144,7 +144,7 @@ def test_database_outage_mid_burst_delays_the_log_and_loses_nothing(
                 assert receiver.wait_for(lambda: _pairs(_received(receiver)) >= 1_800, timeout_s=30)
                 assert time.monotonic() - cut_at < 20
                 logged_during_outage = _pairs(_success_rows(database_url))
-                time.sleep(max(0.0, 20 - (time.monotonic() - cut_at)))
+                time.sleep(max(0.0, 20 - (time.monotonic() - cut_at)))  # timed scenario: a 20 s outage
                 proxy.restore()
             by_webhook = {paths[p]: ids for p, ids in expected.items()}
             assert logged_during_outage < 1_800

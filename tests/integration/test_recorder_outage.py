@@ -77,14 +77,16 @@ def test_database_outage_during_a_stream_loses_nothing(
             with AttemptStream(producer, topics.attempts) as stream:
                 wait_for(lambda: _rows(database_url) >= 25, what="rows before the outage")
                 proxy.cut()
-                time.sleep(OUTAGE_S / 2)
+                time.sleep(OUTAGE_S / 2)  # timed scenario: the first half of the outage
+                met = lambda: any("event=db_unavailable" in r.getMessage() for r in caplog.records)  # noqa: E731
+                wait_for(met, what="the recorder to meet the outage (a write failed)")
                 # Mid-outage: messages keep coming, nothing is committed past what is in the table.
                 rows_during = _rows(database_url)
                 assert not committed_to_end(kafka_bootstrap, settings.group_id, topics.attempts)
-                time.sleep(OUTAGE_S / 2)
+                time.sleep(OUTAGE_S / 2)  # timed scenario: the second half of the outage
                 assert _rows(database_url) == rows_during
                 proxy.restore()
-                time.sleep(2)
+                time.sleep(2)  # timed scenario: the stream goes on for 2 s after the database is back
             sent = {r.attempt_id for r in stream.sent}
             assert len(sent) > rows_during + 200  # a real share of the stream was produced during the outage
             wait_for(lambda: _rows(database_url) == len(sent), timeout_s=30, what="every row after the outage")

@@ -152,7 +152,7 @@ def test_second_dispatcher_takes_half_the_partitions_and_no_pair_is_lost(
             assert time.monotonic() < deadline, f"no rebalance: {group_assignment(kafka_bootstrap, group)}"
             tick = time.monotonic()
             owed_join |= publish_burst(publisher, accounts, hooks, JOIN_EVENTS_PER_TICK)
-            time.sleep(max(0.0, tick + JOIN_TICK_S - time.monotonic()))
+            time.sleep(max(0.0, tick + JOIN_TICK_S - time.monotonic()))  # the traffic rate, by design
             if split_at is None and is_split(group_assignment(kafka_bootstrap, group), partitions, 2 * STAGES):
                 split_at = time.monotonic()
         arrivals.wait(owed_join, time.time())

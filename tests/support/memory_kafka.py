@@ -136,6 +136,8 @@ class MemoryConsumer:
     paused: set[PartitionKey] = field(default_factory=set)
     stored: dict[PartitionKey, int] = field(default_factory=dict)
     closed: bool = False
+    polls: int = 0
+    """How many times `consume` (or `poll`) was called: a role's loop went round that often."""
     _topics: list[str] = field(default_factory=list)
     _position: dict[PartitionKey, int] = field(default_factory=dict)
     _on_assign: RebalanceCallback | None = None
@@ -181,6 +183,7 @@ class MemoryConsumer:
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         if self.closed:
             raise RuntimeError("Consumer closed")
+        self.polls += 1
         self._assign_once()
         batch: list[Message] = []
         while len(batch) < num_messages and (message := self._take()) is not None:

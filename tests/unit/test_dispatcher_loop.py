@@ -28,6 +28,7 @@ from producer.publisher import build_event
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event, Outcome
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of
+from tests.support.waiting import wait_until_async
 
 
 def result(outcome: Outcome = Outcome.SUCCESS, status: int | None = 200) -> DeliveryResult:
@@ -85,14 +86,12 @@ async def run_until(
     dispatcher = Dispatcher(settings, consumers, producer, deliverer, index)  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(dispatcher.run(stop))
-    for _ in range(400):
-        await asyncio.sleep(0.01)
-        if done():
-            break
-    await asyncio.sleep(0.1)  # one more commit interval
-    stop.set()
-    broker.wake()
-    await asyncio.wait_for(runner, 5)
+    try:
+        await wait_until_async(done, 10, "the dispatcher to reach the test's condition")
+    finally:  # stopping commits every partition's final position (StageConsumer.close)
+        stop.set()
+        broker.wake()
+        await asyncio.wait_for(runner, 5)
     return dispatcher
 
 
@@ -132,7 +131,8 @@ async def test_failed_delivery_is_routed_to_the_first_delay_topic_and_logged() -
     event = build_event("acct_1", EventType.MESSAGE_READ, {})
     broker.append(SETTINGS.topics.deliveries, task_json(event.body(), "wh_a", 1, 0), key="wh_a")
     deliverer = StubDeliverer(lambda *_: result(Outcome.HTTP_ERROR, 500))
-    await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.retry_10s)),
+    await run_until(broker, index, deliverer,
+                    lambda: bool(broker.messages(SETTINGS.topics.retry_10s)) and bool(records(broker)),
                     stages=("delivery",))  # fmt: skip
     [retry] = tasks(broker, SETTINGS.topics.retry_10s)
     assert (retry.webhook_id, retry.attempt, retry.parked, retry.last_error) == ("wh_a", 2, False, "HTTP 500")
@@ -188,8 +188,12 @@ async def test_a_hanging_webhooks_queue_is_parked_and_others_keep_flowing() -> N
             broker.append(settings.topics.deliveries, task_json(body, webhook_id, 1, 0), key=webhook_id)
     deliverer = StubDeliverer()
     deliverer.gate = asyncio.Event()  # never set: wh_slow hangs
-    await run_until(broker, index, deliverer, lambda: len(broker.messages(settings.topics.retry_10s)) == 4,
-                    settings=settings, stages=("delivery",))  # fmt: skip
+
+    def parked_and_delivered() -> bool:
+        fast = sum(1 for c in deliverer.calls if c[0] == "wh_fast")
+        return len(broker.messages(settings.topics.retry_10s)) == 4 and fast == 5
+
+    await run_until(broker, index, deliverer, parked_and_delivered, settings=settings, stages=("delivery",))
     # Then the fast webhook got all 5, the hanging one 1 (its slot), the other 4 were parked, not tried
     assert sum(1 for c in deliverer.calls if c[0] == "wh_fast") == 5
     assert sum(1 for c in deliverer.calls if c[0] == "wh_slow") == 1
@@ -314,15 +318,23 @@ async def test_an_offset_is_committed_only_once_its_outcome_is_acknowledged(outc
     dispatcher = Dispatcher(SETTINGS, consumers, producer, deliverer, index)  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(dispatcher.run(stop))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if producer.unacknowledged:
-            break
-    await asyncio.sleep(0.2)  # several commit intervals with the outcome unacknowledged
-    assert broker.committed.get(SETTINGS.group_id, {}).get((SETTINGS.topics.deliveries, 0)) in (None, 0)
+    key = (SETTINGS.topics.deliveries, 0)
+    await wait_until_async(lambda: producer.unacknowledged, 5, "the outcome to be produced")
+    # The loop goes round (committing what is ready each time) for several commit intervals meanwhile.
+    loop = asyncio.get_running_loop()
+    polls, since = consumers["delivery"].polls, loop.time()
+    await wait_until_async(
+        lambda: consumers["delivery"].polls >= polls + 4 and loop.time() - since >= 4 * SETTINGS.commit_interval_s,
+        5,
+        "the delivery loop to go round for four commit intervals",
+    )
+    assert broker.committed.get(SETTINGS.group_id, {}).get(key) in (None, 0)
     producer.ack_all()
-    await asyncio.sleep(0.2)
-    assert broker.committed[SETTINGS.group_id][(SETTINGS.topics.deliveries, 0)] == 1
+    await wait_until_async(
+        lambda: broker.committed.get(SETTINGS.group_id, {}).get(key) == 1,
+        5,
+        lambda: f"offset 1 committed once acknowledged, got {broker.committed.get(SETTINGS.group_id)}",
+    )
     stop.set()
     broker.wake()
     await asyncio.wait_for(runner, 5)
@@ -340,16 +352,13 @@ async def test_an_ordered_webhook_waiting_for_its_retry_does_not_hold_up_shutdow
     dispatcher = Dispatcher(settings, consumers, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(dispatcher.run(stop))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if records(broker):
-            break
+    await wait_until_async(lambda: records(broker), 5, "the attempt record")
     # When the dispatcher is stopped while the retry waits in the lane
     stop.set()
     broker.wake()
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(runner, 5)
     # Then it stops at once, the attempt was logged, and the event stays uncommitted for the next owner
-    assert asyncio.get_running_loop().time() - started < 1.0
+    assert asyncio.get_running_loop().time() - started < 2.5  # held up by the lane, it would take the 5 s bound
     assert [r["next_step"] for r in records(broker)] == ["retry"]
     assert broker.committed.get(settings.group_id, {}).get((settings.topics.deliveries, 0), 0) == 0

@@ -173,7 +173,7 @@ def test_shutdown_during_an_outage_exits_after_the_drain_bound_without_committin
         assert broker.wait(lambda: len(store.seen) >= 1)
         stopping = time.monotonic()
     # Then the recorder gave up after the bound, exited 0 and committed nothing (the next owner re-reads)
-    assert time.monotonic() - stopping < 1.0
+    assert time.monotonic() - stopping < 3.0  # slack for a loaded machine; waiting out the outage never ends
     assert fleet.exit_code == [0]
     assert GROUP not in broker.committed
     assert store.written == []

@@ -42,7 +42,7 @@ async def test_a_close_that_hangs_is_given_up_at_its_bound(monkeypatch: pytest.M
         await stage.close()
         took = time.monotonic() - started
         assert consumer.close_started.is_set() and stage.close_stuck
-        assert 0.3 <= took < 2.0, took
+        assert 0.3 <= took < 5.0, took  # never before the bound; slack for a loaded machine (the hang is 30 s)
     finally:
         consumer.release.set()
 
