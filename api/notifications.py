@@ -23,7 +23,7 @@ from api.operation import json_response, read_body
 from api.quotas import too_many
 from api.resources import resources_of
 from hookfleet.mail import send_mail
-from hookfleet.poison import describe_failure
+from hookfleet.stream.poison import describe_failure
 from schemas.api import AccountUpdate, AccountView, NotificationEmailConfirm
 
 log = logging.getLogger(__name__)

@@ -52,6 +52,38 @@ def retry_wait_s(
     return max(scheduled_s, min(retry_after_s, cap_s))
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What an attempt's outcome means: the step its log row records and, for a failure, where it goes."""
+
+    step: Literal["done", "retry", "dead", "disabled"]
+    route: FailureRoute | None
+    """None for "done"; for "retry" the delay topic and due time, for "dead"/"disabled" when it was decided."""
+
+
+def decide(
+    attempt: int,
+    ok: bool,
+    now_ms: int,
+    topics: Topics,
+    delays_s: tuple[float, float, float] = DELAYS_S,
+    status_code: int | None = None,
+    retry_after_s: float | None = None,
+    cap_s: float = RETRY_AFTER_CAP_S,
+) -> Decision:
+    """The one outcome rule for an attempt, for unordered and ordered (FIFO) webhooks alike: a success is
+    done; a failure is switched off (410), dead-lettered (attempt 4) or retried (`route_failure`). An ordered
+    webhook waits out a retry in its lane instead of queueing it, which is the caller's business."""
+    if ok:
+        return Decision("done", None)
+    route = route_failure(attempt, now_ms, topics, delays_s, status_code, retry_after_s, cap_s)
+    if route.stage == "disabled":
+        return Decision("disabled", route)
+    if route.stage == "dead":
+        return Decision("dead", route)
+    return Decision("retry", route)
+
+
 def delay_topic_for(wait_s: float, topics: Topics, delays_s: tuple[float, float, float]) -> tuple[DelayStage, str]:
     """The longest delay topic that `wait_s` outlasts (the retry scheduler relays the rest); the shortest
     when the wait is shorter than every delay, which a retry's never is (it is at least its stage's)."""

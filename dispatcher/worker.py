@@ -37,7 +37,7 @@ from delivery.endpoint import Endpoint
 from delivery.wire_json import attempt_json, event_bytes, task_json
 from dispatcher.fanout import FanoutJob, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
-from dispatcher.routing import PARKS_HEADER, FailureRoute, parks_of, route_failure, route_park
+from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import SubscriptionIndex
 from hookfleet import metrics, tracing
@@ -54,7 +54,7 @@ from hookfleet.kafka import (
 from hookfleet.settings import DispatcherSettings
 from hookfleet.stream.sender import Outgoing, send_until_acked
 from schemas.ids import new_attempt_id
-from schemas.models import DeliveryTask, Event, NextStep, Outcome
+from schemas.models import DeliveryTask, Event, Outcome
 from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,8 @@ class Dispatcher:
                 result = await self._deliverer.deliver(endpoint, task.event, task.attempt, job.body)
                 answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
                 release()  # the next request may start while this outcome is made durable
-                await self._route(endpoint, task.event, job.body, task.attempt, result, task.replay_id)
+                decision = self._decide(task.attempt, result)
+                await self._record(decision, endpoint, task.event, job.body, task.attempt, result, task.replay_id)
         except asyncio.CancelledError:
             self._held -= 1  # given up (shutdown, revoke): its offset stays unfinished for the next owner
             raise
@@ -463,13 +464,12 @@ class Dispatcher:
         event, attempt = task.event, task.attempt
         while True:
             result = await self._deliverer.deliver(endpoint, event, attempt, body)
-            if result.ok or (route := self._failure_route(attempt, result)).stage in ("dead", "disabled"):
-                await self._route(endpoint, event, body, attempt, result, task.replay_id)
+            decision = self._decide(attempt, result)
+            await self._record(decision, endpoint, event, body, attempt, result, task.replay_id, queue_retry=False)
+            if decision.step != "retry":
                 return result.outcome is not Outcome.TIMEOUT
-            self._count_attempt(event, result)
-            metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
-            record = record_json(body, event, endpoint.id, attempt, result, "retry", replay_id=task.replay_id)
-            await self._send_durably(self._topics.attempts, record, endpoint.id)
+            route = decision.route
+            assert route is not None
             current_task = asyncio.current_task()
             assert current_task is not None
             self._waiting_in_lane[current_task] = key
@@ -485,10 +485,11 @@ class Dispatcher:
             assert current is not None
             endpoint, attempt = current, route.next_attempt
 
-    def _failure_route(self, attempt: int, result: DeliveryResult) -> FailureRoute:
-        """The per-status policy (routing.py) with this dispatcher's schedule and Retry-After cap."""
-        return route_failure(
+    def _decide(self, attempt: int, result: DeliveryResult) -> Decision:
+        """The outcome rule (routing.decide) with this dispatcher's schedule and Retry-After cap."""
+        return decide(
             attempt,
+            result.ok,
             int(time.time() * 1000),
             self._topics,
             self._settings.retry_delays_s,
@@ -502,42 +503,42 @@ class Dispatcher:
         attempts.inc()
         duration.observe(result.response_ms / 1000)
 
-    async def _route(
+    async def _record(
         self,
+        decision: Decision,
         endpoint: Endpoint,
         event: Event,
         body: bytes,
         attempt: int,
         result: DeliveryResult,
         replay_id: str | None = None,
+        queue_retry: bool = True,
     ) -> None:
-        """Log the attempt and, when it failed, hand the task to its delay topic or the dead letters (a
-        replayed delivery keeps its replay id through its retries and in every log row)."""
+        """Make an attempt's outcome durable: its log row and, for a retry or a dead letter, its task in the
+        delay topic or the dead letters (a replayed delivery keeps its replay id through its retries and in
+        every log row). An ordered webhook's retry waits in its lane instead (`queue_retry` False)."""
         self._count_attempt(event, result)
-        if result.ok:
+        record = record_json(body, event, endpoint.id, attempt, result, decision.step, replay_id=replay_id)
+        route = decision.route
+        if decision.step == "done":
             metrics.EVENT_TO_DELIVERED.observe(max(0.0, (result.attempted_at - event.created_at).total_seconds()))
-            record = record_json(body, event, endpoint.id, attempt, result, "done", replay_id=replay_id)
-            await self._send_durably(self._topics.attempts, record, endpoint.id)
-            return
-        route = self._failure_route(attempt, result)
-        if route.stage == "disabled":
+        elif decision.step == "disabled":
             # 410 Gone: nothing more is queued; the recorder switches the webhook off from this record.
             log.warning("event=webhook_gone webhook_id=%s event_id=%s status=410", endpoint.id, event.id)
-            record = record_json(body, event, endpoint.id, attempt, result, "disabled", replay_id=replay_id)
-            await self._send_durably(self._topics.attempts, record, endpoint.id)
-            return
-        task = task_json(
-            body, endpoint.id, route.next_attempt, route.due_at_ms, last_error=result.error, replay_id=replay_id
-        )
-        step: NextStep = "dead" if route.stage == "dead" else "retry"
-        record = record_json(body, event, endpoint.id, attempt, result, step, replay_id=replay_id)
-        if route.stage == "dead":
+        elif decision.step == "dead":
             metrics.DEAD_LETTERS.labels(event.type.value).inc()
             log.warning(
                 "event=dead_lettered webhook_id=%s event_id=%s last_error=%r", endpoint.id, event.id, result.error
             )
         else:
+            assert route is not None
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
+        if route is None or decision.step == "disabled" or (decision.step == "retry" and not queue_retry):
+            await self._send_durably(self._topics.attempts, record, endpoint.id)
+            return
+        task = task_json(
+            body, endpoint.id, route.next_attempt, route.due_at_ms, last_error=result.error, replay_id=replay_id
+        )
         await asyncio.gather(
             self._send_durably(route.topic, task, endpoint.id),
             self._send_durably(self._topics.attempts, record, endpoint.id),

@@ -50,6 +50,7 @@ class KafkaDeliveryError(RuntimeError):
 
     def __init__(self, error: KafkaError) -> None:
         super().__init__(f"kafka produce failed: {error.name()} ({error.code()}): {error.str()}")
+        self.error = error
         self.code = error.code()
         self.retriable = error.retriable()
 

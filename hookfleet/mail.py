@@ -5,7 +5,7 @@ and the one-time code that confirms a notification address (the API).
 `smtp+starttls://user:password@host:587`, or `smtps://user:password@host:465`. Mail is a courtesy
 beside the operational events, which are the reliable channel: a failed send (the server, or an address or
 subject the mail library refuses) fails only its outbox row, which is retried a few times with backoff and
-then given up (hookfleet/poison.py).
+then given up (hookfleet/stream/poison.py).
 """
 
 from __future__ import annotations

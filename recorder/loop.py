@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -37,10 +36,11 @@ from hookfleet.kafka import (
     topic_partition,
 )
 from hookfleet.mail import send_mail
-from hookfleet.poison import ItemFailure, run_item
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.close import close_bounded
+from hookfleet.stream.poison import ItemFailure, item_failed, run_item
+from hookfleet.stream.sender import Outgoing, send_all, send_each
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from recorder.batch import Batch, InvalidMessage, parse_message
 from recorder.health import mail_text
@@ -60,7 +60,6 @@ CONSUMER_OPTIONS: dict[str, Any] = {
 """The role's own consumer options, on top of `hookfleet.kafka.consumer_config`'s defaults."""
 _IDLE_POLL_S = 0.5
 _OUTAGE_POLL_S = 0.2
-_PRODUCE_ACK_TIMEOUT_S = 30.0
 FAILING_REFRESH_S = 30.0
 """Every replica re-reads the failing count this often, so none keeps reporting a stale figure."""
 OUTCOMES_PUBLISH_S = 15.0
@@ -281,20 +280,11 @@ class Recorder:
         invalid = self.batch.invalid
         if not invalid:
             return
-        acks: list[KafkaError | None] = []
-
-        def settle(error: KafkaError | None, _message: Message) -> None:
-            acks.append(error)
-
+        diverted = []
         for source, offset, item in invalid:
             value, key, headers = invalid_message(item.value, item.key, item.reason, source, offset, "recorder")
-            self.producer.produce(self.topics.invalid, value, key=key, headers=headers, on_delivery=settle)
-        if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
-            raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.invalid}")
-        _wait_for(lambda: len(acks) == len(invalid), _PRODUCE_ACK_TIMEOUT_S)
-        for error in acks:
-            if error is not None:
-                raise KafkaDeliveryError(error)
+            diverted.append(Outgoing(self.topics.invalid, value, key, headers))
+        send_all(self.producer, diverted)
         for _, _, item in invalid:
             kind = "attempt" if item.source_topic == self.topics.attempts else "dead_letter"
             metrics.INVALID_EVENTS.labels(f"recorder_{kind}").inc()
@@ -383,43 +373,18 @@ class Recorder:
 
     def _publish_operational(self, items: list[OutboxItem]) -> list[OutboxFailed]:
         """Produce the items' events (waiting for the broker), then mail them; one item's own failure
-        (`hookfleet/poison.py`) is returned, never raised, so it cannot stop the recorder. The broker or
+        (`hookfleet/stream/poison.py`) is returned, never raised, so it cannot stop the recorder. The broker or
         the database unreachable is raised: nothing is wrong with the items, the batch waits."""
-        acks: dict[str, KafkaError | None] = {}
         failed: dict[str, OutboxFailed] = {}
-
-        def settle_for(event_id: str) -> Callable[[KafkaError | None, Message], None]:
-            def settle(error: KafkaError | None, _message: Message) -> None:
-                acks[event_id] = error
-
-            return settle
-
-        produced: list[str] = []
-        for item in items:
-            if item.published:
+        unpublished = [item for item in items if not item.published]
+        events = [Outgoing(self.topics.events, item.event_json.encode(), item.account_id) for item in unpublished]
+        for item, error in zip(unpublished, send_each(self.producer, events), strict=True):
+            if error is None:
                 continue
-            outcome = run_item(
-                "outbox",
-                item.event_id,
-                lambda item=item: self.producer.produce(  # type: ignore[misc]
-                    self.topics.events,
-                    item.event_json.encode(),
-                    key=item.account_id,
-                    on_delivery=settle_for(item.event_id),
-                ),
-                transient=_OUTBOX_TRANSIENT,
-            )
-            if isinstance(outcome, ItemFailure):
-                failed[item.event_id] = OutboxFailed(item.event_id, False, outcome)
-            else:
-                produced.append(item.event_id)
-        if produced:
-            if self.producer.flush(_PRODUCE_ACK_TIMEOUT_S):
-                raise KafkaUnavailable(f"no broker acknowledgement for {self.topics.events}")
-            _wait_for(lambda: all(event_id in acks for event_id in produced), _PRODUCE_ACK_TIMEOUT_S)
-            for error in acks.values():
-                if error is not None:
-                    raise KafkaDeliveryError(error)
+            if error.retriable():  # the broker, not the item: the whole batch waits
+                raise KafkaDeliveryError(error)
+            failure = item_failed("outbox", item.event_id, KafkaDeliveryError(error))
+            failed[item.event_id] = OutboxFailed(item.event_id, False, failure)
         for item in items:
             if item.event_id in failed:
                 continue
@@ -459,12 +424,3 @@ class Recorder:
             metrics.FAILING_WEBHOOKS.set(self.store.count_failing())
         except _DB_ERRORS as exc:
             log.warning("event=failing_count_skipped error=%s", type(exc).__name__)
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
-    # Delivery callbacks run on the producer's poll thread; flush() may return just before they finish.
-    until = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > until:
-            raise KafkaUnavailable("broker acknowledgements did not arrive")
-        time.sleep(0.005)

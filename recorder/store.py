@@ -30,8 +30,8 @@ from hookfleet.attempt_rows import (
     rollup_sql,
 )
 from hookfleet.db import connect
-from hookfleet.poison import ItemFailure, RetrySchedule
 from hookfleet.retention import ensure_days, horizon
+from hookfleet.stream.poison import ItemFailure, RetrySchedule
 from recorder.batch import Batch, dead_letter_row
 from recorder.health import gone_at, latest_failure, should_auto_disable
 from recorder.status import WebhookState, decide_status, status_events
@@ -107,7 +107,7 @@ _FAILING_ACTIVE = (
 )
 
 # Only a confirmed address is mailed (api/notifications.py). Only rows that are due: a failed row waits for
-# its next try (hookfleet/poison.py), a given-up one (next_attempt_at NULL) stays for the operator and is
+# its next try (hookfleet/stream/poison.py), a given-up one (next_attempt_at NULL) stays for the operator and is
 # never claimed again.
 _CLAIM_OUTBOX = (
     "SELECT o.event_id, o.account_id, o.event::text, "

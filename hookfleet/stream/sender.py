@@ -49,37 +49,55 @@ def backoff_s(tries: int) -> float:
     return RETRY_BACKOFF_S[min(max(tries, 1), len(RETRY_BACKOFF_S)) - 1]
 
 
-def send_all(producer: KafkaProducer, messages: Sequence[Outgoing], timeout_s: float = ACK_TIMEOUT_S) -> None:
-    """Produce every message and return once the broker acknowledged all of them.
+def send_each(
+    producer: KafkaProducer, messages: Sequence[Outgoing], timeout_s: float = ACK_TIMEOUT_S
+) -> list[KafkaError | None]:
+    """Produce every message and wait until the broker settled each: its result, in order, is None
+    (acknowledged) or the error (refused locally, or by the broker after the producer's own retries).
 
-    Raises `KafkaUnavailable` when they are not all acknowledged within `timeout_s`, `KafkaDeliveryError`
-    when one was refused: the caller's offsets must then not move past them."""
-    if not messages:
-        return
-    errors: list[KafkaError] = []
+    Raises `KafkaUnavailable` when they are not all settled within `timeout_s` (the broker unreachable)."""
+    results: list[KafkaError | None] = [None] * len(messages)
     settled = 0
     lock = threading.Lock()
     done = threading.Event()
 
-    def settle(error: KafkaError | None, _message: Message) -> None:
+    def settle_one(index: int, error: KafkaError | None) -> None:
         nonlocal settled
         with lock:
-            if error is not None:
-                errors.append(error)
+            results[index] = error
             settled += 1
             if settled == len(messages):
                 done.set()
 
-    for message in messages:
-        producer.produce(message.topic, message.value, key=message.key, headers=message.headers, on_delivery=settle)
+    def callback(index: int) -> Callable[[KafkaError | None, Message], None]:
+        return lambda error, _message: settle_one(index, error)
+
+    for index, message in enumerate(messages):
+        try:
+            producer.produce(
+                message.topic, message.value, key=message.key, headers=message.headers, on_delivery=callback(index)
+            )
+        except KafkaDeliveryError as exc:  # refused locally (e.g. too large): this message's own result
+            settle_one(index, exc.error)
+    if not messages:
+        return results
     started = time.monotonic()
     producer.flush(timeout_s)
     # flush() may return just before the poll thread has run the last callbacks: wait for them.
     if not done.wait(max(0.0, timeout_s - (time.monotonic() - started))):
         topics = ",".join(sorted({m.topic for m in messages}))
         raise KafkaUnavailable(f"no broker acknowledgement for {topics} within {timeout_s:g}s")
-    if errors:
-        raise KafkaDeliveryError(errors[0])
+    return results
+
+
+def send_all(producer: KafkaProducer, messages: Sequence[Outgoing], timeout_s: float = ACK_TIMEOUT_S) -> None:
+    """Produce every message and return once the broker acknowledged all of them.
+
+    Raises `KafkaUnavailable` when they are not all acknowledged within `timeout_s`, `KafkaDeliveryError`
+    when one was refused: the caller's offsets must then not move past them."""
+    for error in send_each(producer, messages, timeout_s):
+        if error is not None:
+            raise KafkaDeliveryError(error)
 
 
 async def send_until_acked(producer: KafkaProducer, message: Outgoing) -> None:
@@ -130,7 +148,7 @@ class TrackedSender(Generic[T]):
             )
         except KafkaDeliveryError as exc:  # refused locally: as if the broker refused it
             self.in_flight -= 1
-            self._retry_later(message, token, tries + 1, exc.args[0] if exc.args else None)
+            self._retry_later(message, token, tries + 1, exc.error)
 
     def settle(self) -> list[Settled[T]]:
         """Acknowledged tokens since the last call; failures are scheduled to be produced again."""

@@ -10,7 +10,7 @@ import pytest
 from delivery.endpoint import Endpoint
 from delivery.retry_after import parse_retry_after
 from dispatcher.fanout import recipients
-from dispatcher.routing import delay_topic_for, retry_wait_s, route_failure
+from dispatcher.routing import decide, delay_topic_for, retry_wait_s, route_failure
 from producer.publisher import build_event
 from recorder.health import gone_at, latest_failure, mail_text, should_auto_disable
 from retry_scheduler.gate import bounded_due_ms, hold_plan
@@ -255,3 +255,28 @@ def test_the_smtp_url_and_the_disable_period_are_read_from_the_environment_forms
     assert RecorderSettings(disable_after=3600).disable_after == timedelta(hours=1)
     with pytest.raises(ValidationError, match="smtp url must be smtp://host:port"):
         RecorderSettings(smtp_url="http://mail.example.com")
+
+
+@pytest.mark.parametrize(
+    ("attempt", "ok", "status", "retry_after", "step", "topic", "due"),
+    [
+        (1, True, 200, None, "done", None, None),
+        (4, True, 204, None, "done", None, None),
+        (1, False, 500, None, "retry", "p.webhooks.retry.10s", 11_000),
+        (2, False, None, None, "retry", "p.webhooks.retry.60s", 61_000),  # a timeout: no status
+        (3, False, 503, 30.0, "retry", "p.webhooks.retry.5m", 301_000),  # Retry-After shorter than the schedule
+        (1, False, 429, 45.0, "retry", "p.webhooks.retry.10s", 46_000),  # longer: relayed from the 10 s topic
+        (4, False, 500, None, "dead", "p.webhooks.dead", 1_000),
+        (2, False, 410, None, "disabled", "p.webhooks.attempts", 1_000),
+    ],
+)
+def test_decide_is_the_one_outcome_rule(
+    attempt: int, ok: bool, status: int | None, retry_after: float | None, step: str, topic: str | None, due: int | None
+) -> None:
+    decision = decide(attempt, ok, 1_000, TOPICS, status_code=status, retry_after_s=retry_after)
+    assert decision.step == step
+    if topic is None:
+        assert decision.route is None
+    else:
+        assert decision.route is not None
+        assert (decision.route.topic, decision.route.due_at_ms) == (topic, due)

@@ -1,4 +1,4 @@
-"""The poison-item rule (hookfleet/poison.py): one item's failure is returned, never raised; the
+"""The poison-item rule (hookfleet/stream/poison.py): one item's failure is returned, never raised; the
 broker or the database being down is raised; errors are short and never carry a secret."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from hookfleet.poison import ItemFailure, RetrySchedule, describe_failure, run_item
+from hookfleet.stream.poison import ItemFailure, RetrySchedule, describe_failure, run_item
 
 
 class _Down(Exception):

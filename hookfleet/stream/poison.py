@@ -82,7 +82,13 @@ def run_item(
     except transient:
         raise
     except Exception as exc:  # the rule: whatever one item raises, the loop goes on
-        failure = ItemFailure(describe_failure(exc, secrets))
-        metrics.ITEM_FAILURES.labels(loop).inc()
-        log.warning("event=item_failed loop=%s item=%s error=%r", loop, item_id, failure.error)
-        return failure
+        return item_failed(loop, item_id, exc, secrets)
+
+
+def item_failed(loop: str, item_id: str, exc: BaseException, secrets: Sequence[str] = ()) -> ItemFailure:
+    """One item's own failure, found without raising (e.g. the broker refused its message): counted, logged
+    once, and described for the item's row, as `run_item` does."""
+    failure = ItemFailure(describe_failure(exc, secrets))
+    metrics.ITEM_FAILURES.labels(loop).inc()
+    log.warning("event=item_failed loop=%s item=%s error=%r", loop, item_id, failure.error)
+    return failure
