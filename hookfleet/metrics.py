@@ -38,6 +38,10 @@ TOP_FAILING_WEBHOOKS = 10
 BUILD_INFO = Gauge("hookfleet_build_info", "Always 1: the version and Python of this process", ["version", "python"])
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 READY = Gauge("hookfleet_ready", "1 while this process answers /readyz with 200 (loop alive, broker, group joined)")
+DATABASE_UP = Gauge(
+    "hookfleet_database_up",
+    "1 while this process reaches PostgreSQL (API: pinged every 5 s; recorder: its last write succeeded)",
+)
 PARTITIONS_ASSIGNED = Gauge(
     "hookfleet_partitions_assigned",
     "Partitions this process's consumers own now; 0 on a ready member beyond the partition count",
@@ -117,6 +121,19 @@ WEBHOOKS_ATTEMPTED = Gauge(
 WEBHOOKS_SUCCEEDING = Gauge(
     "hookfleet_webhooks_succeeding", "Distinct webhooks with a 2xx recorded in the last 10 minutes"
 )
+ACCOUNTS_ATTEMPTED = Gauge(
+    "hookfleet_accounts_attempted", "Distinct accounts with an attempt recorded in the last 10 minutes (per recorder)"
+)
+ACCOUNTS_SUCCEEDING = Gauge(
+    "hookfleet_accounts_succeeding", "Distinct accounts with a 2xx recorded in the last 10 minutes (per recorder)"
+)
+HEALTHY_WEBHOOK_MINUTES = Counter(
+    "hookfleet_healthy_webhook_minutes",
+    "Success SLI: minutes of webhooks that had a 2xx in the hour before, good = a 2xx in the minute",
+    ["outcome"],
+)
+for _minute in ("good", "bad"):  # both series exist from the start, so the SLI's rates read 0, not nothing
+    HEALTHY_WEBHOOK_MINUTES.labels(_minute)
 WEBHOOK_FAILURES_TOP = Gauge(
     "hookfleet_webhook_failures_top",
     f"Failed attempts in the last 10 minutes of the {TOP_FAILING_WEBHOOKS} worst webhooks (bounded series)",
