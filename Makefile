@@ -29,10 +29,11 @@ system-core:
 system-test:
 	deploy/local/system-packages.sh core test
 
-# kustomize for the manifest rendering test and Jaeger v2 for the tracing test: built once with Go
-# into ~/.cache/hookfleet.
+# kustomize and the strict manifest validator (deploy/validate) for the manifest rendering test and Jaeger v2
+# for the tracing test: built once with Go into ~/.cache/hookfleet.
 tools:
 	deploy/local/kustomize.sh >/dev/null
+	deploy/local/validate.sh >/dev/null
 	deploy/local/jaeger.sh >/dev/null
 
 # Every image deploy/docker-compose.yml needs, built under podman from Debian packages and Maven Central

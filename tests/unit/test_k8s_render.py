@@ -320,3 +320,38 @@ def test_the_grace_period_exceeds_each_roles_worst_case_shutdown(layout: str) ->
         bound = sleep + shutdown_bound_s(container["args"], env)
         grace = pod["terminationGracePeriodSeconds"]
         assert grace > bound, f"{layout}: {name} may take {bound:.1f} s to stop; terminationGracePeriodSeconds {grace}"
+
+
+# ----------------------------------------------------------------- strict decoding with Kubernetes' own types
+
+
+@functools.cache
+def validator() -> str:
+    result = subprocess.run(
+        [str(ROOT / "deploy" / "local" / "validate.sh")], capture_output=True, text=True, timeout=1200, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"could not build the manifest validator (deploy/local/validate.sh):\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def validate(rendered: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([validator()], input=rendered, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_rendered_object_decodes_strictly_into_kubernetes_and_keda_types(layout: str) -> None:
+    """deploy/validate: client-go's scheme plus KEDA v2's, strict (unknown, duplicate or mistyped fields fail)."""
+    rendered = yaml.safe_dump_all(render(layout), sort_keys=False)
+    result = validate(rendered)
+    assert result.returncode == 0, f"{layout}:\n{result.stdout}{result.stderr}"
+    assert f"{len(render(layout))} objects decoded strictly" in result.stdout
+
+
+def test_the_validator_refuses_a_misspelt_field() -> None:
+    """A validator that accepts everything proves nothing: a typo the API server would refuse fails it."""
+    docs = [dict(doc) for doc in render("base")]
+    scaled = next(doc for doc in docs if doc["kind"] == "ScaledObject")
+    scaled["spec"] = {**scaled["spec"], "maxReplicas": 3}
+    result = validate(yaml.safe_dump_all(docs, sort_keys=False))
+    assert result.returncode == 1 and 'unknown field "spec.maxReplicas"' in result.stdout, result.stdout
