@@ -44,5 +44,5 @@ class ReadinessWatch:
             if answer[0] != self.answer[0]:
                 log.info("event=api_readiness_changed ready=%s reason=%s", answer[0], answer[1])
             self.answer = answer
-            metrics.DATABASE_UP.set(0.0 if answer[1].startswith("database:") else 1.0)
+            metrics.DATABASE_UP.labels("ping").set(0.0 if answer[1].startswith("database:") else 1.0)
             await asyncio.sleep(self._every_s)

@@ -40,7 +40,9 @@ BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 READY = Gauge("hookfleet_ready", "1 while this process answers /readyz with 200 (loop alive, broker, group joined)")
 DATABASE_UP = Gauge(
     "hookfleet_database_up",
-    "1 while this process reaches PostgreSQL (API: pinged every 5 s; recorder: its last write succeeded)",
+    "1 while this process reaches PostgreSQL, by how it knows (ping: the API, every 5 s; write: the recorder's"
+    " last write); only the roles that check export it",
+    ["check"],
 )
 PARTITIONS_ASSIGNED = Gauge(
     "hookfleet_partitions_assigned",

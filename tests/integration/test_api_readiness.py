@@ -53,6 +53,6 @@ def test_the_api_is_unready_and_reports_the_database_down_while_postgresql_is_un
         assert answer[0] == 503 and answer[1].startswith("database:"), f"{answer}\n{api.log_text()[-3000:]}"
         samples = scrape(metrics_port)
         assert samples["hookfleet_ready"] == 0.0
-        assert samples["hookfleet_database_up"] == 0.0
+        assert samples['hookfleet_database_up{check="ping"}'] == 0.0
     finally:
         api.terminate()
