@@ -175,6 +175,11 @@ LOG_PARTITION_ROWS = Gauge(
 LOG_PARTITION_BYTES = Gauge(
     "hookfleet_log_partition_bytes", "Bytes of a delivery-log day partition, indexes included", ["table", "day"]
 )
+LOG_PARTITION_NEWEST_DAY = Gauge(
+    "hookfleet_log_partition_newest_day_timestamp_seconds",
+    "Start (UTC midnight, unix seconds) of the newest day partition of each log table; made 3 days ahead",
+    ["table"],
+)
 LOG_PRUNE_DURATION = Histogram(
     "hookfleet_log_prune_duration_seconds",
     "Time to drop the expired day partitions of the delivery log",
