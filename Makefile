@@ -14,7 +14,7 @@ STEP := deploy/local/step.sh
 # network or a retry delay, and every test has its own topics, consumer groups and database schema.
 TEST_WORKERS ?= 2
 
-.PHONY: install lock system system-core system-test system-test-late tools test-setup containers stack down status lint unit test demo bench clean
+.PHONY: install lock system system-core system-test system-test-late tools tools-kustomize tools-validate test-setup containers stack down status lint unit test demo bench clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(STEP) "python packages" $(SHELL) $(.SHELLFLAGS) '\
@@ -57,9 +57,15 @@ system-test: system
 system-test-late: system
 	@$(STEP) "debian packages (test)" deploy/local/system-packages.sh test
 
-# kustomize for the manifest rendering test: built once with Go into ~/.cache/hookfleet.
-tools:
+# kustomize and the strict manifest validator (deploy/validate) for the manifest rendering test: built once
+# with Go into ~/.cache/hookfleet, side by side under `make -j`.
+tools: tools-kustomize tools-validate
+
+tools-kustomize:
 	@$(STEP) "kustomize" deploy/local/kustomize.sh
+
+tools-validate:
+	@$(STEP) "manifest validator" deploy/local/validate.sh
 
 # Every image deploy/docker-compose.yml needs, built under podman from Debian packages and Maven Central
 # (deploy/podman/containers.sh: tools installed when missing, the Debian base bootstrapped once into

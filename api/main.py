@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from api.app import build_app
+from api.readiness import ReadinessWatch
 from api.resources import RESOURCES
 from hookfleet import logs, tracing
 from hookfleet.metrics import HealthServer, Heartbeat
@@ -39,12 +40,16 @@ async def serve(settings: ApiSettings) -> None:
     # recovers by itself.
     await runner.setup()
     health = None
+    watching: asyncio.Task[None] | None = None
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         if settings.metrics_port:
-            # Readiness of the API is its HTTP /healthz (it pings the database); this one only says "serving".
-            health = HealthServer(settings.metrics_port, lambda: (True, "serving"), heartbeat).start()
+            # The same check as the HTTP /healthz (database reachable, key checked), so hookfleet_ready and
+            # hookfleet_database_up tell the alerts when the API cannot serve.
+            watch = ReadinessWatch(app[RESOURCES])
+            watching = asyncio.create_task(watch.run())
+            health = HealthServer(settings.metrics_port, watch.ready, heartbeat).start()
         stop = asyncio.Event()
         Shutdown().install(asyncio.get_running_loop()).on_request(stop.set)
         app[RESOURCES].on_fatal(stop.set)  # the key check deferred by a database outage refused the key
@@ -52,6 +57,8 @@ async def serve(settings: ApiSettings) -> None:
         await stop.wait()
     finally:
         beating.cancel()
+        if watching is not None:
+            watching.cancel()
         if health is not None:
             health.stop()
         await runner.cleanup()

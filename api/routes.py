@@ -8,7 +8,7 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, notifications, replays, webhook_stats, webhooks
+from api import api_keys, deliveries, notifications, readiness, replays, webhook_stats, webhooks
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
@@ -53,13 +53,9 @@ async def openapi_json(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    resources = resources_of(request)
-    try:
-        await resources.store.ping()
-    except Exception as exc:  # any failure means "do not route traffic here"
-        return json_response(Health(status="unavailable", reason=f"database: {type(exc).__name__}"), 503)
-    if not resources.key_verified:  # the database just came back: the secret key check is still running
-        return json_response(Health(status="unavailable", reason="secret key not yet checked"), 503)
+    ok, reason = await readiness.check(resources_of(request))
+    if not ok:
+        return json_response(Health(status="unavailable", reason=reason), 503)
     return json_response(Health(status="ok"))
 
 

@@ -38,6 +38,12 @@ TOP_FAILING_WEBHOOKS = 10
 BUILD_INFO = Gauge("hookfleet_build_info", "Always 1: the version and Python of this process", ["version", "python"])
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 READY = Gauge("hookfleet_ready", "1 while this process answers /readyz with 200 (loop alive, broker, group joined)")
+DATABASE_UP = Gauge(
+    "hookfleet_database_up",
+    "1 while this process reaches PostgreSQL, by how it knows (ping: the API, every 5 s; write: the recorder's"
+    " last write); only the roles that check export it",
+    ["check"],
+)
 PARTITIONS_ASSIGNED = Gauge(
     "hookfleet_partitions_assigned",
     "Partitions this process's consumers own now; 0 on a ready member beyond the partition count",
@@ -122,6 +128,19 @@ WEBHOOKS_ATTEMPTED = Gauge(
 WEBHOOKS_SUCCEEDING = Gauge(
     "hookfleet_webhooks_succeeding", "Distinct webhooks with a 2xx recorded in the last 10 minutes"
 )
+ACCOUNTS_ATTEMPTED = Gauge(
+    "hookfleet_accounts_attempted", "Distinct accounts with an attempt recorded in the last 10 minutes (per recorder)"
+)
+ACCOUNTS_SUCCEEDING = Gauge(
+    "hookfleet_accounts_succeeding", "Distinct accounts with a 2xx recorded in the last 10 minutes (per recorder)"
+)
+HEALTHY_WEBHOOK_MINUTES = Counter(
+    "hookfleet_healthy_webhook_minutes",
+    "Success SLI: minutes of webhooks that had a 2xx in the hour before, good = a 2xx in the minute",
+    ["outcome"],
+)
+for _minute in ("good", "bad"):  # both series exist from the start, so the SLI's rates read 0, not nothing
+    HEALTHY_WEBHOOK_MINUTES.labels(_minute)
 WEBHOOK_FAILURES_TOP = Gauge(
     "hookfleet_webhook_failures_top",
     f"Failed attempts in the last 10 minutes of the {TOP_FAILING_WEBHOOKS} worst webhooks (bounded series)",
@@ -160,6 +179,11 @@ LOG_PARTITION_ROWS = Gauge(
 )
 LOG_PARTITION_BYTES = Gauge(
     "hookfleet_log_partition_bytes", "Bytes of a delivery-log day partition, indexes included", ["table", "day"]
+)
+LOG_PARTITION_NEWEST_DAY = Gauge(
+    "hookfleet_log_partition_newest_day_timestamp_seconds",
+    "Start (UTC midnight, unix seconds) of the newest day partition of each log table; made 3 days ahead",
+    ["table"],
 )
 LOG_PRUNE_DURATION = Histogram(
     "hookfleet_log_prune_duration_seconds",

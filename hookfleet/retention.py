@@ -201,9 +201,15 @@ def publish_sizes(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     partitions = list_partitions(conn)
     metrics.LOG_PARTITION_ROWS.clear()
     metrics.LOG_PARTITION_BYTES.clear()
+    newest: dict[str, date] = {}
     for p in partitions:
         metrics.LOG_PARTITION_ROWS.labels(p.table, p.day.isoformat()).set(max(p.rows, 0))
         metrics.LOG_PARTITION_BYTES.labels(p.table, p.day.isoformat()).set(p.bytes)
+        newest[p.table] = max(newest.get(p.table, p.day), p.day)
+    # How far ahead the log can take rows: a write past the newest day fails (there is no default partition).
+    for table, day in newest.items():
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        metrics.LOG_PARTITION_NEWEST_DAY.labels(table).set(midnight.timestamp())
 
 
 class LogMaintenance:

@@ -301,7 +301,7 @@ class Recorder:
             if record.test:
                 continue
             ok = record.outcome is Outcome.SUCCESS
-            self.outcomes.add(record.webhook_id, ok, clock)
+            self.outcomes.add(record.webhook_id, ok, clock, record.account_id)
             if ok and record.event is not None:
                 settled = (record.attempted_at - record.event.created_at).total_seconds()
                 metrics.DELIVERY_SETTLED.labels("delivered").observe(max(0.0, settled))
@@ -354,6 +354,11 @@ class Recorder:
         summary = self.outcomes.summary(time.time(), metrics.TOP_FAILING_WEBHOOKS)
         metrics.WEBHOOKS_ATTEMPTED.set(summary.attempted)
         metrics.WEBHOOKS_SUCCEEDING.set(summary.succeeding)
+        metrics.ACCOUNTS_ATTEMPTED.set(summary.accounts_attempted)
+        metrics.ACCOUNTS_SUCCEEDING.set(summary.accounts_succeeding)
+        minutes = self.outcomes.judge_closed_minutes(time.time())
+        metrics.HEALTHY_WEBHOOK_MINUTES.labels("good").inc(minutes.good)
+        metrics.HEALTHY_WEBHOOK_MINUTES.labels("bad").inc(minutes.bad)
         top = {webhook_id for webhook_id, _ in summary.worst}
         for webhook_id, failures in summary.worst:
             metrics.WEBHOOK_FAILURES_TOP.labels(webhook_id).set(failures)

@@ -46,6 +46,7 @@ def run_recorder(settings: RecorderSettings, shutdown: Shutdown) -> int:
     heartbeat = metrics.Heartbeat()
     recorder = new_recorder(settings, shutdown, heartbeat)
     metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(recorder.assigned))
+    metrics.DATABASE_UP.labels("write").set_function(lambda: 1.0 if recorder.db_up else 0.0)
     health = None
     if settings.metrics_port:
         health = metrics.HealthServer(settings.metrics_port, recorder.ready, heartbeat).start()

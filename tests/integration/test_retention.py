@@ -277,3 +277,6 @@ def test_recorder_maintenance_creates_days_ahead_prunes_and_publishes_sizes(data
     assert len(days) == 31 + DAYS_AHEAD
     sample = metrics.LOG_PARTITION_BYTES.labels("delivery_attempts", TODAY.isoformat())._value.get()
     assert sample > 0
+    newest = metrics.LOG_PARTITION_NEWEST_DAY.labels("delivery_attempts")._value.get()
+    ahead = TODAY + timedelta(days=DAYS_AHEAD)
+    assert newest == datetime(ahead.year, ahead.month, ahead.day, tzinfo=UTC).timestamp()

@@ -340,7 +340,8 @@ def test_scrape_configs_have_one_job_per_role(config_name: str) -> None:
 def test_alert_rules_cover_the_operators_questions() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert {
-        "HookfleetDeadLetters",
+        "HookfleetApiUnavailable",
+        "HookfleetDatabaseUnreachable",
         "HookfleetDispatchLagHigh",
         "HookfleetFailingWebhooks",
         "HookfleetDeliveriesFailingFleetWide",
@@ -351,6 +352,8 @@ def test_alert_rules_cover_the_operators_questions() -> None:
         "HookfleetRoleNotReady",
         "HookfleetSLOBudgetBurnFast",
         "HookfleetSLOBudgetBurnSlow",
+        "HookfleetSuccessBudgetBurnFast",
+        "HookfleetSuccessBudgetBurnSlow",
     } <= names
     for rule in alert_rules():
         assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule["alert"]

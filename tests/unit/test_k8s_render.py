@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -20,8 +21,10 @@ import pytest
 import yaml
 
 from api.main import SHUTDOWN_GRACE_S
+from hookfleet import settings
+from hookfleet.cli import _SETTINGS_CLASSES
 from hookfleet.kafka import KafkaProducer
-from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
+from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings, SecretKeySettings
 from hookfleet.stream.close import CLOSE_BOUND_S
 from retry_scheduler.scheduler import REVOKE_FLUSH_S
 
@@ -174,7 +177,7 @@ def test_keda_max_replicas_is_the_partition_count_from_the_one_setting(layout: s
 
 CLUSTER_SCOPED = {"Namespace"}
 NAMESPACE = "hookfleet"
-SECRETS_CREATED_BY_HAND = {"hookfleet"}  # config.yaml: `kubectl create secret generic hookfleet ...`
+SECRETS_CREATED_BY_HAND = {"hookfleet", "hookfleet-secret-key"}  # config.yaml: `kubectl create secret ...`
 
 
 def pod_templates(layout: str) -> dict[str, dict[str, Any]]:
@@ -322,3 +325,126 @@ def test_the_grace_period_exceeds_each_roles_worst_case_shutdown(layout: str) ->
         bound = sleep + shutdown_bound_s(container["args"], env)
         grace = pod["terminationGracePeriodSeconds"]
         assert grace > bound, f"{layout}: {name} may take {bound:.1f} s to stop; terminationGracePeriodSeconds {grace}"
+
+
+# ----------------------------------------------------------------- strict decoding with Kubernetes' own types
+
+
+@functools.cache
+def validator() -> str:
+    result = subprocess.run(
+        [str(ROOT / "deploy" / "local" / "validate.sh")], capture_output=True, text=True, timeout=1200, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"could not build the manifest validator (deploy/local/validate.sh):\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def validate(rendered: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([validator()], input=rendered, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_rendered_object_decodes_strictly_into_kubernetes_and_keda_types(layout: str) -> None:
+    """deploy/validate: client-go's scheme plus KEDA v2's, strict (unknown, duplicate or mistyped fields fail)."""
+    rendered = yaml.safe_dump_all(render(layout), sort_keys=False)
+    result = validate(rendered)
+    assert result.returncode == 0, f"{layout}:\n{result.stdout}{result.stderr}"
+    assert f"{len(render(layout))} objects decoded strictly" in result.stdout
+
+
+def test_the_validator_refuses_a_misspelt_field() -> None:
+    """A validator that accepts everything proves nothing: a typo the API server would refuse fails it."""
+    docs = [dict(doc) for doc in render("base")]
+    scaled = next(doc for doc in docs if doc["kind"] == "ScaledObject")
+    scaled["spec"] = {**scaled["spec"], "maxReplicas": 3}
+    result = validate(yaml.safe_dump_all(docs, sort_keys=False))
+    assert result.returncode == 1 and 'unknown field "spec.maxReplicas"' in result.stdout, result.stdout
+
+
+# ----------------------------------------------------------------------------------------- defence in depth
+
+KEY_SECRET = "hookfleet-secret-key"
+METADATA_AND_CLUSTER = ["169.254.169.254", "10.0.0.1", "172.16.0.10", "192.168.1.1", "100.64.0.1", "127.0.0.1"]
+METADATA_AND_CLUSTER_V6 = ["fd00:ec2::254", "fe80::1", "::1", "::ffff:10.0.0.1", "fd12:3456::1"]
+PUBLIC = ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
+
+
+def roles_that_hold_the_key() -> set[str]:
+    """Roles whose settings read the secret key: the only ones that may get it."""
+    return {role for role, name in _SETTINGS_CLASSES.items() if issubclass(getattr(settings, name), SecretKeySettings)}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_no_pod_mounts_a_service_account_token(layout: str) -> None:
+    for workload, template in pod_templates(layout).items():
+        assert template["spec"].get("automountServiceAccountToken") is False, f"{layout}: {workload}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_secret_key_is_a_mounted_file_and_only_where_secrets_are_sealed_or_opened(layout: str) -> None:
+    assert roles_that_hold_the_key() == {"api", "dispatcher"}
+    for workload, template in pod_templates(layout).items():
+        pod = template["spec"]
+        key_volumes = {v["name"] for v in pod.get("volumes", []) if v.get("secret", {}).get("secretName") == KEY_SECRET}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            where = f"{layout}: {workload}/{container['name']}"
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert "HOOKFLEET_SECRET_KEY" not in env, f"{where}: the key as an env value"
+            mounts = [m for m in container.get("volumeMounts", []) if m["name"] in key_volumes]
+            if container["args"][0] in roles_that_hold_the_key():
+                (mount,) = mounts
+                assert mount.get("readOnly") is True, where
+                path = env["HOOKFLEET_SECRET_KEY_FILE"]["value"]
+                assert path.startswith(mount["mountPath"].rstrip("/") + "/"), f"{where}: {path} is not on the mount"
+                assert pod["securityContext"].get("fsGroup") == pod["securityContext"]["runAsGroup"], where
+            else:
+                assert not mounts and "HOOKFLEET_SECRET_KEY_FILE" not in env, f"{where} gets the secret key"
+        if not any(c["args"][0] in roles_that_hold_the_key() for c in pod["containers"]):
+            assert not key_volumes, f"{layout}: {workload} declares the key volume"
+
+
+def egress_admits(policy: dict[str, Any], address: str) -> bool:
+    """Whether an ipBlock of the policy admits `address` (selector rules name pods, never addresses)."""
+    ip = ipaddress.ip_address(address)
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            block = peer.get("ipBlock")
+            if block is None:
+                continue
+            network = ipaddress.ip_network(block["cidr"])
+            excepted = any(ip in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+            if ip.version == network.version and ip in network and not excepted:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_delivering_pods_reach_the_public_internet_and_never_the_cluster_or_metadata(layout: str) -> None:
+    policies = of_kind(layout, "NetworkPolicy")
+    egress = [p for p in policies.values() if "Egress" in p["spec"]["policyTypes"]]
+    for workload, template in pod_templates(layout).items():
+        if template["spec"]["containers"][0]["args"][0] not in ("dispatcher", "api"):
+            continue
+        labels = template["metadata"]["labels"]
+        applying = [p for p in egress if pod_selected(p["spec"]["podSelector"], labels)]
+        assert applying, f"{layout}: no egress policy applies to {workload}"
+        for address in METADATA_AND_CLUSTER + METADATA_AND_CLUSTER_V6:
+            admitted = [p["metadata"]["name"] for p in applying if egress_admits(p, address)]
+            assert not admitted, f"{layout}: {workload} may reach {address} through {admitted}"
+        for address in PUBLIC:
+            assert any(egress_admits(p, address) for p in applying), f"{layout}: {workload} cannot reach {address}"
+        for policy in applying:
+            for rule in policy["spec"]["egress"]:
+                if any("ipBlock" not in peer for peer in rule.get("to", [])):
+                    assert rule.get("ports"), f"{policy['metadata']['name']}: a selector rule open on every port"
+
+
+def pod_selected(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
