@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from delivery.deliverer import Deliverer, DeliveryResult, record_json
 from delivery.endpoint import Endpoint
 from delivery.wire_json import attempt_json, event_bytes, task_json
@@ -41,7 +39,6 @@ from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_p
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import SubscriptionIndex
 from hookfleet import metrics, tracing
-from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
     Consumer,
     Headers,
@@ -52,10 +49,10 @@ from hookfleet.kafka import (
     message_headers,
 )
 from hookfleet.settings import DispatcherSettings
+from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.sender import Outgoing, send_until_acked
 from schemas.ids import new_attempt_id
 from schemas.models import DeliveryTask, Event, Outcome
-from schemas.validation import first_error
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +247,14 @@ class Dispatcher:
             metrics.SKIPPED_ON_RESTART.inc()
             self._finish(key, state.generation, offset)
             return
-        if stage.stage == "fanout":
-            self._fan_out(message, key, state.generation, offset)
-        else:
-            self._take(message, key, state.generation, offset)
+        try:
+            if stage.stage == "fanout":
+                self._fan_out(message, key, state.generation, offset)
+            else:
+                self._take(message, key, state.generation, offset)
+        except Exception as exc:  # the runtime's poison rule: diverted with its reason, never a crash
+            diverted = self._to_invalid(message, handler_error(exc))
+            self._spawn(self._finish_after(diverted, key, state.generation, offset), key)
 
     def _finish(self, key: TP, generation: int, offset: int) -> None:
         """The outcome of this message is durable: its offset may be committed."""
@@ -276,11 +277,9 @@ class Dispatcher:
     # ------------------------------------------------------------------------------------ fan-out stage
 
     def _fan_out(self, message: Message, key: TP, generation: int, offset: int) -> None:
-        raw = message.value() or b""
-        try:
-            event = Event.model_validate_json(raw)
-        except ValidationError as exc:
-            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
+        event = read_as(Event, message.value())
+        if isinstance(event, Invalid):
+            self._spawn(self._finish_after(self._to_invalid(message, event), key, generation, offset), key)
             return
         endpoints = recipients(event, self._index.match(event.account_id, event.type))
         if not endpoints:
@@ -325,10 +324,9 @@ class Dispatcher:
 
     def _take(self, message: Message, key: TP, generation: int, offset: int) -> None:
         raw = message.value() or b""
-        try:
-            task = DeliveryTask.model_validate_json(raw)
-        except ValidationError as exc:
-            self._spawn(self._finish_after(self._to_invalid(message, first_error(exc)), key, generation, offset), key)
+        task = read_as(DeliveryTask, raw)
+        if isinstance(task, Invalid):
+            self._spawn(self._finish_after(self._to_invalid(message, task), key, generation, offset), key)
             return
         body = event_bytes(raw, task)
         endpoint = self._index.get(task.webhook_id)
@@ -336,7 +334,7 @@ class Dispatcher:
             # Never signed for a webhook of another account (whoever can write to the deliveries topic could
             # otherwise have any event signed with any webhook's secret), nor logged in that webhook's log.
             mismatch = f"event.account_id: {task.event.account_id} is not the account of webhook {task.webhook_id}"
-            invalid = self._to_invalid(message, mismatch, "account_mismatch")
+            invalid = self._to_invalid(message, Invalid("account_mismatch", mismatch))
             self._spawn(self._finish_after(invalid, key, generation, offset), key)
             return
         reason = self._drop_reason(endpoint, task)
@@ -599,15 +597,11 @@ class Dispatcher:
         )
         await self._send_durably(self._topics.attempts, record, task.webhook_id)
 
-    async def _to_invalid(self, message: Message, reason: str, kind: str = "validation") -> None:
-        metrics.INVALID_EVENTS.labels(kind).inc()
+    async def _to_invalid(self, message: Message, invalid: Invalid) -> None:
         source: TP = (message.topic() or "", message.partition() or 0)
         offset = message.offset() or 0
-        log.warning(
-            "event=invalid_message topic=%s partition=%s offset=%s reason=%r", source[0], source[1], offset, reason
-        )
-        value, key, headers = invalid_message(message.value(), message.key(), reason, source, offset, "dispatcher")
-        await self._send_durably(self._topics.invalid, value, key, headers)
+        outgoing = divert(invalid, message.value(), message.key(), source, offset, "dispatcher", self._topics.invalid)
+        await send_until_acked(self._producer, outgoing)
 
     async def _send_durably(
         self,

@@ -97,7 +97,11 @@ RETRY_LATENESS = Histogram(
 )
 DEAD_LETTERS = Counter("hookfleet_dead_letters", "Deliveries dead-lettered after the last retry", ["event_type"])
 DROPPED = Counter("hookfleet_deliveries_dropped", "Tasks dropped: webhook disabled or deleted meanwhile", ["reason"])
-INVALID_EVENTS = Counter("hookfleet_invalid_events", "Messages routed to the invalid topic", ["reason"])
+INVALID_EVENTS = Counter(
+    "hookfleet_invalid_events",
+    "Messages routed to the invalid topic, by role and kind (hookfleet/stream/diversion.py)",
+    ["role", "reason"],
+)
 EVENTS_CONSUMED = Counter("hookfleet_events_consumed", "Messages consumed by the dispatcher", ["topic_kind"])
 FANNED_OUT = Counter("hookfleet_tasks_fanned_out", "Delivery tasks written by the fan-out stage")
 SKIPPED_ON_RESTART = Counter(

@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from hookfleet.attempt_rows import json_text, storable_text
 from hookfleet.kafka import PartitionKey
+from hookfleet.stream.diversion import Invalid, read_as
 from schemas.models import AttemptRecord, DeliveryTask
 from schemas.topics import Topics
-from schemas.validation import first_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,37 +30,35 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class InvalidMessage:
-    """A message that is not what its topic carries; it goes to the invalid topic with the reason."""
+class Unreadable:
+    """A message that is not what its topic carries, held until it is diverted with the batch
+    (hookfleet/stream/diversion.py)."""
 
     source_topic: str
     key: bytes | None
     value: bytes | None
-    reason: str
+    invalid: Invalid
 
 
-Parsed = AttemptRecord | DeadLetter | InvalidMessage
+Parsed = AttemptRecord | DeadLetter | Unreadable
 
 
 def parse_message(topics: Topics, topic: str, key: bytes | None, value: bytes | None) -> Parsed:
-    """Attempts topic -> AttemptRecord, dead topic -> DeadLetter, anything unreadable -> InvalidMessage."""
-    if not value:
-        return InvalidMessage(topic, key, value, "empty message value")
-    try:
-        if topic == topics.attempts:
-            return AttemptRecord.model_validate_json(value)
-        if topic == topics.dead:
-            return DeadLetter(DeliveryTask.model_validate_json(value))
-    except ValidationError as exc:
-        return InvalidMessage(topic, key, value, first_error(exc))
-    return InvalidMessage(topic, key, value, f"unexpected topic {topic}")
+    """Attempts topic -> AttemptRecord, dead topic -> DeadLetter, anything unreadable -> Unreadable."""
+    if topic == topics.attempts:
+        record = read_as(AttemptRecord, value)
+        return Unreadable(topic, key, value, record) if isinstance(record, Invalid) else record
+    if topic == topics.dead:
+        task = read_as(DeliveryTask, value)
+        return Unreadable(topic, key, value, task) if isinstance(task, Invalid) else DeadLetter(task)
+    return Unreadable(topic, key, value, Invalid("invalid_value", f"unexpected topic {topic}"))
 
 
 @dataclass(slots=True)
 class PartitionShare:
     attempts: list[AttemptRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    invalid: list[tuple[int, InvalidMessage]] = field(default_factory=list)
+    invalid: list[tuple[int, Unreadable]] = field(default_factory=list)
     """With the offset each was read at (the invalid topic's `source_offset` header)."""
     next_offset: int = -1
 
@@ -110,7 +106,7 @@ class Batch:
         return list(latest.values())
 
     @property
-    def invalid(self) -> list[tuple[PartitionKey, int, InvalidMessage]]:
+    def invalid(self) -> list[tuple[PartitionKey, int, Unreadable]]:
         """Each unreadable message with the partition and offset it was read at."""
         return [(key, offset, m) for key, share in self.shares.items() for offset, m in share.invalid]
 

@@ -21,7 +21,6 @@ import psycopg
 
 from hookfleet import metrics, tracing
 from hookfleet.db import DatabaseUnavailable, describe
-from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
     BrokerState,
     Consumer,
@@ -39,10 +38,11 @@ from hookfleet.mail import send_mail
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.close import close_bounded
+from hookfleet.stream.diversion import divert, handler_error
 from hookfleet.stream.poison import ItemFailure, item_failed, run_item
 from hookfleet.stream.sender import Outgoing, send_all, send_each
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
-from recorder.batch import Batch, InvalidMessage, parse_message
+from recorder.batch import Batch, Unreadable, parse_message
 from recorder.health import mail_text
 from recorder.outcomes import WebhookOutcomes
 from recorder.store import OutboxFailed, OutboxItem, RecorderStore, WriteResult
@@ -192,15 +192,10 @@ class Recorder:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:  # only error events lack these
             return
-        parsed = parse_message(self.topics, topic, message.key(), message.value())
-        if isinstance(parsed, InvalidMessage):
-            log.warning(
-                "event=invalid_message topic=%s partition=%d offset=%d reason=%r",
-                topic,
-                partition,
-                offset,
-                parsed.reason,
-            )
+        try:
+            parsed = parse_message(self.topics, topic, message.key(), message.value())
+        except Exception as exc:  # the runtime's poison rule: diverted with the batch, never a crash
+            parsed = Unreadable(topic, message.key(), message.value(), handler_error(exc))
         self.batch.add(topic, partition, offset, parsed)
         self.spans.take(message)
 
@@ -280,14 +275,13 @@ class Recorder:
         invalid = self.batch.invalid
         if not invalid:
             return
-        diverted = []
-        for source, offset, item in invalid:
-            value, key, headers = invalid_message(item.value, item.key, item.reason, source, offset, "recorder")
-            diverted.append(Outgoing(self.topics.invalid, value, key, headers))
-        send_all(self.producer, diverted)
-        for _, _, item in invalid:
-            kind = "attempt" if item.source_topic == self.topics.attempts else "dead_letter"
-            metrics.INVALID_EVENTS.labels(f"recorder_{kind}").inc()
+        send_all(
+            self.producer,
+            [
+                divert(item.invalid, item.value, item.key, source, offset, "recorder", self.topics.invalid)
+                for source, offset, item in invalid
+            ],
+        )
         self.batch.clear_invalid()
 
     def _committed(self, result: WriteResult) -> None:

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hookfleet.invalid import invalid_message
 from hookfleet.kafka import (
     BrokerState,
     Consumer,
@@ -40,15 +39,16 @@ from hookfleet.kafka import (
     topic_partition,
     written_ms,
 )
-from hookfleet.metrics import INVALID_EVENTS, PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
+from hookfleet.metrics import PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.close import close_bounded
+from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.sender import Outgoing, TrackedSender
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from retry_scheduler.gate import DueGate, Hold, ShortWaits, Step, hold_plan, to_nudge
-from retry_scheduler.tasks import Invalid, read_task
+from schemas.models import DeliveryTask
 from schemas.retry_schedule import STAGES, Stage, delay_index_for_wait, delay_of, stage_of
 
 log = logging.getLogger(__name__)
@@ -221,13 +221,24 @@ class RetryScheduler:
             now_ms = _now_ms()
             reheld: set[PartitionKey] = set()
             for message in batch:
-                self._handle(message, now_ms, reheld)
+                self._handle_isolated(message, now_ms, reheld)
         self._drain_acks()
         if time.monotonic() >= self._commit_due:
             self._commit_due = time.monotonic() + COMMIT_EVERY_S
             self._commit()
         PARTITIONS_PAUSED.set(self._gate.held_count)
         self._log_summary()
+
+    def _handle_isolated(self, message: Message, now_ms: int, reheld: set[PartitionKey]) -> None:
+        """`_handle`, under the runtime's poison rule: a message whose handling raises is diverted, not a crash
+        (and not a crash loop: its offset is finished like any other's)."""
+        try:
+            self._handle(message, now_ms, reheld)
+        except Exception as exc:
+            partition, offset = _position(message)
+            if self._ledger.already_begun(partition, offset) or not self._ledger.owns(partition):
+                raise  # its hand-off is under way, or it is no longer ours: nothing to divert
+            self._route_invalid(message, partition, offset, handler_error(exc))
 
     def _handle(self, message: Message, now_ms: int, reheld: set[PartitionKey]) -> None:
         error = message.error()
@@ -249,7 +260,7 @@ class RetryScheduler:
             # Handed off by the previous owner after its last commit's offset (its commit metadata says so).
             self._ledger.finish(self._ledger.begin(partition, offset))
             return
-        task = read_task(message.value())
+        task = read_as(DeliveryTask, message.value())
         if isinstance(task, Invalid):
             self._route_invalid(message, partition, offset, task)
             return
@@ -321,20 +332,11 @@ class RetryScheduler:
                 self._send(hand_off)
 
     def _route_invalid(self, message: Message, partition: PartitionKey, offset: int, invalid: Invalid) -> None:
-        log.warning(
-            "event=invalid_task topic=%s partition=%d offset=%d kind=%s reason=%r",
-            partition[0],
-            partition[1],
-            offset,
-            invalid.kind,
-            invalid.reason,
-        )
-        INVALID_EVENTS.labels(invalid.kind).inc()
+        """The runtime's poison rule: aside to the invalid topic with its reason; the partition moves on."""
         self._summary.invalid += 1
-        value, key, headers = invalid_message(
-            message.value(), message.key(), invalid.reason, partition, offset, "retry-scheduler"
+        outgoing = divert(
+            invalid, message.value(), message.key(), partition, offset, "retry-scheduler", self._topics.invalid
         )
-        outgoing = Outgoing(self._topics.invalid, value, key, headers)
         self._send(HandOff(self._ledger.begin(partition, offset), outgoing, None, stage_of(self._topics, partition[0])))
 
     # ---------------------------------------------------------------------------------------------- holds

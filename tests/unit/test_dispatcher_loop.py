@@ -69,6 +69,7 @@ def endpoint(webhook_id: str, account: str = "acct_1", active: bool = True, **ex
 
 
 ROOT = Path(__file__).resolve().parents[2]
+MISMATCH = {"role": "dispatcher", "reason": "account_mismatch"}
 SETTINGS = DispatcherSettings(topic_prefix="u.", park_after_s=0.3, commit_interval_s=0.05, drain_timeout_s=0.2)
 
 
@@ -162,7 +163,7 @@ async def test_a_task_whose_event_belongs_to_another_account_is_diverted_to_inva
     own = build_event("acct_1", EventType.MESSAGE_READ, {})
     broker.append(SETTINGS.topics.deliveries, task_json(forged.body(), "wh_a", 1, 0), key="wh_a")
     broker.append(SETTINGS.topics.deliveries, task_json(own.body(), "wh_a", 1, 0), key="wh_a")
-    counted = REGISTRY.get_sample_value("hookfleet_invalid_events_total", {"reason": "account_mismatch"}) or 0.0
+    counted = REGISTRY.get_sample_value("hookfleet_invalid_events_total", MISMATCH) or 0.0  # labels: one vocabulary
     deliverer = StubDeliverer()
     await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.invalid))
                     and len(broker.messages(SETTINGS.topics.attempts)) == 1, stages=("delivery",))  # fmt: skip
@@ -173,7 +174,7 @@ async def test_a_task_whose_event_belongs_to_another_account_is_diverted_to_inva
     reason = headers_of(moved)["reason"].decode()
     assert "acct_2" in reason and "wh_a" in reason and "account" in reason
     assert moved.value() == broker.messages(SETTINGS.topics.deliveries)[0].value()
-    assert REGISTRY.get_sample_value("hookfleet_invalid_events_total", {"reason": "account_mismatch"}) == counted + 1
+    assert REGISTRY.get_sample_value("hookfleet_invalid_events_total", MISMATCH) == counted + 1
     assert broker.committed[SETTINGS.group_id][(SETTINGS.topics.deliveries, 0)] == 2
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hookfleet.invalid import invalid_message
+from hookfleet.stream.diversion import invalid_message
 from schemas.validation import REASON_MAX, first_error
 
 

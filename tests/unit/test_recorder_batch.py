@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from hookfleet.attempt_rows import ATTEMPT_COLUMNS, attempt_row, json_text, payload_rows, without_nul
-from recorder.batch import Batch, DeadLetter, InvalidMessage, dead_letter_row, parse_message
+from hookfleet.stream.diversion import Invalid
+from recorder.batch import Batch, DeadLetter, Unreadable, dead_letter_row, parse_message
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
 from schemas.topics import Topics
@@ -49,8 +50,8 @@ def test_parse_attempt_and_dead_letter() -> None:
 
 def test_garbage_is_invalid_with_a_short_reason_naming_the_problem() -> None:
     parsed = parse_message(TOPICS, TOPICS.attempts, b"k", b"not json")
-    assert isinstance(parsed, InvalidMessage)
-    assert parsed.reason.startswith("value: Invalid JSON")
+    assert isinstance(parsed, Unreadable)
+    assert parsed.invalid.reason.startswith("value: Invalid JSON")
     assert (parsed.source_topic, parsed.key, parsed.value) == (TOPICS.attempts, b"k", b"not json")
 
 
@@ -58,28 +59,28 @@ def test_wrong_shape_reason_names_the_field() -> None:
     body = json.loads(attempt().model_dump_json())
     body["outcome"] = "exploded"
     parsed = parse_message(TOPICS, TOPICS.attempts, None, json.dumps(body).encode())
-    assert isinstance(parsed, InvalidMessage)
-    assert "outcome" in parsed.reason
-    assert len(parsed.reason) <= 200
+    assert isinstance(parsed, Unreadable)
+    assert "outcome" in parsed.invalid.reason
+    assert len(parsed.invalid.reason) <= 200
 
 
 def test_attempt_on_the_dead_topic_is_invalid() -> None:
     parsed = parse_message(TOPICS, TOPICS.dead, None, attempt().model_dump_json().encode())
-    assert isinstance(parsed, InvalidMessage)
-    assert parsed.reason.startswith("event: Input should be an object")
+    assert isinstance(parsed, Unreadable)
+    assert parsed.invalid.reason.startswith("event: Input should be an object")
 
 
 def test_empty_value_is_invalid() -> None:
     parsed = parse_message(TOPICS, TOPICS.dead, b"k", None)
-    assert isinstance(parsed, InvalidMessage)
-    assert parsed.reason == "empty message value"
+    assert isinstance(parsed, Unreadable)
+    assert parsed.invalid == Invalid("empty", "empty message value: expected a DeliveryTask JSON object")
 
 
 def test_commit_offsets_are_one_past_the_last_message_of_each_partition() -> None:
     batch = Batch()
     batch.add(TOPICS.attempts, 0, 7, attempt(1))
     batch.add(TOPICS.attempts, 0, 8, attempt(2))
-    batch.add(TOPICS.attempts, 2, 3, InvalidMessage(TOPICS.attempts, None, b"x", "bad"))
+    batch.add(TOPICS.attempts, 2, 3, Unreadable(TOPICS.attempts, None, b"x", Invalid("invalid_value", "bad")))
     batch.add(TOPICS.dead, 0, 41, dead_letter())
     assert batch.size == 4
     assert batch.commit_offsets() == {(TOPICS.attempts, 0): 9, (TOPICS.attempts, 2): 4, (TOPICS.dead, 0): 42}
@@ -99,7 +100,7 @@ def test_dropping_revoked_partitions_keeps_the_rest() -> None:
 
 def test_invalid_messages_are_cleared_once_routed_but_their_offsets_stay() -> None:
     batch = Batch()
-    batch.add(TOPICS.attempts, 0, 1, InvalidMessage(TOPICS.attempts, None, b"x", "bad"))
+    batch.add(TOPICS.attempts, 0, 1, Unreadable(TOPICS.attempts, None, b"x", Invalid("invalid_value", "bad")))
     batch.clear_invalid()
     assert batch.invalid == []
     assert batch.commit_offsets() == {(TOPICS.attempts, 0): 2}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from retry_scheduler.tasks import Invalid, read_task
+from hookfleet.stream.diversion import Invalid, read_as
 from schemas.models import DeliveryTask
 from schemas.retry_schedule import DELAYS_S, MAX_ATTEMPTS, STAGES, delay_of, stage_of
 from schemas.topics import Topics
@@ -26,7 +26,7 @@ TASK = {
 
 
 def test_valid_task_is_read() -> None:
-    task = read_task(json.dumps(TASK).encode())
+    task = read_as(DeliveryTask, json.dumps(TASK).encode())
     assert isinstance(task, DeliveryTask)
     assert task.due_at == 1_700_000_010_000
 
@@ -43,23 +43,23 @@ def test_valid_task_is_read() -> None:
         ),
         (
             json.dumps({**TASK, "due_at": "soon"}).encode(),
-            "invalid_task",
+            "invalid_value",
             "due_at: Input should be a valid integer",
         ),
         (
             json.dumps({**TASK, "webhook_id": "nope", "attempt": 9}).encode(),
-            "invalid_task",
+            "invalid_value",
             "webhook_id: String should match pattern '^wh_[0-9A-Za-z]{1,64}$' (+1 more)",
         ),
     ],
 )
 def test_malformed_message_names_the_problem(value: bytes | None, kind: str, reason: str) -> None:
-    assert read_task(value) == Invalid(kind, reason)
+    assert read_as(DeliveryTask, value) == Invalid(kind, reason)  # type: ignore[arg-type]
 
 
 def test_reason_never_echoes_the_payload() -> None:
     bad = {**TASK, "attempt": "s3cr3t-value"}
-    result = read_task(json.dumps(bad).encode())
+    result = read_as(DeliveryTask, json.dumps(bad).encode())
     assert isinstance(result, Invalid)
     assert "s3cr3t" not in result.reason
     assert len(result.reason) <= 200
