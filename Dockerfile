@@ -15,6 +15,7 @@ COPY requirements.lock ./
 RUN /opt/hookfleet/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY hookfleet/ hookfleet/
+COPY devstack/ devstack/
 COPY schemas/ schemas/
 COPY producer/ producer/
 COPY delivery/ delivery/

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # changed lock or pyproject.toml reinstalls.
 LOCK := requirements-test.lock
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
-CODE := hookfleet schemas producer delivery dispatcher retry_scheduler recorder api demo tests bench
+CODE := hookfleet devstack schemas producer delivery dispatcher retry_scheduler recorder api demo tests bench
 PYTEST_ARGS ?=
 STEP := deploy/local/step.sh
 # Two test processes (pytest-xdist), one test file each at a time: most integration tests wait on the

@@ -1,5 +1,5 @@
 """Per-account quotas: how many webhooks and API keys an account may hold, and how many creates, Test
-calls, redeliveries and recovers it may make per minute (replays: hookfleet/replay.py). A quota exceeded
+calls, redeliveries and recovers it may make per minute (replays: api/replay.py). A quota exceeded
 is a 429 with `Retry-After` and the quota's setting in `error.limit`, never a slow request.
 
 The per-minute limits are counted in each API process (a sliding window in memory): with N replicas

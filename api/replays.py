@@ -1,5 +1,5 @@
 """Replay by time range (POST .../replay) and its progress (GET .../replays/{id}); the work is in
-hookfleet/replay.py, which runs on threads because it shares the redrive's acknowledged producer path."""
+api/replay.py, which runs on threads because it shares the redrive's acknowledged producer path."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from api import replay
 from api.auth import account_of
 from api.errors import ApiError, not_found, past_retention
 from api.operation import json_response, path_id, read_body
 from api.quotas import too_many
 from api.resources import resources_of
-from hookfleet import replay
 from hookfleet.retention import horizon
 from schemas.api import ReplayEventRef, ReplayPreview, ReplayRequest, ReplayView
 from schemas.catalog import EventType

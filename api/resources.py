@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from api.quotas import SlidingWindow
+from api.replay import ReplayRunner
 from api.store import Store
 from api.url_check import HostChecker
 from delivery.deliverer import Deliverer
 from hookfleet import secret_keys, secretbox
 from hookfleet.db import DatabaseUnavailable
 from hookfleet.kafka import KafkaProducer
-from hookfleet.replay import ReplayRunner
 from hookfleet.settings import ApiSettings
 
 log = logging.getLogger(__name__)

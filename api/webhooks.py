@@ -16,13 +16,13 @@ from api.auth import account_of
 from api.errors import not_found
 from api.operation import json_response, path_id, read_body
 from api.quotas import check_count, check_rate
+from api.redrive import redrive
 from api.resources import Resources, resources_of
 from api.store import WebhookRow
 from api.views import webhook_view, webhook_with_secret
 from delivery.deliverer import attempt_record
 from delivery.endpoint import Endpoint
 from delivery.signing import new_secret
-from hookfleet.redrive import redrive
 from hookfleet.secretbox import open_headers, seal_headers
 from schemas.api import (
     RecoverRequest,

@@ -28,8 +28,8 @@ import psycopg
 from delivery.signing import new_secret
 from demo.receiver import DemoReceiver
 from demo.tls import make_demo_certs
+from devstack.stack import default_paths
 from hookfleet import secretbox
-from hookfleet.devstack import default_paths
 from hookfleet.settings import ApiSettings
 from producer.publisher import EventPublisher, build_event
 from schemas.catalog import CATALOG, OPERATIONAL_TYPES, PRODUCT_TYPES, sample_data

@@ -52,7 +52,7 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], int | None]:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from hookfleet import devstack
+    from devstack import stack as devstack
 
     if args.action == "up":
         devstack.up(brokers=args.brokers)
@@ -232,7 +232,7 @@ def _add_role_commands(sub: Any) -> None:
     redrive = dead_sub.add_parser("redrive", help="re-publish a webhook's dead letters as a fresh attempt 1")
     redrive.add_argument("--webhook", required=True, help="webhook id")
     redrive.add_argument("--since", help="only dead letters from this RFC 3339 time on")
-    redrive.set_defaults(handler=_lazy("hookfleet.redrive:cli"))
+    redrive.set_defaults(handler=_lazy("api.redrive:cli"))
 
     accounts = sub.add_parser("accounts", help="customer accounts and API keys")
     accounts_sub = accounts.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -266,8 +266,8 @@ def _add_role_commands(sub: Any) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from devstack.stack import DevStackError
     from hookfleet.db import DatabaseUnavailable, SchemaNotMigrated
-    from hookfleet.devstack import DevStackError
     from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
     from hookfleet.secretbox import SecretKeyError
 

@@ -78,7 +78,7 @@ def kafka_bootstrap(_docker: bool) -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.0").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
     else:
-        from hookfleet import devstack
+        from devstack import stack as devstack
 
         devstack.up()
         yield f"127.0.0.1:{devstack.KAFKA_PORT}"
@@ -94,7 +94,7 @@ def database_root_url(_docker: bool) -> Iterator[str]:
         with PostgresContainer("postgres:16", driver=None) as pg:
             yield pg.get_connection_url()
     else:
-        from hookfleet import devstack
+        from devstack import stack as devstack
         from hookfleet.settings import LOCAL_DATABASE_URL
 
         devstack.up()

@@ -1,6 +1,6 @@
 """A 3-broker cluster losing a broker under load: nothing lost, no retry early, no role restarted by hand.
 
-The module starts its own 3-node KRaft cluster (hookfleet/devstack.py `Cluster`, combined roles, fast
+The module starts its own 3-node KRaft cluster (devstack/stack.py `Cluster`, combined roles, fast
 failover settings from deploy/local/cluster.properties.template) on ports and in a directory of its own,
 so it runs beside the single broker the rest of the suite uses, and stops it after its last test. Topics
 are created the way `hookfleet topics ensure` creates them on 3 brokers: replication 3,
@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from hookfleet import devstack
+from devstack import stack as devstack
 from hookfleet.cli import topic_specs
 from hookfleet.kafka import delete_topics, ensure_topics
 from hookfleet.settings import TopicSettings

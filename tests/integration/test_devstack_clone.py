@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hookfleet import devstack
-from hookfleet.devstack import DevStackError, Paths
+from devstack import stack as devstack
+from devstack.stack import DevStackError, Paths
 from tests.support.ports import free_port
 
 pytestmark = [

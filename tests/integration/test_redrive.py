@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from api.redrive import redrive
 from hookfleet.cli import main
 from hookfleet.kafka import KafkaProducer
-from hookfleet.redrive import redrive
 from recorder.batch import Batch, DeadLetter
 from recorder.store import RecorderStore
 from schemas.models import DeliveryTask

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hookfleet.replay import chunk_size
+from api.replay import chunk_size
 from recorder.batch import Batch
 from recorder.store import RecorderStore
 from schemas.catalog import EventType, sample_data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from hookfleet.devstack import new_cluster_id
+from devstack.stack import new_cluster_id
 
 
 def test_kafka_cluster_ids_never_start_with_a_dash() -> None:

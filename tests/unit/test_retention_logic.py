@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from hookfleet.replay import chunk_size
+from api.replay import chunk_size
 from hookfleet.retention import Partition, expired_partitions, horizon, is_expired
 from schemas.ids import ulid, ulid_time_ms
 

@@ -7,7 +7,7 @@ before the retention horizon are cut off: those days are dropped.
 
 A replay fixes its event list when it starts (`replay_events`), so the dry run's count is what is sent.
 It is then enqueued at `replay_rate_per_s` through the same acknowledged producer path as a dead-letter
-redrive (`hookfleet.redrive.publish_acked`), each task keyed by the webhook id to `webhooks.deliveries`
+redrive (`api.redrive.publish_acked`), each task keyed by the webhook id to `webhooks.deliveries`
 and carrying `replay_id`, so the dispatcher treats it as any delivery (current config, retry schedule)
 and its attempts are marked in the log. Progress is read from the log: delivered = a 2xx for the event
 since it was queued; failed = attempts since then, none a 2xx.
@@ -31,10 +31,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from api.redrive import fresh_task, publish_acked
 from hookfleet import metrics
 from hookfleet.db import describe
 from hookfleet.kafka import KafkaException, KafkaProducer
-from hookfleet.redrive import fresh_task, publish_acked
 from schemas.models import Event
 from schemas.topics import Topics
 
