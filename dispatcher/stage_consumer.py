@@ -17,25 +17,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
 from hookfleet.stream.close import CLOSE_BOUND_S, close_bounded
-from hookfleet.stream.ledger import LowWaterMark
-from hookfleet.stream.offset_codec import decode_finished, encode_finished
+from hookfleet.stream.ledger import OffsetLedger
 
 log = logging.getLogger(__name__)
 
 TP = PartitionKey
 
-
-
-@dataclass
-class PartitionState:
-    marks: LowWaterMark
-    generation: int
-    skip: set[int] = field(default_factory=set)  # finished before the last owner's commit: not redone
-    dirty: bool = False  # finished something since the last commit was prepared
 
 
 class StageConsumer:
@@ -50,12 +40,12 @@ class StageConsumer:
         self.stage = stage
         self.consumer = consumer
         self.topic = topic
-        self.partitions: dict[TP, PartitionState] = {}
+        self.ledger = OffsetLedger()
+        """The owned partitions' offsets (hookfleet/stream/ledger.py): begun and finished by the dispatcher."""
         self.paused = False  # by the dispatcher's global bound for this stage
         self._drain = drain
         self._drain_timeout_s = drain_timeout_s
         self._commits: dict[TP, TopicPartition] = {}  # prepared on the loop, committed on the thread
-        self._generation = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dispatcher-{stage}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.close_stuck = False  # `close` did not return within CLOSE_BOUND_S: its thread never ends
@@ -82,16 +72,14 @@ class StageConsumer:
         self.prepare_commits()
         self._commit(asynchronous=True)
 
+    @property
+    def partitions(self) -> frozenset[TP]:
+        """The partitions this stage owns now."""
+        return self.ledger.owned
+
     def prepare_commits(self, keys: set[TP] | None = None, force: bool = False) -> None:
         """The commit of every changed partition, with its finished offsets as metadata."""
-        for key, state in self.partitions.items():
-            if (keys is not None and key not in keys) or state.generation < 0 or not (state.dirty or force):
-                continue
-            base = state.marks.commit_point()
-            if base is None:
-                continue
-            state.dirty = False
-            metadata = encode_finished(base, state.marks.finished_above())
+        for key, base, metadata in self.ledger.commits(keys, force=force):
             self._commits[key] = TopicPartition(key[0], key[1], base, metadata)
 
     def pause(self, keys: list[TP]) -> None:
@@ -149,39 +137,32 @@ class StageConsumer:
             log.debug("event=commit_failed stage=%s partitions=%d", self.stage, len(offsets), exc_info=True)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        skipping = 0
+        for tp in self._last_commits(partitions):
+            skipping += self.ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata)
         self.joined = True
-        self._generation += 1
-        skips = self._finished_by_previous_owner(partitions)
-        for tp in partitions:
-            key = (tp.topic, tp.partition)
-            self.partitions[key] = PartitionState(LowWaterMark(), self._generation, skips.get(key, set()))
         if self.paused and partitions:
             consumer.pause(partitions)
         log.info(
             "event=partitions_assigned stage=%s count=%d total=%d skipping=%d",
             self.stage,
             len(partitions),
-            len(self.partitions),
-            sum(len(s) for s in skips.values()),
+            len(self.ledger.owned),
+            skipping,
         )
 
-    def _finished_by_previous_owner(self, partitions: list[TopicPartition]) -> dict[TP, set[int]]:
-        """The finished offsets recorded with each partition's last commit (skipped when consumed again)."""
+    def _last_commits(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Each partition's last commit, whose metadata names the offsets finished above it (skipped when
+        consumed again)."""
         if not partitions:
-            return {}
+            return []
+        bare = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         try:
-            committed = self.consumer.committed(
-                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
-            )
+            committed: list[TopicPartition] = self.consumer.committed(bare, timeout=10)
+            return committed
         except Exception as exc:  # without them nothing is lost: the finished work is only done again
             log.warning("event=committed_metadata_unavailable stage=%s error=%r (nothing skipped)", self.stage, exc)
-            return {}
-        skips: dict[TP, set[int]] = {}
-        for tp in committed:
-            finished = decode_finished(tp.offset, tp.metadata)
-            if finished:
-                skips[(tp.topic, tp.partition)] = set(finished)
-        return skips
+            return bare
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
@@ -192,16 +173,12 @@ class StageConsumer:
             except Exception:  # a failed drain only means the next owner redoes more
                 log.warning("event=revoke_drain_failed stage=%s", self.stage, exc_info=True)
         self._commit(asynchronous=False, keys=keys)
-        for key in keys:
-            self.partitions.pop(key, None)
+        self.ledger.revoke(keys)
         log.info(
-            "event=partitions_revoked stage=%s count=%d total=%d", self.stage, len(partitions), len(self.partitions)
+            "event=partitions_revoked stage=%s count=%d total=%d", self.stage, len(partitions), len(self.ledger.owned)
         )
 
     async def _revoke_on_loop(self, keys: set[TP]) -> None:
         await self._drain(keys)
         self.prepare_commits(keys, force=True)
-        for key in keys:
-            state = self.partitions.get(key)
-            if state is not None:
-                state.generation = -1  # late completions of abandoned work must not count
+        self.ledger.revoke(keys)  # late completions of abandoned work must not count

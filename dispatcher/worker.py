@@ -50,6 +50,7 @@ from hookfleet.kafka import (
 )
 from hookfleet.settings import DispatcherSettings
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
+from hookfleet.stream.ledger import Claim
 from hookfleet.stream.sender import Outgoing, send_until_acked
 from schemas.ids import new_attempt_id
 from schemas.models import DeliveryTask, Event, Outcome
@@ -87,11 +88,13 @@ class _Job:
 
     task: DeliveryTask
     body: bytes  # the event's bytes as consumed: signed, sent, and copied into every record of this task
-    key: TP
-    generation: int
-    offset: int
+    claim: Claim  # its offset, finished when the task's outcome is durable
     parks: int = 0  # how often this task was parked before (routing.PARKS_HEADER)
     trace: Any = field(default_factory=tracing.current)  # the task's trace context (None when tracing is off)
+
+    @property
+    def key(self) -> TP:
+        return self.claim.partition
 
 
 class Dispatcher:
@@ -237,53 +240,49 @@ class Dispatcher:
             log.warning("event=consume_error stage=%s code=%s reason=%s", stage.stage, error.name(), error.str())
             return
         key: TP = (message.topic() or "", message.partition() or 0)
-        state = stage.partitions.get(key)
-        if state is None:  # a message of a partition revoked in the same batch
+        if not stage.ledger.owns(key):  # a message of a partition revoked in the same batch
             return
         offset = message.offset() or 0
-        state.marks.begin(offset)
-        if offset in state.skip:  # finished before the last owner's final commit
-            state.skip.discard(offset)
+        claim = stage.ledger.begin(key, offset)
+        if stage.ledger.finished_before(key, offset):  # finished before the last owner's final commit
             metrics.SKIPPED_ON_RESTART.inc()
-            self._finish(key, state.generation, offset)
+            self._finish(claim)
             return
         try:
             if stage.stage == "fanout":
-                self._fan_out(message, key, state.generation, offset)
+                self._fan_out(message, claim)
             else:
-                self._take(message, key, state.generation, offset)
+                self._take(message, claim)
         except Exception as exc:  # the runtime's poison rule: diverted with its reason, never a crash
-            diverted = self._to_invalid(message, handler_error(exc))
-            self._spawn(self._finish_after(diverted, key, state.generation, offset), key)
+            self._spawn(self._finish_after(self._to_invalid(message, handler_error(exc)), claim), key)
 
-    def _finish(self, key: TP, generation: int, offset: int) -> None:
-        """The outcome of this message is durable: its offset may be committed."""
-        stage = self._delivery if key[0] == self._topics.deliveries else self._stages.get("fanout")
-        state = stage.partitions.get(key) if stage is not None else None
-        if state is None or state.generation != generation:
-            return
-        state.marks.finish(offset)
-        state.dirty = True
+    def _finish(self, claim: Claim) -> None:
+        """The outcome of this message is durable: its offset may be committed (a claim of an ownership that
+        has ended counts for nothing)."""
+        stage = self._delivery if claim.partition[0] == self._topics.deliveries else self._stages.get("fanout")
+        if stage is not None:
+            stage.ledger.finish(claim)
 
     def _spawn(self, work: Coroutine[Any, Any, None], key: TP) -> None:
         task = asyncio.ensure_future(work)
         self._tasks[task] = key
         task.add_done_callback(self._tasks.pop)
 
-    async def _finish_after(self, work: Awaitable[None], key: TP, generation: int, offset: int) -> None:
+    async def _finish_after(self, work: Awaitable[None], claim: Claim) -> None:
         await work
-        self._finish(key, generation, offset)
+        self._finish(claim)
 
     # ------------------------------------------------------------------------------------ fan-out stage
 
-    def _fan_out(self, message: Message, key: TP, generation: int, offset: int) -> None:
+    def _fan_out(self, message: Message, claim: Claim) -> None:
+        key = claim.partition
         event = read_as(Event, message.value())
         if isinstance(event, Invalid):
-            self._spawn(self._finish_after(self._to_invalid(message, event), key, generation, offset), key)
+            self._spawn(self._finish_after(self._to_invalid(message, event), claim), key)
             return
         endpoints = recipients(event, self._index.match(event.account_id, event.type))
         if not endpoints:
-            self._finish(key, generation, offset)
+            self._finish(claim)
             return
         assert self._loop is not None
         body = event.body()
@@ -293,7 +292,7 @@ class Dispatcher:
         def to_loop(done: FanoutJob) -> None:
             loop.call_soon_threadsafe(self._fanned_out, done)
 
-        job = FanoutJob(key, generation, offset, len(endpoints), to_loop, trace=tracing.current())
+        job = FanoutJob(key, claim.epoch, claim.offset, len(endpoints), to_loop, trace=tracing.current())
         self._fanout_pending += len(endpoints)
         for endpoint in endpoints:
             value = task_json(body, endpoint.id, 1, now_ms)
@@ -310,7 +309,7 @@ class Dispatcher:
         failed, job.failed = job.failed, []
         self._fanout_pending -= job.total - len(failed)
         if not failed:
-            self._finish(job.partition, job.generation, job.offset)
+            self._finish(Claim(job.partition, job.offset, job.generation))
             return
 
         async def again() -> None:
@@ -318,15 +317,17 @@ class Dispatcher:
             await asyncio.gather(*(self._send_durably(self._topics.deliveries, v, w) for w, v in failed))
             self._fanout_pending -= len(failed)
 
-        self._spawn(self._finish_after(again(), job.partition, job.generation, job.offset), job.partition)
+        claim = Claim(job.partition, job.offset, job.generation)
+        self._spawn(self._finish_after(again(), claim), job.partition)
 
     # ------------------------------------------------------------------------------------ delivery stage
 
-    def _take(self, message: Message, key: TP, generation: int, offset: int) -> None:
+    def _take(self, message: Message, claim: Claim) -> None:
+        key = claim.partition
         raw = message.value() or b""
         task = read_as(DeliveryTask, raw)
         if isinstance(task, Invalid):
-            self._spawn(self._finish_after(self._to_invalid(message, task), key, generation, offset), key)
+            self._spawn(self._finish_after(self._to_invalid(message, task), claim), key)
             return
         body = event_bytes(raw, task)
         endpoint = self._index.get(task.webhook_id)
@@ -335,14 +336,14 @@ class Dispatcher:
             # otherwise have any event signed with any webhook's secret), nor logged in that webhook's log.
             mismatch = f"event.account_id: {task.event.account_id} is not the account of webhook {task.webhook_id}"
             invalid = self._to_invalid(message, Invalid("account_mismatch", mismatch))
-            self._spawn(self._finish_after(invalid, key, generation, offset), key)
+            self._spawn(self._finish_after(invalid, claim), key)
             return
         reason = self._drop_reason(endpoint, task)
         if reason is not None:
-            self._spawn(self._finish_after(self._drop(task, body, *reason), key, generation, offset), key)
+            self._spawn(self._finish_after(self._drop(task, body, *reason), claim), key)
             return
         assert endpoint is not None
-        job = _Job(task, body, key, generation, offset, parks_of(message_headers(message)) if task.parked else 0)
+        job = _Job(task, body, claim, parks_of(message_headers(message)) if task.parked else 0)
         lane = self._lane(endpoint, key)
         self._held += 1
         now = time.monotonic()
@@ -450,7 +451,7 @@ class Dispatcher:
             release()
             self._open_requests -= 1
         self._held -= 1
-        self._finish(job.key, job.generation, job.offset)
+        self._finish(job.claim)
 
     async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask, body: bytes, key: TP) -> bool:
         """An ordered webhook retries in its lane, so its later events wait behind this one.
@@ -567,7 +568,7 @@ class Dispatcher:
         )
         await self._send_durably(route.topic, parked, task.webhook_id, [(PARKS_HEADER, str(job.parks + 1).encode())])
         self._held -= 1
-        self._finish(job.key, job.generation, job.offset)
+        self._finish(job.claim)
 
     async def _drop(self, task: DeliveryTask, body: bytes, reason: str, kind: str, attempt: int | None = None) -> None:
         """Log that a task was not tried (`attempt`: the one it would have made, when not the task's own)."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from prometheus_client import REGISTRY
 
 from dispatcher.routing import route_failure
 from hookfleet.settings import RetrySchedulerSettings
@@ -34,11 +35,14 @@ from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-TOLERANCE_MS = 1_500
-"""Stated accuracy for these tests: the target is 1 s; the slack covers a busy shared CI machine."""
+TOLERANCE_MS = 3_000
+"""Hand-off lateness these tests accept: the target is 1 s (measured by bench/retry_lateness); the slack
+covers a machine whose two cores are busy with other work. A regression these tests exist for (a task held
+behind a later one, a partition left paused) is late by a whole delay, which the scenarios keep longer."""
 PARTITIONS = 3
 
 
@@ -236,7 +240,7 @@ def test_partition_held_on_far_future_task_does_not_delay_due_task_on_another(
     far = now_ms() + 120_000
     producer(topics.retry_5m, 0, b"wh_far", task_bytes(1, far))
     producer(topics.retry_5m, 0, b"wh_far", task_bytes(2, far + 1))  # queued behind the held head
-    time.sleep(0.5)  # the scheduler reads the far head and holds partition 0
+    wait_until(lambda: (REGISTRY.get_sample_value("hookfleet_partitions_paused") or 0) >= 1, 10, "partition 0 held")
     soon = now_ms() + 1_000
     producer(topics.retry_5m, 1, b"wh_soon", task_bytes(3, soon))
     producer(topics.retry_5m, 2, b"wh_now", task_bytes(4, now_ms()))
@@ -258,7 +262,7 @@ def test_retry_after_waits_leave_on_time_whatever_is_queued_around_them(
     delays among ordinary retries of the same webhook: each leaves within the tolerance of its due time, never
     early. A wait once went to a delay topic longer than itself, or was relayed behind tasks due later, and
     waited for them."""
-    delays, cap_s = (4.0, 8.0, 20.0), 60.0
+    delays, cap_s = (4.0, 12.0, 20.0), 60.0
     start_scheduler(retry_delays_s=delays, retry_after_cap_s=cap_s)
     deliveries = reader(topics.deliveries)
     warm_up(producer, topics, deliveries)
@@ -275,11 +279,11 @@ def test_retry_after_waits_leave_on_time_whatever_is_queued_around_them(
         assert client.flush(10) == 0
         expected[n] = route.due_at_ms
 
-    fail(1, 2)  # the schedule: due 8 s later
-    fail(2, 1, 503, 5.0)  # 5 s: more than its stage's 4 s, less than 8 s
+    fail(1, 2)  # the schedule: due 12 s later
+    fail(2, 1, 503, 5.0)  # 5 s: more than its stage's 4 s, less than 12 s (once held behind the first: 7 s late)
     fail(3, 1, 429, 21.0)  # 21 s: relayed past the longest delay, its last second held aside
     assert 1 in numbers(deliveries.read_until(lambda ms: 1 in numbers(ms), timeout_s=30))
-    fail(4, 3)  # written 8 s in, due 20 s later: queued where the 21 s wait is relayed to
+    fail(4, 3)  # written 12 s in, due 20 s later: queued where the 21 s wait was relayed to (then 11 s late)
 
     got = deliveries.read_until(lambda ms: set(expected) <= set(numbers(ms)), timeout_s=60)
     assert sorted(set(numbers(got))) == sorted(expected)
@@ -361,7 +365,8 @@ def test_rebalance_to_a_second_scheduler_keeps_holds_and_sends_each_task_once(
                 number = 1 + 10 * (t_index * PARTITIONS + partition) + step
                 producer(topic, partition, f"wh_{number}".encode(), task_bytes(number, due + 200 * step))
                 expected.append(number)
-    time.sleep(1.0)  # every partition is now held by the first scheduler
+    held = len(topics.retries) * PARTITIONS
+    wait_until(lambda: REGISTRY.get_sample_value("hookfleet_partitions_paused") == held, 15, "every partition held")
 
     start_scheduler()  # same group: a cooperative rebalance moves some held partitions to the newcomer
     deliveries.read_until(lambda ms: len(ms) >= len(expected), timeout_s=20)
