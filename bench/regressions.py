@@ -20,9 +20,13 @@ def _cells(row: str) -> list[str]:
     return [cell.strip() for cell in row.strip().strip("|").split("|")]
 
 
+_RATE = re.compile(r"\d[\d,]*(?:\.\d+)?/s")
+
+
 def _label(cell: str) -> str:
-    """A row's name without its figures: "latency at 1,803/s" and "latency at 950/s" are the same row."""
-    return _NUMBER.sub("#", cell).strip()
+    """A row's name without the rate it was run at: "latency at 1,803/s" and "latency at 950/s" are the same
+    row (the rate is half of that run's throughput), "fan-out to 100" and "fan-out to 1,000" are not."""
+    return _RATE.sub("#/s", cell).strip()
 
 
 def _numbers(cell: str) -> list[float]:

@@ -24,9 +24,23 @@ RECORDED = """# Benchmark results
 
 def test_recorded_rows_come_from_the_latest_run_only_keyed_without_their_figures() -> None:
     rows = recorded_rows(RECORDED)
-    assert rows["retry lateness, # due over # s"] == "p50 12 ms, p99 55 ms, max 73 ms"
+    assert rows["retry lateness, 10,000 due over 60 s"] == "p50 12 ms, p99 55 ms, max 73 ms"
     assert rows["publish-to-receive latency at #/s (half of the above)"].startswith("p50 6.8 ms")
     assert len(rows) == 3
+
+
+def test_rows_that_differ_in_size_stay_apart() -> None:
+    markdown = """## Latest run
+
+| figure | measured | target | |
+|---|---|---|---|
+| fan-out: 1 event -> 100 webhooks, until all received | median 0.019 s | <= 1 s | met |
+| fan-out: 1 event -> 1,000 webhooks, until all received | median 0.193 s | none | - |
+"""
+    rows = recorded_rows(markdown)
+    assert rows["fan-out: 1 event -> 100 webhooks, until all received"] == "median 0.019 s"
+    new = ["| fan-out: 1 event -> 100 webhooks, until all received | median 0.078 s | <= 1 s | met |"]
+    assert needs_a_look(new, rows) == ["fan-out: 1 event -> 100 webhooks, until all received (0.019 -> 0.078)"]
 
 
 def test_a_row_that_moved_more_than_twice_is_named_with_the_figure_that_moved() -> None:
