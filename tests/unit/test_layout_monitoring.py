@@ -258,3 +258,55 @@ def test_runbook_commands_name_objects_and_pods_of_the_layout(layout: str) -> No
         assert name in of_kind(layout, "ScaledObject"), (
             f"runbook names {name}, not a ScaledObject of the {layout} layout"
         )
+
+
+def pod_series(pod: str, *, ready: bool, phase: str = "Running", minutes: int = 30) -> list[dict[str, str]]:
+    """kube-state-metrics' series of one pod."""
+    where = {"namespace": "hookfleet", "pod": pod}
+    return [
+        {
+            "series": series("kube_pod_status_ready", {**where, "condition": "false"}),
+            "values": f"{int(not ready)}x{minutes}",
+        },
+        {"series": series("kube_pod_status_phase", {**where, "phase": phase}), "values": f"1x{minutes}"},
+    ]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_one_unready_pod_of_any_deployment_files_a_ticket_and_a_finished_job_pod_does_not(
+    layout: str, tmp_path: Path
+) -> None:
+    """Pods are named by Kubernetes from their Deployment (`<deployment>-<hash>-<suffix>`) and Job
+    (`<job>-<suffix>`): the per-pod alert must match every Deployment's pods of the layout."""
+    (job,) = of_kind(layout, "Job")
+    finished = pod_series(f"{job}-7kq2m", ready=False, phase="Succeeded")
+    tests: list[dict[str, Any]] = []
+    for name in of_kind(layout, "Deployment"):
+        pod = f"{name}-5d8f7c9b4-x2x7k"
+        tests.append(
+            {
+                "name": f"{layout}: {pod} unready",
+                "interval": "1m",
+                "input_series": [
+                    *pod_series(pod, ready=False),
+                    *pod_series(f"{name}-5d8f7c9b4-q9w2e", ready=True),
+                    *finished,
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": firing("HookfleetPodUnready"),
+                        "eval_time": "25m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    },
+                    {
+                        "expr": firing("HookfleetPodUnready", f'pod="{pod}"'),
+                        "eval_time": "25m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    },
+                ],
+            }
+        )
+    path = tmp_path / "pods.test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{layout}: per-pod unready alert:\n{result.stdout}\n{result.stderr}"
