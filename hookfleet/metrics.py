@@ -166,6 +166,19 @@ RETRY_OVERDUE = Gauge(
     ["topic"],
 )
 LAG_EXPORT_ERRORS = Counter("hookfleet_lag_export_errors", "Broker-side lag reads that failed")
+GROUP_PARTITION_LAG_SECONDS = Gauge(
+    "hookfleet_group_partition_lag_seconds",
+    "Broker-side, per partition: age of the oldest message the group has not committed past (0 when caught up;"
+    " on a delay topic it includes the wait). Bounded: watched groups x their topics x partitions",
+    ["group", "topic", "partition"],
+)
+TOPIC_RETENTION_SECONDS = Gauge(
+    "hookfleet_topic_retention_seconds", "Broker-side: the topic's retention.ms, in seconds", ["topic"]
+)
+LAG_EXPORT_TIMESTAMP = Gauge(
+    "hookfleet_lag_export_timestamp_seconds",
+    "Unix time of the last complete broker-side lag read: its age shows the lag series are stale",
+)
 API_REQUESTS = Counter("hookfleet_api_requests", "API requests by operation and status class", ["operation", "status"])
 API_REQUEST_DURATION = Histogram(
     "hookfleet_api_request_duration_seconds",

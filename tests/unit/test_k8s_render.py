@@ -218,6 +218,28 @@ def test_keda_max_replicas_is_the_partition_count_from_the_one_setting(layout: s
     rendered = render_edited(tmp_path, layout, lambda deploy: set_partitions(deploy, 12))
     maxima = {d["metadata"]["name"]: d["spec"]["maxReplicaCount"] for d in rendered if d["kind"] == "ScaledObject"}
     assert maxima and set(maxima.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered maxReplicaCount {maxima}"
+    fallbacks = {
+        d["metadata"]["name"]: d["spec"]["fallback"]["replicas"] for d in rendered if d["kind"] == "ScaledObject"
+    }
+    assert set(fallbacks.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered fallback replicas {fallbacks}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keda_falls_back_to_every_partition_when_the_lag_source_is_down(layout: str) -> None:
+    """No answer from the lag query (Prometheus down, the export stale) must not freeze or shrink the fleet:
+    KEDA's fallback holds it at the partition count. KEDA applies a fallback to AverageValue triggers only."""
+    (config,) = of_kind(layout, "ConfigMap").values()
+    for name, scaled in of_kind(layout, "ScaledObject").items():
+        fallback = scaled["spec"].get("fallback")
+        assert fallback is not None, f"{name}: no fallback, so a lag source outage leaves the count as it was"
+        assert fallback["replicas"] == int(config["data"]["HOOKFLEET_PARTITIONS"]), name
+        assert 1 <= fallback["failureThreshold"] * scaled["spec"]["pollingInterval"] <= 60, name
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["metricType"] == "AverageValue", f"{name}: KEDA ignores the fallback of a Value trigger"
+            assert trigger["metadata"]["ignoreNullValues"] == "false", f"{name}: no answer must be an error"
+            assert "hookfleet_lag_export_timestamp_seconds" in trigger["metadata"]["query"], (
+                f"{name}: a stale export must make the query answer nothing"
+            )
 
 
 # --------------------------------------------------------------------------- every rendered object is deployable
@@ -407,6 +429,15 @@ def test_the_validator_refuses_a_misspelt_field() -> None:
     scaled["spec"] = {**scaled["spec"], "maxReplicas": 3}
     result = validate(yaml.safe_dump_all(docs, sort_keys=False))
     assert result.returncode == 1 and 'unknown field "spec.maxReplicas"' in result.stdout, result.stdout
+
+
+def test_the_validator_refuses_a_fallback_keda_would_never_apply() -> None:
+    """KEDA's admission webhook logs a fallback on a Value trigger and accepts it; the validator refuses it."""
+    docs = [dict(doc) for doc in render("base")]
+    scaled = next(doc for doc in docs if doc["kind"] == "ScaledObject")
+    scaled["spec"] = {**scaled["spec"], "triggers": [{**t, "metricType": "Value"} for t in scaled["spec"]["triggers"]]}
+    result = validate(yaml.safe_dump_all(docs, sort_keys=False))
+    assert result.returncode == 1 and "Fallback can only be enabled" in result.stdout, result.stdout
 
 
 # ----------------------------------------------------------------------------------------- defence in depth

@@ -310,3 +310,58 @@ def test_one_unready_pod_of_any_deployment_files_a_ticket_and_a_finished_job_pod
     path.write_text(yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests}))
     result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{layout}: per-pod unready alert:\n{result.stdout}\n{result.stderr}"
+
+
+def keda_inputs(layout: str, *, lag_s: int, replicas: int, export_fresh: bool) -> list[dict[str, str]]:
+    """What KEDA's queries read, for 30 minutes: the dispatcher group's lag on every topic, each scaled
+    Deployment's replicas, and the export's timestamp (seconds since the start, as promtool's time() counts)."""
+    out = [
+        {
+            "series": series("hookfleet_group_lag_seconds", {"group": "hookfleet-dispatcher", "topic": topic}),
+            "values": f"{lag_s}x30",
+        }
+        for topic in ("webhooks.events", "webhooks.deliveries")
+    ]
+    out += [
+        {"series": series("kube_deployment_status_replicas", {"deployment": name}), "values": f"{replicas}x30"}
+        for name in of_kind(layout, "Deployment")
+    ]
+    stamp = "0+60x30" if export_fresh else "0+60x5 300x25"  # stale: the last round at 5 minutes
+    out.append(
+        {"series": series("hookfleet_lag_export_timestamp_seconds", {"job": "hookfleet-recorder"}), "values": stamp}
+    )
+    return out
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keda_queries_scale_with_lag_and_answer_nothing_when_the_export_is_stale(layout: str, tmp_path: Path) -> None:
+    """AverageValue over replicas x lag: the HPA's ceil(value / threshold) is ceil(replicas x lag / 60 s), twice as
+    late -> twice the dispatchers. A stale export answers nothing, which KEDA takes as an error: the fallback."""
+    tests: list[dict[str, Any]] = []
+    for name, scaled in of_kind(layout, "ScaledObject").items():
+        (trigger,) = scaled["spec"]["triggers"]
+        query, threshold = trigger["metadata"]["query"], float(trigger["metadata"]["threshold"])
+        tests += [
+            {
+                "name": f"{layout}: {name} at 3 replicas and 120 s of lag asks for 6",
+                "interval": "1m",
+                "input_series": keda_inputs(layout, lag_s=120, replicas=3, export_fresh=True),
+                "promql_expr_test": [
+                    {
+                        "expr": f"({query}) / {threshold}",
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": "{}", "value": 6}],
+                    }
+                ],
+            },
+            {
+                "name": f"{layout}: {name} with a stale export answers nothing",
+                "interval": "1m",
+                "input_series": keda_inputs(layout, lag_s=120, replicas=3, export_fresh=False),
+                "promql_expr_test": [{"expr": query, "eval_time": "10m", "exp_samples": []}],
+            },
+        ]
+    path = tmp_path / "keda.test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{layout}: KEDA's query:\n{result.stdout}\n{result.stderr}"
