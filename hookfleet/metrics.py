@@ -116,6 +116,25 @@ ITEM_FAILURES = Counter(
     ["loop"],
 )
 FAILING_WEBHOOKS = Gauge("hookfleet_failing_webhooks", "Webhooks whose status is failing (re-read every 30 s)")
+OUTBOX_ROWS = Gauge(
+    "hookfleet_outbox_rows",
+    "Unsent operational events (webhook.failing/.recovered/.disabled) by state: pending, failed (waiting for"
+    " the next try), given_up (kept for the operator); re-read every 30 s",
+    ["state"],
+)
+OUTBOX_OLDEST_DUE = Gauge(
+    "hookfleet_outbox_oldest_due_seconds",
+    "How long the oldest operational event that is due to be sent has waited (0 when none is due)",
+)
+
+
+def set_outbox_backlog(pending: int, failed: int, given_up: int, oldest_due_s: float) -> None:
+    OUTBOX_ROWS.labels("pending").set(pending)
+    OUTBOX_ROWS.labels("failed").set(failed)
+    OUTBOX_ROWS.labels("given_up").set(given_up)
+    OUTBOX_OLDEST_DUE.set(oldest_due_s)
+
+
 DELIVERY_SETTLED = Histogram(
     "hookfleet_delivery_settled_seconds",
     "Event created_at to its delivery settled: a 2xx (delivered) or the last failure (dead_lettered); the SLI",
