@@ -112,6 +112,28 @@ def test_the_setup_job_is_named_for_the_release_it_sets_up() -> None:
     assert job["metadata"]["name"] == f"hookfleet-setup-{tags.pop()}"
 
 
+# deploy/README.md#migrations-and-rollouts: migration 0008 rebuilds the health stats from the whole log at
+# ~27 s per million attempt rows (bench/RESULTS.md); the setup Job must let it finish on a 100-million-row log.
+LARGEST_MIGRATION_S = 27 * 100
+
+
+def job_retry_backoff_s(retries: int) -> int:
+    """The Job controller's waits before `retries` retries: 10 s, doubling, at most 6 minutes each."""
+    return sum(min(10 * 2**i, 360) for i in range(retries))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_setup_job_is_bounded_and_its_bounds_let_the_largest_migration_finish(layout: str) -> None:
+    (job,) = of_kind(layout, "Job").values()
+    spec = job["spec"]
+    retries, deadline = spec.get("backoffLimit"), spec.get("activeDeadlineSeconds")
+    assert retries is not None and 1 <= retries <= 6, f"backoffLimit {retries}: a few retries, not for ever"
+    assert deadline is not None, "no activeDeadlineSeconds: a setup that hangs holds the release for ever"
+    needed = LARGEST_MIGRATION_S + job_retry_backoff_s(retries)
+    assert needed <= deadline, f"activeDeadlineSeconds {deadline} < {needed} s (largest migration + retry waits)"
+    assert deadline < spec["ttlSecondsAfterFinished"], "a failed Job must stay long enough to be read"
+
+
 MIB = 1024 * 1024
 # bench/RESULTS.md: the dispatcher idle (uvloop, subscription index loaded) is 78 MB; counted as MiB.
 IDLE_MIB = 78

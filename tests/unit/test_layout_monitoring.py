@@ -249,7 +249,8 @@ def test_runbook_commands_name_objects_and_pods_of_the_layout(layout: str) -> No
     deployments = of_kind(layout, "Deployment")
     for name in set(re.findall(r"deploy/(hookfleet-[a-z-]+)", commands)):
         assert name in deployments, f"runbook names deploy/{name}, which the {layout} layout does not render"
-    templates = [d["spec"]["template"]["metadata"]["labels"] for d in deployments.values()]
+    workloads = [*deployments.values(), *of_kind(layout, "Job").values()]
+    templates = [d["spec"]["template"]["metadata"]["labels"] for d in workloads]
     for key, value in set(re.findall(r"-l ([\w./-]+)=([\w.-]+)", commands)):
         assert any(labels.get(key) == value for labels in templates), (
             f"runbook: -l {key}={value} selects no {layout} pod"
