@@ -14,13 +14,23 @@ Here one reader asks the broker, every `interval_s`:
 From those: `hookfleet_group_lag_seconds` = now - timestamp of that oldest message (0 when caught up), the
 signal the dispatcher scales on and the lag alerts read; and for the delay topics, where waiting is the
 point, `hookfleet_retry_overdue_seconds` = now - due_at of that oldest task, which grows only when the
-retry scheduler does not hand due tasks back (stalled, or not running). Cost per round: three small
-requests plus one fetch per lagging partition; measured with all 42 partitions of the 7 watched topics
-lagging (6 partitions each, local broker, 2-core machine): 16 ms CPU and 0.3 s wall per round (2.4 s for
-the first, which finds the coordinators), i.e. ~0.1 % of a core at the default 15 s.
+retry scheduler does not hand due tasks back (stalled, or not running). The same age per partition,
+`hookfleet_group_partition_lag_seconds` (delay topics included), set against each topic's `retention.ms`
+(`hookfleet_topic_retention_seconds`, 4. below), shows a group about to lose messages the broker deletes
+before it reads them, and names the partition that is behind.
+`hookfleet_lag_export_timestamp_seconds` is set after every complete round, so a stale export (a hung
+read, a dead thread) shows although the last values stay exported. Cost per round: four small requests
+(4. is one DescribeConfigs for every watched topic) plus one fetch per lagging partition; measured with
+all 42 partitions of the 7 watched topics lagging (6 partitions each, local broker, 2-core machine):
+16 ms CPU and 0.3 s wall per round (2.4 s for the first, which finds the coordinators), i.e. ~0.1 % of a
+core at the default 15 s.
+
+4. each watched topic's `retention.ms`. A broker that refuses it (an ACL without DESCRIBE_CONFIGS) leaves
+   the retention series unset and the lag export whole: the retention alert is then silent, not wrong.
 
 Series are labelled with the unprefixed group and topic names, so rules and dashboards are the same for
-every HOOKFLEET_TOPIC_PREFIX.
+every HOOKFLEET_TOPIC_PREFIX. Labels are bounded by configuration: the groups of HOOKFLEET_LAG_GROUPS,
+their topics, and each topic's partitions.
 """
 
 from __future__ import annotations
@@ -39,10 +49,19 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec, ResourceType  # type: ignore[attr-defined]
 
 from hookfleet.kafka import client_config, consumer_config
-from hookfleet.metrics import GROUP_LAG_MESSAGES, GROUP_LAG_SECONDS, LAG_EXPORT_ERRORS, RETRY_OVERDUE, TOPIC_END_OFFSET
+from hookfleet.metrics import (
+    GROUP_LAG_MESSAGES,
+    GROUP_LAG_SECONDS,
+    GROUP_PARTITION_LAG_SECONDS,
+    LAG_EXPORT_ERRORS,
+    LAG_EXPORT_TIMESTAMP,
+    RETRY_OVERDUE,
+    TOPIC_END_OFFSET,
+    TOPIC_RETENTION_SECONDS,
+)
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -95,6 +114,7 @@ class BrokerLag:
         # the admin client's OffsetFetch aborts the process when its coordinator lookup times out while a
         # broker restarts (librdkafka issue 4605, `rd_kafka_enq_once_del_source_return` assertion).
         self._committers: dict[str, Consumer] = {}
+        self._retention_readable = True  # logs the first refusal and the recovery, not every round
         # Never subscribes, never commits: assigned only to read the heads, then unassigned.
         self._reader = Consumer(
             consumer_config(
@@ -130,19 +150,50 @@ class BrokerLag:
             behind = {tp: c for tp, c in committed.items() if ends.get(tp, 0) > max(c, 0)}
             heads = self._heads(behind)
             for topic in group_topics:
-                lags = [
-                    partition_lag(ends.get(tp, 0), committed.get(tp, -1), heads.get(tp), now_ms)
-                    for tp in partitions
-                    if tp[0] == topic
-                ]
+                lags = []
+                for tp in partitions:
+                    if tp[0] != topic:
+                        continue
+                    lag = partition_lag(ends.get(tp, 0), committed.get(tp, -1), heads.get(tp), now_ms)
+                    GROUP_PARTITION_LAG_SECONDS.labels(group, topic, str(tp[1])).set(lag.seconds)
+                    lags.append(lag)
                 GROUP_LAG_MESSAGES.labels(group, topic).set(sum(lag.messages for lag in lags))
                 if topic in self._retry_topics:
                     # Waiting in a delay topic is the design: only overdue tasks are news.
                     RETRY_OVERDUE.labels(topic).set(max((lag.overdue_s for lag in lags), default=0.0))
                 else:
                     GROUP_LAG_SECONDS.labels(group, topic).set(max((lag.seconds for lag in lags), default=0.0))
+        self._export_retention(topics)
+        LAG_EXPORT_TIMESTAMP.set(time.time())
 
     # -------------------------------------------------------------------------------------- broker reads
+
+    def _export_retention(self, topics: list[str]) -> None:
+        try:
+            retention = self._retention_s(topics)
+        except Exception as exc:  # the lag itself was read: a refused DescribeConfigs must not hide it
+            if self._retention_readable:
+                log.warning("event=topic_retention_unreadable error=%s reason=%s", type(exc).__name__, exc)
+            self._retention_readable = False
+            return
+        if not self._retention_readable:
+            log.info("event=topic_retention_readable")
+        self._retention_readable = True
+        for topic, seconds in retention.items():
+            TOPIC_RETENTION_SECONDS.labels(topic).set(seconds)
+
+    def _retention_s(self, topics: list[str]) -> dict[str, float]:
+        """Each topic's retention.ms in seconds; a topic kept forever (-1) is left out."""
+        if not topics:
+            return {}
+        resources = [ConfigResource(ResourceType.TOPIC, self._prefix + t) for t in topics]
+        futures = self._admin.describe_configs(resources, request_timeout=REQUEST_TIMEOUT_S)
+        found = {}
+        for resource, future in futures.items():
+            entry = future.result().get("retention.ms")
+            if entry is not None and entry.value is not None and int(entry.value) > 0:
+                found[str(resource.name).removeprefix(self._prefix)] = int(entry.value) / 1000
+        return found
 
     def _partitions(self, topics: list[str]) -> list[tuple[str, int]]:
         metadata = self._admin.list_topics(timeout=REQUEST_TIMEOUT_S)

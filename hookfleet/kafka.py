@@ -11,6 +11,7 @@ retry `BufferError` after serving callbacks, and give asyncio code a future per 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -31,6 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from hookfleet import tracing
+from hookfleet.settings import KafkaSecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +149,22 @@ def _error_cb(error: KafkaError) -> None:
     BROKER_ERRORS.error(error.name(), error.str(), fatal=error.fatal())
 
 
+@functools.cache
+def security_config() -> dict[str, str]:
+    """The HOOKFLEET_KAFKA_* security options (TLS, SASL) as librdkafka options, read once per process.
+    Holds the SASL password in clear: it goes into client configurations only, never into a log line."""
+    return KafkaSecuritySettings().librdkafka_config()
+
+
 def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """Every Kafka client's configuration: the brokers, the security options, then the caller's own."""
     # librdkafka's own log lines repeat every reconnect; its errors reach us once each through error_cb.
-    return {"bootstrap.servers": bootstrap, "error_cb": _error_cb, "log_level": 2, **extra}
+    return {"bootstrap.servers": bootstrap, **security_config(), "error_cb": _error_cb, "log_level": 2, **extra}
 
 
 def check_broker(bootstrap: str, timeout_s: float = 5.0) -> int:
     """Ask the broker for metadata; returns the broker count or raises KafkaUnavailable."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **security_config(), "log_level": 0})
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

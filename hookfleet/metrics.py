@@ -120,6 +120,25 @@ ITEM_FAILURES = Counter(
     ["loop"],
 )
 FAILING_WEBHOOKS = Gauge("hookfleet_failing_webhooks", "Webhooks whose status is failing (re-read every 30 s)")
+OUTBOX_ROWS = Gauge(
+    "hookfleet_outbox_rows",
+    "Unsent operational events (webhook.failing/.recovered/.disabled) by state: pending, failed (waiting for"
+    " the next try), given_up (kept for the operator); re-read every 30 s",
+    ["state"],
+)
+OUTBOX_OLDEST_DUE = Gauge(
+    "hookfleet_outbox_oldest_due_seconds",
+    "How long the oldest operational event that is due to be sent has waited (0 when none is due)",
+)
+
+
+def set_outbox_backlog(pending: int, failed: int, given_up: int, oldest_due_s: float) -> None:
+    OUTBOX_ROWS.labels("pending").set(pending)
+    OUTBOX_ROWS.labels("failed").set(failed)
+    OUTBOX_ROWS.labels("given_up").set(given_up)
+    OUTBOX_OLDEST_DUE.set(oldest_due_s)
+
+
 DELIVERY_SETTLED = Histogram(
     "hookfleet_delivery_settled_seconds",
     "Event created_at to its delivery settled: a 2xx (delivered) or the last failure (dead_lettered); the SLI",
@@ -170,6 +189,19 @@ RETRY_OVERDUE = Gauge(
     ["topic"],
 )
 LAG_EXPORT_ERRORS = Counter("hookfleet_lag_export_errors", "Broker-side lag reads that failed")
+GROUP_PARTITION_LAG_SECONDS = Gauge(
+    "hookfleet_group_partition_lag_seconds",
+    "Broker-side, per partition: age of the oldest message the group has not committed past (0 when caught up;"
+    " on a delay topic it includes the wait). Bounded: watched groups x their topics x partitions",
+    ["group", "topic", "partition"],
+)
+TOPIC_RETENTION_SECONDS = Gauge(
+    "hookfleet_topic_retention_seconds", "Broker-side: the topic's retention.ms, in seconds", ["topic"]
+)
+LAG_EXPORT_TIMESTAMP = Gauge(
+    "hookfleet_lag_export_timestamp_seconds",
+    "Unix time of the last complete broker-side lag read: its age shows the lag series are stale",
+)
 API_REQUESTS = Counter("hookfleet_api_requests", "API requests by operation and status class", ["operation", "status"])
 API_REQUEST_DURATION = Histogram(
     "hookfleet_api_request_duration_seconds",

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.retry_schedule import DELAYS_S, RETRY_AFTER_CAP_S
@@ -23,8 +23,97 @@ LOCAL_KAFKA = "127.0.0.1:19092"
 LOCAL_DATABASE_URL = "postgresql://hookfleet@127.0.0.1:55432/hookfleet"
 
 
-class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOOKFLEET_", frozen=True, extra="ignore")
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSecuritySettings(BaseSettings):
+    """How every Kafka client of every role authenticates and encrypts (librdkafka's security options).
+
+    Read by `hookfleet.kafka.client_config` for every producer, consumer and admin client, and part of every
+    role's settings so `hookfleet settings <role>` shows them (the password and key password masked).
+    The default is the local stack's PLAINTEXT; production brokers want SASL_SSL (or SSL with client
+    certificates). A password is passed to librdkafka only: never logged, never in an exception.
+    """
+
+    # hide_input_in_errors: a validation error's text would otherwise repeat the input, passwords included.
+    model_config = SettingsConfigDict(env_prefix="HOOKFLEET_", frozen=True, extra="ignore", hide_input_in_errors=True)
+
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT", description="librdkafka security.protocol"
+    )
+    kafka_ssl_ca_location: str | None = Field(
+        default=None, description="CA certificate file (PEM) to verify the brokers; unset: the system's roots"
+    )
+    kafka_ssl_certificate_location: str | None = Field(
+        default=None, description="client certificate file (PEM), for brokers that authenticate clients by TLS"
+    )
+    kafka_ssl_key_location: str | None = Field(default=None, description="the client certificate's key file (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="the key file's password")
+    kafka_ssl_endpoint_identification: Literal["https", "none"] = Field(
+        default="https", description="verify the broker's host name against its certificate (none: do not)"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(default=None, description="librdkafka sasl.mechanism")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecuritySettings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        given = {
+            "HOOKFLEET_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "HOOKFLEET_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "HOOKFLEET_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if sasl and (missing := [name for name, value in given.items() if not value]):
+            raise ValueError(
+                f"HOOKFLEET_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)}"
+            )
+        if not sasl and (stray := [name for name, value in given.items() if value]):
+            raise ValueError(
+                f"{', '.join(stray)} set but HOOKFLEET_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}:"
+                " set it to SASL_SSL (or SASL_PLAINTEXT) to use them"
+            )
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        files = {
+            "HOOKFLEET_KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
+            "HOOKFLEET_KAFKA_SSL_CERTIFICATE_LOCATION": self.kafka_ssl_certificate_location,
+            "HOOKFLEET_KAFKA_SSL_KEY_LOCATION": self.kafka_ssl_key_location,
+        }
+        if not tls and (stray := [name for name, value in files.items() if value]):
+            raise ValueError(
+                f"{', '.join(stray)} set but HOOKFLEET_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}:"
+                " set it to SSL or SASL_SSL to use TLS"
+            )
+        if bool(self.kafka_ssl_certificate_location) != bool(self.kafka_ssl_key_location):
+            raise ValueError(
+                "HOOKFLEET_KAFKA_SSL_CERTIFICATE_LOCATION and HOOKFLEET_KAFKA_SSL_KEY_LOCATION go together"
+            )
+        return self
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The librdkafka options these settings stand for (the password in clear: for librdkafka only)."""
+        config = {"security.protocol": self.kafka_security_protocol.lower()}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl.endpoint.identification.algorithm"] = self.kafka_ssl_endpoint_identification
+            for key, value in (
+                ("ssl.ca.location", self.kafka_ssl_ca_location),
+                ("ssl.certificate.location", self.kafka_ssl_certificate_location),
+                ("ssl.key.location", self.kafka_ssl_key_location),
+            ):
+                if value:
+                    config[key] = value
+            if self.kafka_ssl_key_password is not None:
+                config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        if self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return config
+
+
+class CommonSettings(KafkaSecuritySettings):
+    model_config = SettingsConfigDict(env_prefix="HOOKFLEET_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap_servers: str = Field(
         default=LOCAL_KAFKA,

@@ -421,5 +421,7 @@ class Recorder:
     def _refresh_failing(self) -> None:
         try:
             metrics.FAILING_WEBHOOKS.set(self.store.count_failing())
+            backlog = self.store.outbox_backlog()
+            metrics.set_outbox_backlog(backlog.pending, backlog.failed, backlog.given_up, backlog.oldest_due_s)
         except _DB_ERRORS as exc:
             log.warning("event=failing_count_skipped error=%s", type(exc).__name__)

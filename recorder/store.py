@@ -116,10 +116,30 @@ _CLAIM_OUTBOX = (
     "FROM operational_outbox o WHERE o.next_attempt_at <= now() "
     "ORDER BY o.created_at, o.event_id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
 )
+# The backlog by state (a small table: sent rows are deleted), and how long the oldest due row has been due:
+# the recorder claims due rows every 10 s, so a due row that stays means nothing drains.
+_OUTBOX_BACKLOG = (
+    "SELECT count(*) FILTER (WHERE next_attempt_at IS NOT NULL AND state = 'pending'), "
+    "count(*) FILTER (WHERE next_attempt_at IS NOT NULL AND state = 'failed'), "
+    "count(*) FILTER (WHERE next_attempt_at IS NULL), "
+    "coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now())), 0) "
+    "FROM operational_outbox"
+)
 _OUTBOX_FAILED = (
     "UPDATE operational_outbox SET state = 'failed', published = %(published)s, failures = failures + 1, "
     "last_error = %(error)s, next_attempt_at = %(next)s WHERE event_id = %(id)s"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Unsent operational events: new (`pending`), failed and waiting for their next try (`failed`), given up
+    after the last try and kept for the operator (`given_up`); and how long the oldest due row has waited."""
+
+    pending: int
+    failed: int
+    given_up: int
+    oldest_due_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +386,17 @@ class RecorderStore:
             self.close()
             raise
         return len(items)
+
+    def outbox_backlog(self) -> OutboxBacklog:
+        conn = self._connection()
+        try:
+            row = conn.execute(_OUTBOX_BACKLOG).fetchone()
+        except BaseException:
+            self.close()
+            raise
+        assert row is not None  # an aggregate always answers one row
+        pending, failed, given_up, oldest = row
+        return OutboxBacklog(int(pending), int(failed), int(given_up), float(oldest))  # type: ignore[call-overload, arg-type]
 
     def count_failing(self) -> int:
         conn = self._connection()

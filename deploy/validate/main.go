@@ -1,7 +1,9 @@
 // Command validate decodes every object of a rendered Kubernetes layout (`kustomize build` on stdin) strictly
 // into Kubernetes' and KEDA's own Go types: an unknown or misspelt field, a duplicate key or a wrong type is an
 // error, as the API server would answer on apply. It also checks object and label names with apimachinery's
-// validation. tests/unit/test_k8s_render.py builds it with deploy/local/validate.sh and runs it on both layouts.
+// validation, and a ScaledObject with KEDA's own rules for replica bounds and fallback (KEDA's admission webhook
+// only logs a fallback it cannot apply, on a Value trigger, and accepts it: the fallback then never happens).
+// tests/unit/test_k8s_render.py builds it with deploy/local/validate.sh and runs it on both layouts.
 package main
 
 import (
@@ -54,6 +56,9 @@ func main() {
 			continue
 		}
 		problems = append(problems, checkNames(obj, gvk.Kind)...)
+		if scaled, ok := obj.(*kedav1alpha1.ScaledObject); ok {
+			problems = append(problems, checkScaledObject(scaled)...)
+		}
 	}
 	if count == 0 {
 		problems = append(problems, "no objects on stdin")
@@ -87,6 +92,19 @@ func checkNames(obj runtime.Object, kind string) []string {
 		for _, msg := range append(validation.IsQualifiedName(key), validation.IsValidLabelValue(value)...) {
 			problems = append(problems, fmt.Sprintf("%s: label %s=%s: %s", where, key, value, strings.TrimSpace(msg)))
 		}
+	}
+	return problems
+}
+
+// checkScaledObject applies KEDA's checks of replica bounds and fallback to a ScaledObject.
+func checkScaledObject(scaled *kedav1alpha1.ScaledObject) []string {
+	where := "ScaledObject/" + scaled.Name
+	var problems []string
+	if err := kedav1alpha1.CheckReplicaCountBoundsAreValid(scaled); err != nil {
+		problems = append(problems, fmt.Sprintf("%s: %v", where, err))
+	}
+	if err := kedav1alpha1.CheckFallbackValid(scaled); err != nil {
+		problems = append(problems, fmt.Sprintf("%s: fallback: %v", where, err))
 	}
 	return problems
 }

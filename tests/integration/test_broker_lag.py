@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 from prometheus_client import REGISTRY
 
 from hookfleet.broker_lag import BrokerLag
-from hookfleet.kafka import KafkaProducer
+from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics
 from schemas.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -51,3 +52,28 @@ def test_lag_in_seconds_and_overdue_retries_come_from_the_broker(
     assert 90 <= sample("hookfleet_retry_overdue_seconds", topic="webhooks.retry.10s") < 120
     assert sample("hookfleet_retry_overdue_seconds", topic="webhooks.retry.5m") == 0
     assert sample("hookfleet_group_lag_messages", group="hookfleet-retry-scheduler", topic="webhooks.retry.5m") == 1
+
+
+def test_each_partition_has_its_age_the_topic_its_retention_and_the_export_its_time(
+    kafka_bootstrap: str, producer: KafkaProducer
+) -> None:
+    """The retention alert compares one partition's oldest unfinished message with the topic's retention.ms as
+    the broker keeps it; the export timestamp says when these were last read."""
+    topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}.")
+    ensure_topics(kafka_bootstrap, [TopicSpec(n, 3, 1, {"retention.ms": "3600000"}) for n in topics.all()])
+    try:
+        behind = str(producer.send_sync(topics.events, b"{}", key="acct_1").partition())
+        time.sleep(1.0)  # the thing measured: the unconsumed event is at least 1 s old when the lag is read
+        before = time.time()
+
+        BrokerLag(kafka_bootstrap, topics.prefix, GROUPS).read_once()
+
+        group, topic = "hookfleet-dispatcher", "webhooks.events"
+        assert 1.0 <= sample("hookfleet_group_partition_lag_seconds", group=group, topic=topic, partition=behind) < 30
+        for caught_up in {"0", "1", "2"} - {behind}:
+            assert sample("hookfleet_group_partition_lag_seconds", group=group, topic=topic, partition=caught_up) == 0
+        assert sample("hookfleet_topic_retention_seconds", topic="webhooks.events") == 3600
+        assert sample("hookfleet_topic_retention_seconds", topic="webhooks.retry.5m") == 3600
+        assert before <= sample("hookfleet_lag_export_timestamp_seconds") <= time.time()
+    finally:
+        delete_topics(kafka_bootstrap, topics.all())

@@ -286,7 +286,7 @@ def test_the_dispatcher_scales_on_broker_side_lag_in_seconds_up_to_the_partition
     assert scaled["spec"]["scaleTargetRef"]["name"] == "hookfleet-dispatcher"
     assert "replicas" not in find("Deployment", "hookfleet-dispatcher")["spec"], "KEDA owns the replica count"
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"  # KEDA's fallback needs it
     query = trigger["metadata"]["query"]
     assert "hookfleet_group_lag_seconds" in query and DispatcherSettings.model_fields["group_id"].default in query
     assert float(trigger["metadata"]["threshold"]) > 2 * DispatcherSettings.model_fields["delivery_timeout_s"].default

@@ -26,11 +26,13 @@ from hookfleet.cli import _SETTINGS_CLASSES
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings, SecretKeySettings
 from hookfleet.stream.close import CLOSE_BOUND_S
+from producer.publisher import MAX_EVENT_BYTES
 from retry_scheduler.scheduler import REVOKE_FLUSH_S
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.tooling  # kustomize: built with Go, or kubectl
 
+BENCH_RESULTS = ROOT / "bench" / "RESULTS.md"
 LAYOUTS = {"base": ROOT / "deploy" / "k8s", "stages": ROOT / "deploy" / "k8s-stages"}
 
 
@@ -110,14 +112,81 @@ def test_the_setup_job_is_named_for_the_release_it_sets_up() -> None:
     assert job["metadata"]["name"] == f"hookfleet-setup-{tags.pop()}"
 
 
-def test_the_dispatcher_sizes_memory_for_its_in_flight_limit() -> None:
-    """bench/RESULTS.md: 78 MB idle + ~64 KB per delivery in flight (142 MB at 1,000)."""
-    (container,) = containers(of_kind("base", "Deployment")["hookfleet-dispatcher"])
-    env = {e["name"]: e["value"] for e in container["env"]}
-    in_flight = int(env["HOOKFLEET_MAX_IN_FLIGHT"])
-    limit_mb = int(container["resources"]["limits"]["memory"].removesuffix("Mi")) * 1.048576
-    needed_mb = 78 + in_flight * 0.0644 + 16
-    assert needed_mb * 1.3 <= limit_mb, f"{in_flight} in flight needs ~{needed_mb:.0f} MB; limit {limit_mb:.0f} MB"
+# deploy/README.md#migrations-and-rollouts: migration 0008 rebuilds the health stats from the whole log at
+# ~27 s per million attempt rows (bench/RESULTS.md); the setup Job must let it finish on a 100-million-row log.
+LARGEST_MIGRATION_S = 27 * 100
+
+
+def job_retry_backoff_s(retries: int) -> int:
+    """The Job controller's waits before `retries` retries: 10 s, doubling, at most 6 minutes each."""
+    return sum(min(10 * 2**i, 360) for i in range(retries))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_setup_job_is_bounded_and_its_bounds_let_the_largest_migration_finish(layout: str) -> None:
+    (job,) = of_kind(layout, "Job").values()
+    spec = job["spec"]
+    retries, deadline = spec.get("backoffLimit"), spec.get("activeDeadlineSeconds")
+    assert retries is not None and 1 <= retries <= 6, f"backoffLimit {retries}: a few retries, not for ever"
+    assert deadline is not None, "no activeDeadlineSeconds: a setup that hangs holds the release for ever"
+    needed = LARGEST_MIGRATION_S + job_retry_backoff_s(retries)
+    assert needed <= deadline, f"activeDeadlineSeconds {deadline} < {needed} s (largest migration + retry waits)"
+    assert deadline < spec["ttlSecondsAfterFinished"], "a failed Job must stay long enough to be read"
+
+
+MIB = 1024 * 1024
+# bench/RESULTS.md: the dispatcher idle (uvloop, subscription index loaded) is 78 MB; counted as MiB.
+IDLE_MIB = 78
+# A fan-out task awaiting the broker's acknowledgement: its bytes in the acknowledgement callback and
+# librdkafka's copy in the producer queue, each the largest event plus the task envelope (bounded by 1 KiB).
+FANOUT_TASK_BYTES = 2 * (MAX_EVENT_BYTES + 1024)
+
+
+def measured_delivery_bytes() -> int:
+    """Worst case per delivery in flight, read from bench/RESULTS.md so a new measurement re-checks the limits:
+    the measured request and response buffers plus the task's Kafka message (the largest event)."""
+    row = re.search(r"^\| one buffer, bounded by the cap \(now\) \| ([\d,]+) KiB \|$", BENCH_RESULTS.read_text(), re.M)
+    assert row is not None, "bench/RESULTS.md: no worst-case memory row; update this test with the new measurement"
+    return int(row.group(1).replace(",", "")) * 1024 + MAX_EVENT_BYTES
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB}
+    suffix = quantity[-2:]
+    assert suffix in units, f"memory quantity {quantity}: write it in Ki, Mi or Gi"
+    return int(quantity[:-2]) * units[suffix]
+
+
+def dispatcher_worst_case_bytes(env: dict[str, str]) -> int:
+    """Every in-flight bound taken in full with the largest events and the most hostile receivers."""
+    stages = set(env.get("HOOKFLEET_STAGES", "fanout,delivery").split(","))
+    in_flight = int(env.get("HOOKFLEET_MAX_IN_FLIGHT", DispatcherSettings.model_fields["max_in_flight"].default))
+    prefetch_kib = _literal_close_bound("dispatcher/main.py", r'"queued\.max\.messages\.kbytes": (\d+)')
+    held = 0
+    if "delivery" in stages:
+        held += in_flight * measured_delivery_bytes()  # delivery tasks held in lanes, all of them open requests
+    if "fanout" in stages:
+        held += in_flight * FANOUT_TASK_BYTES  # fan-out tasks the broker has not acknowledged
+    return IDLE_MIB * MIB + len(stages) * int(prefetch_kib) * 1024 + held
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_dispatchers_worst_case_memory_fits_its_limit(layout: str) -> None:
+    """HOOKFLEET_MAX_IN_FLIGHT x measured worst case per task + idle + prefetch, within 90 % of the limit (the
+    rest for allocator fragmentation): a receiver cannot get a dispatcher OOM-killed."""
+    dispatchers = {n: d for n, d in of_kind(layout, "Deployment").items() if n.startswith("hookfleet-dispatcher")}
+    assert dispatchers
+    for name, deployment in dispatchers.items():
+        (container,) = containers(deployment)
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        assert "HOOKFLEET_MAX_IN_FLIGHT" in env, f"{name}: set HOOKFLEET_MAX_IN_FLIGHT (the default is not sized)"
+        worst = dispatcher_worst_case_bytes(env)
+        limit = memory_bytes(container["resources"]["limits"]["memory"])
+        assert worst <= 0.9 * limit, (
+            f"{name}: {env['HOOKFLEET_MAX_IN_FLIGHT']} in flight needs up to {worst / MIB:.0f} MiB, limit "
+            f"{limit / MIB:.0f} MiB: lower HOOKFLEET_MAX_IN_FLIGHT or raise the limit "
+            "(deploy/README.md#memory-and-in-flight)"
+        )
 
 
 def test_the_api_drains_before_it_stops() -> None:
@@ -171,6 +240,28 @@ def test_keda_max_replicas_is_the_partition_count_from_the_one_setting(layout: s
     rendered = render_edited(tmp_path, layout, lambda deploy: set_partitions(deploy, 12))
     maxima = {d["metadata"]["name"]: d["spec"]["maxReplicaCount"] for d in rendered if d["kind"] == "ScaledObject"}
     assert maxima and set(maxima.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered maxReplicaCount {maxima}"
+    fallbacks = {
+        d["metadata"]["name"]: d["spec"]["fallback"]["replicas"] for d in rendered if d["kind"] == "ScaledObject"
+    }
+    assert set(fallbacks.values()) == {12}, f"HOOKFLEET_PARTITIONS=12 rendered fallback replicas {fallbacks}"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keda_falls_back_to_every_partition_when_the_lag_source_is_down(layout: str) -> None:
+    """No answer from the lag query (Prometheus down, the export stale) must not freeze or shrink the fleet:
+    KEDA's fallback holds it at the partition count. KEDA applies a fallback to AverageValue triggers only."""
+    (config,) = of_kind(layout, "ConfigMap").values()
+    for name, scaled in of_kind(layout, "ScaledObject").items():
+        fallback = scaled["spec"].get("fallback")
+        assert fallback is not None, f"{name}: no fallback, so a lag source outage leaves the count as it was"
+        assert fallback["replicas"] == int(config["data"]["HOOKFLEET_PARTITIONS"]), name
+        assert 1 <= fallback["failureThreshold"] * scaled["spec"]["pollingInterval"] <= 60, name
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["metricType"] == "AverageValue", f"{name}: KEDA ignores the fallback of a Value trigger"
+            assert trigger["metadata"]["ignoreNullValues"] == "false", f"{name}: no answer must be an error"
+            assert "hookfleet_lag_export_timestamp_seconds" in trigger["metadata"]["query"], (
+                f"{name}: a stale export must make the query answer nothing"
+            )
 
 
 # --------------------------------------------------------------------------- every rendered object is deployable
@@ -360,6 +451,15 @@ def test_the_validator_refuses_a_misspelt_field() -> None:
     scaled["spec"] = {**scaled["spec"], "maxReplicas": 3}
     result = validate(yaml.safe_dump_all(docs, sort_keys=False))
     assert result.returncode == 1 and 'unknown field "spec.maxReplicas"' in result.stdout, result.stdout
+
+
+def test_the_validator_refuses_a_fallback_keda_would_never_apply() -> None:
+    """KEDA's admission webhook logs a fallback on a Value trigger and accepts it; the validator refuses it."""
+    docs = [dict(doc) for doc in render("base")]
+    scaled = next(doc for doc in docs if doc["kind"] == "ScaledObject")
+    scaled["spec"] = {**scaled["spec"], "triggers": [{**t, "metricType": "Value"} for t in scaled["spec"]["triggers"]]}
+    result = validate(yaml.safe_dump_all(docs, sort_keys=False))
+    assert result.returncode == 1 and "Fallback can only be enabled" in result.stdout, result.stdout
 
 
 # ----------------------------------------------------------------------------------------- defence in depth

@@ -249,7 +249,8 @@ def test_runbook_commands_name_objects_and_pods_of_the_layout(layout: str) -> No
     deployments = of_kind(layout, "Deployment")
     for name in set(re.findall(r"deploy/(hookfleet-[a-z-]+)", commands)):
         assert name in deployments, f"runbook names deploy/{name}, which the {layout} layout does not render"
-    templates = [d["spec"]["template"]["metadata"]["labels"] for d in deployments.values()]
+    workloads = [*deployments.values(), *of_kind(layout, "Job").values()]
+    templates = [d["spec"]["template"]["metadata"]["labels"] for d in workloads]
     for key, value in set(re.findall(r"-l ([\w./-]+)=([\w.-]+)", commands)):
         assert any(labels.get(key) == value for labels in templates), (
             f"runbook: -l {key}={value} selects no {layout} pod"
@@ -258,3 +259,110 @@ def test_runbook_commands_name_objects_and_pods_of_the_layout(layout: str) -> No
         assert name in of_kind(layout, "ScaledObject"), (
             f"runbook names {name}, not a ScaledObject of the {layout} layout"
         )
+
+
+def pod_series(pod: str, *, ready: bool, phase: str = "Running", minutes: int = 30) -> list[dict[str, str]]:
+    """kube-state-metrics' series of one pod."""
+    where = {"namespace": "hookfleet", "pod": pod}
+    return [
+        {
+            "series": series("kube_pod_status_ready", {**where, "condition": "false"}),
+            "values": f"{int(not ready)}x{minutes}",
+        },
+        {"series": series("kube_pod_status_phase", {**where, "phase": phase}), "values": f"1x{minutes}"},
+    ]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_one_unready_pod_of_any_deployment_files_a_ticket_and_a_finished_job_pod_does_not(
+    layout: str, tmp_path: Path
+) -> None:
+    """Pods are named by Kubernetes from their Deployment (`<deployment>-<hash>-<suffix>`) and Job
+    (`<job>-<suffix>`): the per-pod alert must match every Deployment's pods of the layout."""
+    (job,) = of_kind(layout, "Job")
+    finished = pod_series(f"{job}-7kq2m", ready=False, phase="Succeeded")
+    tests: list[dict[str, Any]] = []
+    for name in of_kind(layout, "Deployment"):
+        pod = f"{name}-5d8f7c9b4-x2x7k"
+        tests.append(
+            {
+                "name": f"{layout}: {pod} unready",
+                "interval": "1m",
+                "input_series": [
+                    *pod_series(pod, ready=False),
+                    *pod_series(f"{name}-5d8f7c9b4-q9w2e", ready=True),
+                    *finished,
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": firing("HookfleetPodUnready"),
+                        "eval_time": "25m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    },
+                    {
+                        "expr": firing("HookfleetPodUnready", f'pod="{pod}"'),
+                        "eval_time": "25m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    },
+                ],
+            }
+        )
+    path = tmp_path / "pods.test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{layout}: per-pod unready alert:\n{result.stdout}\n{result.stderr}"
+
+
+def keda_inputs(layout: str, *, lag_s: int, replicas: int, export_fresh: bool) -> list[dict[str, str]]:
+    """What KEDA's queries read, for 30 minutes: the dispatcher group's lag on every topic, each scaled
+    Deployment's replicas, and the export's timestamp (seconds since the start, as promtool's time() counts)."""
+    out = [
+        {
+            "series": series("hookfleet_group_lag_seconds", {"group": "hookfleet-dispatcher", "topic": topic}),
+            "values": f"{lag_s}x30",
+        }
+        for topic in ("webhooks.events", "webhooks.deliveries")
+    ]
+    out += [
+        {"series": series("kube_deployment_status_replicas", {"deployment": name}), "values": f"{replicas}x30"}
+        for name in of_kind(layout, "Deployment")
+    ]
+    stamp = "0+60x30" if export_fresh else "0+60x5 300x25"  # stale: the last round at 5 minutes
+    out.append(
+        {"series": series("hookfleet_lag_export_timestamp_seconds", {"job": "hookfleet-recorder"}), "values": stamp}
+    )
+    return out
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keda_queries_scale_with_lag_and_answer_nothing_when_the_export_is_stale(layout: str, tmp_path: Path) -> None:
+    """AverageValue over replicas x lag: the HPA's ceil(value / threshold) is ceil(replicas x lag / 60 s), twice as
+    late -> twice the dispatchers. A stale export answers nothing, which KEDA takes as an error: the fallback."""
+    tests: list[dict[str, Any]] = []
+    for name, scaled in of_kind(layout, "ScaledObject").items():
+        (trigger,) = scaled["spec"]["triggers"]
+        query, threshold = trigger["metadata"]["query"], float(trigger["metadata"]["threshold"])
+        tests += [
+            {
+                "name": f"{layout}: {name} at 3 replicas and 120 s of lag asks for 6",
+                "interval": "1m",
+                "input_series": keda_inputs(layout, lag_s=120, replicas=3, export_fresh=True),
+                "promql_expr_test": [
+                    {
+                        "expr": f"({query}) / {threshold}",
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": "{}", "value": 6}],
+                    }
+                ],
+            },
+            {
+                "name": f"{layout}: {name} with a stale export answers nothing",
+                "interval": "1m",
+                "input_series": keda_inputs(layout, lag_s=120, replicas=3, export_fresh=False),
+                "promql_expr_test": [{"expr": query, "eval_time": "10m", "exp_samples": []}],
+            },
+        ]
+    path = tmp_path / "keda.test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{layout}: KEDA's query:\n{result.stdout}\n{result.stderr}"

@@ -19,7 +19,7 @@ from hookfleet.shutdown import Shutdown
 from recorder import loop as loop_module
 from recorder.batch import Batch
 from recorder.loop import Recorder
-from recorder.store import OutboxItem, WriteResult
+from recorder.store import OutboxBacklog, OutboxItem, WriteResult
 from schemas.catalog import EventType
 from schemas.models import Event
 from schemas.operational import WebhookFacts, operational_event
@@ -71,6 +71,9 @@ class MemoryStore:
 
     def count_failing(self) -> int:
         return 0
+
+    def outbox_backlog(self) -> OutboxBacklog:
+        return OutboxBacklog(len(self.outbox), 0, 0, 0.0)
 
     def close(self) -> None:
         self.closed = True
