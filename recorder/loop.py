@@ -108,6 +108,7 @@ class Recorder:
         self._drain_deadline: float | None = None
         self._next_outbox_check = 0.0
         self._watchdog = JoinWatchdog()
+        metrics.ITEM_FAILURES.labels("outbox")  # the series exists at 0 from the start, so its panel and rate work
         self.consumer = consumer
         self.producer = producer
 
