@@ -206,7 +206,11 @@ def compose_fleet(
         # --no-deps: podman 4.3 cannot start a container whose dependencies have dependencies ("depends on
         # container ... not found in input list"); the order is kept here instead.
         fleet.compose("up", "-d", "--no-deps", *[s for s in SERVICES if s not in ("kafka", "postgres", "setup")])
-        _wait("every role ready", lambda: all(fleet.ready(c) for r in ROLES for c in fleet.containers(r)), 180, 2)
+        try:
+            _wait("every role ready", lambda: all(fleet.ready(c) for r in ROLES for c in fleet.containers(r)), 180, 2)
+        except AssertionError as exc:
+            unready = [c for r in ROLES for c in fleet.containers(r) if not fleet.ready(c)]
+            raise AssertionError(f"{exc}; unready: {unready}\n{fleet.logs()}") from None
         _wait("api /healthz", lambda: _http(f"http://127.0.0.1:{env['HOOKFLEET_API_PORT']}/healthz")[0] == 200, 30)
         restarted = {c: fleet.restarts(c) for r in ROLES for c in fleet.containers(r)}
         print(f"containers: restarts while starting {restarted}")

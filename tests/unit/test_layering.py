@@ -4,6 +4,7 @@ and no two modules import each other (directly or round a loop) when they load."
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +91,16 @@ def test_no_import_cycle_among_the_projects_modules() -> None:
         if name not in state:
             visit(name)
     assert not cycles, cycles
+
+
+def test_every_package_is_installed() -> None:
+    """The image installs the packages pyproject.toml lists, not the folders: a package missing there is
+    missing in production only (the editable install of the tests finds it anyway)."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {
+        _module_name(init)
+        for top in (*SHARED, *ROLES, "devstack", "demo")
+        for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert packages <= listed, sorted(packages - listed)
