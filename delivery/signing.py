@@ -81,6 +81,19 @@ def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) ->
     return "v1," + base64.b64encode(digest).decode()
 
 
+def _attempt_headers(event_id: str, event_type: str, attempt: int, timestamp: int) -> dict[str, str]:
+    """What identifies an attempt, signed or not: the event id (the receivers' dedup key), its type, the
+    attempt number and this attempt's second, in our names and the Standard Webhooks ones."""
+    return {
+        "X-Webhook-Id": event_id,
+        "X-Webhook-Event": event_type,
+        "X-Webhook-Attempt": str(attempt),
+        "X-Webhook-Timestamp": str(timestamp),
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+    }
+
+
 def signature_headers(
     secret: str, previous_secret: str | None, event_id: str, event_type: str, attempt: int, timestamp: int, body: bytes
 ) -> dict[str, str]:
@@ -93,12 +106,7 @@ def signature_headers(
     """
     headers = {
         "X-Webhook-Signature": hex_signature(secret, body),
-        "X-Webhook-Id": event_id,
-        "X-Webhook-Event": event_type,
-        "X-Webhook-Attempt": str(attempt),
-        "X-Webhook-Timestamp": str(timestamp),
-        "webhook-id": event_id,
-        "webhook-timestamp": str(timestamp),
+        **_attempt_headers(event_id, event_type, attempt, timestamp),
         "webhook-signature": standard_signature(secret, event_id, timestamp, body),
     }
     if previous_secret is not None:
@@ -126,14 +134,7 @@ def request_headers(
     if body is not None:
         headers = signature_headers(secret, previous_secret, event_id, event_type, attempt, timestamp, body)
     else:
-        headers = {
-            "X-Webhook-Id": event_id,
-            "X-Webhook-Event": event_type,
-            "X-Webhook-Attempt": str(attempt),
-            "X-Webhook-Timestamp": str(timestamp),
-            "webhook-id": event_id,
-            "webhook-timestamp": str(timestamp),
-        }
+        headers = _attempt_headers(event_id, event_type, attempt, timestamp)
     headers["Content-Type"] = "application/json"
     headers.update((name, value) for name, value in custom if not is_reserved_header(name))
     return headers
