@@ -1,6 +1,6 @@
 """What one recorder transaction writes: parsed from consumed messages, no I/O.
 
-A batch remembers, per partition, the messages it holds and the offset to commit once they are durable,
+A batch remembers, per partition, the messages it holds (their offsets are the recorder's ledger's),
 so that a revoked partition's share can be dropped (its new owner re-reads it; every write is idempotent)
 without touching the rest.
 """
@@ -60,7 +60,6 @@ class PartitionShare:
     dead: list[DeadLetter] = field(default_factory=list)
     invalid: list[tuple[int, Unreadable]] = field(default_factory=list)
     """With the offset each was read at (the invalid topic's `source_offset` header)."""
-    next_offset: int = -1
 
 
 @dataclass(slots=True)
@@ -78,7 +77,6 @@ class Batch:
             share.dead.append(parsed)
         else:
             share.invalid.append((offset, parsed))
-        share.next_offset = max(share.next_offset, offset + 1)
         self.size += 1
 
     def drop(self, partitions: set[PartitionKey]) -> int:
@@ -115,9 +113,6 @@ class Batch:
         for share in self.shares.values():
             share.invalid.clear()
 
-    def commit_offsets(self) -> dict[PartitionKey, int]:
-        """Per partition, one past the last message held: what to commit once the batch is durable."""
-        return {key: share.next_offset for key, share in self.shares.items()}
 
 
 # ------------------------------------------------------------------------------------------ row shaping

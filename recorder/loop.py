@@ -39,6 +39,7 @@ from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.close import close_bounded
 from hookfleet.stream.diversion import divert, handler_error
+from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.poison import ItemFailure, item_failed, run_item
 from hookfleet.stream.sender import Outgoing, send_all, send_each
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
@@ -102,7 +103,9 @@ class Recorder:
         self.store = store
         self.batch = Batch()
         self.spans = tracing.RecordSpans()  # `record` spans (hookfleet/tracing.py): nothing when tracing is off
-        self.assigned: set[PartitionKey] = set()
+        self.ledger = OffsetLedger()
+        self._claims: list[Claim] = []
+        """The current batch's offsets, finished together when its transaction commits."""
         self.joined = False  # an assignment came from the group, possibly empty: what readiness asks
         self.db_up = True
         self._drain_deadline: float | None = None
@@ -193,6 +196,10 @@ class Recorder:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:  # only error events lack these
             return
+        key = (topic, partition)
+        if not self.ledger.owns(key) or self.ledger.already_begun(key, offset):
+            return  # revoked in the same batch, or read again: its share is dropped or already held
+        self._claims.append(self.ledger.begin(key, offset))
         try:
             parsed = parse_message(self.topics, topic, message.key(), message.value())
         except Exception as exc:  # the runtime's poison rule: diverted with the batch, never a crash
@@ -201,18 +208,36 @@ class Recorder:
         self.spans.take(message)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        for tp in self._last_commits(consumer, partitions):
+            self.ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata)
         self.joined = True
         self.broker.up = True  # an assignment came from the group coordinator: the broker answers
         log.info("event=partitions_assigned count=%d", len(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self.assigned -= revoked
+        self.ledger.revoke(revoked)
         # Their next owner re-reads from the last commit and every write is idempotent, so dropping the
         # uncommitted share is safe; flushing here would stall the rebalance during an outage.
         dropped = self.batch.drop(revoked)
         log.info("event=partitions_revoked count=%d dropped_uncommitted=%d", len(partitions), dropped)
+
+    @property
+    def assigned(self) -> frozenset[PartitionKey]:
+        return self.ledger.owned
+
+    @staticmethod
+    def _last_commits(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Each partition's last commit (the runtime's ledger starts from it)."""
+        bare = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        if not bare:
+            return []
+        try:
+            committed: list[TopicPartition] = consumer.committed(bare, timeout=10)
+            return committed
+        except KafkaException as exc:  # without it nothing is lost: the ledger just starts empty
+            log.warning("event=committed_offsets_unavailable error=%s", exc)
+            return bare
 
     # ------------------------------------------------------------------------------------------ flushing
 
@@ -303,16 +328,21 @@ class Recorder:
         for letter in self.batch.dead_letters:
             settled = (letter.dead_at - letter.task.event.created_at).total_seconds()
             metrics.DELIVERY_SETTLED.labels("dead_lettered").observe(max(0.0, settled))
-        offsets = [
-            topic_partition(key, offset) for key, offset in self.batch.commit_offsets().items() if key in self.assigned
-        ]
+        for claim in self._claims:  # the batch is durable: every message in it is finished
+            self.ledger.finish(claim)
+        self._claims = []
+        commits = self.ledger.commits()
         self.batch = Batch()
         self.spans.committed()
-        if offsets:
+        if commits:
             try:
-                # Stored, not only committed, so the stats callback reports lag against them.
-                self.consumer.store_offsets(offsets=offsets)
-                self.consumer.commit(asynchronous=False)
+                # Stored too, so the stats callback reports lag against them; committed with the runtime's
+                # finished-offset metadata (empty here: a batch finishes in order).
+                self.consumer.store_offsets(offsets=[topic_partition(p, offset) for p, offset, _ in commits])
+                self.consumer.commit(
+                    offsets=[TopicPartition(p[0], p[1], offset, metadata) for p, offset, metadata in commits],
+                    asynchronous=False,
+                )
             except KafkaException as exc:
                 # The rows are in; a lost commit only means a replay, which inserts nothing new.
                 log.warning("event=offset_commit_failed reason=%s", exc)

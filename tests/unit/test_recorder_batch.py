@@ -76,16 +76,6 @@ def test_empty_value_is_invalid() -> None:
     assert parsed.invalid == Invalid("empty", "empty message value: expected a DeliveryTask JSON object")
 
 
-def test_commit_offsets_are_one_past_the_last_message_of_each_partition() -> None:
-    batch = Batch()
-    batch.add(TOPICS.attempts, 0, 7, attempt(1))
-    batch.add(TOPICS.attempts, 0, 8, attempt(2))
-    batch.add(TOPICS.attempts, 2, 3, Unreadable(TOPICS.attempts, None, b"x", Invalid("invalid_value", "bad")))
-    batch.add(TOPICS.dead, 0, 41, dead_letter())
-    assert batch.size == 4
-    assert batch.commit_offsets() == {(TOPICS.attempts, 0): 9, (TOPICS.attempts, 2): 4, (TOPICS.dead, 0): 42}
-
-
 def test_dropping_revoked_partitions_keeps_the_rest() -> None:
     batch = Batch()
     batch.add(TOPICS.attempts, 0, 1, attempt(1))
@@ -95,15 +85,15 @@ def test_dropping_revoked_partitions_keeps_the_rest() -> None:
     assert batch.size == 1
     assert [a.attempt_id for a in batch.attempts] == ["att_1"]
     assert batch.dead_letters == []
-    assert batch.commit_offsets() == {(TOPICS.attempts, 0): 2}
+    assert list(batch.shares) == [(TOPICS.attempts, 0)]
 
 
-def test_invalid_messages_are_cleared_once_routed_but_their_offsets_stay() -> None:
+def test_invalid_messages_are_cleared_once_routed() -> None:
     batch = Batch()
     batch.add(TOPICS.attempts, 0, 1, Unreadable(TOPICS.attempts, None, b"x", Invalid("invalid_value", "bad")))
     batch.clear_invalid()
     assert batch.invalid == []
-    assert batch.commit_offsets() == {(TOPICS.attempts, 0): 2}
+    assert batch.size == 1, "still counted: its offset is committed with the batch"
 
 
 def test_dead_letters_are_unique_per_webhook_and_event_keeping_the_latest() -> None:
