@@ -252,7 +252,9 @@ class Deliverer:
             body_cap=READ_CAP,
         )
 
-    async def _pool_for(self, target: Target, account_id: str) -> tuple[Pool, _HostClient | None]:
+    def _ready_pool(self, target: Target) -> tuple[Pool, _HostClient | None] | None:
+        """The pool for `target` when no lookup is needed (an IP literal, or a host pinned less than
+        `PIN_TTL_S` ago): the hot path, with no coroutine and no timer; None when a lookup must run."""
         if target.domain is None:
             assert target.address is not None
             if is_blocked(target.address, self._allow):
@@ -264,10 +266,15 @@ class Deliverer:
                 self._sweep(now)
                 entry = self._literals[literal] = _HostClient(self._build(literal, literal), literal, now, now)
             return entry.pool, entry
-        now = time.monotonic()
         host = self._hosts.get(target.domain)
-        if host is not None and now - host.checked_at < PIN_TTL_S:
+        if host is not None and time.monotonic() - host.checked_at < PIN_TTL_S:
             return host.pool, host
+        return None
+
+    async def _pool_after_lookup(self, target: Target, account_id: str) -> tuple[Pool, _HostClient | None]:
+        """The pool for `target` once its host is (re)resolved and checked."""
+        assert target.domain is not None
+        host = self._hosts.get(target.domain)
         domain = target.domain
         pending = self._pending.get(domain)
         if pending is None:  # one lookup per host at a time, however many deliveries wait for it
@@ -363,8 +370,11 @@ class Deliverer:
             target = parse_target(endpoint.url)
             loop = asyncio.get_running_loop()
             deadline = monotonic_deadline(loop, started, self._total_s)  # the whole attempt, DNS included
-            async with asyncio.timeout_at(deadline):
-                pool, host = await self._pool_for(target, endpoint.account_id)
+            ready = self._ready_pool(target)
+            if ready is None:
+                async with asyncio.timeout_at(deadline):
+                    ready = await self._pool_after_lookup(target, endpoint.account_id)
+            pool, host = ready
             if host is not None:
                 host.in_flight += 1
             data = target.request_head(headers, len(payload)) + payload
