@@ -288,7 +288,8 @@ def test_the_dispatcher_scales_on_broker_side_lag_in_seconds_up_to_the_partition
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"  # KEDA's fallback needs it
     query = trigger["metadata"]["query"]
-    assert "hookfleet_group_lag_seconds" in query and DispatcherSettings.model_fields["group_id"].default in query
+    assert "hookfleet_group_partition_lag_seconds" in query
+    assert DispatcherSettings.model_fields["group_id"].default in query
     assert float(trigger["metadata"]["threshold"]) > 2 * DispatcherSettings.model_fields["delivery_timeout_s"].default
     config = find("ConfigMap", "hookfleet-config")["data"]
     partitions = int(config["HOOKFLEET_PARTITIONS"])

@@ -205,7 +205,7 @@ def test_the_stages_layout_runs_fanout_and_delivery_scaled_on_their_own_input() 
         assert {"name": "HOOKFLEET_STAGES", "value": stage} in container["env"]
         (trigger,) = scaled[name]["spec"]["triggers"]
         assert f'topic="{topic}"' in trigger["metadata"]["query"]
-        assert "hookfleet_group_lag_seconds" in trigger["metadata"]["query"]
+        assert "hookfleet_group_partition_lag_seconds" in trigger["metadata"]["query"]
     assert set(of_kind("stages", "PodDisruptionBudget")) >= {
         "hookfleet-dispatcher-fanout",
         "hookfleet-dispatcher-delivery",

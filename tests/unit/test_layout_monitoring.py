@@ -313,15 +313,22 @@ def test_one_unready_pod_of_any_deployment_files_a_ticket_and_a_finished_job_pod
     assert result.returncode == 0, f"{layout}: per-pod unready alert:\n{result.stdout}\n{result.stderr}"
 
 
-def keda_inputs(layout: str, *, lag_s: int, replicas: int, export_fresh: bool) -> list[dict[str, str]]:
-    """What KEDA's queries read, for 30 minutes: the dispatcher group's lag on every topic, each scaled
-    Deployment's replicas, and the export's timestamp (seconds since the start, as promtool's time() counts)."""
+def keda_inputs(
+    layout: str, *, lag_s: int, replicas: int, export_fresh: bool, stuck_partition_lag_s: int | None = None
+) -> list[dict[str, str]]:
+    """What KEDA's queries read, for 30 minutes: the dispatcher group's lag on every partition of both topics
+    (partition 0 at `stuck_partition_lag_s` when given), each scaled Deployment's replicas, and the export's
+    timestamp (seconds since the start, as promtool's time() counts)."""
     out = [
         {
-            "series": series("hookfleet_group_lag_seconds", {"group": "hookfleet-dispatcher", "topic": topic}),
-            "values": f"{lag_s}x30",
+            "series": series(
+                "hookfleet_group_partition_lag_seconds",
+                {"group": "hookfleet-dispatcher", "topic": topic, "partition": str(partition)},
+            ),
+            "values": f"{stuck_partition_lag_s if partition == 0 and stuck_partition_lag_s is not None else lag_s}x30",
         }
         for topic in ("webhooks.events", "webhooks.deliveries")
+        for partition in range(3)
     ]
     out += [
         {"series": series("kube_deployment_status_replicas", {"deployment": name}), "values": f"{replicas}x30"}
@@ -352,6 +359,18 @@ def test_keda_queries_scale_with_lag_and_answer_nothing_when_the_export_is_stale
                         "expr": f"({query}) / {threshold}",
                         "eval_time": "10m",
                         "exp_samples": [{"labels": "{}", "value": 6}],
+                    }
+                ],
+            },
+            {
+                "name": f"{layout}: {name}: one partition 15 min behind, the rest caught up, asks for nothing",
+                "interval": "1m",
+                "input_series": keda_inputs(layout, lag_s=0, replicas=3, export_fresh=True, stuck_partition_lag_s=900),
+                "promql_expr_test": [
+                    {
+                        "expr": f"({query}) / {threshold}",
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": "{}", "value": 0}],
                     }
                 ],
             },
