@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
+from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import CLOSE_BOUND_S, close_bounded
 from hookfleet.stream.ledger import OffsetLedger
 
@@ -137,9 +138,7 @@ class StageConsumer:
             log.debug("event=commit_failed stage=%s partitions=%d", self.stage, len(offsets), exc_info=True)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        skipping = 0
-        for tp in self._last_commits(partitions):
-            skipping += self.ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata)
+        skipping = own_from_last_commits(self.ledger, consumer, partitions, f"dispatcher-{self.stage}")
         self.joined = True
         if self.paused and partitions:
             consumer.pause(partitions)
@@ -150,19 +149,6 @@ class StageConsumer:
             len(self.ledger.owned),
             skipping,
         )
-
-    def _last_commits(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Each partition's last commit, whose metadata names the offsets finished above it (skipped when
-        consumed again)."""
-        if not partitions:
-            return []
-        bare = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        try:
-            committed: list[TopicPartition] = self.consumer.committed(bare, timeout=10)
-            return committed
-        except Exception as exc:  # without them nothing is lost: the finished work is only done again
-            log.warning("event=committed_metadata_unavailable stage=%s error=%r (nothing skipped)", self.stage, exc)
-            return bare
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}

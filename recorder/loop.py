@@ -37,6 +37,7 @@ from hookfleet.kafka import (
 from hookfleet.mail import send_mail
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
 from hookfleet.stream.diversion import divert, handler_error
 from hookfleet.stream.ledger import Claim, OffsetLedger
@@ -208,8 +209,7 @@ class Recorder:
         self.spans.take(message)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in self._last_commits(consumer, partitions):
-            self.ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata)
+        own_from_last_commits(self.ledger, consumer, partitions, "recorder")
         self.joined = True
         self.broker.up = True  # an assignment came from the group coordinator: the broker answers
         log.info("event=partitions_assigned count=%d", len(partitions))
@@ -225,19 +225,6 @@ class Recorder:
     @property
     def assigned(self) -> frozenset[PartitionKey]:
         return self.ledger.owned
-
-    @staticmethod
-    def _last_commits(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Each partition's last commit (the runtime's ledger starts from it)."""
-        bare = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        if not bare:
-            return []
-        try:
-            committed: list[TopicPartition] = consumer.committed(bare, timeout=10)
-            return committed
-        except KafkaException as exc:  # without it nothing is lost: the ledger just starts empty
-            log.warning("event=committed_offsets_unavailable error=%s", exc)
-            return bare
 
     # ------------------------------------------------------------------------------------------ flushing
 

@@ -42,6 +42,7 @@ from hookfleet.kafka import (
 from hookfleet.metrics import PARTITIONS_PAUSED, RETRY_LATENESS, Heartbeat
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim, OffsetLedger
@@ -63,7 +64,6 @@ REVOKE_FLUSH_S = 5.0
 """How long a revoke waits for outstanding hand-offs of the partitions it takes away."""
 COMMIT_EVERY_S = 0.5
 """Commit cadence: a crash hands off again at most what was acknowledged since (plus what was in flight)."""
-COMMITTED_TIMEOUT_S = 10.0
 SUMMARY_EVERY_S = 30.0
 LEADERS_REFRESH_S = 60.0
 """Partition leaders move rarely; a stale map costs at most one late resume (see `_nudge`)."""
@@ -472,9 +472,7 @@ class RetryScheduler:
     # ------------------------------------------------------------------------------------------ rebalance
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        skipping = 0
-        for tp in self._committed(consumer, partitions):
-            skipping += self._ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata)
+        skipping = own_from_last_commits(self._ledger, consumer, partitions, "retry-scheduler")
         # Applied after this callback returns, once librdkafka has really assigned the partitions.
         self._reapply.update(self._gate.assign((tp.topic, tp.partition) for tp in partitions))
         self._leaders_due = 0.0  # new partitions: learn their leaders on the next tick
@@ -487,19 +485,6 @@ class RetryScheduler:
             self._assigned_count,
             skipping,
         )
-
-    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """The partitions' last commits, whose metadata names the hand-offs finished above them."""
-        if not partitions:
-            return []
-        try:
-            committed: list[TopicPartition] = consumer.committed(
-                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=COMMITTED_TIMEOUT_S
-            )
-            return committed
-        except KafkaException as exc:  # without them nothing is lost: finished hand-offs are only done again
-            log.warning("event=committed_metadata_unavailable error=%s (nothing skipped)", exc)
-            return [TopicPartition(tp.topic, tp.partition) for tp in partitions]
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit what was handed off before the partitions go; forget their holds."""
