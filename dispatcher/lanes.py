@@ -91,6 +91,7 @@ class Lane(Generic[Job]):
     latency_s: float | None = None  # moving average of the time to an answer
     answers: int = 0
     waking: bool = False  # a timer will start the next request when the rate limit allows
+    wake_in_s: float = 0.0  # set by `ready`: when the rate limit lets the next request start
 
     def __post_init__(self) -> None:
         if self.policy.rate_limit_per_s:
@@ -126,7 +127,15 @@ class Lane(Generic[Job]):
             return math.inf if self.stalled(now) else 0.0  # no answer yet: not judged before it stalls
         return len(self.queue) / capacity
 
-    def admit(self, now: float) -> Admission:
+    def admit(self, now: float, job: Job) -> Admission:
+        """Decide on an arriving job and queue it, unless it is to be parked (then the caller parks it)."""
+        admission = self._admission(now)
+        if admission is not Admission.PARK:
+            self.parking = False  # a park spell ends when the lane takes a task again
+            self.queue.append(job)
+        return admission
+
+    def _admission(self, now: float) -> Admission:
         if self.policy.fifo:
             return Admission.HOLD_BACK if len(self.queue) >= self.policy.queue_limit else Admission.QUEUE
         if self.stalled(now):
@@ -152,21 +161,38 @@ class Lane(Generic[Job]):
         judged = self.answers >= 2 * self.policy.effective_concurrency  # the first wave pays the TLS handshakes
         return rate_bound or (judged and self.latency_s is not None and self.latency_s >= self.policy.slow_after_s)
 
-    def can_start(self) -> bool:
-        return bool(self.queue) and self.active < self.policy.effective_concurrency and not self.waking
-
     def below_release_mark(self) -> bool:
         """A lane holding its partition back lets go once its queue is half empty."""
         return len(self.queue) <= self.policy.queue_limit // 2
 
     # ---------------------------------------------------------------------------------- transitions
 
+    def ready(self, now: float) -> list[Job]:
+        """Take the queued jobs that may start now, as many as the concurrency and the rate limit allow, and
+        count them started. When the rate limit is what stops it, `wake_in_s` says when to ask again (and
+        `waking` is set until then); otherwise `wake_in_s` is 0."""
+        jobs: list[Job] = []
+        self.wake_in_s = 0.0
+        limit = self.policy.effective_concurrency
+        while self.queue and self.active < limit and not self.waking:
+            if self.bucket is not None:
+                wait = self.bucket.take(now)
+                if wait > 0:
+                    self.waking = True
+                    self.wake_in_s = wait
+                    break
+            jobs.append(self.queue.popleft())
+            self.started(now)
+        return jobs
+
     def started(self, now: float) -> None:
         if self.active == 0:
             self.busy_since = now
         self.active += 1
 
-    def finished(self, now: float, answered: bool, elapsed_s: float = 0.0) -> None:
+    def finished(self, now: float, answered: bool, elapsed_s: float = 0.0, take_next: bool = False) -> list[Job]:
+        """One open request ended (a timeout is no answer). With `take_next`, returns the queued jobs that
+        may start now (`ready`) in the same call."""
         self.active -= 1
         if answered:
             self.last_progress = now
@@ -175,6 +201,7 @@ class Lane(Generic[Job]):
             self.latency_s = elapsed_s if previous is None else previous + LATENCY_WEIGHT * (elapsed_s - previous)
         if self.active == 0:
             self.busy_since = None
+        return self.ready(now) if take_next and self.queue else []
 
     def idle(self) -> bool:
         return self.active == 0 and not self.queue and not self.waking

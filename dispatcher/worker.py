@@ -240,13 +240,8 @@ class Dispatcher:
             log.warning("event=consume_error stage=%s code=%s reason=%s", stage.stage, error.name(), error.str())
             return
         key: TP = (message.topic() or "", message.partition() or 0)
-        if not stage.ledger.owns(key):  # a message of a partition revoked in the same batch
-            return
-        offset = message.offset() or 0
-        claim = stage.ledger.begin(key, offset)
-        if stage.ledger.finished_before(key, offset):  # finished before the last owner's final commit
-            metrics.SKIPPED_ON_RESTART.inc()
-            self._finish(claim)
+        claim = stage.ledger.claim(key, message.offset() or 0)
+        if claim is None:  # revoked in the same batch, read again, or finished by the previous owner
             return
         try:
             if stage.stage == "fanout":
@@ -347,16 +342,15 @@ class Dispatcher:
         lane = self._lane(endpoint, key)
         self._held += 1
         now = time.monotonic()
-        admission = lane.admit(now)
+        admission = lane.admit(now, job)
         if admission is Admission.PARK:
             self._parking(endpoint.id, lane, now)
             self._spawn(self._park(job), key)
             return
-        lane.parking = False
-        lane.queue.append(job)
         if admission is Admission.HOLD_BACK and not lane.held_back:
             self._hold(endpoint.id, lane)
-        self._pump(endpoint.id, lane)
+        if not self._stopping:
+            self._start(endpoint.id, lane, lane.ready(now))
 
     def _lane(self, endpoint: Endpoint, key: TP) -> Lane[_Job]:
         policy = LanePolicy(
@@ -387,31 +381,22 @@ class Dispatcher:
             return f"webhook no longer subscribed to {task.event.type.value}", "unsubscribed"
         return None
 
-    def _pump(self, webhook_id: str, lane: Lane[_Job]) -> None:
-        """Start as many of the lane's queued deliveries as its concurrency and rate limit allow."""
-        if self._stopping:
-            return
-        now = time.monotonic()
-        while lane.can_start():
-            if lane.bucket is not None:
-                wait = lane.bucket.take(now)
-                if wait > 0:
-                    assert self._loop is not None
-                    lane.waking = True
-                    self._loop.call_later(wait, self._wake, webhook_id, lane)
-                    break
-            job = lane.queue.popleft()
-            lane.started(now)
+    def _start(self, webhook_id: str, lane: Lane[_Job], jobs: list[_Job]) -> None:
+        """Start the deliveries the lane let go (`Lane.ready`); when its rate limit stopped it, ask it again
+        when a token is due. An idle lane is dropped by the sweep."""
+        for job in jobs:
             self._open_requests += 1
             self._spawn(self._run(webhook_id, lane, job), job.key)
+        if lane.wake_in_s > 0:
+            assert self._loop is not None
+            self._loop.call_later(lane.wake_in_s, self._wake, webhook_id, lane)
         if lane.held_back and lane.below_release_mark():
             self._release(webhook_id, lane)
-        if lane.idle() and self._lanes.get(webhook_id) is lane:
-            del self._lanes[webhook_id]
 
     def _wake(self, webhook_id: str, lane: Lane[_Job]) -> None:
         lane.waking = False
-        self._pump(webhook_id, lane)
+        if not self._stopping:
+            self._start(webhook_id, lane, lane.ready(time.monotonic()))
 
     async def _run(self, webhook_id: str, lane: Lane[_Job], job: _Job) -> None:
         tracing.adopt(job.trace)
@@ -424,8 +409,8 @@ class Dispatcher:
             nonlocal released
             if not released:
                 released = True
-                lane.finished(time.monotonic(), answered, elapsed_s)
-                self._pump(webhook_id, lane)
+                ready = lane.finished(time.monotonic(), answered, elapsed_s, take_next=not self._stopping)
+                self._start(webhook_id, lane, ready)
 
         try:
             endpoint = self._index.get(webhook_id)
@@ -618,8 +603,12 @@ class Dispatcher:
     # ------------------------------------------------------------------------------------ flow control
 
     def _sweep(self, now: float) -> None:
-        """Park the queues of webhooks that stopped answering; let go of partitions whose lanes drained."""
+        """Park the queues of webhooks that stopped answering; drop the lanes of webhooks with nothing queued
+        or open (a lane lives on for at most one sweep after its last request)."""
         for webhook_id, lane in list(self._lanes.items()):
+            if lane.idle():
+                del self._lanes[webhook_id]
+                continue
             if lane.policy.fifo or not lane.queue or not lane.stalled(now):
                 continue
             self._parking(webhook_id, lane, now)

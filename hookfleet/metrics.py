@@ -105,7 +105,8 @@ INVALID_EVENTS = Counter(
 EVENTS_CONSUMED = Counter("hookfleet_events_consumed", "Messages consumed by the dispatcher", ["topic_kind"])
 FANNED_OUT = Counter("hookfleet_tasks_fanned_out", "Delivery tasks written by the fan-out stage")
 SKIPPED_ON_RESTART = Counter(
-    "hookfleet_offsets_skipped_on_restart", "Consumed messages skipped: finished before the previous owner's commit"
+    "hookfleet_offsets_skipped_on_restart",
+    "Offsets the previous owner finished above its last commit (its metadata), not worked again by this owner",
 )
 RECORDER_BATCH = Histogram(
     "hookfleet_recorder_batch_size", "Rows per recorder transaction", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000)

@@ -198,9 +198,10 @@ class Recorder:
         if topic is None or partition is None or offset is None:  # only error events lack these
             return
         key = (topic, partition)
-        if not self.ledger.owns(key) or self.ledger.already_begun(key, offset):
-            return  # revoked in the same batch, or read again: its share is dropped or already held
-        self._claims.append(self.ledger.begin(key, offset))
+        claim = self.ledger.claim(key, offset)
+        if claim is None:
+            return  # revoked in the same batch, read again (already held), or stored before the last commit
+        self._claims.append(claim)
         try:
             parsed = parse_message(self.topics, topic, message.key(), message.value())
         except Exception as exc:  # the runtime's poison rule: diverted with the batch, never a crash

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hookfleet import metrics
 from hookfleet.kafka import Consumer, TopicPartition
 from hookfleet.stream.ledger import OffsetLedger
 
@@ -16,7 +17,8 @@ def own_from_last_commits(
     ledger: OffsetLedger, consumer: Consumer, partitions: list[TopicPartition], role: str
 ) -> int:
     """Own `partitions` in `ledger`, each from its last commit, whose metadata names the offsets finished
-    above it (skipped when read again). Called from the assign callback. Returns how many will be skipped.
+    above it (skipped when read again: `OffsetLedger.claim`). Called from the assign callback. Returns how
+many will be skipped, and counts them (`hookfleet_offsets_skipped_on_restart_total`).
 
     When the commits cannot be read, the partitions are owned with nothing to skip: nothing is lost, the
     finished work is only done again."""
@@ -28,4 +30,6 @@ def own_from_last_commits(
     except Exception as exc:  # librdkafka's, or a closed consumer's
         log.warning("event=committed_metadata_unavailable role=%s error=%r (nothing skipped)", role, exc)
         committed = bare
-    return sum(ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata) for tp in committed)
+    skipping = sum(ledger.assign((tp.topic, tp.partition), tp.offset, tp.metadata) for tp in committed)
+    metrics.SKIPPED_ON_RESTART.inc(skipping)
+    return skipping

@@ -135,6 +135,26 @@ class OffsetLedger:
         owned = self._owned.get(partition)
         return owned is not None and offset in owned.skip
 
+    def claim(self, partition: PartitionKey, offset: int) -> Claim | None:
+        """Begin work on a consumed offset, or say there is none to do (None): the partition is not owned
+        (revoked in the same batch), the offset was already begun in this ownership (read again), or the
+        previous owner finished it (its last commit's metadata; finished here at once, not worked again).
+        The dispatcher's stages and the recorder make this one call per message; the retry scheduler, which
+        begins a task only when it hands it off, asks `already_begun` and `finished_before` first."""
+        owned = self._owned.get(partition)
+        if owned is None:
+            return None
+        marks = owned.marks
+        last = marks.last_begun
+        if last is not None and offset <= last:
+            return None
+        marks.begin(offset)
+        if offset in owned.skip:
+            owned.dirty = True
+            marks.finish(offset)
+            return None
+        return Claim(partition, offset, owned.epoch)
+
     def begin(self, partition: PartitionKey, offset: int) -> Claim:
         """Start work on `offset` (offsets of a partition begin in increasing order)."""
         owned = self._owned.get(partition)

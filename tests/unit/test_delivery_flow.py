@@ -31,9 +31,9 @@ def test_a_fast_webhook_with_a_full_queue_is_held_back_not_parked() -> None:
     assert w.capacity_per_s() == pytest.approx(200)
     # When its queue is full
     w.queue.extend(range(4))
-    # Then the partition is held back: 4 queued drain in 0.02 s, far below park_after_s
-    assert w.admit(1.0) is Admission.HOLD_BACK
-    assert w.expected_wait_s(1.0) == pytest.approx(0.02)
+    # Then the partition is held back: 4 queued (5 with the one admitted) drain in 0.025 s, far below park_after_s
+    assert w.admit(1.0, -1) is Admission.HOLD_BACK
+    assert w.expected_wait_s(1.0) == pytest.approx(0.025)
 
 
 def test_a_busy_dispatcher_does_not_make_a_fast_receiver_look_slow() -> None:
@@ -49,7 +49,7 @@ def test_a_busy_dispatcher_does_not_make_a_fast_receiver_look_slow() -> None:
     fast.started(0.0)
     fast.finished(0.02, answered=True, elapsed_s=0.02)
     fast.queue.extend(range(1000))
-    assert fast.admit(1.0) is Admission.HOLD_BACK  # 50 at once x 50/s: 0.4 s to drain
+    assert fast.admit(1.0, -1) is Admission.HOLD_BACK  # 50 at once x 50/s: 0.4 s to drain
 
 
 def test_a_hanging_webhook_is_parked_once_nothing_was_answered_for_park_after_s() -> None:
@@ -57,8 +57,8 @@ def test_a_hanging_webhook_is_parked_once_nothing_was_answered_for_park_after_s(
     w.started(10.0)
     w.started(10.0)
     w.queue.append(1)
-    assert not w.stalled(14.9) and w.admit(14.9) is Admission.QUEUE
-    assert w.stalled(15.0) and w.admit(15.0) is Admission.PARK
+    assert not w.stalled(14.9) and w.admit(14.9, -1) is Admission.QUEUE
+    assert w.stalled(15.0) and w.admit(15.0, -1) is Admission.PARK
     w.finished(16.0, answered=False)  # a timeout is no answer
     assert w.stalled(16.0)
     w.finished(16.5, answered=True, elapsed_s=6.5)  # an answer (any status) is progress, and the lane is idle now
@@ -71,13 +71,14 @@ def test_a_slow_webhook_with_a_full_queue_is_parked() -> None:
     w.started(0.0)
     w.finished(2.0, answered=True, elapsed_s=2.0)
     w.queue.extend(range(20))
-    assert w.admit(2.0) is Admission.HOLD_BACK  # one answer is not a verdict (the first wave pays for TLS)
+    assert w.admit(2.0, -1) is Admission.HOLD_BACK  # one answer is not a verdict (the first wave pays for TLS)
     for i in range(1, 4):
         w.started(i * 2.0)
         w.finished(i * 2.0 + 2.0, answered=True, elapsed_s=2.0)
     # Then 20 queued would take 20 s > park_after_s: offered work at the pace it can take
-    assert w.expected_wait_s(8.0) == pytest.approx(20.0)
-    assert w.admit(8.0) is Admission.PARK
+    assert w.expected_wait_s(8.0) == pytest.approx(21.0)  # the 20 and the one admitted at 2.0
+    assert w.admit(8.0, -1) is Admission.PARK
+    assert len(w.queue) == 21, "a parked job is the caller's, not queued"
 
 
 def test_a_receiver_reading_slow_only_through_a_busy_dispatcher_is_held_back() -> None:
@@ -89,14 +90,14 @@ def test_a_receiver_reading_slow_only_through_a_busy_dispatcher_is_held_back() -
     # Then its queue would take 3 s... and with 40 queued 6 s, still below the slow floor: held back
     w.queue.extend(range(20))
     assert w.expected_wait_s(1.0) == pytest.approx(6.0)
-    assert not w.slow(1.0) and w.admit(1.0) is Admission.HOLD_BACK
+    assert not w.slow(1.0) and w.admit(1.0, -1) is Admission.HOLD_BACK
 
 
 def test_a_rate_limit_paces_the_queue_estimate() -> None:
     w = lane(queue_limit=100, rate_limit_per_s=10)
     w.queue.extend(range(100))
     assert w.expected_wait_s(0.0) == pytest.approx(10.0)
-    assert w.admit(0.0) is Admission.PARK
+    assert w.admit(0.0, -1) is Admission.PARK
 
 
 def test_an_ordered_webhook_is_never_parked_and_runs_one_at_a_time() -> None:
@@ -104,10 +105,24 @@ def test_an_ordered_webhook_is_never_parked_and_runs_one_at_a_time() -> None:
     w.started(0.0)
     w.queue.extend(range(4))
     assert w.stalled(100.0)
-    assert w.admit(100.0) is Admission.HOLD_BACK  # full queue: backpressure, never a park
-    assert not w.can_start()  # concurrency 1 while one is open
-    w.finished(100.0, answered=True, elapsed_s=100.0)
-    assert w.can_start()
+    assert w.admit(100.0, -1) is Admission.HOLD_BACK  # full queue: backpressure, never a park
+    assert w.ready(100.0) == []  # concurrency 1 while one is open
+    assert w.finished(100.0, answered=True, elapsed_s=100.0, take_next=True) == [0], "the next starts as one ends"
+    assert w.finished(101.0, answered=True, elapsed_s=1.0) == [], "unless asked (nothing new starts while stopping)"
+    assert list(w.queue) == [1, 2, 3, -1]
+
+
+def test_a_rate_limited_lane_lets_go_what_its_tokens_allow_and_says_when_to_ask_again() -> None:
+    w = lane(concurrency=10, queue_limit=100, rate_limit_per_s=4)
+    for job in range(3):
+        assert w.admit(0.0, job) is Admission.QUEUE
+    # A fresh bucket holds one token: one starts now, the next in a quarter of a second
+    assert w.ready(0.0) == [0]
+    assert w.waking and w.wake_in_s == pytest.approx(0.25)
+    assert w.ready(0.1) == [], "nothing until the wake-up"
+    w.waking = False
+    assert w.ready(0.25) == [1] and w.active == 2
+    assert not w.idle()
 
 
 def test_token_bucket_allows_rate_per_second_after_the_first() -> None:
