@@ -33,5 +33,3 @@ class Endpoint:
         if self.previous_secret and self.previous_secret_expires_at and now < self.previous_secret_expires_at:
             return self.secret, self.previous_secret
         return self.secret, None
-
-

@@ -136,5 +136,6 @@ def request_headers(
     else:
         headers = _attempt_headers(event_id, event_type, attempt, timestamp)
     headers["Content-Type"] = "application/json"
-    headers.update((name, value) for name, value in custom if not is_reserved_header(name))
+    if custom:
+        headers.update((name, value) for name, value in custom if not is_reserved_header(name))
     return headers

@@ -129,20 +129,16 @@ class Lane(Generic[Job]):
 
     def admit(self, now: float, job: Job) -> Admission:
         """Decide on an arriving job and queue it, unless it is to be parked (then the caller parks it)."""
-        admission = self._admission(now)
-        if admission is not Admission.PARK:
-            self.parking = False  # a park spell ends when the lane takes a task again
-            self.queue.append(job)
-        return admission
-
-    def _admission(self, now: float) -> Admission:
+        full = len(self.queue) >= self.policy.queue_limit
         if self.policy.fifo:
-            return Admission.HOLD_BACK if len(self.queue) >= self.policy.queue_limit else Admission.QUEUE
-        if self.stalled(now):
+            admission = Admission.HOLD_BACK if full else Admission.QUEUE
+        elif self.stalled(now) or (full and self.slow(now)):
             return Admission.PARK
-        if len(self.queue) >= self.policy.queue_limit:
-            return Admission.PARK if self.slow(now) else Admission.HOLD_BACK
-        return Admission.QUEUE
+        else:
+            admission = Admission.HOLD_BACK if full else Admission.QUEUE
+        self.parking = False  # a park spell ends when the lane takes a task again
+        self.queue.append(job)
+        return admission
 
     def slow(self, now: float) -> bool:
         """Its queue would take longer than `park_after_s` to drain, because of the receiver: it answers

@@ -61,6 +61,10 @@ class Decision:
     """None for "done"; for "retry" the delay topic and due time, for "dead"/"disabled" when it was decided."""
 
 
+DONE = Decision("done", None)
+"""Every success decides the same (made once: this is on every delivery's path)."""
+
+
 def decide(
     attempt: int,
     ok: bool,
@@ -75,7 +79,7 @@ def decide(
     done; a failure is switched off (410), dead-lettered (attempt 4) or retried (`route_failure`). An ordered
     webhook waits out a retry in its lane instead of queueing it, which is the caller's business."""
     if ok:
-        return Decision("done", None)
+        return DONE
     route = route_failure(attempt, now_ms, topics, delays_s, status_code, retry_after_s, cap_s)
     if route.stage == "disabled":
         return Decision("disabled", route)

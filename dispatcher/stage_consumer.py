@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 TP = PartitionKey
 
 
-
 class StageConsumer:
     def __init__(
         self,

@@ -92,10 +92,6 @@ class _Job:
     parks: int = 0  # how often this task was parked before (routing.PARKS_HEADER)
     trace: Any = field(default_factory=tracing.current)  # the task's trace context (None when tracing is off)
 
-    @property
-    def key(self) -> TP:
-        return self.claim.partition
-
 
 class Dispatcher:
     def __init__(
@@ -386,7 +382,7 @@ class Dispatcher:
         when a token is due. An idle lane is dropped by the sweep."""
         for job in jobs:
             self._open_requests += 1
-            self._spawn(self._run(webhook_id, lane, job), job.key)
+            self._spawn(self._run(webhook_id, lane, job), job.claim.partition)
         if lane.wake_in_s > 0:
             assert self._loop is not None
             self._loop.call_later(lane.wake_in_s, self._wake, webhook_id, lane)
@@ -420,7 +416,7 @@ class Dispatcher:
                 await self._drop(task, job.body, *reason)
             elif lane.policy.fifo:
                 assert endpoint is not None
-                answered = await self._deliver_in_order(endpoint, task, job.body, job.key)
+                answered = await self._deliver_in_order(endpoint, task, job.body, job.claim.partition)
                 release()
             else:
                 assert endpoint is not None
@@ -518,7 +514,7 @@ class Dispatcher:
             assert route is not None
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
         if route is None or decision.step == "disabled" or (decision.step == "retry" and not queue_retry):
-            await self._send_durably(self._topics.attempts, record, endpoint.id)
+            await send_until_acked(self._producer, Outgoing(self._topics.attempts, record, endpoint.id))
             return
         task = task_json(
             body, endpoint.id, route.next_attempt, route.due_at_ms, last_error=result.error, replay_id=replay_id
@@ -614,7 +610,7 @@ class Dispatcher:
             self._parking(webhook_id, lane, now)
             while lane.queue:
                 job = lane.queue.popleft()
-                self._spawn(self._park(job), job.key)
+                self._spawn(self._park(job), job.claim.partition)
             if lane.held_back:
                 self._release(webhook_id, lane)
 

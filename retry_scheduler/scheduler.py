@@ -316,7 +316,7 @@ class RetryScheduler:
                 len(self._short_waits),
                 self._short_waits.bytes,
             )
-            relayed = replace(outgoing, topic=self._topics.retries[0])
+            relayed = outgoing._replace(topic=self._topics.retries[0])
             self._sender.send(relayed, replace(hand_off, message=relayed, due_at_ms=None))
             return
         target = self._topics.retries[index]

@@ -13,12 +13,10 @@ log = logging.getLogger(__name__)
 COMMITTED_TIMEOUT_S = 10.0
 
 
-def own_from_last_commits(
-    ledger: OffsetLedger, consumer: Consumer, partitions: list[TopicPartition], role: str
-) -> int:
+def own_from_last_commits(ledger: OffsetLedger, consumer: Consumer, partitions: list[TopicPartition], role: str) -> int:
     """Own `partitions` in `ledger`, each from its last commit, whose metadata names the offsets finished
     above it (skipped when read again: `OffsetLedger.claim`). Called from the assign callback. Returns how
-many will be skipped, and counts them (`hookfleet_offsets_skipped_on_restart_total`).
+    many will be skipped, and counts them (`hookfleet_offsets_skipped_on_restart_total`).
 
     When the commits cannot be read, the partitions are owned with nothing to skip: nothing is lost, the
     finished work is only done again."""

@@ -28,11 +28,20 @@ class LowWaterMark:
         self._next: int | None = None  # one past the highest offset known finished-in-order
 
     def begin(self, offset: int) -> None:
-        last = self.last_begun
-        if last is not None and offset <= last:
-            raise ValueError(f"offsets must increase within a partition (got {offset} after {last})")
-        self._pending.append(offset)
+        if not self.try_begin(offset):
+            raise ValueError(f"offsets must increase within a partition (got {offset} after {self.last_begun})")
+
+    def try_begin(self, offset: int) -> bool:
+        """Begin `offset` unless it is not above the last one begun (a message read again): then False."""
+        pending = self._pending
+        if pending:
+            if offset <= pending[-1]:
+                return False
+        elif self._next is not None and offset < self._next:
+            return False
+        pending.append(offset)
         self._open.add(offset)
+        return True
 
     def finish(self, offset: int) -> int | None:
         """Mark `offset` finished; returns the new committable offset when it advanced, else None."""
@@ -145,10 +154,8 @@ class OffsetLedger:
         if owned is None:
             return None
         marks = owned.marks
-        last = marks.last_begun
-        if last is not None and offset <= last:
+        if not marks.try_begin(offset):
             return None
-        marks.begin(offset)
         if offset in owned.skip:
             owned.dirty = True
             marks.finish(offset)

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from hookfleet.kafka import Headers, KafkaDeliveryError, KafkaError, KafkaProducer, KafkaUnavailable, Message
 
@@ -36,8 +36,9 @@ RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """One message to produce (a tuple: one is made for every message produced, on every delivery's path)."""
+
     topic: str
     value: bytes
     key: bytes | str | None = None
