@@ -13,9 +13,11 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from confluent_kafka import Producer
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
-from hookfleet.kafka import KafkaProducer
+from hookfleet.kafka import KafkaProducer, TopicPartition, new_consumer
 from hookfleet.shutdown import Shutdown
 from recorder.main import new_recorder
 from schemas.models import Outcome
@@ -211,3 +213,109 @@ def test_shutdown_writes_the_batch_in_hand_before_its_wait_is_over(
     assert exit_code == [0]
     assert _count(database_url) == 20
     assert committed_to_end(kafka_bootstrap, settings.group_id, topics.attempts)
+
+
+def _start_cli_recorder(env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "hookfleet.cli", "recorder"], env=env, stdout=log, stderr=log)
+
+
+def _committed_total(kafka_bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offsets on `topic`, summed: the records it has committed as written."""
+    consumer = new_consumer(kafka_bootstrap, group)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in committed)
+
+
+def _written_by(port: int) -> int:
+    """Records the recorder at `port` wrote in its transactions (its batch-size histogram's sum)."""
+    scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(scrape):
+        if family.name == "hookfleet_recorder_batch_size":
+            return int(next(s.value for s in family.samples if s.name == "hookfleet_recorder_batch_size_sum"))
+    raise AssertionError(f"hookfleet_recorder_batch_size missing from the recorder's /metrics at port {port}")
+
+
+def test_kill_9_mid_stream_writes_again_at_most_what_was_in_flight_plus_one_commit_interval(
+    kafka_bootstrap: str, topics: Topics, database_url: str, tmp_path
+) -> None:
+    """The recorder commits its offsets after each batch's transaction, so a recorder killed mid-stream
+    leaves its successor at most the batch whose transaction committed just before the kill to write again
+    (its offsets not yet committed), plus one commit interval (one batch: a failed commit is logged and
+    tolerated, the next one covers it). Without a commit per batch, the successor re-reads everything."""
+    total, batch_max = 20_000, 500
+    events = [make_event() for _ in range(200)]
+    records = [make_attempt(f"wh_{i % 97}", event=events[i % 200]) for i in range(total)]
+    client = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all", "linger.ms": 20})
+    for record in records:
+        value = record.model_dump_json().encode()
+        while True:
+            try:
+                client.produce(topics.attempts, value, key=record.webhook_id)
+                break
+            except BufferError:
+                client.poll(0.05)
+    assert client.flush(30) == 0
+    group = recorder_settings(kafka_bootstrap, topics, database_url).group_id
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DATABASE_URL": database_url,
+        "HOOKFLEET_TOPIC_PREFIX": topics.prefix,
+        "HOOKFLEET_GROUP_ID": group,
+        "HOOKFLEET_BATCH_MAX": str(batch_max),
+        "HOOKFLEET_LAG_EXPORT_S": "0",
+    }
+    log_path = str(tmp_path / "recorder.log")
+    # Given a recorder writing the stream, killed with SIGKILL several batches (and commits) in
+    first = _start_cli_recorder(env, log_path)
+    try:
+        wait_for(lambda: _count(database_url) >= 6 * batch_max, timeout_s=90, what="six batches written")
+        first.kill()
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+    rows_at_kill = _count(database_url)
+    committed_at_kill = _committed_total(kafka_bootstrap, group, topics.attempts)
+    assert rows_at_kill < total, f"the stream was written whole before the kill; nothing was proven (log {log_path})"
+    # When a second recorder of the same group takes over
+    port = free_port()
+    second = _start_cli_recorder({**env, "HOOKFLEET_METRICS_PORT": str(port)}, log_path)
+    try:
+        wait_for(lambda: _count(database_url) >= total, timeout_s=90, what=f"{total} rows (log {log_path})")
+        wait_for(
+            lambda: committed_to_end(kafka_bootstrap, group, topics.attempts),
+            timeout_s=90,
+            what=f"the second recorder's commit to the end (log {log_path})",
+        )
+        written_by_second = _written_by(port)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(30)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            second.wait(10)
+    # Then no row is missing, none is there twice, and what was written again is bounded
+    with psycopg.connect(database_url) as conn:
+        stored = [row[0] for row in conn.execute("SELECT attempt_id FROM delivery_attempts").fetchall()]
+    assert len(stored) == len(set(stored)) == total, (len(stored), len(set(stored)), total)
+    assert set(stored) == {record.attempt_id for record in records}
+    written_again = written_by_second - (total - rows_at_kill)
+    bound = batch_max + batch_max
+    print(
+        f"rows at the kill {rows_at_kill} of {total} (committed {committed_at_kill}); the second recorder wrote "
+        f"{written_by_second}, {written_again} of them again; bound {bound} (batch_max {batch_max} in flight "
+        f"+ one commit interval of one batch, {batch_max})"
+    )
+    assert 0 <= written_again <= bound, (
+        f"the second recorder wrote {written_again} records again (wrote {written_by_second}, {total - rows_at_kill} "
+        f"were left at the kill), more than the bound {bound} = batch_max {batch_max} in flight + one commit "
+        f"interval of one batch ({batch_max}); log {log_path}"
+    )
