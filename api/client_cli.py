@@ -97,6 +97,11 @@ def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
         rows.append(("headers", ", ".join(f"{k}: {v}" for k, v in webhook["headers"].items())))
     if webhook.get("previous_secret_expires_at"):
         rows.append(("previous secret", f"still signs until {webhook['previous_secret_expires_at']}"))
+    if webhook.get("public_key"):
+        rows.append(("public key", f"{webhook['public_key']}   (Ed25519: verifies the v1a signatures)"))
+    if webhook.get("previous_public_key"):
+        until = webhook["previous_public_key_expires_at"]
+        rows.append(("previous key", f"{webhook['previous_public_key']}   still signs until {until}"))
     rows += [("created", webhook["created_at"]), ("updated", webhook["updated_at"])]
     return fields(rows)
 
@@ -149,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     header_help = "custom request header NAME:VALUE sent with every delivery (repeatable; stored encrypted)"
     create.add_argument("--header", dest="headers", action="append", type=_header, help=header_help)
+    ed25519_help = "also sign every delivery with an Ed25519 key of its own (Standard Webhooks v1a)"
+    create.add_argument("--asymmetric-signing", action="store_true", help=ed25519_help + "; prints its public key")
 
     sub.add_parser("list", parents=[common], help="list webhooks")
     for name, text in (
@@ -157,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("disable", "switch sending off (the configuration is kept)"),
         ("delete", "delete a webhook"),
         ("rotate-secret", "new secret; the old one keeps signing during the overlap"),
+        ("rotate-signing-key", "new Ed25519 key; the old one keeps signing (v1a) during the overlap"),
     ):
         sub.add_parser(name, parents=[common], help=text).add_argument("id", help="webhook id (wh_...)")
 
@@ -169,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--ordering", choices=["unordered", "fifo"])
     update.add_argument("--header", dest="headers", action="append", type=_header, help=header_help + "; replaces all")
     update.add_argument("--clear-headers", action="store_true", help="remove every custom header")
+    update.add_argument(
+        "--asymmetric-signing", choices=["on", "off"], help=ed25519_help + "; off deletes the key pair"
+    )
 
     notify = sub.add_parser("notify-email", parents=[common], help="where failure notifications are mailed")
     notify.add_argument(
@@ -223,6 +234,8 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
         body |= {k: getattr(opts, k) for k in ("rate_limit_per_s", "ordering") if getattr(opts, k) is not None}
         if opts.headers:
             body["headers"] = dict(opts.headers)
+        if opts.asymmetric_signing:
+            body["asymmetric_signing"] = True
         created = client.call("POST", "/v1/webhooks", body)
         return _out(opts, created, lambda: webhook_fields(created, once))
     if action == "list":
@@ -248,10 +261,12 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
             changes = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
             if opts.headers or opts.clear_headers:
                 changes["headers"] = dict(opts.headers or [])
+            if opts.asymmetric_signing is not None:
+                changes["asymmetric_signing"] = opts.asymmetric_signing == "on"
             if not changes:
                 raise CliError(
-                    "nothing to update: give --name, --url, --events, --rate-limit, --ordering, --header"
-                    " or --clear-headers"
+                    "nothing to update: give --name, --url, --events, --rate-limit, --ordering, --header,"
+                    " --clear-headers or --asymmetric-signing"
                 )
         else:
             changes = {"active": action == "enable"}
@@ -273,6 +288,9 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     if action == "rotate-secret":
         rotated = client.call("POST", f"{path}/rotate-secret")
         return _out(opts, rotated, lambda: webhook_fields(rotated, once))
+    if action == "rotate-signing-key":
+        rekeyed = client.call("POST", f"{path}/rotate-signing-key")
+        return _out(opts, rekeyed, lambda: webhook_fields(rekeyed))
     if action == "test":
         result = client.call("POST", f"{path}/test", {"event_type": opts.event_type} if opts.event_type else {})
         verdict = "delivered" if result["ok"] else "failed"

@@ -17,7 +17,7 @@ from api.resources import resources_of
 from api.store import DeliveryFilter
 from api.views import delivery_view, request_headers
 from hookfleet.retention import horizon
-from hookfleet.secretbox import open_headers
+from hookfleet.secretbox import open_headers, open_signing_key
 from schemas.api import (
     DeliveryDetail,
     DeliveryPage,
@@ -125,12 +125,23 @@ async def get_delivery(request: web.Request) -> web.StreamResponse:
         else None
     )
     custom = open_headers(resources.box, webhook.headers_ciphertext, webhook.id)
+    signing_keys = tuple(
+        key
+        for key, until in (
+            (open_signing_key(resources.box, webhook.signing_key_ciphertext, webhook.id), None),
+            (
+                open_signing_key(resources.box, webhook.previous_signing_key_ciphertext, webhook.id),
+                webhook.previous_signing_key_expires_at,
+            ),
+        )
+        if key is not None and (until is None or row.attempted_at < until)
+    )
     detail = DeliveryDetail(
         webhook_id=webhook_id,
         delivery=delivery_view(row),
         request=DeliveryRequest(
             url=webhook.url,
-            headers=request_headers(row, body, secret, previous, custom),
+            headers=request_headers(row, body, secret, previous, custom, signing_keys),
             body=None if body is None else body.decode(),
         ),
         response=DeliveryResponse(

@@ -23,7 +23,8 @@ _ERROR_TEXT = {
     413: "The body is too large.",
     415: "The body is not sent as application/json.",
     409: "Conflicts with the resource's state: the account's last active API key cannot be revoked (create"
-    " another first); a disabled webhook cannot be replayed (`webhook_disabled`: enable it first).",
+    " another first); a disabled webhook cannot be replayed (`webhook_disabled`: enable it first); a webhook"
+    " without asymmetric signing has no signing key to rotate (`asymmetric_signing_off`: switch it on first).",
     410: "Past the delivery log's retention (`past_retention`): that day of the log was dropped.",
     422: "A field is invalid; `error.field` names it.",
     429: "A quota of the account is exceeded (`quota_exceeded`); `Retry-After` says when to try again.",

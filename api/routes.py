@@ -303,6 +303,19 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/openapi.json", openapi_json, "openapi", "This document", "catalog", public=True, unavailable=False
     ),
+    Operation(
+        "POST",
+        f"{_WEBHOOK}/rotate-signing-key",
+        webhooks.rotate_signing_key,
+        "rotateWebhookSigningKey",
+        "Rotate the Ed25519 signing key",
+        "webhooks",
+        response=WebhookView,
+        description="A new Ed25519 key signs (`v1a`) from now on; the previous one keeps signing beside it until"
+        " `previous_public_key_expires_at` (the secret rotation's overlap). The answer shows the new `public_key`;"
+        " the private key is never shown. 409 when asymmetric signing is off.",
+        errors=(409,),
+    ),
 )
 
 

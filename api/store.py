@@ -61,6 +61,9 @@ class WebhookRow:
     disabled_reason: str | None = None
     disabled_at: datetime | None = None
     headers_ciphertext: bytes | None = None
+    signing_key_ciphertext: bytes | None = None
+    previous_signing_key_ciphertext: bytes | None = None
+    previous_signing_key_expires_at: datetime | None = None
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -124,6 +127,9 @@ _WEBHOOK_COLUMNS = (
     "disabled_reason",
     "disabled_at",
     "headers_ciphertext",
+    "signing_key_ciphertext",
+    "previous_signing_key_ciphertext",
+    "previous_signing_key_expires_at",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -168,7 +174,16 @@ _ROLLUP_ONE = rollup_sql(
 
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
+_UPDATABLE = frozenset(
+    {"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext", "signing_key_ciphertext"}
+)
+
+# Asymmetric signing on keeps a key the webhook already has (a second `true` changes nothing, and of two at
+# once the first key stays); off drops the key and a previous one still in its overlap.
+_SIGNING_KEY_ON = sql.SQL("signing_key_ciphertext = COALESCE(signing_key_ciphertext, %(signing_key_ciphertext)s)")
+_SIGNING_KEY_OFF = sql.SQL(
+    "signing_key_ciphertext = NULL, previous_signing_key_ciphertext = NULL, previous_signing_key_expires_at = NULL"
+)
 
 # Switching off by hand records why and when; switching on clears both and restarts the auto-disable
 # clock (`enabled_at`), so a 410 or a failure from before does not switch it off again.
@@ -364,14 +379,16 @@ class Store:
         rate_limit_per_s: int | None = None,
         ordering: str = "unordered",
         sealed_headers: bytes | None = None,
+        sealed_signing_key: bytes | None = None,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " rate_limit_per_s, ordering, headers_ciphertext, disabled_reason, disabled_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " rate_limit_per_s, ordering, headers_ciphertext, signing_key_ciphertext, disabled_reason,"
+                    " disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
                     " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
                 (
@@ -385,6 +402,7 @@ class Store:
                     rate_limit_per_s,
                     ordering,
                     sealed_headers,
+                    sealed_signing_key,
                     active,
                     active,
                 ),
@@ -424,9 +442,14 @@ class Store:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         if not changes:
             return await self.get_webhook(account_id, webhook_id)
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in sorted(changes)
-        )
+        parts: list[sql.Composable] = [
+            sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column))
+            for column in sorted(changes)
+            if column != "signing_key_ciphertext"
+        ]
+        if "signing_key_ciphertext" in changes:
+            parts.append(_SIGNING_KEY_ON if changes["signing_key_ciphertext"] is not None else _SIGNING_KEY_OFF)
+        assignments = sql.SQL(", ").join(parts)
         if "active" in changes:
             assignments = sql.Composed([assignments, _ACTIVE_CHANGE])
         async with self._pool.connection() as conn:
@@ -461,6 +484,26 @@ class Store:
                     " THEN NULL ELSE secret_ciphertext END,"
                     " previous_secret_expires_at = %(expires)s, secret_ciphertext = %(sealed)s, updated_at = now()"
                     " WHERE id = %(id)s AND account_id = %(account_id)s RETURNING {}"
+                ).format(_WEBHOOK),
+                {"expires": previous_expires_at, "sealed": sealed, "id": webhook_id, "account_id": account_id},
+            )
+            return await cur.fetchone()
+
+    async def rotate_signing_key(
+        self, account_id: str, webhook_id: str, sealed: bytes, previous_expires_at: datetime | None
+    ) -> WebhookRow | None:
+        """As `rotate_secret`, for the Ed25519 key: only a webhook that has one (None otherwise, or not found)."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(WebhookRow))
+            await cur.execute(
+                sql.SQL(
+                    "UPDATE webhooks SET"
+                    " previous_signing_key_ciphertext = CASE WHEN %(expires)s::timestamptz IS NULL"
+                    " THEN NULL ELSE signing_key_ciphertext END,"
+                    " previous_signing_key_expires_at = %(expires)s, signing_key_ciphertext = %(sealed)s,"
+                    " updated_at = now()"
+                    " WHERE id = %(id)s AND account_id = %(account_id)s AND signing_key_ciphertext IS NOT NULL"
+                    " RETURNING {}"
                 ).format(_WEBHOOK),
                 {"expires": previous_expires_at, "sealed": sealed, "id": webhook_id, "account_id": account_id},
             )

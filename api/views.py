@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from api.store import DeliveryRow, WebhookRow
-from delivery.signing import SECRET_PREFIX
+from delivery.signing import SECRET_PREFIX, public_key
 from delivery.signing import request_headers as delivery_headers
 from hookfleet import USER_AGENT
 from schemas.api import Delivery, WebhookView, WebhookWithSecret
@@ -23,9 +23,29 @@ def mask_header_value(value: str) -> str:
     return "****" + value[-4:] if len(value) >= 16 else "****"
 
 
-def _fields(row: WebhookRow, now: datetime, headers: dict[str, str] | None = None) -> dict[str, object]:
+SigningKeys = tuple[str | None, str | None]
+"""A webhook's Ed25519 private keys, opened: the current one and the previous one (None: none)."""
+
+
+def _public_keys(row: WebhookRow, keys: SigningKeys, now: datetime) -> dict[str, object]:
+    """Only public keys leave the server; the previous one while its rotation's overlap lasts."""
+    current, previous = keys
+    ends = row.previous_signing_key_expires_at
+    overlapping = current is not None and previous is not None and ends is not None and ends > now
+    return {
+        "asymmetric_signing": current is not None,
+        "public_key": public_key(current) if current is not None else None,
+        "previous_public_key": public_key(previous) if overlapping and previous is not None else None,
+        "previous_public_key_expires_at": ends if overlapping else None,
+    }
+
+
+def _fields(
+    row: WebhookRow, now: datetime, headers: dict[str, str] | None = None, keys: SigningKeys = (None, None)
+) -> dict[str, object]:
     overlap = row.previous_secret_expires_at
     return {
+        **_public_keys(row, keys, now),
         "disabled_reason": row.disabled_reason,
         "disabled_at": row.disabled_at,
         "headers": {name: mask_header_value(value) for name, value in (headers or {}).items()},
@@ -44,15 +64,25 @@ def _fields(row: WebhookRow, now: datetime, headers: dict[str, str] | None = Non
     }
 
 
-def webhook_view(row: WebhookRow, secret: str, now: datetime, headers: dict[str, str] | None = None) -> WebhookView:
-    return WebhookView.model_validate({**_fields(row, now, headers), "secret": mask_secret(secret)})
+def webhook_view(
+    row: WebhookRow,
+    secret: str,
+    now: datetime,
+    headers: dict[str, str] | None = None,
+    keys: SigningKeys = (None, None),
+) -> WebhookView:
+    return WebhookView.model_validate({**_fields(row, now, headers, keys), "secret": mask_secret(secret)})
 
 
 def webhook_with_secret(
-    row: WebhookRow, secret: str, now: datetime, headers: dict[str, str] | None = None
+    row: WebhookRow,
+    secret: str,
+    now: datetime,
+    headers: dict[str, str] | None = None,
+    keys: SigningKeys = (None, None),
 ) -> WebhookWithSecret:
     """The only view that carries the secret in full: the answer to create and rotate (headers stay masked)."""
-    return WebhookWithSecret.model_validate({**_fields(row, now, headers), "secret": secret})
+    return WebhookWithSecret.model_validate({**_fields(row, now, headers, keys), "secret": secret})
 
 
 def delivery_view(row: DeliveryRow) -> Delivery:
@@ -74,7 +104,12 @@ def delivery_view(row: DeliveryRow) -> Delivery:
 
 
 def request_headers(
-    row: DeliveryRow, body: bytes | None, secret: str, previous: str | None, custom: dict[str, str]
+    row: DeliveryRow,
+    body: bytes | None,
+    secret: str,
+    previous: str | None,
+    custom: dict[str, str],
+    signing_keys: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """The headers of one logged attempt, built as the dispatcher builds them (`delivery.signing.
     request_headers`): the timestamp is the attempt's own second, so the signatures are the ones sent
@@ -82,5 +117,7 @@ def request_headers(
     there is nothing to sign."""
     timestamp = int(row.attempted_at.timestamp())
     masked = [(name, mask_header_value(value)) for name, value in custom.items()]
-    headers = delivery_headers(secret, previous, row.event_id, row.event_type, row.attempt, timestamp, body, masked)
+    headers = delivery_headers(
+        secret, previous, row.event_id, row.event_type, row.attempt, timestamp, body, masked, signing_keys
+    )
     return {"User-Agent": USER_AGENT, **headers}

@@ -1,5 +1,5 @@
-"""Webhook handlers: create, list, show, update, delete, rotate and reveal the secret, Test, and recover dead
-letters.
+"""Webhook handlers: create, list, show, update, delete, rotate and reveal the secret, rotate the Ed25519
+signing key, Test, and recover dead letters.
 
 Every lookup goes through the account of the API key, so another account's webhook is a 404.
 """
@@ -13,17 +13,17 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from api.auth import account_of
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.operation import json_response, path_id, read_body
 from api.quotas import check_count, check_rate
 from api.redrive import redrive
 from api.resources import Resources, resources_of
 from api.store import WebhookRow
-from api.views import webhook_view, webhook_with_secret
+from api.views import SigningKeys, webhook_view, webhook_with_secret
 from delivery.deliverer import attempt_record
 from delivery.endpoint import Endpoint
-from delivery.signing import new_secret
-from hookfleet.secretbox import open_headers, seal_headers
+from delivery.signing import new_secret, new_signing_key
+from hookfleet.secretbox import open_headers, open_signing_key, seal_headers, seal_signing_key
 from schemas.api import (
     RecoverRequest,
     RecoverResult,
@@ -60,6 +60,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     check_rate(resources.url_change_rate, account, "url changes", "HOOKFLEET_URL_CHANGES_PER_MINUTE")
     await resources.hosts.check(body.url, account)
     webhook_id, secret = new_webhook_id(), new_secret()
+    signing_key = new_signing_key() if body.asymmetric_signing else None
     row = await resources.store.insert_webhook(
         webhook_id,
         account_of(request),
@@ -71,9 +72,11 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         body.rate_limit_per_s,
         body.ordering,
         seal_headers(resources.box, webhook_id, body.headers or {}),
+        seal_signing_key(resources.box, webhook_id, signing_key) if signing_key is not None else None,
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
-    response = json_response(webhook_with_secret(row, secret, datetime.now(UTC), body.headers), 201)
+    keys = (signing_key, None)
+    response = json_response(webhook_with_secret(row, secret, datetime.now(UTC), body.headers, keys), 201)
     response.headers["Location"] = f"/v1/webhooks/{row.id}"
     return response
 
@@ -83,7 +86,9 @@ async def list_webhooks(request: web.Request) -> web.StreamResponse:
     now = datetime.now(UTC)
     rows = await resources.store.list_webhooks(account_of(request))
     views = [
-        webhook_view(row, resources.box.open(row.secret_ciphertext, row.id), now, _headers(row, resources))
+        webhook_view(
+            row, resources.box.open(row.secret_ciphertext, row.id), now, _headers(row, resources), _keys(row, resources)
+        )
         for row in rows
     ]
     return json_response(WebhookList(data=views))
@@ -93,7 +98,7 @@ async def get_webhook(request: web.Request) -> web.StreamResponse:
     resources = resources_of(request)
     row = await _own_webhook(request, resources)
     secret = resources.box.open(row.secret_ciphertext, row.id)
-    return json_response(webhook_view(row, secret, datetime.now(UTC), _headers(row, resources)))
+    return json_response(webhook_view(row, secret, datetime.now(UTC), _headers(row, resources), _keys(row, resources)))
 
 
 async def update_webhook(request: web.Request) -> web.StreamResponse:
@@ -105,6 +110,11 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
         changes["rate_limit_per_s"] = None  # 0 removes the limit
     if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
         changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
+    if "asymmetric_signing" in changes:  # on: a key unless it has one; off: its keys are dropped
+        if not changes.pop("asymmetric_signing"):
+            changes["signing_key_ciphertext"] = None
+        elif row.signing_key_ciphertext is None:
+            changes["signing_key_ciphertext"] = seal_signing_key(resources.box, row.id, new_signing_key())
     if "url" in changes and changes["url"] != row.url:
         check_rate(resources.url_change_rate, row.account_id, "url changes", "HOOKFLEET_URL_CHANGES_PER_MINUTE")
         await resources.hosts.check(changes["url"], row.account_id)
@@ -113,7 +123,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
         raise not_found("webhook", row.id)
     log.info("event=webhook_updated account_id=%s webhook_id=%s fields=%s", row.account_id, row.id, ",".join(changes))
     secret = resources.box.open(updated.secret_ciphertext, updated.id)
-    return json_response(webhook_view(updated, secret, datetime.now(UTC), _headers(updated, resources)))
+    now = datetime.now(UTC)
+    return json_response(webhook_view(updated, secret, now, _headers(updated, resources), _keys(updated, resources)))
 
 
 async def delete_webhook(request: web.Request) -> web.StreamResponse:
@@ -139,7 +150,35 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
     if row is None:
         raise not_found("webhook", webhook_id)
     log.info("event=webhook_secret_rotated account_id=%s webhook_id=%s overlap_s=%d", row.account_id, row.id, overlap)
-    return json_response(webhook_with_secret(row, secret, now, _headers(row, resources)))
+    return json_response(webhook_with_secret(row, secret, now, _headers(row, resources), _keys(row, resources)))
+
+
+async def rotate_signing_key(request: web.Request) -> web.StreamResponse:
+    """A new Ed25519 key now; the old one keeps signing (`v1a`) beside it for the same overlap as a secret
+    rotation, so receivers can trust the new public key before the old one stops."""
+    resources = resources_of(request)
+    row = await _own_webhook(request, resources)
+    signing_key = new_signing_key()
+    now = datetime.now(UTC)
+    overlap = resources.settings.secret_rotation_overlap_s
+    expires = now + timedelta(seconds=overlap) if overlap > 0 else None
+    sealed = seal_signing_key(resources.box, row.id, signing_key)
+    rotated = await resources.store.rotate_signing_key(row.account_id, row.id, sealed, expires)
+    if rotated is None:
+        if await resources.store.get_webhook(row.account_id, row.id) is None:  # deleted meanwhile
+            raise not_found("webhook", row.id)
+        raise ApiError(
+            409,
+            "asymmetric_signing_off",
+            f"webhook {row.id} has no signing key to rotate: switch asymmetric signing on first"
+            ' (PATCH /v1/webhooks/{id} with {"asymmetric_signing": true})',
+            field="asymmetric_signing",
+        )
+    log.info(
+        "event=webhook_signing_key_rotated account_id=%s webhook_id=%s overlap_s=%d", row.account_id, row.id, overlap
+    )
+    secret = resources.box.open(rotated.secret_ciphertext, rotated.id)
+    return json_response(webhook_view(rotated, secret, now, _headers(rotated, resources), _keys(rotated, resources)))
 
 
 async def reveal_secret(request: web.Request) -> web.StreamResponse:
@@ -167,8 +206,17 @@ def _headers(row: WebhookRow, resources: Resources) -> dict[str, str]:
     return open_headers(resources.box, row.headers_ciphertext, row.id)
 
 
+def _keys(row: WebhookRow, resources: Resources) -> SigningKeys:
+    box = resources.box
+    return (
+        open_signing_key(box, row.signing_key_ciphertext, row.id),
+        open_signing_key(box, row.previous_signing_key_ciphertext, row.id),
+    )
+
+
 def _endpoint(row: WebhookRow, resources: Resources) -> Endpoint:
     previous = resources.box.open(row.previous_secret_ciphertext, row.id) if row.previous_secret_ciphertext else None
+    signing_key, previous_signing_key = _keys(row, resources)
     return Endpoint(
         id=row.id,
         account_id=row.account_id,
@@ -179,6 +227,9 @@ def _endpoint(row: WebhookRow, resources: Resources) -> Endpoint:
         previous_secret=previous,
         previous_secret_expires_at=row.previous_secret_expires_at,
         headers=tuple(_headers(row, resources).items()),
+        signing_key=signing_key,
+        previous_signing_key=previous_signing_key,
+        previous_signing_key_expires_at=row.previous_signing_key_expires_at,
     )
 
 

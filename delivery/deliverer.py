@@ -357,7 +357,7 @@ class Deliverer:
         secret, previous = endpoint.signing_secrets(attempted_at)
         headers = request_headers(
             secret, previous, event.id, event.type.value, attempt, int(attempted_at.timestamp()), payload,
-            endpoint.headers,
+            endpoint.headers, endpoint.signing_keys(attempted_at),
         )  # fmt: skip
         headers.update(tracing.receiver_headers())  # traceparent, when tracing and HOOKFLEET_TRACE_RECEIVERS are on
         started = time.monotonic()

@@ -24,6 +24,9 @@ class Endpoint:
     rate_limit_per_s: int | None = None  # enforced by the webhook's one owner (dispatcher/lanes.py)
     ordering: Literal["unordered", "fifo"] = "unordered"
     headers: tuple[tuple[str, str], ...] = ()  # custom request headers (decrypted; never logged)
+    signing_key: str | None = None  # Ed25519 private key (`whsk_`), when the webhook opted in to `v1a`
+    previous_signing_key: str | None = None
+    previous_signing_key_expires_at: datetime | None = None
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"
@@ -33,3 +36,12 @@ class Endpoint:
         if self.previous_secret and self.previous_secret_expires_at and now < self.previous_secret_expires_at:
             return self.secret, self.previous_secret
         return self.secret, None
+
+    def signing_keys(self, now: datetime) -> tuple[str, ...]:
+        """The Ed25519 keys that sign (`v1a`): none unless opted in; the previous one only while its overlap lasts."""
+        if self.signing_key is None:
+            return ()
+        previous, expires = self.previous_signing_key, self.previous_signing_key_expires_at
+        if previous and expires and now < expires:
+            return self.signing_key, previous
+        return (self.signing_key,)

@@ -6,6 +6,10 @@ Two signatures over the same raw body bytes, with the same secret:
   `crypto.createHmac('sha256', secret).update(body).digest('hex') === signature`.
 - Standard Webhooks (`webhook-signature: v1,<base64>`): HMAC-SHA256 over `"{id}.{timestamp}.{body}"` keyed
   with the base64-decoded part of `whsec_<base64>`, so the public verifier libraries accept our deliveries.
+
+A webhook that opts in also gets the Standard Webhooks asymmetric signature (`v1a,<base64>`): Ed25519
+(RFC 8032) over the same `"{id}.{timestamp}.{body}"`, with a private key of its own; the receiver checks it
+with the public key (`whpk_<base64>`) and holds nothing that can sign.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from schemas.api import is_reserved_header
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+SIGNING_KEY_PREFIX = "whsk_"  # Standard Webhooks' prefix for an Ed25519 private key
+PUBLIC_KEY_PREFIX = "whpk_"  # and for its public key
 
 
 def new_secret() -> str:
@@ -74,11 +83,44 @@ def _standard_key(secret: str) -> bytes:
     return secret.encode()
 
 
+def _signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """What Standard Webhooks signs, symmetric or not: `"{id}.{timestamp}.{body}"`."""
+    return f"{msg_id}.{timestamp}.".encode() + body
+
+
 def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac_sha256(_standard_key(secret), signed)
+    digest = hmac_sha256(_standard_key(secret), _signed_content(msg_id, timestamp, body))
     return "v1," + base64.b64encode(digest).decode()
+
+
+def new_signing_key() -> str:
+    """A fresh Ed25519 private key: `whsk_` + base64 of its 32-byte seed (RFC 8032's private key). Sealed at
+    rest like the secret and never shown: only its public key leaves the server."""
+    return SIGNING_KEY_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _ed25519_key(signing_key: str) -> Ed25519PrivateKey:
+    """The key object, made once per key, as `_keyed` does for HMAC: loading a seed hashes it and derives
+    the public key (a scalar multiplication), which costs more than the signature's own hashing of a body."""
+    return Ed25519PrivateKey.from_private_bytes(base64.b64decode(signing_key.removeprefix(SIGNING_KEY_PREFIX)))
+
+
+def public_key(signing_key: str) -> str:
+    """The public key receivers verify with: `whpk_` + base64 of its 32 raw bytes (RFC 8032)."""
+    raw = _ed25519_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode()
+
+
+def ed25519_sign(signing_key: str, message: bytes) -> bytes:
+    """Ed25519 (RFC 8032, pure: the message itself is signed), deterministic: one key and message, one signature."""
+    return _ed25519_key(signing_key).sign(message)
+
+
+def asymmetric_signature(signing_key: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """A `webhook-signature` entry: `v1a,<base64 Ed25519 signature of "id.timestamp.body">`."""
+    return "v1a," + base64.b64encode(ed25519_sign(signing_key, _signed_content(msg_id, timestamp, body))).decode()
 
 
 def _attempt_headers(event_id: str, event_type: str, attempt: int, timestamp: int) -> dict[str, str]:
@@ -95,14 +137,22 @@ def _attempt_headers(event_id: str, event_type: str, attempt: int, timestamp: in
 
 
 def signature_headers(
-    secret: str, previous_secret: str | None, event_id: str, event_type: str, attempt: int, timestamp: int, body: bytes
+    secret: str,
+    previous_secret: str | None,
+    event_id: str,
+    event_type: str,
+    attempt: int,
+    timestamp: int,
+    body: bytes,
+    signing_keys: Sequence[str] = (),
 ) -> dict[str, str]:
     """Every signed header of one attempt.
 
     `X-Webhook-Signature` always holds exactly one hex signature, made with the current secret, so the
     documented `=== signature` check keeps working. During a secret rotation the previous secret also
     signs: its hex signature goes in `X-Webhook-Signature-Previous`, and the Standard Webhooks header
-    carries both, space-separated, as that standard specifies.
+    carries both, space-separated, as that standard specifies. Each of `signing_keys` (a webhook's Ed25519
+    key, and its previous one during a key rotation) adds its `v1a` entry after the `v1` ones.
     """
     headers = {
         "X-Webhook-Signature": hex_signature(secret, body),
@@ -112,6 +162,8 @@ def signature_headers(
     if previous_secret is not None:
         headers["X-Webhook-Signature-Previous"] = hex_signature(previous_secret, body)
         headers["webhook-signature"] += " " + standard_signature(previous_secret, event_id, timestamp, body)
+    for signing_key in signing_keys:
+        headers["webhook-signature"] += " " + asymmetric_signature(signing_key, event_id, timestamp, body)
     return headers
 
 
@@ -124,6 +176,7 @@ def request_headers(
     timestamp: int,
     body: bytes | None,
     custom: Iterable[tuple[str, str]] = (),
+    signing_keys: Sequence[str] = (),
 ) -> dict[str, str]:
     """The headers of one delivery attempt, the one builder the dispatcher and the API's views share (the
     request head adds Host, User-Agent and Content-Length).
@@ -132,7 +185,9 @@ def request_headers(
     webhook's own headers come last; a reserved name (stored before it was reserved) is left out, so it can
     never frame or steer the request."""
     if body is not None:
-        headers = signature_headers(secret, previous_secret, event_id, event_type, attempt, timestamp, body)
+        headers = signature_headers(
+            secret, previous_secret, event_id, event_type, attempt, timestamp, body, signing_keys
+        )
     else:
         headers = _attempt_headers(event_id, event_type, attempt, timestamp)
     headers["Content-Type"] = "application/json"

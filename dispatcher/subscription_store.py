@@ -20,7 +20,7 @@ from delivery.endpoint import Endpoint
 from dispatcher.subscriptions import SubscriptionIndex
 from hookfleet.db import connect_async
 from hookfleet.metrics import SUBSCRIPTION_DB_ERRORS, SUBSCRIPTIONS_AGE
-from hookfleet.secretbox import SecretBox, SecretKeyError, open_headers
+from hookfleet.secretbox import SecretBox, SecretKeyError, open_headers, open_signing_key
 from schemas.catalog import EventType
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,20 @@ log = logging.getLogger(__name__)
 CHANNEL = "hookfleet_webhooks"
 _COLUMNS = (
     "id, account_id, url, events, active, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at,"
-    " rate_limit_per_s, ordering, headers_ciphertext"
+    " rate_limit_per_s, ordering, headers_ciphertext,"
+    " signing_key_ciphertext, previous_signing_key_ciphertext, previous_signing_key_expires_at"
 )
 
 
 def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
-    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering, headers_ct = row
+    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering, headers_ct = row[:11]
+    key_ct, prev_key_ct, prev_key_expires = row[11:]
     try:
         secret = box.open(bytes(secret_ct), wid)
         previous = box.open(bytes(prev_ct), wid) if prev_ct is not None else None
         headers = open_headers(box, headers_ct, wid)
+        signing_key = open_signing_key(box, key_ct, wid)
+        previous_signing_key = open_signing_key(box, prev_key_ct, wid)
     except SecretKeyError:
         # Skipped, not fatal: the other webhooks keep being delivered. Repeated at every full reload
         # until fixed, so it stays visible.
@@ -62,6 +66,9 @@ def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
         rate_limit_per_s=rate_limit,
         ordering="fifo" if ordering == "fifo" else "unordered",
         headers=tuple(headers.items()),
+        signing_key=signing_key,
+        previous_signing_key=previous_signing_key,
+        previous_signing_key_expires_at=prev_key_expires if isinstance(prev_key_expires, datetime) else None,
     )
 
 

@@ -103,3 +103,19 @@ def open_headers(box: SecretBox, ciphertext: bytes | None, webhook_id: str) -> d
         return {}
     value = json.loads(box.open(bytes(ciphertext), _headers_aad(webhook_id)))
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _signing_key_aad(webhook_id: str) -> str:
+    # Bound to the webhook and the column, as for the headers: a signing key never opens as a secret.
+    return f"{webhook_id}/signing_key"
+
+
+def seal_signing_key(box: SecretBox, webhook_id: str, signing_key: str) -> bytes:
+    """A webhook's Ed25519 private key (`whsk_`), sealed like its secret: a leaked dump signs nothing."""
+    return box.seal(signing_key, _signing_key_aad(webhook_id))
+
+
+def open_signing_key(box: SecretBox, ciphertext: bytes | None, webhook_id: str) -> str | None:
+    if ciphertext is None:
+        return None
+    return box.open(bytes(ciphertext), _signing_key_aad(webhook_id))

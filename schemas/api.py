@@ -151,6 +151,15 @@ CustomHeaders = Annotated[
 
 DisabledReason = Literal["gone", "failing", "manual"]
 
+AsymmetricSigning = Annotated[
+    bool,
+    Field(
+        description="true: every delivery also carries a Standard Webhooks `v1a` Ed25519 signature in"
+        " `webhook-signature`, verified with the webhook's `public_key`; false (default) removes the key."
+        " The HMAC signatures are sent either way",
+    ),
+]
+
 RateLimit = Annotated[
     int,
     Field(
@@ -188,6 +197,7 @@ class WebhookCreate(_Request):
     rate_limit_per_s: RateLimit | None = None
     ordering: Ordering = "unordered"
     headers: CustomHeaders | None = None
+    asymmetric_signing: AsymmetricSigning = False
 
 
 class WebhookUpdate(_Request):
@@ -202,6 +212,7 @@ class WebhookUpdate(_Request):
     rate_limit_per_s: Annotated[int, Field(ge=0, le=10_000, description="0 removes the limit")] | None = None
     ordering: Ordering | None = None
     headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
+    asymmetric_signing: AsymmetricSigning | None = None
 
 
 class WebhookView(_Response):
@@ -232,6 +243,19 @@ class WebhookView(_Response):
     )
     previous_secret_expires_at: Timestamp | None = Field(
         default=None, description="while set, the secret before the last rotation also signs every delivery"
+    )
+    asymmetric_signing: bool = Field(default=False, description="deliveries carry a `v1a` Ed25519 signature too")
+    public_key: str | None = Field(
+        default=None,
+        description="the Ed25519 public key that verifies the `v1a` signatures (`whpk_` + base64 of its 32 bytes);"
+        " null while asymmetric signing is off. The private key never leaves the server",
+        examples=["whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],
+    )
+    previous_public_key: str | None = Field(
+        default=None, description="while set, the key before the last signing-key rotation also signs (`v1a`)"
+    )
+    previous_public_key_expires_at: Timestamp | None = Field(
+        default=None, description="when the previous key stops signing; null outside a rotation's overlap"
     )
     created_at: Timestamp
     updated_at: Timestamp
@@ -394,7 +418,7 @@ class DeliveryRequest(_Response):
     url: str = Field(description="the webhook's current URL")
     headers: dict[str, str] = Field(
         description="the headers of that attempt: signatures recomputed from the stored body, the attempt's"
-        " timestamp and the webhook's current secret (the same as sent unless the secret was rotated since);"
+        " timestamp and the webhook's current secret and signing key (the same as sent unless they were rotated since);"
         " custom header values masked"
     )
     body: str | None = Field(description="the raw body as sent; null once the event's payload is past retention")

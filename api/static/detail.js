@@ -88,6 +88,47 @@ function renderHeader(webhook) {
   if (!webhook.active) status.append(" ", el("span", { class: "badge test", text: "Off" }), ` ${offReason(webhook)}`);
   else status.append(` since ${since.toLocaleString()}`);
   $("detail-events").textContent = `Subscribed to: ${webhook.events.join(", ")}`;
+  renderPublicKey(webhook);
+}
+
+// Only public keys ever reach the page: the private key stays sealed on the server.
+function renderPublicKey(webhook) {
+  const on = Boolean(webhook.asymmetric_signing && webhook.public_key);
+  $("public-key-box").hidden = !on;
+  $("detail-rotate-key").hidden = !on;
+  $("public-key").value = on ? webhook.public_key : "";
+  $("public-key-status").textContent = "";
+  const previous = on && webhook.previous_public_key;
+  $("previous-public-key-row").hidden = !previous;
+  $("previous-public-key-hint").hidden = !previous;
+  $("previous-public-key").value = previous ? webhook.previous_public_key : "";
+  $("previous-public-key-hint").textContent = previous
+    ? `Also signs until ${new Date(webhook.previous_public_key_expires_at).toLocaleString()}: trust both keys until then.`
+    : "";
+}
+
+async function rotateSigningKey() {
+  const webhook = state.detail;
+  if (!window.confirm(`Rotate the Ed25519 key of ${webhook.name}? The old key keeps signing for a while.`)) return;
+  try {
+    const rotated = await api("POST", `/v1/webhooks/${webhook.id}/rotate-signing-key`);
+    state.detail = rotated;
+    renderHeader(rotated);
+    notice(`New public key for ${rotated.name}: add it to your receiver; the previous key keeps signing for a while.`);
+    $("public-key").focus();
+  } catch (error) {
+    notice(`Could not rotate the signing key: ${error.message}`, true);
+  }
+}
+
+async function copyPublicKey() {
+  try {
+    await navigator.clipboard.writeText($("public-key").value);
+    $("public-key-status").textContent = "Copied to the clipboard.";
+  } catch {
+    $("public-key").select();
+    $("public-key-status").textContent = "Selected: press Ctrl+C (or Cmd+C) to copy.";
+  }
 }
 
 async function loadStats() {
@@ -298,6 +339,7 @@ async function openEdit(id) {
   for (const box of $("wh-events").querySelectorAll("input")) box.checked = webhook.events.includes(box.value);
   $("wh-rate").value = webhook.rate_limit_per_s === null ? "" : String(webhook.rate_limit_per_s);
   $("wh-fifo").checked = webhook.ordering === "fifo";
+  $("wh-ed25519").checked = webhook.asymmetric_signing;
   const names = Object.keys(webhook.headers);
   $("wh-headers-keep").textContent = names.length
     ? ` Current: ${names.join(", ")} (values hidden). Leave empty to keep them; enter new lines to replace them all.`
@@ -330,6 +372,7 @@ async function saveEdit() {
   if (wantedRate !== webhook.rate_limit_per_s) changes.rate_limit_per_s = wantedRate === null ? 0 : wantedRate;
   const ordering = $("wh-fifo").checked ? "fifo" : "unordered";
   if (ordering !== webhook.ordering) changes.ordering = ordering;
+  if ($("wh-ed25519").checked !== webhook.asymmetric_signing) changes.asymmetric_signing = $("wh-ed25519").checked;
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) changes.headers = headers;
   try {
@@ -436,6 +479,8 @@ document.addEventListener("DOMContentLoaded", () => {
     hideRevealedQuietly();
   });
   $("detail-delete").addEventListener("click", () => remove(state.detail));
+  $("detail-rotate-key").addEventListener("click", rotateSigningKey);
+  $("copy-public-key").addEventListener("click", copyPublicKey);
   $("delivery-redeliver").addEventListener("click", () => redeliver(state.delivery.delivery));
   for (const button of document.querySelectorAll("#health button.window")) {
     button.addEventListener("click", () => {

@@ -266,6 +266,7 @@ const FORM_FIELDS = {
   events: "wh-events",
   rate_limit_per_s: "wh-rate",
   headers: "wh-headers",
+  asymmetric_signing: "wh-ed25519",
 };
 
 // "Name: value" lines -> {Name: "value"}; a line without a colon is reported by the API's own check.
@@ -332,6 +333,7 @@ async function createWebhook(event) {
     url: $("wh-url").value.trim(),
     events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
     ordering: $("wh-fifo").checked ? "fifo" : "unordered",
+    asymmetric_signing: $("wh-ed25519").checked,
   };
   const rate = $("wh-rate").value.trim();
   if (rate) body.rate_limit_per_s = Number(rate);
@@ -411,6 +413,8 @@ function showSecret(webhook) {
   $("secret-title").textContent = `Signing secret of ${webhook.name}`;
   $("secret-value").value = webhook.secret;
   $("copy-status").textContent = "";
+  $("created-public-key").value = webhook.public_key || "";
+  $("secret-public-key").hidden = !webhook.public_key;
   $("secret-panel").hidden = false;
   focusHeading("secret-title");
 }

@@ -343,3 +343,24 @@ async def test_hookfleet_api_started_during_a_database_outage_still_refuses_a_wr
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_ed25519_signing_through_the_cli(api: RunningApi, capsys: pytest.CaptureFixture[str]) -> None:
+    _, key = api.account("Acme", "acct_a")
+    cli = InProcess(api, key, capsys)
+    create = ("--name", "Ledger", "--url", "https://localhost:9/ledger", "--events", "message.read")
+    code, out, _ = await cli("create", *create, "--asymmetric-signing")
+    assert code == 0, out
+    public = re.search(r"^public key\s+(whpk_\S+)\s+\(Ed25519: verifies the v1a signatures\)$", out, re.M)
+    found = re.search(r"^id\s+(wh_\w+)$", out, re.M)
+    assert public is not None and found is not None and "whsk_" not in out
+    webhook_id = found.group(1)
+
+    code, out, _ = await cli("rotate-signing-key", webhook_id)
+    previous = rf"^previous key\s+{re.escape(public.group(1))}\s+still signs until \d{{4}}-"
+    assert code == 0 and re.search(previous, out, re.M), out
+    assert (await cli.json("update", webhook_id, "--asymmetric-signing", "off"))["public_key"] is None
+    code, out, _ = await cli("show", webhook_id)
+    assert code == 0 and "public key" not in out
+    switched_on = await cli.json("update", webhook_id, "--asymmetric-signing", "on")
+    assert switched_on["public_key"].startswith("whpk_") and switched_on["public_key"] != public.group(1)

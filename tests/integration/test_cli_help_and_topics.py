@@ -43,6 +43,7 @@ def _help(*argv: str) -> str:
                 "redeliver",
                 "recover",
                 "rotate-secret",
+                "rotate-signing-key",
             ],
         ),
         (("topics",), ["ensure", "list"]),

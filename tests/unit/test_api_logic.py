@@ -4,6 +4,7 @@ schemas and the CLI's output. No I/O."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from api.routes import OPERATIONS
 from api.store import WebhookRow
 from api.url_check import _blocked
 from api.views import mask_secret, webhook_view, webhook_with_secret
+from delivery.signing import new_signing_key, public_key
 from schemas.api import DeliveryQuery, RecoverRequest, WebhookCreate, WebhookUpdate
 from schemas.catalog import CATALOG, OPERATIONAL_CATALOG, EventType
 from schemas.models import Event
@@ -236,3 +238,19 @@ def test_cli_takes_json_after_the_action() -> None:
     assert opts.json is True and opts.limit == "5" and opts.action == "logs" and opts.id == "wh_X"
     assert build_parser().parse_args(["list"]).json is False
     assert build_parser().parse_args(["create", "--name", "a", "--url", "b", "--events", "x, y,"]).events == ["x", "y"]
+
+
+def test_public_keys_only_and_the_previous_one_only_while_its_overlap_lasts() -> None:
+    later = NOW + timedelta(hours=1)
+    current, previous = new_signing_key(), new_signing_key()
+    row = replace(_row(None, None), previous_signing_key_ciphertext=b"old", previous_signing_key_expires_at=later)
+    during = webhook_view(row, "whsec_abcdefgh", NOW, keys=(current, previous))
+    assert during.asymmetric_signing is True and during.public_key == public_key(current)
+    assert during.previous_public_key == public_key(previous) and during.previous_public_key_expires_at == later
+    after = webhook_view(row, "whsec_abcdefgh", later, keys=(current, previous))
+    assert after.public_key == public_key(current) and after.previous_public_key is None
+    assert after.previous_public_key_expires_at is None
+    off = webhook_with_secret(_row(None, None), "whsec_abcdefgh", NOW)
+    assert off.asymmetric_signing is False and off.public_key is None
+    shown = during.model_dump_json()
+    assert current not in shown and previous not in shown and current[5:] not in shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from delivery.signing import hex_signature, verify_hex_signature
 from dispatcher.subscription_store import _endpoint
 from hookfleet.secret_keys import configured_box, is_local_stack
-from hookfleet.secretbox import SecretBox, SecretKeyError
+from hookfleet.secretbox import SecretBox, SecretKeyError, open_signing_key, seal_signing_key
 from hookfleet.settings import ApiSettings, DispatcherSettings
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
@@ -104,6 +105,9 @@ def test_dispatcher_skips_an_undecryptable_webhook_with_a_clear_log_line(caplog:
         None,
         "unordered",
         None,
+        None,
+        None,
+        None,
     )
     with caplog.at_level(logging.ERROR):
         assert _endpoint(row, SecretBox.from_b64(KEY_B)) is None
@@ -112,3 +116,20 @@ def test_dispatcher_skips_an_undecryptable_webhook_with_a_clear_log_line(caplog:
     assert "event=webhook_secret_undecryptable webhook_id=wh_1 account_id=acct_1 action=skipped" in line
     assert "HOOKFLEET_SECRET_KEY" in line and "whsec_x" not in line
     assert _endpoint(row, SecretBox.from_b64(KEY_A)) is not None
+
+
+def test_dispatcher_opens_the_sealed_signing_keys_and_refuses_one_moved_to_another_column() -> None:
+    box = SecretBox.from_b64(KEY_A)
+    expires = datetime(2026, 12, 8, tzinfo=UTC)
+    sealed_keys = (seal_signing_key(box, "wh_1", "whsk_new"), seal_signing_key(box, "wh_1", "whsk_old"))
+    row = ("wh_1", "acct_1", "https://example.com/", ["message.read"], True, box.seal("whsec_x", "wh_1"), None, None,
+           None, "unordered", None, *sealed_keys, expires)  # fmt: skip
+    endpoint = _endpoint(row, box)
+    assert endpoint is not None
+    assert (endpoint.signing_key, endpoint.previous_signing_key) == ("whsk_new", "whsk_old")
+    assert endpoint.previous_signing_key_expires_at == expires
+    # The key is bound to its column: sealed as a secret, it does not open as a signing key (nor the reverse).
+    with pytest.raises(SecretKeyError):
+        open_signing_key(box, box.seal("whsk_new", "wh_1"), "wh_1")
+    with pytest.raises(SecretKeyError):
+        box.open(seal_signing_key(box, "wh_1", "whsk_new"), "wh_1")
