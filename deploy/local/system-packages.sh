@@ -3,7 +3,8 @@
 # one `apt-get update`, then the installs. Nothing is downloaded outside Debian's packages.
 #   core: PostgreSQL (the local database), Java and Maven (the Kafka broker from Maven Central jars)
 #   test: Prometheus (the observability test) with its promtool (the alert-rule unit tests), and Chromium
-#         (the browser tests, driven by Playwright)
+#         (the browser tests, driven by Playwright), squid (the egress proxy tests start their own, as a user
+#         process: the package's service is not needed)
 #   containers: podman and what it needs to build and run the compose images (deploy/podman/containers.sh)
 # `make test` asks for all three sets in one run: apt-get takes one lock, so Debian packages are one step.
 #   system-packages.sh --missing SET...   prints the missing packages (one a line), installs nothing
@@ -25,6 +26,7 @@ for set in "$@"; do
       { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || plain+=(prometheus)
       [ -x /usr/bin/chromium ] || with_recommends+=(chromium)
       [ -x /usr/bin/chromedriver ] || with_recommends+=(chromium-driver)
+      [ -x /usr/sbin/squid ] || plain+=(squid)
       ;;
     containers)
       command -v podman >/dev/null || plain+=(podman)
