@@ -189,7 +189,11 @@ class DeliverySettings(CommonSettings):
         default=10.0, gt=0, le=60, description="whole attempt: connect, TLS, send, response head and body"
     )
     connect_timeout_s: float = Field(
-        default=5.0, gt=0, le=60, description="TCP connect + TLS handshake; the attempt's total still bounds it"
+        default=5.0,
+        gt=0,
+        le=60,
+        description="TCP connect + TLS handshake (+ the CONNECT, through an egress proxy);"
+        " the attempt's total still bounds it",
     )
     ca_bundle: str | None = Field(default=None, description="PEM file of extra trusted CAs (private CAs, tests)")
     trace_receivers: bool = Field(
