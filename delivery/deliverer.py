@@ -8,7 +8,8 @@ hot path it costs about a third of what pyreqwest did per delivery, because noth
 SSRF guard, and why the address checked is the address connected to: this module resolves and checks
 each host itself and pins it; the client connects to that address only (it never resolves anything),
 with the URL's host as the TLS server name, so a DNS answer that changes between the check and the
-connect (DNS rebinding) cannot take the connection elsewhere. Hosts are read with the same parser the
+connect (DNS rebinding) cannot take the connection elsewhere (through an egress proxy, the CONNECT names
+the checked address, never the host: egress_proxy.py). Hosts are read with the same parser the
 request is built from (`parse_target`), so the host checked is the host used; `address_guard.UrlHostGuard`
 refuses IP literals in non-standard forms (`127.1`) first, and IP literals are checked directly.
 A pin lives `PIN_TTL_S`; the next delivery after that resolves and checks again, keeps the pool when
@@ -40,6 +41,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 from delivery.address_guard import BlockedAddressError, IPAddress, IPNetwork, UrlHostGuard, is_blocked
+from delivery.egress_proxy import EgressProxy, ProxyError, ProxyRefused
 from delivery.endpoint import Endpoint
 from delivery.http1 import ConnectFailed, Pool, ProtocolError, monotonic_deadline, tls_context
 from delivery.outcome import classify_error, classify_status
@@ -200,6 +202,13 @@ def checked_address(host: str, answers: Sequence[str], allow: Sequence[IPNetwork
     raise BlockedAddressError(f"{host} resolves only to blocked addresses")
 
 
+def _says_about_address(exc: ConnectFailed) -> bool:
+    """Whether a failed connect tells against the pinned address: the proxy itself failing does not (every
+    host fails alike then), its refusal does (it could not reach, or may not reach, that address)."""
+    cause = exc.__cause__
+    return not isinstance(cause, ProxyError) or isinstance(cause, ProxyRefused)
+
+
 @dataclass(slots=True)
 class _HostClient:
     """One host's keep-alive pool and the address it is pinned to."""
@@ -235,6 +244,8 @@ class Deliverer:
         self._total_s = settings.delivery_timeout_s
         self._connect_s = min(settings.connect_timeout_s, settings.delivery_timeout_s)
         self._tls = tls_context(settings.ca_bundle)
+        proxy = settings.egress_proxy
+        self._proxy = EgressProxy.from_url(proxy.get_secret_value()) if proxy is not None else None
         self._resolve = resolve
         self._hosts: dict[str, _HostClient] = {}
         self._pending: dict[str, asyncio.Future[_HostClient]] = {}
@@ -250,6 +261,7 @@ class Deliverer:
             connect_timeout_s=self._connect_s,
             keepalive_s=KEEPALIVE_S,
             body_cap=READ_CAP,
+            proxy=self._proxy,
         )
 
     def _ready_pool(self, target: Target) -> tuple[Pool, _HostClient | None] | None:
@@ -385,7 +397,7 @@ class Deliverer:
         except (OSError, ValueError, TimeoutError, ProtocolError) as exc:
             raw, status, retry_after = b"", None, None
             outcome, error = classify_error(exc)
-            if host is not None and isinstance(exc, ConnectFailed):
+            if host is not None and isinstance(exc, ConnectFailed) and _says_about_address(exc):
                 host.unreachable = True  # look the host up again at the next delivery, preferring another address
                 host.checked_at = float("-inf")
         finally:

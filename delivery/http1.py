@@ -9,10 +9,11 @@ llhttp) from `data_received` (bench/RESULTS.md "HTTP client choice").
 
 What it does, and nothing more: one request at a time per connection, keep-alive pools per pinned
 (address, port, TLS server name), connects only to the address it is given (no DNS here: the caller pins
-the checked address), TLS verified against the server name, a connect bound and one absolute deadline
-for the whole exchange, response headers limited (`MAX_HEADERS`, `MAX_HEADER_BYTES`), the body kept up
-to a cap (a longer one is cut and its connection closed), no redirects (a 3xx is just a status), no
-decompression, interim 1xx answers skipped.
+the checked address; through an egress proxy, a CONNECT tunnel to that address, egress_proxy.py), TLS
+verified against the server name, a connect bound and one absolute deadline for the whole exchange,
+response headers limited (`MAX_HEADERS`, `MAX_HEADER_BYTES`), the body kept up to a cap (a longer one
+is cut and its connection closed), no redirects (a 3xx is just a status), no decompression, interim 1xx
+answers skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from typing import cast
 
 import httptools
+
+from delivery.egress_proxy import EgressProxy, open_tunnel
 
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 64 * 1024
@@ -209,7 +212,8 @@ class _Connection(asyncio.Protocol):
 
 
 class Pool:
-    """Keep-alive connections to one pinned address (any port) under one TLS server name."""
+    """Keep-alive connections to one pinned address (any port) under one TLS server name; through `proxy`,
+    each connection is a CONNECT tunnel to that address, kept alive like a direct one."""
 
     def __init__(
         self,
@@ -220,8 +224,10 @@ class Pool:
         connect_timeout_s: float,
         keepalive_s: float,
         body_cap: int,
+        proxy: EgressProxy | None = None,
     ) -> None:
         self.address = address
+        self._proxy = proxy
         self._server_name = server_name
         self._context = context
         self._connect_timeout_s = connect_timeout_s
@@ -273,6 +279,8 @@ class Pool:
         self.connections_opened += 1
         try:
             async with asyncio.timeout(timeout):
+                if self._proxy is not None:
+                    return await self._connect_through(loop, self._proxy, port, timeout)
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self._cap),
                     self.address,
@@ -283,6 +291,25 @@ class Pool:
                 )
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"connect failed ({type(exc).__name__})") from exc
+        return conn
+
+    async def _connect_through(
+        self, loop: asyncio.AbstractEventLoop, proxy: EgressProxy, port: int, handshake_s: float
+    ) -> _Connection:
+        """A CONNECT tunnel to the pinned address (never the host name), then TLS inside it with the URL's
+        host as server name: the same connection as a direct one, end to end with the receiver."""
+        tunnel = await open_tunnel(loop, proxy, self.address, port)
+        conn = _Connection(self._cap)
+        try:
+            tls = await loop.start_tls(
+                tunnel, conn, self._context, server_hostname=self._server_name, ssl_handshake_timeout=handshake_s
+            )
+        except BaseException:
+            tunnel.abort()
+            raise
+        if tls is None:  # only for a transport that is closing; start_tls raises otherwise
+            raise ConnectionResetError("egress proxy tunnel closed during the TLS handshake")
+        conn.connection_made(tls)  # start_tls does not call it
         return conn
 
     async def _exchange(

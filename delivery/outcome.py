@@ -11,6 +11,7 @@ import socket
 import ssl
 
 from delivery.address_guard import BlockedAddressError
+from delivery.egress_proxy import ProxyError
 from delivery.http1 import InvalidStatus, ProtocolError, ServerDisconnected
 from schemas.models import Outcome
 
@@ -43,6 +44,9 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
         return Outcome.BLOCKED, "blocked address"
     if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
         return Outcome.TIMEOUT, "timeout"
+    proxy = next((e for e in chain if isinstance(e, ProxyError)), None)
+    if proxy is not None:  # the egress proxy refused or failed the tunnel: its own text, which names no secret
+        return Outcome.CONNECTION_ERROR, str(proxy)
     if any(isinstance(e, socket.gaierror) for e in chain):
         return Outcome.CONNECTION_ERROR, "dns lookup failed"
     if any(isinstance(e, ssl.SSLError) for e in chain):

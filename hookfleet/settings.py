@@ -189,7 +189,11 @@ class DeliverySettings(CommonSettings):
         default=10.0, gt=0, le=60, description="whole attempt: connect, TLS, send, response head and body"
     )
     connect_timeout_s: float = Field(
-        default=5.0, gt=0, le=60, description="TCP connect + TLS handshake; the attempt's total still bounds it"
+        default=5.0,
+        gt=0,
+        le=60,
+        description="TCP connect + TLS handshake (+ the CONNECT, through an egress proxy);"
+        " the attempt's total still bounds it",
     )
     ca_bundle: str | None = Field(default=None, description="PEM file of extra trusted CAs (private CAs, tests)")
     trace_receivers: bool = Field(
@@ -201,7 +205,40 @@ class DeliverySettings(CommonSettings):
         description="CIDRs exempt from the SSRF guard, comma-separated (local testing, the demo)",
     )
 
+    egress_proxy: SecretStr | None = Field(
+        default=None,
+        description="HTTP forward proxy every delivery (and the API's Test) goes through, by CONNECT to the checked"
+        " address: http://[user:password@]host:port (masked: it may carry a password); unset: direct",
+    )
+
     _split = field_validator("allow_networks", mode="before")(staticmethod(_split_networks))
+
+    @field_validator("egress_proxy", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _egress_proxy_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        """Names what is wrong, never the value: the URL may carry the proxy's password."""
+        if value is None:
+            return value
+        parts = urlsplit(value.get_secret_value())
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        wrong = (
+            f"scheme {parts.scheme!r}" if parts.scheme != "http"
+            else "no host" if not parts.hostname
+            else "no port, or one outside 1-65535" if not port
+            else "a path, query or fragment" if parts.path not in ("", "/") or parts.query or parts.fragment
+            else None
+        )  # fmt: skip
+        if wrong is not None:
+            raise ValueError(f"HOOKFLEET_EGRESS_PROXY must be http://[user:password@]host:port (got {wrong})")
+        return value
 
 
 class SecretKeySettings(CommonSettings):

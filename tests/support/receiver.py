@@ -52,10 +52,15 @@ class _Behaviour:
 
 class HttpsReceiver:
     def __init__(
-        self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1"), host: str = "127.0.0.1"
+        self,
+        ca: trustme.CA,
+        names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         cert = ca.issue_cert(*names)
         self.host = host
+        self._bind_port = port  # 0: any free port
         self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(self._ssl)
         self._behaviours: dict[str, _Behaviour] = defaultdict(_Behaviour)
@@ -65,7 +70,7 @@ class HttpsReceiver:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="https-receiver", daemon=True)
-        self.port = 0
+        self.port = port
         self._release = asyncio.Event()
 
     # -------------------------------------------------------------------------------- configuration
@@ -152,7 +157,7 @@ class HttpsReceiver:
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, self.host, 0, ssl_context=self._ssl, backlog=1024)
+        site = web.TCPSite(runner, self.host, self._bind_port, ssl_context=self._ssl, backlog=1024)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._runner = runner
