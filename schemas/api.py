@@ -618,14 +618,14 @@ class Health(_Response):
 
 PORTAL_LIFETIME_DEFAULT_S = 600
 PORTAL_LIFETIME_MAX_S = 3600
-_FONT_FAMILY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]{0,47}$")
+_FONT_FAMILY = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{0,47}")
 
 
 def _font_stack(value: str) -> str:
     """Family names of letters, digits, spaces and hyphens, separated by commas: the stack is written into
     CSS, so no quote, semicolon, brace or backslash can get there."""
     families = [family.strip() for family in value.split(",")]
-    if not 1 <= len(families) <= 8 or not all(_FONT_FAMILY.match(family) for family in families):
+    if not 1 <= len(families) <= 8 or not all(_FONT_FAMILY.fullmatch(family) for family in families):
         raise ValueError(
             "must be 1-8 font family names of letters, digits, spaces and hyphens separated by commas,"
             " e.g. Inter, system-ui, sans-serif"
@@ -633,7 +633,20 @@ def _font_stack(value: str) -> str:
     return ", ".join(families)
 
 
-AccentColour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="buttons and links, as #rrggbb")]
+_ACCENT = r"^#[0-9a-fA-F]{6}$"
+
+
+def _accent(value: str) -> str:
+    if not re.fullmatch(_ACCENT, value):
+        raise ValueError("must be a colour written #rrggbb, e.g. #7c3aed")
+    return value
+
+
+AccentColour = Annotated[
+    str,
+    Field(max_length=7, description="buttons and links, as #rrggbb", json_schema_extra={"pattern": _ACCENT}),
+    AfterValidator(_accent),
+]
 FontStack = Annotated[
     str,
     Field(max_length=200, description="a font stack, e.g. `Inter, system-ui, sans-serif`"),

@@ -5,6 +5,7 @@ session credential appear in no log line and no error body, and only their hashe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -345,3 +346,41 @@ async def test_tokens_are_in_no_log_line_no_error_body_and_only_hashed_in_the_da
     assert bytes(row[0]) == hashlib.sha256(token.encode()).digest()
     assert bytes(row[1]) == hashlib.sha256(session.encode()).digest()
     assert not any(s in row[2] for s in secrets)
+
+
+async def test_of_concurrent_exchanges_of_one_link_exactly_one_opens_and_the_link_counts_as_seen_twice(
+    api: RunningApi,
+) -> None:
+    _, key = api.account("Acme", "acct_a")
+    _, token = await _link(api, key)
+    replies = await asyncio.gather(
+        *(api.call("POST", "/v1/portal-sessions/exchange", json_body={"token": token}) for _ in range(6))
+    )
+    opened = [r for r in replies if r.status == 200]
+    assert len(opened) == 1, [r.status for r in replies]
+    assert sorted(r.error["code"] for r in replies if r.status != 200) == ["portal_link_used"] * 5
+    ended = await api.call("GET", "/v1/webhooks", opened[0].body["session"])
+    assert ended.status == 401 and ended.error["code"] == "session_ended"
+
+
+async def test_the_page_is_framed_only_by_the_origins_set_and_refuses_a_bad_theme(
+    database_url: str, kafka_bootstrap: str, ca_bundle: str
+) -> None:
+    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle)) as closed:
+        page = await closed.call("GET", "/settings/webhooks")
+    assert page.status == 200 and "frame-ancestors 'none';" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+    allowed = "https://crm.example.com http://localhost:8000"
+    settings = api_settings(database_url, kafka_bootstrap, ca_bundle, portal_frame_ancestors=allowed)
+    async with RunningApi(settings) as api:
+        themed = await api.call("GET", "/settings/webhooks", params={"accent": "#7c3aed", "mode": "dark"})
+        css = await api.call("GET", "/settings/theme.css", params={"accent": "#7c3aed", "mode": "dark"})
+        bad = await api.call("GET", "/settings/webhooks", params={"accent": "red;}body{display:none"})
+        bad_css = await api.call("GET", "/settings/theme.css", params={"font": "x;}"})
+    assert f"frame-ancestors {allowed};" in themed.headers["Content-Security-Policy"]
+    assert b'<link rel="stylesheet" href="/settings/theme.css?accent=%237c3aed&amp;mode=dark">' in themed.body
+    assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert b"--accent: #7c3aed;" in css.body and b"color-scheme: dark;" in css.body
+    assert bad.status == 400 and bad.body.startswith(b"theme parameter accent='red;}body{display:none' is refused")
+    assert bad_css.status == 400 and b"theme parameter font=" in bad_css.body

@@ -108,6 +108,8 @@ def test_a_theme_becomes_css_variables_only() -> None:
         ({"accent": "red"}, "accent"),
         ({"accent": "#fff"}, "accent"),
         ({"accent": "#ffffff;}body{display:none"}, "accent"),
+        ({"accent": "#ffffff\n"}, "accent"),
+        ({"font": "Inter\nx"}, "font"),
         ({"mode": "auto"}, "mode"),
         ({"font": 'Inter"; } * { color: red'}, "font"),
         ({"font": "Inter\\22"}, "font"),
