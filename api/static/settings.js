@@ -138,6 +138,7 @@ async function showApp() {
   $("app").hidden = false;
   $("sign-out").hidden = Boolean(state.portal); // a portal session ends with the product's page
   $("portal-banner").hidden = !(state.portal && state.portal.read_only);
+  document.body.classList.toggle("portal", Boolean(state.portal));
   if (!state.eventTypes.length) {
     const catalog = await api("GET", "/v1/event-types");
     state.eventTypes = catalog.data;
@@ -612,8 +613,10 @@ document.addEventListener("DOMContentLoaded", () => {
   else if (credential.get()) {
     credential.restorePortal();
     showApp().catch(() => signOut("Sign in again."));
-  }
-  else $("api-key").focus();
+  } else if (window.self !== window.top) {
+    // Inside another site's page an API key is never asked for: a frame opens only from a portal link.
+    portalEnded("This page opens from a link of the app it is shown in. Open Webhooks again from the app that brought you here.");
+  } else $("api-key").focus();
 });
 
 // ----------------------------------------------------------------------------------------- portal links
@@ -654,7 +657,6 @@ async function openPortal(token) {
     return portalEnded(`${why} Open Webhooks again from the app that brought you here.`);
   }
   credential.set(data.session, { id: data.session_id, read_only: data.read_only, expires_at: data.expires_at });
-  document.body.classList.add("portal");
   await showApp().catch((error) => portalEnded(error.message));
 }
 

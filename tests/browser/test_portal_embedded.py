@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import ConsoleMessage, Frame, Page, Request, expect
+from playwright.async_api import ConsoleMessage, Error, Frame, Page, Request, expect
 
 from schemas.topics import Topics
 from tests.support.api_client import RunningApi, api_settings
@@ -239,12 +239,25 @@ async def test_a_read_only_session_shows_that_changes_are_refused(
     api: RunningApi, page: Page, product: ProductSite
 ) -> None:
     _, key = api.account("Acme", "acct_acme")
-    url, _ = await _portal_link(api, key, read_only=True)
+    url, _ = await _portal_link(api, key, read_only=True, theme={"mode": "dark"})
     await page.goto(product.page_with("viewer", url))
     frame = page.frame_locator("iframe[title=Webhooks]")
-    await expect(frame.locator("#portal-banner")).to_have_text(
-        "View only: you can look at everything here, but changes are refused."
-    )
+    banner = "View only: you can look at everything here, but changes are refused."
+    await expect(frame.locator("#portal-banner")).to_have_text(banner)
+    body = frame.locator("body")
+    assert await body.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(13, 17, 23)"  # dark
     await frame.get_by_label("Failure notifications by e-mail").fill("ops@example.com")
     await frame.get_by_role("button", name="Save").click()
     await expect(frame.locator("#notify-error")).to_contain_text("this portal session is read-only")
+    await shot(page, "portal-read-only-dark")
+
+    # Chromium gives this third-party frame no sessionStorage, so the session lived in the page's memory only:
+    # reloading the frame (its address no longer has the token) ends it, and the frame never asks for an API key.
+    inner = _portal_frame(page, api)
+    with pytest.raises(Error, match="Access is denied for this document"):
+        await inner.evaluate("sessionStorage.length")
+    await inner.evaluate("location.reload()")
+    await expect(frame.locator("#portal-message")).to_have_text(
+        "This page opens from a link of the app it is shown in. Open Webhooks again from the app that brought you here."
+    )
+    await expect(frame.get_by_label("API key")).to_be_hidden()
