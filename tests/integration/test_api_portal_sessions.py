@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from api.accounts import create_api_key
+from hookfleet.retention import prune
 from tests.support.api_client import RunningApi, api_settings
 
 pytestmark = pytest.mark.integration
@@ -384,3 +385,19 @@ async def test_the_page_is_framed_only_by_the_origins_set_and_refuses_a_bad_them
     assert b"--accent: #7c3aed;" in css.body and b"color-scheme: dark;" in css.body
     assert bad.status == 400 and bad.body.startswith(b"theme parameter accent='red;}body{display:none' is refused")
     assert bad_css.status == 400 and b"theme parameter font=" in bad_css.body
+
+
+async def test_the_audit_list_is_kept_as_long_as_the_log(api: RunningApi) -> None:
+    _, key = api.account("Acme", "acct_a")
+    old, _ = await _link(api, key)
+    recent, _ = await _link(api, key)
+    url = api.settings.database_url.get_secret_value()
+    _sql(
+        api,
+        "UPDATE portal_sessions SET created_at = now() - interval '31 days', link_expires_at = now() - interval"
+        " '31 days', expires_at = now() - interval '31 days' + interval '10 minutes' WHERE id = %s",
+        old["id"],
+    )
+    prune(url, retention_days=30)
+    listed = await api.call("GET", "/v1/portal-sessions", key)
+    assert [r["id"] for r in listed.body["data"]] == [recent["id"]]
