@@ -18,7 +18,9 @@ _REF = "#/components/schemas/{model}"
 
 _ERROR_TEXT = {
     400: "The body is not valid JSON.",
-    401: "Missing or unknown API key.",
+    401: "Missing or unknown API key, or a portal session or link that ended (`error.code` says which).",
+    403: "Refused to a portal session: a read-only one changes nothing (`read_only_session`); none manages API"
+    " keys or portal sessions (`portal_session_not_allowed`).",
     404: "No such resource in this account.",
     413: "The body is too large.",
     415: "The body is not sent as application/json.",
@@ -118,7 +120,7 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
     security_scheme: dict[str, str] = {
         "type": "http",
         "scheme": "bearer",
-        "description": "An API key from `hookfleet accounts create`.",
+        "description": "An API key from `hookfleet accounts create`, or a portal session (exchangePortalToken).",
     }
     return {
         "openapi": "3.1.0",

@@ -51,6 +51,8 @@ class Operation:
         statuses = set()
         if not self.public:
             statuses.add(401)
+            if self.method != "GET":
+                statuses.add(403)  # a read-only portal session (api/auth.py)
         if self.path_params:
             statuses.add(404)
         if self.request is not None:

@@ -8,7 +8,7 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, notifications, readiness, replays, webhook_stats, webhooks
+from api import api_keys, deliveries, notifications, portal_sessions, readiness, replays, webhook_stats, webhooks
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
@@ -25,6 +25,12 @@ from schemas.api import (
     EventTypeList,
     Health,
     NotificationEmailConfirm,
+    PortalExchange,
+    PortalSessionCreate,
+    PortalSessionGrant,
+    PortalSessionLink,
+    PortalSessionList,
+    PortalSessionQuery,
     RecoverRequest,
     RecoverResult,
     RedeliverResult,
@@ -315,6 +321,61 @@ OPERATIONS: tuple[Operation, ...] = (
         " `previous_public_key_expires_at` (the secret rotation's overlap). The answer shows the new `public_key`;"
         " the private key is never shown. 409 when asymmetric signing is off.",
         errors=(409,),
+    ),
+    Operation(
+        "POST",
+        "/v1/portal-sessions",
+        portal_sessions.create_portal_session,
+        "createPortalSession",
+        "A one-time link to the settings page",
+        "portal",
+        status=201,
+        request=PortalSessionCreate,
+        body_required=False,
+        response=PortalSessionLink,
+        description="For the product's backend, with its API key: a link that opens the Settings -> Webhooks page"
+        " for this account, without an API key in the browser. The token is in the fragment (`#token=`); the"
+        " link opens once, within 5 minutes, and the session lasts `lifetime_s` (default 600, at most 3600)."
+        " A `read_only` session reads but every change is a 403 `read_only_session`. A portal session cannot"
+        " call this (403).",
+    ),
+    Operation(
+        "GET",
+        "/v1/portal-sessions",
+        portal_sessions.list_portal_sessions,
+        "listPortalSessions",
+        "Portal sessions, newest first",
+        "portal",
+        query=PortalSessionQuery,
+        response=PortalSessionList,
+        description="The audit list: who asked for each session (the API key), when it was made, opened, revoked"
+        " and when it expires.",
+        errors=(403,),
+    ),
+    Operation(
+        "DELETE",
+        "/v1/portal-sessions/{session_id}",
+        portal_sessions.revoke_portal_session,
+        "revokePortalSession",
+        "Revoke a portal session",
+        "portal",
+        status=204,
+        description="Its link and its session are refused from the next request on, on every replica.",
+    ),
+    Operation(
+        "POST",
+        "/v1/portal-sessions/exchange",
+        portal_sessions.exchange_portal_token,
+        "exchangePortalToken",
+        "Open a portal session",
+        "portal",
+        request=PortalExchange,
+        response=PortalSessionGrant,
+        public=True,
+        description="What the settings page calls with the token of its link: once, within the link's 5 minutes."
+        " A link used before (`portal_link_used`: the session it opened is ended too), expired"
+        " (`portal_link_expired`), revoked (`portal_link_revoked`) or unknown (`portal_link_invalid`) is a 401.",
+        errors=(401,),
     ),
 )
 

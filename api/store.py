@@ -79,6 +79,42 @@ class ApiKeyRow:
     revoked_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class PortalSessionRow:
+    id: str
+    created_by_key_id: str
+    created_by_key_label: str
+    read_only: bool
+    created_at: datetime
+    link_expires_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PortalGrant:
+    """What a portal session credential authenticates: one account, perhaps read-only."""
+
+    session_id: str
+    account_id: str
+    read_only: bool
+    expires_at: datetime
+
+
+LinkRefusal = Literal["unknown", "used", "revoked", "expired"]
+
+_PORTAL_COLUMNS = (
+    "SELECT p.id, p.created_by_key_id, COALESCE(k.label, '') AS created_by_key_label, p.read_only, p.created_at,"
+    " p.link_expires_at, p.expires_at, p.used_at, p.revoked_at"
+    " FROM portal_sessions p LEFT JOIN api_keys k ON k.id = p.created_by_key_id AND k.account_id = p.account_id"
+)
+_LIVE_CREATOR = sql.SQL(
+    "NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = p.created_by_key_id AND k.revoked_at IS NOT NULL)"
+)
+"""A session dies with the key that asked for it: revoking a leaked key also ends what was opened with it."""
+
+
 RevokeResult = Literal["revoked", "not_found", "last_key"]
 
 
@@ -228,19 +264,19 @@ class Store:
 
     # ------------------------------------------------------------------------------------ accounts
 
-    async def account_for_key(self, key_hash: bytes) -> str | None:
-        """The account of an active key. Read on every request, never cached, so a revocation applies to
-        every replica at once. `last_used_at` is written at most once a minute per key, not per request."""
+    async def account_for_key(self, key_hash: bytes) -> tuple[str, str] | None:
+        """(account id, key id) of an active key. Read on every request, never cached, so a revocation applies
+        to every replica at once. `last_used_at` is written at most once a minute per key, not per request."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT account_id, last_used_at IS NULL OR last_used_at < now() - interval '60 seconds'"
+                "SELECT account_id, id, last_used_at IS NULL OR last_used_at < now() - interval '60 seconds'"
                 " FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
                 (key_hash,),
             )
             row = await cur.fetchone()
-            if row is not None and row[1]:
+            if row is not None and row[2]:
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_hash = %s", (key_hash,))
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), str(row[1]))
 
     async def get_account(self, account_id: str) -> AccountRow | None:
         async with self._pool.connection() as conn:
@@ -640,3 +676,93 @@ class Store:
             )
             counted = await dead.fetchone()
         return rows, int(counted[0]) if counted else 0
+
+    # ------------------------------------------------------------------------------------ portal sessions
+
+    async def insert_portal_session(
+        self,
+        session_id: str,
+        account_id: str,
+        key_id: str,
+        read_only: bool,
+        token_hash: bytes,
+        link_window_s: int,
+        lifetime_s: int,
+    ) -> PortalSessionRow:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO portal_sessions (id, account_id, created_by_key_id, read_only, token_hash,"
+                " link_expires_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s), now() + make_interval(secs => %s))",
+                (session_id, account_id, key_id, read_only, token_hash, link_window_s, lifetime_s),
+            )
+            cur = conn.cursor(row_factory=class_row(PortalSessionRow))
+            await cur.execute(_PORTAL_COLUMNS + " WHERE p.id = %s", (session_id,))
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def exchange_portal_token(self, token_hash: bytes, session_hash: bytes) -> PortalGrant | LinkRefusal:
+        """Open the session of a link, once: the conditional UPDATE lets exactly one of any number of
+        concurrent exchanges (on any replica) win. A second use of a link ends the session it opened, as
+        OAuth does for a reused authorization code: the link was seen by someone else."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "UPDATE portal_sessions p SET used_at = now(), session_hash = %s"
+                    " WHERE token_hash = %s AND used_at IS NULL AND revoked_at IS NULL AND link_expires_at > now()"
+                    " AND {} RETURNING id, account_id, read_only, expires_at"
+                ).format(_LIVE_CREATOR),
+                (session_hash, token_hash),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return PortalGrant(str(row[0]), str(row[1]), bool(row[2]), row[3])
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT used_at IS NOT NULL, revoked_at IS NOT NULL OR NOT {}, id"
+                    " FROM portal_sessions p WHERE token_hash = %s"
+                ).format(_LIVE_CREATOR),
+                (token_hash,),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                return "unknown"
+            if found[0]:
+                await conn.execute(
+                    "UPDATE portal_sessions SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s", (found[2],)
+                )
+                return "used"
+            return "revoked" if found[1] else "expired"
+
+    async def portal_grant(self, session_hash: bytes) -> PortalGrant | None:
+        """The live session of a credential. Read on every request, never cached, so a revocation applies to
+        every replica at once."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT id, account_id, read_only, expires_at FROM portal_sessions p WHERE session_hash = %s"
+                    " AND revoked_at IS NULL AND expires_at > now() AND {}"
+                ).format(_LIVE_CREATOR),
+                (session_hash,),
+            )
+            row = await cur.fetchone()
+        return None if row is None else PortalGrant(str(row[0]), str(row[1]), bool(row[2]), row[3])
+
+    async def list_portal_sessions(self, account_id: str, limit: int) -> list[PortalSessionRow]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(PortalSessionRow))
+            await cur.execute(
+                _PORTAL_COLUMNS + " WHERE p.account_id = %s ORDER BY p.created_at DESC, p.id DESC LIMIT %s",
+                (account_id, limit),
+            )
+            return await cur.fetchall()
+
+    async def revoke_portal_session(self, account_id: str, session_id: str) -> bool:
+        """Revoke (idempotently); False when the account has no such session."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE portal_sessions SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s AND account_id = %s",
+                (session_id, account_id),
+            )
+            return cur.rowcount == 1

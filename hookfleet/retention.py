@@ -6,8 +6,8 @@ day, named `<table>_pYYYYMMDD` (migration 0007). A day is expired once every row
 SHARE UPDATE EXCLUSIVE lock on the parent so concurrent inserts and reads never wait, and then dropped
 as a standalone table. Nothing of the log is ever deleted row by row, so pruning costs the same for a day
 of ten rows and a day of ten million (measured in bench/RESULTS.md). Dead letters, which are not
-partitioned, and the small bookkeeping tables (replays, hourly stats) go by the same horizon with bounded
-deletes.
+partitioned, and the small bookkeeping tables (replays, hourly stats, portal sessions) go by the same
+horizon with bounded deletes.
 
 Used by the recorder (on a schedule, see `LogMaintenance`) and by `hookfleet db prune`.
 """
@@ -189,6 +189,8 @@ def prune_on(
         conn.execute("DELETE FROM replays WHERE created_at < %s", (before,))
         # So are the hourly stats (one row per webhook and hour): the log's horizon applies to them too.
         conn.execute("DELETE FROM webhook_stats_hourly WHERE hour < %s", (before,))
+        # Portal sessions are an audit list: kept as long as the log they let people act on, then gone.
+        conn.execute("DELETE FROM portal_sessions WHERE expires_at < %s", (before,))
     seconds = time.monotonic() - started
     if not dry_run:
         metrics.LOG_PRUNE_DURATION.observe(seconds)

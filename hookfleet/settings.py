@@ -8,6 +8,7 @@ configuration. Secrets are `SecretStr`, so printing a settings object masks them
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -420,3 +421,53 @@ class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     recovers_per_minute: int = Field(
         default=10, ge=1, description="recovers (dead-letter redrives) per account per minute, per API process"
     )
+    public_url: str | None = Field(
+        default=None,
+        description="the API's public origin (https://host[:port]) that portal links are built on; unset: the"
+        " request's own scheme and Host",
+    )
+    portal_frame_ancestors: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="origins allowed to show the settings page in an <iframe>, space-separated (CSP"
+        " frame-ancestors); unset: none",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_origin(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return web_origin(value.strip().removesuffix("/"), "HOOKFLEET_PUBLIC_URL")
+
+    @field_validator("portal_frame_ancestors", mode="before")
+    @classmethod
+    def _frame_ancestors(cls, value: Any) -> Any:
+        parts = value.split() if isinstance(value, str) else value
+        return tuple(web_origin(str(part), "HOOKFLEET_PORTAL_FRAME_ANCESTORS") for part in parts)
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def web_origin(value: str, setting: str) -> str:
+    """`value` as an exact web origin (scheme://host[:port]), or a ValueError naming `setting`.
+
+    Origins end up in a Content-Security-Policy header and in links handed to browsers, so nothing but an
+    origin passes: no path, query, user info, wildcard or quote. https only, except on the loopback host
+    (local development and tests)."""
+    shown = value[:100]
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{setting}: {shown!r} is not an origin; write scheme://host[:port]") from None
+    host = parts.netloc.rpartition(":")[0] if port is not None else parts.netloc
+    if (
+        parts.scheme not in ("https", "http")
+        or not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", host.lower())
+        or f"{parts.scheme}://{parts.netloc}" != value
+    ):
+        raise ValueError(f"{setting}: {shown!r} is not an origin; write scheme://host[:port], nothing after it")
+    if parts.scheme == "http" and host.lower() not in _LOOPBACK_HOSTS:
+        raise ValueError(f"{setting}: {shown!r} must be https (http only for localhost and 127.0.0.1)")
+    return value

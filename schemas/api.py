@@ -11,7 +11,16 @@ import re
 from email.headerregistry import Address
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from schemas.catalog import EventType, Kind
 from schemas.free_text import FREE_TEXT_PATTERN, REFUSED_CLASS, check_free_text
@@ -629,6 +638,110 @@ class Health(_Response):
     reason: str = ""
 
 
+# ------------------------------------------------------------------------------------------ portal sessions
+
+PORTAL_LIFETIME_DEFAULT_S = 600
+PORTAL_LIFETIME_MAX_S = 3600
+_FONT_FAMILY = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{0,47}")
+
+
+def _font_stack(value: str) -> str:
+    """Family names of letters, digits, spaces and hyphens, separated by commas: the stack is written into
+    CSS, so no quote, semicolon, brace or backslash can get there."""
+    families = [family.strip() for family in value.split(",")]
+    if not 1 <= len(families) <= 8 or not all(_FONT_FAMILY.fullmatch(family) for family in families):
+        raise ValueError(
+            "must be 1-8 font family names of letters, digits, spaces and hyphens separated by commas,"
+            " e.g. Inter, system-ui, sans-serif"
+        )
+    return ", ".join(families)
+
+
+_ACCENT = r"^#[0-9a-fA-F]{6}$"
+
+
+def _accent(value: str) -> str:
+    if not re.fullmatch(_ACCENT, value):
+        raise ValueError("must be a colour written #rrggbb, e.g. #7c3aed")
+    return value
+
+
+AccentColour = Annotated[
+    str,
+    Field(max_length=7, description="buttons and links, as #rrggbb", json_schema_extra={"pattern": _ACCENT}),
+    AfterValidator(_accent),
+]
+FontStack = Annotated[
+    str,
+    Field(max_length=200, description="a font stack, e.g. `Inter, system-ui, sans-serif`"),
+    AfterValidator(_font_stack),
+]
+
+
+class PortalTheme(_Request):
+    """How the settings page looks inside the product: each value is checked strictly, as it ends up in CSS."""
+
+    accent: AccentColour | None = None
+    mode: Literal["light", "dark"] | None = Field(default=None, description="light (default) or dark colours")
+    font: FontStack | None = None
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's `integer` includes 600.0; a string or a fraction is still refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class PortalSessionCreate(_Request):
+    lifetime_s: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        default=PORTAL_LIFETIME_DEFAULT_S,
+        ge=60,
+        le=PORTAL_LIFETIME_MAX_S,
+        description="seconds the session lasts from now (60-3600); the link itself must be opened within 5 minutes",
+    )
+    read_only: bool = Field(default=False, description="the session can read but every change is refused (403)")
+    theme: PortalTheme | None = Field(default=None, description="carried in the link's query string")
+
+
+class PortalSessionView(_Response):
+    id: str = Field(examples=["ps_01JD8Z6Q3K4M5N6P7R8S9T0V1W"], description="pass to DELETE to revoke the session")
+    created_by_key_id: str = Field(description="the API key that asked for the session")
+    created_by_key_label: str = Field(description="that key's label (empty when it has none)")
+    read_only: bool
+    created_at: Timestamp
+    link_expires_at: Timestamp = Field(description="the link opens the session only before this time")
+    expires_at: Timestamp = Field(description="the session ends at this time")
+    used_at: Timestamp | None = Field(description="when the link was opened (links open once); null: not yet")
+    revoked_at: Timestamp | None = Field(description="set once revoked: the link and the session are refused")
+
+
+class PortalSessionLink(PortalSessionView):
+    url: str = Field(
+        description="the one-time link to the settings page for this account; its token is in the fragment"
+        " (`#token=`), so it never reaches a server log. Hand it to one browser, once; it is shown only here"
+    )
+
+
+class PortalSessionList(_Response):
+    data: list[PortalSessionView] = Field(description="newest first")
+
+
+class PortalSessionQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: int = Field(default=50, ge=1, le=200, description="how many sessions, newest first")
+
+
+class PortalExchange(_Request):
+    token: Annotated[str, Field(min_length=1, max_length=200, description="the token from the link's fragment")]
+
+
+class PortalSessionGrant(_Response):
+    session: str = Field(description="the session credential: send it as `Authorization: Bearer <session>`")
+    session_id: str
+    read_only: bool
+    expires_at: Timestamp
+
+
 __all__ = [
     "AccountUpdate",
     "AccountView",
@@ -648,6 +761,14 @@ __all__ = [
     "EventTypeList",
     "Health",
     "NotificationEmailConfirm",
+    "PortalExchange",
+    "PortalSessionCreate",
+    "PortalSessionGrant",
+    "PortalSessionLink",
+    "PortalSessionList",
+    "PortalSessionQuery",
+    "PortalSessionView",
+    "PortalTheme",
     "RecoverRequest",
     "RecoverResult",
     "RedeliverResult",

@@ -4,7 +4,6 @@
 "use strict";
 
 (() => {
-  const KEY_STORAGE = "hookfleet.apiKey";
   const POLL_MS = 2000; // progress reads the log; every 2 s is enough for a person watching
   const $ = (id) => document.getElementById(id);
   const replay = { webhook: null, request: null, pollTimer: null };
@@ -22,7 +21,7 @@
   }
 
   async function call(method, path, body) {
-    const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ""}` };
+    const headers = { Authorization: `Bearer ${credential.get()}` }; // settings.js
     const init = { method, headers };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";

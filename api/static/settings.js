@@ -3,8 +3,46 @@
 "use strict";
 
 const KEY_STORAGE = "hookfleet.apiKey";
-const state = { webhooks: [], eventTypes: [], current: null, logsCursor: null };
+const PORTAL_STORAGE = "hookfleet.portal";
+const state = { webhooks: [], eventTypes: [], current: null, logsCursor: null, portal: null };
 const $ = (id) => document.getElementById(id);
+
+// The credential every request sends: an API key typed in, or a portal session opened from a one-time link.
+// Kept in memory, and in sessionStorage (this tab only, so a reload keeps it) where the browser allows it:
+// inside another site's frame it may refuse storage, and the page works without it. Never a cookie.
+const credential = {
+  value: null,
+  get() {
+    if (this.value === null) {
+      try {
+        this.value = sessionStorage.getItem(KEY_STORAGE) || "";
+      } catch {
+        this.value = "";
+      }
+    }
+    return this.value;
+  },
+  set(value, portal = null) {
+    this.value = value;
+    state.portal = portal;
+    try {
+      if (value) sessionStorage.setItem(KEY_STORAGE, value);
+      else sessionStorage.removeItem(KEY_STORAGE);
+      if (portal) sessionStorage.setItem(PORTAL_STORAGE, JSON.stringify(portal));
+      else sessionStorage.removeItem(PORTAL_STORAGE);
+    } catch {
+      // storage refused: memory only
+    }
+  },
+  // After a reload: the portal session this tab had opened (its read-only flag), if any.
+  restorePortal() {
+    try {
+      state.portal = JSON.parse(sessionStorage.getItem(PORTAL_STORAGE) || "null");
+    } catch {
+      state.portal = null;
+    }
+  },
+};
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -29,7 +67,7 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body, { signOutOn401 = true } = {}) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ""}` };
+  const headers = { Authorization: `Bearer ${credential.get()}` };
   const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -69,7 +107,9 @@ function formatTime(iso) {
 // ----------------------------------------------------------------------------------------- sign in
 
 function signOut(message) {
-  sessionStorage.removeItem(KEY_STORAGE);
+  const portal = state.portal;
+  credential.set("");
+  if (portal) return portalEnded("Your session has ended. Open Webhooks again from the app that brought you here.");
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("signin").hidden = false;
@@ -82,11 +122,11 @@ async function signIn(event) {
   event.preventDefault();
   const key = $("api-key").value.trim();
   if (!key) return setFieldError("api-key", "Enter your API key.");
-  sessionStorage.setItem(KEY_STORAGE, key);
+  credential.set(key);
   try {
     await api("GET", "/v1/webhooks", undefined, { signOutOn401: false });
   } catch (error) {
-    sessionStorage.removeItem(KEY_STORAGE);
+    credential.set("");
     return setFieldError("api-key", error.status === 401 ? "This API key is not valid." : error.message);
   }
   setFieldError("api-key", "");
@@ -96,7 +136,9 @@ async function signIn(event) {
 async function showApp() {
   $("signin").hidden = true;
   $("app").hidden = false;
-  $("sign-out").hidden = false;
+  $("sign-out").hidden = Boolean(state.portal); // a portal session ends with the product's page
+  $("portal-banner").hidden = !(state.portal && state.portal.read_only);
+  document.body.classList.toggle("portal", Boolean(state.portal));
   if (!state.eventTypes.length) {
     const catalog = await api("GET", "/v1/event-types");
     state.eventTypes = catalog.data;
@@ -570,6 +612,63 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && state.current) closePanels();
   });
-  if (sessionStorage.getItem(KEY_STORAGE)) showApp().catch(() => signOut("Sign in again."));
-  else $("api-key").focus();
+  const linkToken = takeLinkToken();
+  if (linkToken) openPortal(linkToken);
+  else if (credential.get()) {
+    credential.restorePortal();
+    showApp().catch(() => signOut("Sign in again."));
+  } else if (window.self !== window.top) {
+    // Inside another site's page an API key is never asked for: a frame opens only from a portal link.
+    portalEnded("This page opens from a link of the app it is shown in. Open Webhooks again from the app that brought you here.");
+  } else $("api-key").focus();
 });
+
+// ----------------------------------------------------------------------------------------- portal links
+
+// A portal link carries its one-time token in the fragment (#token=...), which browsers never send to a
+// server. Taken out of the address bar at once, before anything else runs, so it is not in the history,
+// a bookmark or a reload; the page's own routes live in the fragment too (#/...).
+function takeLinkToken() {
+  const match = /^#token=([A-Za-z0-9_-]{16,200})$/.exec(location.hash);
+  if (!match) return null;
+  history.replaceState(null, "", `${location.pathname}${location.search}#/`);
+  return match[1];
+}
+
+const LINK_REFUSED = {
+  portal_link_expired: "This link has expired: links open only within a few minutes of being made.",
+  portal_link_used: "This link was already used: each link opens the page once.",
+  portal_link_revoked: "This link was revoked.",
+  portal_link_invalid: "This link is not valid.",
+};
+
+async function openPortal(token) {
+  $("signin").hidden = true;
+  let response;
+  try {
+    response = await fetch("/v1/portal-sessions/exchange", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+  } catch {
+    return portalEnded("The server could not be reached. Check your connection and open Webhooks again.");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const code = data.error && data.error.code;
+    const why = LINK_REFUSED[code] || (data.error && data.error.message) || `The link was refused (${response.status}).`;
+    return portalEnded(`${why} Open Webhooks again from the app that brought you here.`);
+  }
+  credential.set(data.session, { id: data.session_id, read_only: data.read_only, expires_at: data.expires_at });
+  await showApp().catch((error) => portalEnded(error.message));
+}
+
+function portalEnded(message) {
+  $("app").hidden = true;
+  $("signin").hidden = true;
+  $("sign-out").hidden = true;
+  $("portal-ended").hidden = false;
+  $("portal-message").textContent = message;
+  $("portal-ended-title").focus();
+}
