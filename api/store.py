@@ -61,6 +61,7 @@ class WebhookRow:
     disabled_reason: str | None = None
     disabled_at: datetime | None = None
     headers_ciphertext: bytes | None = None
+    filter: str | None = None
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -124,6 +125,7 @@ _WEBHOOK_COLUMNS = (
     "disabled_reason",
     "disabled_at",
     "headers_ciphertext",
+    "filter",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -168,7 +170,9 @@ _ROLLUP_ONE = rollup_sql(
 
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
+_UPDATABLE = frozenset(
+    {"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext", "filter"}
+)
 
 # Switching off by hand records why and when; switching on clears both and restarts the auto-disable
 # clock (`enabled_at`), so a 410 or a failure from before does not switch it off again.
@@ -364,14 +368,15 @@ class Store:
         rate_limit_per_s: int | None = None,
         ordering: str = "unordered",
         sealed_headers: bytes | None = None,
+        filter_text: str | None = None,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " rate_limit_per_s, ordering, headers_ciphertext, disabled_reason, disabled_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " rate_limit_per_s, ordering, headers_ciphertext, filter, disabled_reason, disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
                     " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
                 (
@@ -385,6 +390,7 @@ class Store:
                     rate_limit_per_s,
                     ordering,
                     sealed_headers,
+                    filter_text,
                     active,
                     active,
                 ),

@@ -71,6 +71,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         body.rate_limit_per_s,
         body.ordering,
         seal_headers(resources.box, webhook_id, body.headers or {}),
+        body.filter or None,
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
     response = json_response(webhook_with_secret(row, secret, datetime.now(UTC), body.headers), 201)
@@ -103,6 +104,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     changes = body.model_dump(exclude_none=True, mode="json")
     if changes.get("rate_limit_per_s") == 0:
         changes["rate_limit_per_s"] = None  # 0 removes the limit
+    if changes.get("filter") == "":
+        changes["filter"] = None  # "" removes the filter
     if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
         changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
     if "url" in changes and changes["url"] != row.url:

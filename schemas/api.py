@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from schemas.catalog import EventType, Kind
+from schemas.event_filter import MAX_FILTER_LENGTH, check_filter
 from schemas.free_text import FREE_TEXT_PATTERN, REFUSED_CLASS, check_free_text
 from schemas.models import NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
 
@@ -169,6 +170,25 @@ Ordering = Annotated[
 ]
 
 
+def _saved_filter(value: str) -> str:
+    """`""` means no filter (how an update removes one); anything else must compile."""
+    return value if value == "" else check_filter(value)
+
+
+FilterText = Annotated[
+    str,
+    Field(
+        description="a CEL expression over the event's `type`, `account_id` and `data`: only events for which it is"
+        " true are delivered (after the event-type match); an event it cannot be evaluated on (a missing field, a"
+        f" type mismatch) is not delivered. At most {MAX_FILTER_LENGTH} characters and one of all(), exists(),"
+        ' exists_one(), map(), filter(). `""` or null: no filter',
+        examples=['data.amount >= 1000 && data.currency == "eur"'],
+        json_schema_extra={"maxLength": MAX_FILTER_LENGTH},
+    ),
+    AfterValidator(_saved_filter),
+]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -188,6 +208,7 @@ class WebhookCreate(_Request):
     rate_limit_per_s: RateLimit | None = None
     ordering: Ordering = "unordered"
     headers: CustomHeaders | None = None
+    filter: FilterText | None = None
 
 
 class WebhookUpdate(_Request):
@@ -202,6 +223,7 @@ class WebhookUpdate(_Request):
     rate_limit_per_s: Annotated[int, Field(ge=0, le=10_000, description="0 removes the limit")] | None = None
     ordering: Ordering | None = None
     headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
+    filter: FilterText | None = Field(default=None, description='replaces the filter; `""` removes it')
 
 
 class WebhookView(_Response):
@@ -235,6 +257,7 @@ class WebhookView(_Response):
     )
     created_at: Timestamp
     updated_at: Timestamp
+    filter: str | None = Field(default=None, description="the CEL filter; null: every event of the subscribed types")
 
 
 class WebhookWithSecret(WebhookView):
