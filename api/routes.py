@@ -8,7 +8,7 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, notifications, readiness, replays, webhook_stats, webhooks
+from api import api_keys, deliveries, filter_preview, notifications, readiness, replays, webhook_stats, webhooks
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
@@ -23,6 +23,8 @@ from schemas.api import (
     DeliveryPage,
     DeliveryQuery,
     EventTypeList,
+    FilterPreview,
+    FilterPreviewRequest,
     Health,
     NotificationEmailConfirm,
     RecoverRequest,
@@ -302,6 +304,21 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/v1/openapi.json", openapi_json, "openapi", "This document", "catalog", public=True, unavailable=False
+    ),
+    Operation(
+        "POST",
+        f"{_WEBHOOK}/filter-preview",
+        filter_preview.preview_filter,
+        "previewWebhookFilter",
+        "Preview a filter",
+        "webhooks",
+        request=FilterPreviewRequest,
+        response=FilterPreview,
+        description="Runs a candidate filter over the account's stored events of the webhook's subscribed types of"
+        " the last `days` days, newest first, and counts what it would let through, leave out and fail on, with a"
+        " few samples of each; nothing is saved. One page reads at most `limit` events and stops at a time bound"
+        " (`cut_short`); add the pages' counts (`next_cursor`) for the whole range. A bad filter is a 422 naming"
+        " `filter`, the error and its line and column.",
     ),
 )
 

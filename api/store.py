@@ -7,7 +7,7 @@ import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 import psycopg
@@ -95,6 +95,14 @@ class DeliveryRow:
     next_step: str
     test: bool
     replay_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    logged_on: date
+    event_id: str
+    event: str | None
+    """The payload's JSON text; None when its type is not one asked for (not read out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,6 +543,28 @@ class Store:
                     "SELECT {} FROM delivery_attempts WHERE {}"
                     " ORDER BY attempted_at DESC, attempt_id DESC LIMIT %(limit)s"
                 ).format(_DELIVERY, sql.SQL(" AND ").join(map(sql.SQL, clauses))),
+                params,
+            )
+            return await cur.fetchall()
+
+    async def stored_events(
+        self, account_id: str, since: date, before: tuple[date, str] | None, event_types: Sequence[str], limit: int
+    ) -> list[StoredEvent]:
+        """One account's stored event payloads from `since` on, newest first (logged_on, event_id), strictly
+        after the keyset `before`; served by event_payloads_account_idx, so a page costs its own rows only."""
+        clauses = ["account_id = %(account_id)s", "logged_on >= %(since)s"]  # fixed texts only
+        params: dict[str, Any] = {"account_id": account_id, "since": since, "types": list(event_types), "limit": limit}
+        if before is not None:
+            clauses.append("(logged_on, event_id) < (%(before_day)s, %(before_id)s)")
+            params["before_day"], params["before_id"] = before
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(StoredEvent))
+            await cur.execute(
+                sql.SQL(
+                    "SELECT logged_on, event_id,"
+                    " CASE WHEN event->>'type' = ANY(%(types)s) THEN event::text END AS event FROM event_payloads"
+                    " WHERE {} ORDER BY logged_on DESC, event_id DESC LIMIT %(limit)s"
+                ).format(sql.SQL(" AND ").join(map(sql.SQL, clauses))),
                 params,
             )
             return await cur.fetchall()

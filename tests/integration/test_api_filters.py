@@ -3,10 +3,14 @@ error and its position; and previewed over the account's stored events."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
+from api import filter_preview
 from tests.support.api_client import RunningApi
 
 pytestmark = pytest.mark.integration
@@ -63,3 +67,116 @@ async def test_an_overlong_filter_is_refused(api: RunningApi, key: str) -> None:
     reply = await api.call("POST", "/v1/webhooks", key, {**NEW, "filter": "true || " * 130 + "true"})
     assert reply.status == 422 and reply.error["field"] == "filter"
     assert "at most 1000" in reply.error["message"]
+
+
+# ------------------------------------------------------------------------------------------ preview
+
+
+def _seed_log(database_url: str, rows: list[tuple[str, int, str, dict[str, Any]]]) -> None:
+    """Stored events as the recorder leaves them: (account, days ago, type, data), one payload per row."""
+    today = datetime.now(UTC).date()
+    with psycopg.connect(database_url) as conn:
+        for days_ago in {r[1] for r in rows}:
+            conn.execute("SELECT hookfleet_create_log_day(%s)", (today - timedelta(days=days_ago),))
+        for n, (account, days_ago, event_type, data) in enumerate(rows):
+            day = today - timedelta(days=days_ago)
+            event = {
+                "id": f"evt_{day:%Y%m%d}{n:06d}",
+                "type": event_type,
+                "created_at": f"{day}T10:00:00.000Z",
+                "account_id": account,
+                "data": data,
+            }
+            conn.execute(
+                "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s, %s)",
+                (event["id"], account, Jsonb(event), day),
+            )
+
+
+def _log(database_url: str) -> None:
+    incoming = "message.incoming"
+    _seed_log(
+        database_url,
+        [("acct_a", 0, incoming, {"channel": "whatsapp"})] * 6
+        + [("acct_a", 1, incoming, {"channel": "sms"})] * 4
+        + [("acct_a", 1, incoming, {"text": "no channel"})] * 2  # errored: no such key
+        + [("acct_a", 5, incoming, {"channel": "whatsapp"})] * 3  # only with days >= 6
+        + [("acct_a", 0, "contact.created", {"channel": "whatsapp"})] * 5  # not subscribed
+        + [("acct_b", 0, incoming, {"channel": "whatsapp"})] * 7,  # another account
+    )
+
+
+PREVIEW = {"filter": 'data.channel == "whatsapp"', "days": 2}
+
+
+async def test_preview_counts_matches_no_matches_and_errors_of_the_accounts_subscribed_events(
+    api: RunningApi, key: str
+) -> None:
+    _log(api.settings.database_url.get_secret_value())
+    webhook = await _create(api, key)
+    reply = await api.call("POST", f"/v1/webhooks/{webhook['id']}/filter-preview", key, PREVIEW)
+    assert reply.status == 200, reply.body
+    page = reply.body
+    assert (page["matched"], page["not_matched"], page["errored"]) == (6, 4, 2)
+    assert (page["scanned"], page["other_types"]) == (17, 5)
+    assert page["cut_short"] is False and page["next_cursor"] is None
+    assert page["since"] == str(datetime.now(UTC).date() - timedelta(days=1))
+    assert [len(page["samples"][k]) for k in ("matched", "not_matched", "errored")] == [3, 3, 2]
+    assert page["samples"]["errored"][0]["error"] == "no such key: channel"
+    assert all(s["event_type"] == "message.incoming" for s in page["samples"]["matched"])
+
+    week = await api.call("POST", f"/v1/webhooks/{webhook['id']}/filter-preview", key, {**PREVIEW, "days": 7})
+    assert (week.body["matched"], week.body["not_matched"], week.body["errored"]) == (9, 4, 2)
+
+
+async def test_preview_pages_add_up_to_the_whole_range(api: RunningApi, key: str) -> None:
+    _log(api.settings.database_url.get_secret_value())
+    webhook = await _create(api, key)
+    totals = {"matched": 0, "not_matched": 0, "errored": 0, "scanned": 0}
+    cursor: str | None = None
+    pages = 0
+    while True:
+        body = {**PREVIEW, "limit": 4} | ({"cursor": cursor} if cursor else {})
+        reply = await api.call("POST", f"/v1/webhooks/{webhook['id']}/filter-preview", key, body)
+        assert reply.status == 200, reply.body
+        assert reply.body["scanned"] <= 4
+        totals = {k: v + reply.body[k] for k, v in totals.items()}
+        pages += 1
+        cursor = reply.body["next_cursor"]
+        if cursor is None:
+            break
+    assert totals == {"matched": 6, "not_matched": 4, "errored": 2, "scanned": 17}
+    assert pages == 5
+
+
+async def test_a_preview_past_its_time_bound_is_cut_short_and_goes_on_from_there(
+    api: RunningApi, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log(api.settings.database_url.get_secret_value())
+    webhook = await _create(api, key)
+    monkeypatch.setattr(filter_preview, "PREVIEW_TIME_BOUND_S", 0.0)
+    monkeypatch.setattr(filter_preview, "CHUNK", 5)
+    path = f"/v1/webhooks/{webhook['id']}/filter-preview"
+    first = await api.call("POST", path, key, {**PREVIEW, "limit": 100})
+    assert first.body["cut_short"] is True and first.body["scanned"] == 5 and first.body["next_cursor"]
+    scanned = first.body["scanned"]
+    cursor = first.body["next_cursor"]
+    while cursor:
+        page = await api.call("POST", path, key, {**PREVIEW, "limit": 100, "cursor": cursor})
+        scanned += page.body["scanned"]
+        cursor = page.body["next_cursor"]
+    assert scanned == 17
+
+
+async def test_a_bad_preview_is_refused_naming_the_field(api: RunningApi, key: str) -> None:
+    webhook = await _create(api, key)
+    path = f"/v1/webhooks/{webhook['id']}/filter-preview"
+    bad = await api.call("POST", path, key, {"filter": "data.channel ==", "days": 1})
+    assert bad.status == 422 and bad.error["field"] == "filter"
+    assert "(line 1, column 16)" in bad.error["message"]
+    cursor = await api.call("POST", path, key, {**PREVIEW, "cursor": "nope"})
+    assert cursor.status == 422 and cursor.error["field"] == "cursor"
+    days = await api.call("POST", path, key, {**PREVIEW, "days": 0})
+    assert days.status == 422 and days.error["field"] == "days"
+    other = await api.call("POST", "/v1/webhooks/wh_01JD8Z6Q3K4M5N6P7R8S9T0V1W/filter-preview", key, PREVIEW)
+    assert other.status == 404
