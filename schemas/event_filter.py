@@ -97,6 +97,10 @@ def _compile(text: str) -> CompiledFilter:
         program = cel.compile(text)
     except (ValueError, RuntimeError) as exc:
         raise _syntax_error(str(exc)) from None
+    except BaseException as exc:
+        if not _is_panic(exc):
+            raise
+        raise FilterError("not a valid CEL expression") from None
     bound = {m.group(1) for m in macros if m.group(1)}
     unknown = sorted(set(program.variables()) - VARIABLES - _TYPE_NAMES - bound)
     if unknown:
@@ -150,13 +154,24 @@ def matches(compiled: CompiledFilter, event: EventInput) -> bool:
         result = compiled.program.execute(event.context(compiled.reads_data))
     except Exception as exc:  # the library raises KeyError, TypeError, RuntimeError, ...: all mean "cannot answer"
         raise FilterFailed(_evaluation_error(exc)) from None
+    except BaseException as exc:
+        if not _is_panic(exc):
+            raise
+        raise FilterFailed("the filter library failed on this event") from None
     if not isinstance(result, bool):
         raise FilterFailed(f"filter gave {type(result).__name__}, not true or false")
     return result
 
 
+def _is_panic(exc: BaseException) -> bool:
+    """A Rust panic inside the library (pyo3's PanicException derives from BaseException, so `except
+    Exception` misses it): none is known, but one must not stop fan-out or the API."""
+    return type(exc).__name__ == "PanicException"
+
+
 def _evaluation_error(exc: Exception) -> str:
+    """One short line: the library's messages run over several lines (a regex's caret drawing)."""
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0] if exc.args else ''}"[:200]
-    first = str(exc).split(". ")[0]
+    first = " ".join(str(exc).split()).split(". ")[0]
     return f"{type(exc).__name__}: {first}"[:200]

@@ -106,3 +106,17 @@ def test_a_rejected_text_is_rejected_again_from_the_cache() -> None:
     for _ in range(2):
         with pytest.raises(FilterError, match="unknown name 'nope'"):
             compile_filter("nope == 1")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("data.amount * 9223372036854775807 > 0", "OverflowError: Arithmetic overflow in 'mul'"),
+        ('data.currency.matches("[")', "RuntimeError: Function 'matches' error: '[' not a valid regex: regex parse"),
+        ("data.lines[5].qty == 1", "IndexError: index out of bounds: 5"),
+    ],
+)
+def test_runtime_failures_are_one_short_line(text: str, why: str) -> None:
+    with pytest.raises(FilterFailed) as failed:
+        matches(compile_filter(text), _event())
+    assert str(failed.value).startswith(why) and "\n" not in str(failed.value) and len(str(failed.value)) <= 200
