@@ -122,7 +122,7 @@ async def test_preview_counts_matches_no_matches_and_errors_of_the_accounts_subs
     assert page["cut_short"] is False and page["next_cursor"] is None
     assert page["since"] == str(datetime.now(UTC).date() - timedelta(days=1))
     assert [len(page["samples"][k]) for k in ("matched", "not_matched", "errored")] == [3, 3, 2]
-    assert page["samples"]["errored"][0]["error"] == "no such key: channel"
+    assert page["samples"]["errored"][0]["error"] == 'Key not found in map : "channel"'
     assert all(s["event_type"] == "message.incoming" for s in page["samples"]["matched"])
 
     week = await api.call("POST", f"/v1/webhooks/{webhook['id']}/filter-preview", key, {**PREVIEW, "days": 7})
