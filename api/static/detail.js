@@ -302,6 +302,9 @@ async function openEdit(id) {
   $("wh-headers-keep").textContent = names.length
     ? ` Current: ${names.join(", ")} (values hidden). Leave empty to keep them; enter new lines to replace them all.`
     : "";
+  $("wh-filter").value = webhook.filter || "";
+  $("filter-preview-box").hidden = false;
+  $("filter-preview-result").textContent = "";
   $("webhook-form").hidden = false;
   $("wh-name").focus();
 }
@@ -332,6 +335,8 @@ async function saveEdit() {
   if (ordering !== webhook.ordering) changes.ordering = ordering;
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) changes.headers = headers;
+  const filter = $("wh-filter").value.trim();
+  if (filter !== (webhook.filter || "")) changes.filter = filter; // "" removes it
   try {
     const updated = Object.keys(changes).length ? await api("PATCH", `/v1/webhooks/${webhook.id}`, changes) : webhook;
     state.editing = null;
