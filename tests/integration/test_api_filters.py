@@ -3,6 +3,7 @@ error and its position; and previewed over the account's stored events."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from api import filter_preview
+from tests.integration.test_api_cli import InProcess
 from tests.support.api_client import RunningApi
 
 pytestmark = pytest.mark.integration
@@ -180,3 +182,39 @@ async def test_a_bad_preview_is_refused_naming_the_field(api: RunningApi, key: s
     assert days.status == 422 and days.error["field"] == "days"
     other = await api.call("POST", "/v1/webhooks/wh_01JD8Z6Q3K4M5N6P7R8S9T0V1W/filter-preview", key, PREVIEW)
     assert other.status == 404
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+async def test_the_cli_sets_shows_previews_and_removes_a_filter(
+    api: RunningApi, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _log(api.settings.database_url.get_secret_value())
+    cli = InProcess(api, key, capsys)
+    code, out, err = await cli(
+        "create", "--name", "Desk", "--url", "https://localhost:9/h", "--events", "message.incoming",
+        "--filter", "data.channel ==",
+    )  # fmt: skip
+    assert code != 0 and "filter: syntax error" in err and "(line 1, column 16)" in err, (out, err)
+    code, out, err = await cli(
+        "create", "--name", "Desk", "--url", "https://localhost:9/h", "--events", "message.incoming",
+        "--filter", 'data.channel == "sms"',
+    )  # fmt: skip
+    assert code == 0, err
+    assert re.search(r'^filter\s+data\.channel == "sms"$', out, re.M), out
+    webhook_id = re.search(r"^id\s+(wh_\w+)$", out, re.M).group(1)  # type: ignore[union-attr]
+
+    code, out, err = await cli("filter-preview", webhook_id, 'data.channel == "whatsapp"', "--days", "2")
+    assert code == 0, err
+    assert "sent: 6   left out: 4   could not be evaluated: 2" in out, out
+    assert "e.g. not evaluated: evt_" in out and 'Key not found in map : "channel"' in out
+    paged = await cli.json("filter-preview", webhook_id, "true", "--days", "2", "--limit", "5")
+    assert paged["scanned"] == 5 and paged["next_cursor"]
+    code, out, _ = await cli("filter-preview", webhook_id, "true", "--days", "2", "--limit", "5")
+    assert f"more stored events; go on with --cursor {paged['next_cursor']}" in out
+
+    removed = await cli.json("update", webhook_id, "--filter", "")
+    assert removed["filter"] is None
+    code, out, _ = await cli("show", webhook_id)
+    assert re.search(r"^filter\s+none \(every event of its types\)$", out, re.M), out
