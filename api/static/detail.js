@@ -87,7 +87,8 @@ function renderHeader(webhook) {
   status.replaceChildren(statusBadge(webhook.status));
   if (!webhook.active) status.append(" ", el("span", { class: "badge test", text: "Off" }), ` ${offReason(webhook)}`);
   else status.append(` since ${since.toLocaleString()}`);
-  $("detail-events").textContent = `Subscribed to: ${webhook.events.join(", ")}`;
+  $("detail-events").textContent = `Subscribed to: ${webhook.events.join(", ")}`
+    + (webhook.filter ? `, only when ${webhook.filter}` : "");
 }
 
 async function loadStats() {

@@ -63,5 +63,8 @@ async def test_the_edit_form_previews_a_filter_and_saves_it(api: RunningApi, pag
 
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.get_by_role("heading", name="Support desk", level=1)).to_be_visible()
+    await expect(page.locator("#detail-events")).to_have_text(
+        'Subscribed to: message.incoming, only when data.channel == "whatsapp"'
+    )
     shown = await api.call("GET", f"/v1/webhooks/{webhook_id}", key)
     assert shown.body["filter"] == 'data.channel == "whatsapp"'
