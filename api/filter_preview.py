@@ -21,6 +21,7 @@ from api import cursor
 from api.auth import account_of
 from api.errors import ApiError, not_found
 from api.operation import json_response, path_id, read_body
+from api.quotas import check_rate
 from api.resources import resources_of
 from api.store import StoredEvent
 from hookfleet.retention import horizon, utc_today
@@ -105,6 +106,7 @@ async def preview_filter(request: web.Request) -> web.StreamResponse:
     account = account_of(request)
     webhook_id = path_id(request, "webhook_id", "webhook")
     body = await read_body(request, FilterPreviewRequest)
+    check_rate(resources.filter_preview_rate, account, "filter previews", "HOOKFLEET_FILTER_PREVIEWS_PER_MINUTE")
     row = await resources.store.get_webhook(account, webhook_id)
     if row is None:
         raise not_found("webhook", webhook_id)

@@ -318,7 +318,9 @@ OPERATIONS: tuple[Operation, ...] = (
         " the last `days` days, newest first, and counts what it would let through, leave out and fail on, with a"
         " few samples of each; nothing is saved. One page reads at most `limit` events and stops at a time bound"
         " (`cut_short`); add the pages' counts (`next_cursor`) for the whole range. A bad filter is a 422 naming"
-        " `filter`, the error and its line and column.",
+        " `filter`, the error and its line and column. Quota: preview pages per minute (429 with Retry-After,"
+        " `error.limit` names it).",
+        errors=(429,),
     ),
 )
 

@@ -383,3 +383,6 @@ class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     recovers_per_minute: int = Field(
         default=10, ge=1, description="recovers (dead-letter redrives) per account per minute, per API process"
     )
+    filter_previews_per_minute: int = Field(
+        default=30, ge=1, description="filter preview pages per account per minute, per API process (each up to 2 s)"
+    )

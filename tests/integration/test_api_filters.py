@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 
 from api import filter_preview
 from tests.integration.test_api_cli import InProcess
-from tests.support.api_client import RunningApi
+from tests.support.api_client import RunningApi, api_settings
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +218,21 @@ async def test_the_cli_sets_shows_previews_and_removes_a_filter(
     assert removed["filter"] is None
     code, out, _ = await cli("show", webhook_id)
     assert re.search(r"^filter\s+none \(every event of its types\)$", out, re.M), out
+
+
+async def test_preview_pages_per_minute_are_a_quota(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> None:
+    settings = api_settings(database_url, kafka_bootstrap, ca_bundle, filter_previews_per_minute=2)
+    async with RunningApi(settings) as api:
+        _, key = api.account("Acme", "acct_a")
+        webhook = await _create(api, key)
+        path = f"/v1/webhooks/{webhook['id']}/filter-preview"
+        for _ in range(2):
+            assert (await api.call("POST", path, key, PREVIEW)).status == 200
+        refused = await api.call("POST", path, key, PREVIEW)
+        assert refused.status == 429 and refused.error["limit"] == "HOOKFLEET_FILTER_PREVIEWS_PER_MINUTE"
+        assert int(refused.headers["Retry-After"]) >= 1
+        _, other = api.account("Other", "acct_b")
+        other_webhook = await _create(api, other)
+        assert (
+            await api.call("POST", f"/v1/webhooks/{other_webhook['id']}/filter-preview", other, PREVIEW)
+        ).status == 200
