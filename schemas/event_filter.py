@@ -142,16 +142,24 @@ class EventInput:
     """One event as its filters read it: converted for the runtime once per event, however many webhooks'
     filters read it."""
 
-    __slots__ = ("activation",)
+    __slots__ = ("_activation", "_values")
 
     def __init__(self, event_type: str, account_id: str, data: dict[str, Any]) -> None:
-        self.activation = _ENV.Activation(data={"type": event_type, "account_id": account_id, "data": data})
+        self._values = {"type": event_type, "account_id": account_id, "data": data}
+        self._activation: cel.Activation | None = None
+
+    def activation(self) -> cel.Activation:
+        """Made at the first evaluation, inside its error handling: a value the runtime cannot take (an
+        integer beyond 64 bits) fails the filters, never the caller."""
+        if self._activation is None:
+            self._activation = _ENV.Activation(data=self._values)
+        return self._activation
 
 
 def matches(compiled: CompiledFilter, event: EventInput) -> bool:
     """Whether the event passes; FilterFailed when the filter cannot answer for it (never anything else)."""
     try:
-        value = compiled.program.eval(event.activation)
+        value = compiled.program.eval(event.activation())
         result = value.plain_value()
         failed = value.type() == cel.Type.ERROR
     except Exception as exc:  # a value the binding cannot convert: the filter cannot answer either

@@ -46,6 +46,7 @@ def test_filters_deliver_matches_leave_out_no_matches_and_count_errors(
         "silver_small": {"amount": 50, "customer": {"tier": "silver"}},
         "no_customer": {"amount": 500},  # /gold cannot answer: no such key
         "amount_text": {"amount": "lots", "customer": {"tier": "gold"}},  # /big cannot answer: text >= int
+        "huge_number": {"amount": 2**70, "customer": {"tier": "gold"}},  # beyond CEL's 64-bit int: neither can
     }
     ids = {}
     with publisher_for(kafka_bootstrap, topics) as publisher:
@@ -55,7 +56,7 @@ def test_filters_deliver_matches_leave_out_no_matches_and_count_errors(
             publisher.publish(event)
         assert publisher.flush() == 0
 
-    assert receiver.wait_for(lambda: receiver.count() >= 8, timeout_s=60), receiver.count()
+    assert receiver.wait_for(lambda: receiver.count() >= 9, timeout_s=60), receiver.count()
     wait_until(lambda: fleet_idle(kafka_bootstrap, topics, ("dispatcher",)), 60, "the dispatcher to finish")
     got: dict[str, set[str]] = defaultdict(set)
     for request in receiver.received:
@@ -65,9 +66,10 @@ def test_filters_deliver_matches_leave_out_no_matches_and_count_errors(
         "/gold": {"gold_big", "amount_text"},
         "/all": set(payloads),
     }
-    assert receiver.count() == 8, "a delivery was made twice"
+    assert receiver.count() == 9, "a delivery was made twice"
     samples = scrape(port)
-    assert metric(samples, "hookfleet_filter_errors_total") == 2  # /big on amount_text, /gold on no_customer
+    # /big on amount_text, /gold on no_customer, both on huge_number
+    assert metric(samples, "hookfleet_filter_errors_total") == 4
     assert metric(samples, "hookfleet_filtered_out_total") == 2  # silver_small, for /big and /gold
-    assert samples['hookfleet_filter_errors_total{event_type="message.sent"}'] == 2
+    assert samples['hookfleet_filter_errors_total{event_type="message.sent"}'] == 4
     assert dispatcher.proc.poll() is None, "the dispatcher stopped"

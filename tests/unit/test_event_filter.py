@@ -126,3 +126,9 @@ def test_runtime_failures_are_one_short_line_without_status_codes(text: str, why
 def test_nesting_deeper_than_the_parsers_limit_is_refused() -> None:
     with pytest.raises(FilterError, match="recursion limit exceeded"):
         check_filter("(" * 40 + "true" + ")" * 40)
+
+
+def test_a_payload_value_the_runtime_cannot_take_fails_the_filter_not_the_caller() -> None:
+    event = _event({**INVOICE, "huge": 2**70})  # JSON allows it; CEL's int is 64 bits
+    with pytest.raises(FilterFailed, match="out of range"):
+        matches(compile_filter("data.amount > 1"), event)
