@@ -90,6 +90,7 @@ def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
         ("active", "yes" if webhook["active"] else f"no ({off_reason(webhook)})"),
         ("rate limit", f"{webhook['rate_limit_per_s']}/s" if webhook.get("rate_limit_per_s") else "none"),
         ("ordering", webhook.get("ordering", "unordered")),
+        ("filter", webhook.get("filter") or "none (every event of its types)"),
         ("status", f"{webhook['status']} since {webhook['status_changed_at']}"),
         ("secret", webhook["secret"] + secret_note),
     ]
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--header", dest="headers", action="append", type=_header, help=header_help)
     ed25519_help = "also sign every delivery with an Ed25519 key of its own (Standard Webhooks v1a)"
     create.add_argument("--asymmetric-signing", action="store_true", help=ed25519_help + "; prints its public key")
+    filter_help = "CEL expression over type, account_id and data, e.g. 'data.channel == \"whatsapp\"'"
+    create.add_argument("--filter", help=filter_help + ": only events for which it is true are sent")
 
     sub.add_parser("list", parents=[common], help="list webhooks")
     for name, text in (
@@ -168,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, parents=[common], help=text).add_argument("id", help="webhook id (wh_...)")
 
-    update = sub.add_parser("update", parents=[common], help="change name, url, events, rate limit or ordering")
+    update = sub.add_parser(
+        "update", parents=[common], help="change name, url, events, rate limit, ordering, headers or filter"
+    )
     update.add_argument("id")
     update.add_argument("--name")
     update.add_argument("--url")
@@ -180,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--asymmetric-signing", choices=["on", "off"], help=ed25519_help + "; off deletes the key pair"
     )
+    update.add_argument("--filter", help=filter_help + "; '' removes it")
+
+    preview = sub.add_parser(
+        "filter-preview", parents=[common], help="try a filter on your stored events first (nothing is saved)"
+    )
+    preview.add_argument("id")
+    preview.add_argument("filter", help=filter_help)
+    preview.add_argument("--days", default=7, type=int, help="the last N days of the log (default 7)")
+    preview.add_argument("--limit", type=int, help="stored events read at most (default 1,000; at most 10,000)")
+    preview.add_argument("--cursor", help="next_cursor of the previous page")
 
     notify = sub.add_parser("notify-email", parents=[common], help="where failure notifications are mailed")
     notify.add_argument(
@@ -231,7 +246,9 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
     once = "   <- shown only now: store it"
     if action == "create":
         body = {"name": opts.name, "url": opts.url, "events": opts.events, "active": not opts.inactive}
-        body |= {k: getattr(opts, k) for k in ("rate_limit_per_s", "ordering") if getattr(opts, k) is not None}
+        body |= {
+            k: getattr(opts, k) for k in ("rate_limit_per_s", "ordering", "filter") if getattr(opts, k) is not None
+        }
         if opts.headers:
             body["headers"] = dict(opts.headers)
         if opts.asymmetric_signing:
@@ -257,7 +274,7 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
         return _out(opts, shown, lambda: webhook_fields(shown))
     if action in ("enable", "disable", "update"):
         if action == "update":
-            names = ("name", "url", "events", "rate_limit_per_s", "ordering")
+            names = ("name", "url", "events", "rate_limit_per_s", "ordering", "filter")
             changes = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
             if opts.headers or opts.clear_headers:
                 changes["headers"] = dict(opts.headers or [])
@@ -266,12 +283,17 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
             if not changes:
                 raise CliError(
                     "nothing to update: give --name, --url, --events, --rate-limit, --ordering, --header,"
-                    " --clear-headers or --asymmetric-signing"
+                    " --clear-headers, --asymmetric-signing or --filter"
                 )
         else:
             changes = {"active": action == "enable"}
         updated = client.call("PATCH", path, changes)
         return _out(opts, updated, lambda: webhook_fields(updated))
+    if action == "filter-preview":
+        body = {"filter": opts.filter, "days": opts.days}
+        body |= {k: getattr(opts, k) for k in ("limit", "cursor") if getattr(opts, k) is not None}
+        answer = client.call("POST", f"{path}/filter-preview", body)
+        return _out(opts, answer, lambda: filter_preview_text(answer))
     if action == "notify-email":
         account = (
             client.call("GET", "/v1/account")
@@ -351,6 +373,23 @@ def run(opts: argparse.Namespace, client: ApiClient) -> str:
         shown = client.call("GET", f"{path}/replays/{urllib.parse.quote(opts.replay_id, safe='')}")
         return _out(opts, shown, lambda: _replay_text(shown))
     raise CliError(f"unknown action {action}")  # pragma: no cover - argparse restricts the choices
+
+
+def filter_preview_text(page: dict[str, Any]) -> str:
+    """The counts, a sample of each kind, and how to go on when the page did not reach the range's end."""
+    lines = [
+        f"since {page['since']}: read {page['scanned']} stored events ({page['other_types']} of other types)",
+        f"  sent: {page['matched']}   left out: {page['not_matched']}   could not be evaluated: {page['errored']}",
+    ]
+    for kind, label in (("matched", "sent"), ("not_matched", "left out"), ("errored", "not evaluated")):
+        for sample in page["samples"][kind][:1]:
+            why = f": {sample['error']}" if sample.get("error") else ""
+            lines.append(f"  e.g. {label}: {sample['event_id']} ({sample['event_type']}){why}")
+    if page["cut_short"]:
+        lines.append("  the scan stopped at its time limit; go on with --cursor " + page["next_cursor"])
+    elif page["next_cursor"]:
+        lines.append("  more stored events; go on with --cursor " + page["next_cursor"])
+    return "\n".join(lines)
 
 
 def _preview_text(preview: dict[str, Any]) -> str:

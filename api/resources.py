@@ -47,6 +47,7 @@ class Resources:
     redeliver_rate: SlidingWindow = field(init=False)
     recover_rate: SlidingWindow = field(init=False)
     url_change_rate: SlidingWindow = field(init=False)
+    filter_preview_rate: SlidingWindow = field(init=False)
 
     def __post_init__(self) -> None:
         self.create_rate = SlidingWindow(self.settings.creates_per_minute)
@@ -54,6 +55,7 @@ class Resources:
         self.redeliver_rate = SlidingWindow(self.settings.redeliveries_per_minute)
         self.recover_rate = SlidingWindow(self.settings.recovers_per_minute)
         self.url_change_rate = SlidingWindow(self.settings.url_changes_per_minute)
+        self.filter_preview_rate = SlidingWindow(self.settings.filter_previews_per_minute)
 
     @property
     def store(self) -> Store:

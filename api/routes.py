@@ -8,7 +8,17 @@ from functools import cache
 
 from aiohttp import web
 
-from api import api_keys, deliveries, notifications, portal_sessions, readiness, replays, webhook_stats, webhooks
+from api import (
+    api_keys,
+    deliveries,
+    filter_preview,
+    notifications,
+    portal_sessions,
+    readiness,
+    replays,
+    webhook_stats,
+    webhooks,
+)
 from api.event_types import catalog_body
 from api.openapi import document
 from api.operation import Operation, json_response
@@ -23,6 +33,8 @@ from schemas.api import (
     DeliveryPage,
     DeliveryQuery,
     EventTypeList,
+    FilterPreview,
+    FilterPreviewRequest,
     Health,
     NotificationEmailConfirm,
     PortalExchange,
@@ -376,6 +388,23 @@ OPERATIONS: tuple[Operation, ...] = (
         " A link used before (`portal_link_used`: the session it opened is ended too), expired"
         " (`portal_link_expired`), revoked (`portal_link_revoked`) or unknown (`portal_link_invalid`) is a 401.",
         errors=(401,),
+    ),
+    Operation(
+        "POST",
+        f"{_WEBHOOK}/filter-preview",
+        filter_preview.preview_filter,
+        "previewWebhookFilter",
+        "Preview a filter",
+        "webhooks",
+        request=FilterPreviewRequest,
+        response=FilterPreview,
+        description="Runs a candidate filter over the account's stored events of the webhook's subscribed types of"
+        " the last `days` days, newest first, and counts what it would let through, leave out and fail on, with a"
+        " few samples of each; nothing is saved. One page reads at most `limit` events and stops at a time bound"
+        " (`cut_short`); add the pages' counts (`next_cursor`) for the whole range. A bad filter is a 422 naming"
+        " `filter`, the error and its line and column. Quota: preview pages per minute (429 with Retry-After,"
+        " `error.limit` names it).",
+        errors=(429,),
     ),
 )
 

@@ -7,7 +7,7 @@ import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 import psycopg
@@ -64,6 +64,7 @@ class WebhookRow:
     signing_key_ciphertext: bytes | None = None
     previous_signing_key_ciphertext: bytes | None = None
     previous_signing_key_expires_at: datetime | None = None
+    filter: str | None = None
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -136,6 +137,14 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    logged_on: date
+    event_id: str
+    event: str | None
+    """The payload's JSON text; None when its type is not one asked for (not read out)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryFilter:
     event_type: str | None = None
     outcome: str | None = None
@@ -166,6 +175,7 @@ _WEBHOOK_COLUMNS = (
     "signing_key_ciphertext",
     "previous_signing_key_ciphertext",
     "previous_signing_key_expires_at",
+    "filter",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -211,7 +221,17 @@ _ROLLUP_ONE = rollup_sql(
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
 _UPDATABLE = frozenset(
-    {"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext", "signing_key_ciphertext"}
+    {
+        "name",
+        "url",
+        "events",
+        "active",
+        "rate_limit_per_s",
+        "ordering",
+        "headers_ciphertext",
+        "signing_key_ciphertext",
+        "filter",
+    }
 )
 
 # Asymmetric signing on keeps a key the webhook already has (a second `true` changes nothing, and of two at
@@ -416,15 +436,16 @@ class Store:
         ordering: str = "unordered",
         sealed_headers: bytes | None = None,
         sealed_signing_key: bytes | None = None,
+        filter_text: str | None = None,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " rate_limit_per_s, ordering, headers_ciphertext, signing_key_ciphertext, disabled_reason,"
+                    " rate_limit_per_s, ordering, headers_ciphertext, signing_key_ciphertext, filter, disabled_reason,"
                     " disabled_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
                     " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
                 (
@@ -439,6 +460,7 @@ class Store:
                     ordering,
                     sealed_headers,
                     sealed_signing_key,
+                    filter_text,
                     active,
                     active,
                 ),
@@ -608,6 +630,28 @@ class Store:
                     "SELECT {} FROM delivery_attempts WHERE {}"
                     " ORDER BY attempted_at DESC, attempt_id DESC LIMIT %(limit)s"
                 ).format(_DELIVERY, sql.SQL(" AND ").join(map(sql.SQL, clauses))),
+                params,
+            )
+            return await cur.fetchall()
+
+    async def stored_events(
+        self, account_id: str, since: date, before: tuple[date, str] | None, event_types: Sequence[str], limit: int
+    ) -> list[StoredEvent]:
+        """One account's stored event payloads from `since` on, newest first (logged_on, event_id), strictly
+        after the keyset `before`; served by event_payloads_account_idx, so a page costs its own rows only."""
+        clauses = ["account_id = %(account_id)s", "logged_on >= %(since)s"]  # fixed texts only
+        params: dict[str, Any] = {"account_id": account_id, "since": since, "types": list(event_types), "limit": limit}
+        if before is not None:
+            clauses.append("(logged_on, event_id) < (%(before_day)s, %(before_id)s)")
+            params["before_day"], params["before_id"] = before
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(StoredEvent))
+            await cur.execute(
+                sql.SQL(
+                    "SELECT logged_on, event_id,"
+                    " CASE WHEN event->>'type' = ANY(%(types)s) THEN event::text END AS event FROM event_payloads"
+                    " WHERE {} ORDER BY logged_on DESC, event_id DESC LIMIT %(limit)s"
+                ).format(sql.SQL(" AND ").join(map(sql.SQL, clauses))),
                 params,
             )
             return await cur.fetchall()

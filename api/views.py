@@ -61,6 +61,7 @@ def _fields(
         "previous_secret_expires_at": overlap if row.previous_secret_ciphertext and overlap and overlap > now else None,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
+        "filter": row.filter,
     }
 
 

@@ -73,6 +73,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         body.ordering,
         seal_headers(resources.box, webhook_id, body.headers or {}),
         seal_signing_key(resources.box, webhook_id, signing_key) if signing_key is not None else None,
+        body.filter or None,
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
     keys = (signing_key, None)
@@ -108,6 +109,8 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     changes = body.model_dump(exclude_none=True, mode="json")
     if changes.get("rate_limit_per_s") == 0:
         changes["rate_limit_per_s"] = None  # 0 removes the limit
+    if changes.get("filter") == "":
+        changes["filter"] = None  # "" removes the filter
     if "headers" in changes:  # sealed like the secret; the log line names the field, never the values
         changes["headers_ciphertext"] = seal_headers(resources.box, row.id, changes.pop("headers"))
     if "asymmetric_signing" in changes:  # on: a key unless it has one; off: its keys are dropped

@@ -27,6 +27,7 @@ class Endpoint:
     signing_key: str | None = None  # Ed25519 private key (`whsk_`), when the webhook opted in to `v1a`
     previous_signing_key: str | None = None
     previous_signing_key_expires_at: datetime | None = None
+    filter: str | None = None  # CEL over the event, applied at fan-out (schemas/event_filter.py); None: every event
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"

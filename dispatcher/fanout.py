@@ -14,6 +14,7 @@ from typing import Any
 
 from delivery.endpoint import Endpoint
 from schemas.catalog import OPERATIONAL_TYPES
+from schemas.event_filter import EventInput, FilterError, FilterFailed, compile_filter, matches
 from schemas.models import Event
 
 
@@ -24,6 +25,40 @@ def recipients(event: Event, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint
         return endpoints
     about = event.data.get("webhook_id")
     return [e for e in endpoints if e.id != about]
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """The recipients whose filters let the event through, and how many were left out and why."""
+
+    endpoints: Sequence[Endpoint]
+    filtered_out: int = 0
+    failed: int = 0
+
+
+def apply_filters(event: Event, endpoints: Sequence[Endpoint]) -> Filtered:
+    """Applied after the event-type match, to the matched webhooks only. A filter that cannot answer for
+    this event (a missing field, a type mismatch, or a stored text this version no longer compiles) leaves
+    the webhook out and is counted, never raised: one customer's filter cannot stop the partition."""
+    if all(e.filter is None for e in endpoints):
+        return Filtered(endpoints)
+    event_input = EventInput(event.type.value, event.account_id, event.data)
+    kept: list[Endpoint] = []
+    filtered_out = failed = 0
+    for endpoint in endpoints:
+        if endpoint.filter is None:
+            kept.append(endpoint)
+            continue
+        try:
+            passes = matches(compile_filter(endpoint.filter), event_input)
+        except (FilterFailed, FilterError):
+            failed += 1
+            continue
+        if passes:
+            kept.append(endpoint)
+        else:
+            filtered_out += 1
+    return Filtered(kept, filtered_out, failed)
 
 
 @dataclass

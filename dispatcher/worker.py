@@ -33,7 +33,7 @@ from typing import Any
 from delivery.deliverer import Deliverer, DeliveryResult, record_json
 from delivery.endpoint import Endpoint
 from delivery.wire_json import attempt_json, event_bytes, task_json
-from dispatcher.fanout import FanoutJob, recipients
+from dispatcher.fanout import FanoutJob, apply_filters, recipients
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_park
 from dispatcher.stage_consumer import StageConsumer
@@ -271,7 +271,12 @@ class Dispatcher:
         if isinstance(event, Invalid):
             self._spawn(self._finish_after(self._to_invalid(message, event), claim), key)
             return
-        endpoints = recipients(event, self._index.match(event.account_id, event.type))
+        filtered = apply_filters(event, recipients(event, self._index.match(event.account_id, event.type)))
+        if filtered.filtered_out:
+            metrics.FILTERED_OUT.labels(event.type.value).inc(filtered.filtered_out)
+        if filtered.failed:
+            metrics.FILTER_ERRORS.labels(event.type.value).inc(filtered.failed)
+        endpoints = filtered.endpoints
         if not endpoints:
             self._finish(claim)
             return

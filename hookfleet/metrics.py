@@ -230,6 +230,14 @@ LOG_PRUNE_DURATION = Histogram(
 LOG_PARTITIONS_DROPPED = Counter("hookfleet_log_partitions_dropped", "Expired day partitions dropped")
 REPLAY_EVENTS = Counter("hookfleet_replay_events", "Events of replays, by progress (selected, queued)", ["state"])
 REPLAYS_RUNNING = Gauge("hookfleet_replays_running", "Replays this API process is enqueuing now")
+FILTERED_OUT = Counter(
+    "hookfleet_filtered_out", "Fan-out: deliveries a webhook's filter left out (it gave false)", ["event_type"]
+)
+FILTER_ERRORS = Counter(
+    "hookfleet_filter_errors",
+    "Fan-out: deliveries left out because the webhook's filter could not be evaluated on the event",
+    ["event_type"],
+)
 
 
 def stats_callback(group: str) -> Callable[[str], None]:
@@ -269,6 +277,8 @@ def init_label_values(event_types: Iterable[str], outcomes: Iterable[str]) -> No
     outcomes = list(outcomes)
     for event_type in event_types:
         DEAD_LETTERS.labels(event_type)
+        FILTERED_OUT.labels(event_type)
+        FILTER_ERRORS.labels(event_type)
         for outcome in outcomes:
             DELIVERIES.labels(event_type, outcome)
     for stage in ("10s", "60s", "5m", "parked"):

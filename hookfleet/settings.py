@@ -421,6 +421,9 @@ class ApiSettings(DeliverySettings, SecretKeySettings, MailSettings):
     recovers_per_minute: int = Field(
         default=10, ge=1, description="recovers (dead-letter redrives) per account per minute, per API process"
     )
+    filter_previews_per_minute: int = Field(
+        default=30, ge=1, description="filter preview pages per account per minute, per API process (each up to 2 s)"
+    )
     public_url: str | None = Field(
         default=None,
         description="the API's public origin (https://host[:port]) that portal links are built on; unset: the"

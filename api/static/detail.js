@@ -87,7 +87,8 @@ function renderHeader(webhook) {
   status.replaceChildren(statusBadge(webhook.status));
   if (!webhook.active) status.append(" ", el("span", { class: "badge test", text: "Off" }), ` ${offReason(webhook)}`);
   else status.append(` since ${since.toLocaleString()}`);
-  $("detail-events").textContent = `Subscribed to: ${webhook.events.join(", ")}`;
+  $("detail-events").textContent = `Subscribed to: ${webhook.events.join(", ")}`
+    + (webhook.filter ? `, only when ${webhook.filter}` : "");
   renderPublicKey(webhook);
 }
 
@@ -344,6 +345,9 @@ async function openEdit(id) {
   $("wh-headers-keep").textContent = names.length
     ? ` Current: ${names.join(", ")} (values hidden). Leave empty to keep them; enter new lines to replace them all.`
     : "";
+  $("wh-filter").value = webhook.filter || "";
+  $("filter-preview-box").hidden = false;
+  $("filter-preview-result").textContent = "";
   $("webhook-form").hidden = false;
   $("wh-name").focus();
 }
@@ -375,6 +379,8 @@ async function saveEdit() {
   if ($("wh-ed25519").checked !== webhook.asymmetric_signing) changes.asymmetric_signing = $("wh-ed25519").checked;
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) changes.headers = headers;
+  const filter = $("wh-filter").value.trim();
+  if (filter !== (webhook.filter || "")) changes.filter = filter; // "" removes it
   try {
     const updated = Object.keys(changes).length ? await api("PATCH", `/v1/webhooks/${webhook.id}`, changes) : webhook;
     state.editing = null;

@@ -309,6 +309,7 @@ const FORM_FIELDS = {
   rate_limit_per_s: "wh-rate",
   headers: "wh-headers",
   asymmetric_signing: "wh-ed25519",
+  filter: "wh-filter",
 };
 
 // "Name: value" lines -> {Name: "value"}; a line without a colon is reported by the API's own check.
@@ -349,8 +350,41 @@ function openForm() {
   $("form-submit").textContent = "Create webhook";
   $("form-hint").hidden = true;
   $("wh-headers-keep").textContent = "";
+  $("filter-preview-box").hidden = true; // a preview reads a webhook's subscribed events: once it exists
+  $("filter-preview-result").textContent = "";
   $("webhook-form").hidden = false;
   $("wh-name").focus();
+}
+
+// The candidate filter over the account's stored events (POST .../filter-preview): what it would send,
+// leave out and fail on. One page of at most 10,000 events; the answer says when the scan stopped early.
+async function previewFilter() {
+  const webhook = state.editing;
+  const result = $("filter-preview-result");
+  setFieldError("wh-filter", "");
+  const filter = $("wh-filter").value.trim();
+  if (!webhook) return;
+  if (!filter) {
+    result.textContent = "Without a filter every event of the chosen types is sent.";
+    return;
+  }
+  result.textContent = "Previewing…";
+  try {
+    const days = Number($("wh-filter-days").value);
+    const page = await api("POST", `/v1/webhooks/${webhook.id}/filter-preview`, { filter, days, limit: 10000 });
+    const evaluated = page.matched + page.not_matched + page.errored;
+    let text = `Of ${evaluated} stored events of its types: ${page.matched} would be sent, ${page.not_matched} left out,`
+      + ` ${page.errored} could not be evaluated (not sent).`;
+    const failure = page.samples.errored[0];
+    if (failure) text += ` For example ${failure.event_id}: ${failure.error}.`;
+    if (page.cut_short) text += " The scan stopped at its time limit: these are the newest events only.";
+    else if (page.next_cursor) text += " Only the newest 10,000 stored events were read.";
+    if (!evaluated) text = `No stored events of its types in the last ${days} day(s).`;
+    result.textContent = text;
+  } catch (error) {
+    result.textContent = "";
+    showApiError(error);
+  }
 }
 
 function validateForm(body) {
@@ -381,6 +415,8 @@ async function createWebhook(event) {
   if (rate) body.rate_limit_per_s = Number(rate);
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) body.headers = headers;
+  const filter = $("wh-filter").value.trim();
+  if (filter) body.filter = filter;
   const problems = validateForm(body);
   if (Object.keys(problems).length) {
     for (const [field, message] of Object.entries(problems)) setFieldError(FORM_FIELDS[field], message);
@@ -597,6 +633,7 @@ document.addEventListener("DOMContentLoaded", () => {
     else $("new-webhook").focus();
   });
   $("webhook-form").addEventListener("submit", createWebhook);
+  $("filter-preview").addEventListener("click", previewFilter);
   $("notify-form").addEventListener("submit", saveNotifyEmail);
   $("confirm-form").addEventListener("submit", confirmNotifyEmail);
   $("copy-secret").addEventListener("click", copySecret);

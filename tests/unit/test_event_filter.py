@@ -1,0 +1,134 @@
+"""Webhook filters, known answers: what matches, what cannot be saved (and where), what fails per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from schemas.event_filter import (
+    MAX_FILTER_LENGTH,
+    EventInput,
+    FilterError,
+    FilterFailed,
+    check_filter,
+    compile_filter,
+    matches,
+)
+
+INVOICE: dict[str, Any] = {
+    "amount": 1200,
+    "currency": "eur",
+    "customer": {"id": "cus_1", "tier": "gold"},
+    "lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 0}],
+    "note": None,
+}
+
+
+def _event(data: dict[str, Any] | None = None, event_type: str = "invoice.paid") -> EventInput:
+    return EventInput(event_type, "acct_1", INVOICE if data is None else data)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('type == "invoice.paid"', True),
+        ('type == "invoice.created"', False),
+        ('account_id == "acct_1"', True),
+        ("data.amount > 1000", True),
+        ("data.amount >= 1200 && data.amount < 1201", True),
+        ('data.currency in ["usd", "gbp"]', False),
+        ('data.customer.tier == "gold" || data.amount > 5000', True),
+        ('data["currency"].startsWith("e")', True),
+        ('data.customer.id.matches("^cus_[0-9]+$")', True),
+        ("has(data.refund)", False),
+        ("!has(data.refund) && has(data.customer.tier)", True),
+        ("data.lines.exists(l, l.qty == 0)", True),
+        ("size(data.lines) == 2", True),
+        ("data.note == null", True),
+        ("type(data.amount) == int", True),
+        ('type.endsWith(".paid")', True),
+    ],
+)
+def test_known_answers(text: str, expected: bool) -> None:
+    assert matches(compile_filter(text), _event()) is expected
+
+
+def test_one_event_input_serves_filters_with_and_without_data() -> None:
+    event = _event()
+    assert matches(compile_filter('type == "invoice.paid"'), event)
+    assert matches(compile_filter("data.amount == 1200"), event)
+    assert matches(compile_filter('account_id == "acct_1"'), event)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "line", "column"),
+    [
+        ("data.amount >", "syntax error: mismatched input '<EOF>'", 1, 14),
+        ('type == "a" &&& data.x', "syntax error: token recognition error", 1, 15),
+        ('type == "a"\n  && (data.x', "syntax error: missing ')'", 2, 13),
+        ("amount > 10", "unknown name 'amount'", 1, 1),
+        ('type == "a" && customer.tier == "gold"', "unknown name 'customer'", 1, 16),
+        ("data.a.all(x, data.b.exists(y, x == y))", "at most one of all()", 1, 22),
+        ("   ", "filter is empty", 1, 1),
+        ("true || " * 200 + "true", "filter is 1604 characters long, at most 1000", 1, MAX_FILTER_LENGTH + 1),
+    ],
+)
+def test_refused_with_reason_and_position(text: str, reason: str, line: int, column: int) -> None:
+    with pytest.raises(FilterError) as refused:
+        check_filter(text)
+    assert refused.value.reason.startswith(reason), refused.value.reason
+    assert (refused.value.line, refused.value.column) == (line, column)
+    assert f"line {line}, column {column}" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("data.refund.amount > 0", 'Key not found in map : "refund"'),
+        ('data.amount + "x" == "y"', "No matching overloads found : _+_(int64, string)"),
+        ("data.amount / 0 == 1", "divide by zero"),
+        ("data.amount", "filter gave int, not true or false"),
+        ("data.customer", "filter gave dict, not true or false"),
+    ],
+)
+def test_an_event_the_filter_cannot_answer_for_fails_with_why(text: str, why: str) -> None:
+    with pytest.raises(FilterFailed) as failed:
+        matches(compile_filter(text), _event())
+    assert why in str(failed.value)
+
+
+def test_the_same_text_compiles_once() -> None:
+    assert compile_filter("data.amount > 7") is compile_filter("data.amount > 7")
+
+
+def test_a_rejected_text_is_rejected_again_from_the_cache() -> None:
+    for _ in range(2):
+        with pytest.raises(FilterError, match="unknown name 'nope'"):
+            compile_filter("nope == 1")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("data.amount * 9223372036854775807 > 0", "integer overflow"),
+        ('data.currency.matches("[")', "invalid regular expression: missing ]: ["),
+        ("data.lines[5].qty == 1", "Index error: index=5 size=2"),
+        ("data.many.exists(n, n < 0)", "Iteration budget exceeded"),  # the runtime's own bound: 10,000
+    ],
+)
+def test_runtime_failures_are_one_short_line_without_status_codes(text: str, why: str) -> None:
+    with pytest.raises(FilterFailed) as failed:
+        matches(compile_filter(text), _event({**INVOICE, "many": list(range(10_000))}))
+    assert str(failed.value) == why and "\n" not in str(failed.value) and len(str(failed.value)) <= 200
+
+
+def test_nesting_deeper_than_the_parsers_limit_is_refused() -> None:
+    with pytest.raises(FilterError, match="recursion limit exceeded"):
+        check_filter("(" * 40 + "true" + ")" * 40)
+
+
+def test_a_payload_value_the_runtime_cannot_take_fails_the_filter_not_the_caller() -> None:
+    event = _event({**INVOICE, "huge": 2**70})  # JSON allows it; CEL's int is 64 bits
+    with pytest.raises(FilterFailed, match="out of range"):
+        matches(compile_filter("data.amount > 1"), event)
