@@ -1,4 +1,5 @@
-"""Idempotent publishing: which keyed events the fan-out has already fanned out, per events partition. Pure.
+"""Idempotent publishing: which keyed events the fan-out has already fanned out, per events partition. Pure
+(the header and the changelog record are schemas/idempotency.py).
 
 A product that publishes an event with the Kafka header `idempotency-key` asks for it to be fanned out
 once per key and account within `HOOKFLEET_IDEMPOTENCY_WINDOW_S`, however often it publishes it. Events are
@@ -22,93 +23,17 @@ Measured cost in bench/RESULTS.md ("Idempotent publishing").
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 from enum import Enum
 from itertools import islice
 
-from hookfleet.kafka import Headers
-
-IDEMPOTENCY_HEADER = "idempotency-key"
-"""The Kafka header a publisher puts the key in (UTF-8)."""
-MAX_KEY_BYTES = 200
-"""Longest key accepted, in UTF-8 bytes: room for a UUID, an order number with a prefix, or a hash."""
 EXPIRE_EVERY_MS = 1000
 """How often expired keys are evicted (a lookup also checks the window itself, so this only frees memory)."""
 _OFFSET_BITS = 64
 
 
-class InvalidIdempotencyKey(ValueError):
-    """The idempotency-key header is not a usable key; the message names the header, the size and the fix."""
-
-
-def key_from_headers(headers: Headers | None) -> str | None:
-    """The message's idempotency key, None when it has none; raises InvalidIdempotencyKey for an unusable one."""
-    if not headers:
-        return None
-    for name, value in headers:
-        if name != IDEMPOTENCY_HEADER:
-            continue
-        raw = value.encode() if isinstance(value, str) else (value or b"")
-        return validate_key(raw)
-    return None
-
-
-def validate_key(raw: bytes) -> str:
-    """A key is 1-200 bytes of UTF-8 without control characters (it is shown in logs and read by tools)."""
-    if not 1 <= len(raw) <= MAX_KEY_BYTES:
-        raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must be 1-{MAX_KEY_BYTES} bytes (got {len(raw)})")
-    try:
-        key = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must be UTF-8") from None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must not contain control characters")
-    return key
-
-
-def changelog_key(account_id: str, key: str) -> bytes:
-    """The changelog record's Kafka key: unambiguous, since account ids never contain '/'."""
-    return f"{account_id}/{key}".encode()
-
-
 def digest(record_key: bytes) -> bytes:
     """What the store keeps of a key: 16 bytes (a collision, which would drop an event, needs ~2^64 keys)."""
     return hashlib.blake2b(record_key, digest_size=16).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class FirstSight:
-    """The changelog record's value: which event a key became, and where and when the fan-out saw it."""
-
-    account_id: str
-    idempotency_key: str
-    event_id: str
-    events_offset: int
-    first_seen_ms: int
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "account_id": self.account_id,
-                "idempotency_key": self.idempotency_key,
-                "event_id": self.event_id,
-                "events_offset": self.events_offset,
-                "first_seen_ms": self.first_seen_ms,
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @staticmethod
-    def from_json(raw: bytes) -> FirstSight:
-        value = json.loads(raw)
-        return FirstSight(
-            str(value["account_id"]),
-            str(value["idempotency_key"]),
-            str(value["event_id"]),
-            int(value["events_offset"]),
-            int(value["first_seen_ms"]),
-        )
 
 
 class Verdict(Enum):

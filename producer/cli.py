@@ -19,7 +19,7 @@ from hookfleet import tracing
 from hookfleet.cli import CliError
 from hookfleet.kafka import KafkaError, Message, check_broker
 from hookfleet.settings import CommonSettings
-from producer.publisher import EventPublisher, build_event, event_body
+from producer.publisher import EventPublisher, build_event, event_body, first_publish
 from schemas.models import Event
 from schemas.validation import first_error
 
@@ -137,3 +137,19 @@ def _publish_file(settings: CommonSettings, path: str) -> int:
     summary = f"sent {acked}, rejected {len(rejected)}"
     print("\r" + summary + (f", not acknowledged {unacked} ({failed[0] if failed else 'timeout'})" if unacked else ""))
     return 0 if not rejected and not unacked else 1
+
+
+def idempotency_key(args: argparse.Namespace) -> int:
+    """`hookfleet idempotency-key --account A KEY`: the first publish of KEY, as JSON; exit 1 when none."""
+    try:
+        sight = first_publish(args.account, args.key)
+    except ValueError as exc:  # InvalidIdempotencyKey
+        raise CliError(str(exc)) from None
+    if sight is None:
+        print(
+            f"no publish with idempotency-key {args.key!r} for account {args.account} within the window",
+            file=sys.stderr,
+        )
+        return 1
+    print(sight.to_json().decode())
+    return 0

@@ -6,16 +6,9 @@ import re
 
 import pytest
 
-from dispatcher.idempotency import (
-    FirstSight,
-    InvalidIdempotencyKey,
-    KeyStore,
-    Verdict,
-    changelog_key,
-    digest,
-    key_from_headers,
-)
+from dispatcher.idempotency import KeyStore, Verdict, digest
 from hookfleet.kafka import Headers
+from schemas.idempotency import FirstSight, InvalidIdempotencyKey, changelog_key, key_from_headers
 
 HOUR_MS = 3_600_000
 T0 = 1_800_000_000_000

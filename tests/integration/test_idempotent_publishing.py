@@ -1,0 +1,96 @@
+"""Idempotent publishing with real processes: the same idempotency key published again and again — right
+behind the first publish, after a `kill -9` of the dispatcher (its fan-out stage), and after a second
+dispatcher joined and took over events partitions — reaches each webhook exactly once, as the first event."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from hookfleet.settings import CommonSettings
+from producer.publisher import EventPublisher, build_event, first_publish
+from schemas.catalog import EventType
+from schemas.topics import Topics
+from tests.conftest import TEST_PARTITIONS
+from tests.integration.test_dispatcher import publisher_for
+from tests.integration.test_scale_out import wait_for_split
+from tests.support.fleet import Fleet, seed_account, seed_webhook
+from tests.support.group_offsets import fleet_idle
+from tests.support.receiver import HttpsReceiver
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS = [f"acct_idem_{n}" for n in range(6)]  # their keys land on every one of the 3 events partitions
+
+
+def publish_round(publisher: EventPublisher, keys: dict[str, str], n: int) -> dict[str, str]:
+    """One publish per account with that account's key; returns account -> event id, and checks the
+    accounts covered every events partition (so whichever partitions a rebalance moves, keys move too)."""
+    ids: dict[str, str] = {}
+    partitions = set()
+    for account, key in keys.items():
+        event = build_event(account, EventType.MESSAGE_SENT, {"round": n})
+        sent = publisher.publish_and_wait(event, idempotency_key=key)
+        partitions.add(sent.partition())
+        ids[account] = event.id
+    assert partitions == set(range(TEST_PARTITIONS)), partitions
+    return ids
+
+
+def restored_keys(log: str) -> int:
+    return sum(int(n) for n in re.findall(r"event=idempotency_keys_restored partition=\d+ records=\d+ keys=(\d+)", log))
+
+
+def test_a_key_published_again_around_a_kill_9_and_a_rebalance_is_delivered_once(
+    fleet: Fleet, receiver: HttpsReceiver, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    paths: dict[str, str] = {}
+    for account in ACCOUNTS:
+        seed_account(database_url, account)
+        path = f"/{account}"
+        _, secret = seed_webhook(database_url, account, receiver.url(path), ["message.sent"])
+        receiver.expect(path, secret=secret)
+        paths[account] = path
+    keys = {account: f"order-{account}-1" for account in ACCOUNTS}
+    idle = lambda: fleet_idle(kafka_bootstrap, topics, ("dispatcher",))  # noqa: E731
+    group = f"{topics.prefix}hookfleet-dispatcher"
+    partitions = {(topic, p) for topic in (topics.events, topics.deliveries) for p in range(TEST_PARTITIONS)}
+
+    with publisher_for(kafka_bootstrap, topics) as publisher:
+        # 1. The first publish, and a retry right behind it (a new event id, the same key): one fan-out.
+        first = fleet.start_dispatcher("dispatcher-1")
+        firsts = publish_round(publisher, keys, 1)
+        publish_round(publisher, keys, 2)
+        assert receiver.wait_for(lambda: receiver.count() >= len(ACCOUNTS), timeout_s=60), receiver.count()
+        wait_until(idle, 60, "dispatcher-1 to finish and commit both rounds")
+
+        # 2. kill -9: no drain, no final commit; the key is published again while no fan-out runs. The next
+        # dispatcher restores the keys from the changelog before it reads that publish.
+        first.kill()
+        publish_round(publisher, keys, 3)
+        second = fleet.start_dispatcher("dispatcher-2")
+        wait_until(idle, 90, "dispatcher-2 to take over the partitions and finish the third round")
+
+        # 3. A second dispatcher joins: the events partitions it takes over come with their keys.
+        third = fleet.start_dispatcher("dispatcher-3")
+        wait_for_split(kafka_bootstrap, group, partitions, members=4)  # two dispatchers, two stages each
+        publish_round(publisher, keys, 4)
+        wait_until(idle, 60, "both dispatchers to finish the fourth round")
+
+    copies = Counter((r.path, r.event_id) for r in receiver.received)
+    assert copies == Counter({(paths[a], firsts[a]): 1 for a in ACCOUNTS}), copies
+    assert all(r.signature_ok for r in receiver.received)
+    assert restored_keys(second.log_text()) == len(ACCOUNTS), second.log_text()[-3000:]
+    moved = restored_keys(third.log_text())
+    assert moved >= 1, "no events partition with a key moved to dispatcher-3: the rebalance proved nothing"
+    dropped = sum(role.log_text().count("event=idempotent_duplicate") for role in (first, second, third))
+    assert dropped == 3 * len(ACCOUNTS), dropped
+    # The publisher can learn which event each key became (`hookfleet idempotency-key` prints the same).
+    settings = CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topics.prefix)
+    for account in ACCOUNTS:
+        sight = first_publish(account, keys[account], settings)
+        assert sight is not None and sight.event_id == firsts[account], (account, sight)
+    assert first_publish(ACCOUNTS[0], "never-published", settings) is None
