@@ -2,8 +2,8 @@
 # Installs the Debian packages the local stack (and, with `test`, the test suite) needs, when missing:
 # one `apt-get update`, then the installs. Nothing is downloaded outside Debian's packages.
 #   core: PostgreSQL (the local database), Java and Maven (the Kafka broker from Maven Central jars)
-#   test: Prometheus (the observability test) with its promtool (the alert-rule unit tests), and Chromium
-#         (the browser tests, driven by Playwright)
+#   test: Prometheus (the observability test) with its promtool (the alert-rule unit tests), Chromium
+#         (the browser tests, driven by Playwright), and Node.js with npm (the Node.js publisher test)
 #   containers: podman and what it needs to build and run the compose images (deploy/podman/containers.sh)
 # `make test` asks for all three sets in one run: apt-get takes one lock, so Debian packages are one step.
 #   system-packages.sh --missing SET...   prints the missing packages (one a line), installs nothing
@@ -25,6 +25,8 @@ for set in "$@"; do
       { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || plain+=(prometheus)
       [ -x /usr/bin/chromium ] || with_recommends+=(chromium)
       [ -x /usr/bin/chromedriver ] || with_recommends+=(chromium-driver)
+      command -v node >/dev/null || plain+=(nodejs) # the Node.js publisher test (tests/node)
+      command -v npm >/dev/null || plain+=(npm)
       ;;
     containers)
       command -v podman >/dev/null || plain+=(podman)
