@@ -131,7 +131,7 @@ async def _serve(
         deliverer,
         index,
         heartbeat,
-        read_changelog=lambda topic, partition: read_partition(bootstrap, topic, partition),
+        read_changelog=lambda topic, partition, last: read_partition(bootstrap, topic, partition, last),
     )
     running.append(dispatcher)
     metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(dispatcher.assigned))

@@ -61,11 +61,12 @@ log = logging.getLogger(__name__)
 
 TP = PartitionKey
 
-ChangelogReader = Callable[[str, int], Iterable[tuple[bytes | None, bytes | None]]]
-"""(topic, partition) -> its records from start to end (hookfleet/stream/changelog.py `read_partition`)."""
+ChangelogReader = Callable[[str, int, int], Iterable[tuple[bytes | None, bytes | None]]]
+"""(topic, partition, last) -> the records of its last `last` offsets, up to its end
+(hookfleet/stream/changelog.py `read_partition`)."""
 
 
-def _no_changelog(_topic: str, _partition: int) -> Iterable[tuple[bytes | None, bytes | None]]:
+def _no_changelog(_topic: str, _partition: int, _last: int) -> Iterable[tuple[bytes | None, bytes | None]]:
     return ()
 
 
@@ -404,7 +405,9 @@ class Dispatcher:
             store = self._new_key_store()
             now_ms = int(time.time() * 1000)
             records = unreadable = 0
-            for raw_key, value in self._read_changelog(self._topics.idempotency, partition[1]):
+            # Each key is written once, so the last max_keys records are the newest keys: all a full store keeps.
+            last = self._settings.idempotency_max_keys
+            for raw_key, value in self._read_changelog(self._topics.idempotency, partition[1], last):
                 records += 1
                 try:
                     sight = FirstSight.from_json(value or b"")

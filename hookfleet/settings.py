@@ -281,7 +281,7 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings, IdempotencySetting
         default=RETRY_AFTER_CAP_S, ge=0, description="longest wait a receiver's Retry-After (429/503) may ask for"
     )
     idempotency_max_keys: int = Field(
-        default=200_000,
+        default=50_000,
         ge=64,
         description="idempotency keys held per events partition; past it the oldest are forgotten early",
     )

@@ -29,9 +29,11 @@ class ChangelogUnavailable(RuntimeError):
 
 
 def read_partition(
-    bootstrap: str, topic: str, partition: int, timeout_s: float = READ_TIMEOUT_S
+    bootstrap: str, topic: str, partition: int, last: int | None = None, timeout_s: float = READ_TIMEOUT_S
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of `topic`'s `partition`, in offset order, up to its end offset at the start.
+    """Every (key, value) of `topic`'s `partition`, in offset order, up to its end offset at the start;
+    with `last`, only the records of the last `last` offsets (a state bounded to its newest `last` entries,
+    each written once, needs no more: the restore's time is then bounded too).
 
     A topic or partition that does not exist is read as empty, with an error logged (`hookfleet topics
     ensure` creates it): the state starts empty and the stage's writes to it are retried until it exists."""
@@ -55,11 +57,12 @@ def read_partition(
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
         except KafkaException as exc:
             raise ChangelogUnavailable(f"changelog {topic} partition {partition}: {exc}") from exc
-        if high <= low:
+        start = low if last is None else max(low, high - last)
+        if high <= start:
             return
-        consumer.assign([TopicPartition(topic, partition, low)])
+        consumer.assign([TopicPartition(topic, partition, start)])
         progress_at = time.monotonic()
-        position = low
+        position = start
         while position < high:
             messages = consumer.consume(1000, 0.2)
             for message in messages:

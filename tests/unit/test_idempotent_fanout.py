@@ -37,8 +37,8 @@ def fanned_out(broker: MemoryBroker) -> list[tuple[str, str]]:
 async def run_restoring(broker: MemoryBroker, index: SubscriptionIndex, done: Callable[[], bool]) -> None:
     """A fan-out stage that restores its keys from the broker's changelog, as a new owner does."""
 
-    def read(topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-        return [(m.key(), m.value()) for m in broker.messages(topic) if m.partition() == partition]
+    def read(topic: str, partition: int, last: int) -> list[tuple[bytes | None, bytes | None]]:
+        return [(m.key(), m.value()) for m in broker.messages(topic) if m.partition() == partition][-last:]
 
     consumers = {"fanout": MemoryConsumer(broker, SETTINGS.group_id)}
     producer = MemoryProducer(broker)
