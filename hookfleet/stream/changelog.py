@@ -13,9 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-from hookfleet.kafka import client_config
+from hookfleet.kafka import Consumer, KafkaException, TopicPartition, client_config
 
 log = logging.getLogger(__name__)
 

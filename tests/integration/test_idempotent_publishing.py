@@ -94,3 +94,35 @@ def test_a_key_published_again_around_a_kill_9_and_a_rebalance_is_delivered_once
         sight = first_publish(account, keys[account], settings)
         assert sight is not None and sight.event_id == firsts[account], (account, sight)
     assert first_publish(ACCOUNTS[0], "never-published", settings) is None
+
+
+def test_a_key_published_again_after_a_kill_9_mid_fan_out_reaches_each_webhook_only_as_its_first_event(
+    fleet: Fleet, receiver: HttpsReceiver, database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    """The kill lands while the first publishes are being fanned out: their changelog records and tasks may
+    be written and their offsets not committed. The next dispatcher reads them again (READ_AGAIN: fanned out
+    again, the same event id, which receivers drop) and drops the second publish of every key."""
+    paths: dict[str, str] = {}
+    for account in ACCOUNTS:
+        seed_account(database_url, account)
+        path = f"/{account}"
+        _, secret = seed_webhook(database_url, account, receiver.url(path), ["message.sent"])
+        receiver.expect(path, secret=secret)
+        paths[account] = path
+    keys = {account: f"order-{account}" for account in ACCOUNTS}
+    with publisher_for(kafka_bootstrap, topics) as publisher:
+        first = fleet.start_dispatcher("dispatcher-1")
+        firsts = publish_round(publisher, keys, 1)
+        assert receiver.wait_for(lambda: receiver.count() >= 1, timeout_s=60), "nothing was fanned out"
+        first.kill()  # mid-work: the commit interval (0.5 s) has most likely not passed for every partition
+        publish_round(publisher, keys, 2)
+        second = fleet.start_dispatcher("dispatcher-2")
+        wait_until(lambda: fleet_idle(kafka_bootstrap, topics, ("dispatcher",)), 90, "dispatcher-2 to finish")
+
+    delivered: dict[str, set[str]] = {}
+    for r in receiver.received:
+        delivered.setdefault(r.path, set()).add(r.event_id)
+    assert delivered == {paths[a]: {firsts[a]} for a in ACCOUNTS}, delivered
+    assert all(r.signature_ok for r in receiver.received)
+    assert second.log_text().count("event=idempotent_duplicate") == len(ACCOUNTS), second.log_text()[-3000:]
+
