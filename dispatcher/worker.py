@@ -357,16 +357,18 @@ class Dispatcher:
             self._producer.produce(self._topics.deliveries, value, key=webhook_id, on_delivery=acked)
         metrics.FANNED_OUT.inc(len(endpoints))
 
-    def _judge_key(self, message: Message, event: Event, claim: Claim, now_ms: int) -> Verdict | Outgoing | Invalid:
-        """An event published with an idempotency key: DUPLICATE (drop it), READ_AGAIN (the first publish
-        read again: fan out, its key is recorded already), or the changelog record to write with its tasks
-        (a NEW key, recorded now, so a second publish right behind it is a duplicate). No key: READ_AGAIN."""
+    def _judge_key(
+        self, message: Message, event: Event, claim: Claim, now_ms: int
+    ) -> Verdict | Outgoing | Invalid | None:
+        """An event's idempotency key: None without one; DUPLICATE (drop it); READ_AGAIN (the first publish
+        read again: fan out, its key is recorded already); or, for a NEW key, recorded now (so a second
+        publish right behind it is a duplicate), the changelog record to write with its tasks."""
         try:
             idempotency_key = key_from_headers(message_headers(message))
         except InvalidIdempotencyKey as exc:
             return Invalid("invalid_value", str(exc))
         if idempotency_key is None:
-            return Verdict.READ_AGAIN
+            return None
         store = self._keys.get(claim.partition)
         if store is None:  # assigned without a restore (a stage built without the hook): start empty
             store = self._keys[claim.partition] = self._new_key_store()

@@ -125,4 +125,3 @@ def test_a_key_published_again_after_a_kill_9_mid_fan_out_reaches_each_webhook_o
     assert delivered == {paths[a]: {firsts[a]} for a in ACCOUNTS}, delivered
     assert all(r.signature_ok for r in receiver.received)
     assert second.log_text().count("event=idempotent_duplicate") == len(ACCOUNTS), second.log_text()[-3000:]
-
