@@ -4,7 +4,10 @@ dispatcher joined and took over events partitions — reaches each webhook exact
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from collections import Counter
 
 import pytest
@@ -16,7 +19,7 @@ from schemas.topics import Topics
 from tests.conftest import TEST_PARTITIONS
 from tests.integration.test_dispatcher import publisher_for
 from tests.integration.test_scale_out import wait_for_split
-from tests.support.fleet import Fleet, seed_account, seed_webhook
+from tests.support.fleet import HOOKFLEET, Fleet, seed_account, seed_webhook
 from tests.support.group_offsets import fleet_idle
 from tests.support.receiver import HttpsReceiver
 from tests.support.waiting import wait_until
@@ -94,6 +97,15 @@ def test_a_key_published_again_around_a_kill_9_and_a_rebalance_is_delivered_once
         sight = first_publish(account, keys[account], settings)
         assert sight is not None and sight.event_id == firsts[account], (account, sight)
     assert first_publish(ACCOUNTS[0], "never-published", settings) is None
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "HOOKFLEET_TOPIC_PREFIX": topics.prefix}
+    shown = subprocess.run(
+        [HOOKFLEET, "idempotency-key", "--account", ACCOUNTS[0], keys[ACCOUNTS[0]]], env=env, capture_output=True
+    )
+    assert shown.returncode == 0 and json.loads(shown.stdout)["event_id"] == firsts[ACCOUNTS[0]], shown
+    missing = subprocess.run(
+        [HOOKFLEET, "idempotency-key", "--account", ACCOUNTS[0], "never-published"], env=env, capture_output=True
+    )
+    assert missing.returncode == 1 and b"no publish with idempotency-key 'never-published'" in missing.stderr
 
 
 def test_a_key_published_again_after_a_kill_9_mid_fan_out_reaches_each_webhook_only_as_its_first_event(
