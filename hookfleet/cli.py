@@ -242,6 +242,10 @@ def _add_role_commands(sub: Any) -> None:
         "--data", help="JSON object: the event's data (large data: use --file, a shell argument is limited)"
     )
     publish.add_argument("--file", help="NDJSON file, one {account_id, type, data} object per line ('-' = stdin)")
+    publish.add_argument(
+        "--idempotency-key",
+        help="with --account: publishing again with this key within the window delivers nothing more",
+    )
     publish.set_defaults(handler=_lazy("producer.cli:publish"))
 
     lookup_text = (

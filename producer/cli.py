@@ -19,7 +19,7 @@ from hookfleet import tracing
 from hookfleet.cli import CliError
 from hookfleet.kafka import KafkaError, Message, check_broker
 from hookfleet.settings import CommonSettings
-from producer.publisher import EventPublisher, build_event, event_body, first_publish
+from producer.publisher import EventPublisher, build_event, event_body, first_publish, idempotency_headers
 from schemas.models import Event
 from schemas.validation import first_error
 
@@ -41,6 +41,8 @@ def publish(args: argparse.Namespace) -> int:
     settings = CommonSettings()
     tracing.setup("producer")
     if args.file:
+        if args.idempotency_key:
+            raise CliError("--idempotency-key applies to one event (--account, --type), not to --file")
         return _publish_file(settings, args.file)
     missing = [flag for flag, value in (("--account", args.account), ("--type", args.event_type)) if not value]
     if missing:
@@ -54,12 +56,13 @@ def publish(args: argparse.Namespace) -> int:
     try:
         event = build_event(args.account, args.event_type, data)
         event_body(event)
+        idempotency_headers(args.idempotency_key)
     except ValueError as exc:  # ValidationError, an unknown EventType and EventTooLarge all land here
         reason = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise CliError(f"invalid event: {reason}") from None
     check_broker(settings.kafka_bootstrap_servers)
     with EventPublisher(settings) as publisher:
-        message = publisher.publish_and_wait(event)
+        message = publisher.publish_and_wait(event, idempotency_key=args.idempotency_key)
     print(f"published {event.id} ({event.type.value}) to {message.topic()} partition {message.partition()}")
     return 0
 
