@@ -8,7 +8,11 @@
   duplicate; an event without the header costs one `message.headers()` call, not timed;
 - restore: parsing and storing changelog records, per million; with `--kafka N`, N real records written
   to a one-partition topic on the local broker (HOOKFLEET bench prefix, deleted after) and read back
-  through `hookfleet/stream/changelog.py` `read_partition`, as a newly assigned partition is.
+  through `hookfleet/stream/changelog.py` `read_partition`, as a newly assigned partition is;
+- with `--fanout N`: a real dispatcher running the fan-out stage alone (local broker and database, one
+  subscribed webhook per account, never delivered to), its process CPU per event for N events without a
+  key and N with a key each, alternated twice: what a keyed event costs the fan-out end to end, including
+  its changelog record.
 """
 
 from __future__ import annotations
@@ -16,17 +20,31 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import tempfile
 import time
 import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.harness import event_for
 from bench.machine import describe, save_report
+from bench.stack import PARTITIONS, BenchStack, cpu_seconds
+from demo.tls import make_demo_certs
 from dispatcher.idempotency import KeyStore, Verdict, digest
-from hookfleet.kafka import KafkaProducer, TopicSpec, delete_topics, ensure_topics
-from hookfleet.settings import LOCAL_KAFKA
+from hookfleet.kafka import (
+    Consumer,
+    KafkaProducer,
+    TopicPartition,
+    TopicSpec,
+    client_config,
+    delete_topics,
+    ensure_topics,
+)
+from hookfleet.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA, CommonSettings
 from hookfleet.stream.changelog import read_partition
+from producer.publisher import EventPublisher
+from schemas.catalog import PRODUCT_TYPES
 from schemas.idempotency import FirstSight, changelog_key
 
 DAY_MS = 24 * 3600 * 1000
@@ -137,10 +155,57 @@ def restore_kafka(n: int, bootstrap: str = LOCAL_KAFKA) -> dict[str, float]:
     return {"records": n, "seconds": round(took, 2), "s_per_million": round(took / n * 1e6, 2)}
 
 
+def _committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        for tp in tps:
+            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            if high > 0 and committed[tp.partition] != high:
+                return False
+        return True
+    finally:
+        consumer.close()
+
+
+def fanout(n: int, rounds: int = 2) -> dict[str, Any]:
+    """Process CPU of a fan-out-only dispatcher per event, without and with an idempotency key."""
+    accounts = [f"acct_{i:02d}" for i in range(12)]
+    with tempfile.TemporaryDirectory() as folder:
+        ca, _, _ = make_demo_certs(Path(folder) / "tls")
+        with BenchStack(LOCAL_KAFKA, LOCAL_DATABASE_URL, ca, Path(folder), "idempotency") as stack:
+            stack.seed([(a, "https://127.0.0.1:9/never", list(PRODUCT_TYPES)) for a in accounts])
+            pid = stack.start("dispatcher", HOOKFLEET_STAGES="fanout").pid
+            group = f"{stack.prefix}hookfleet-dispatcher"
+            publisher = EventPublisher(CommonSettings(kafka_bootstrap_servers=LOCAL_KAFKA, topic_prefix=stack.prefix))
+            per_event: dict[str, list[float]] = {"no_key_us": [], "key_us": []}
+            try:
+                for _ in range(rounds):
+                    for mode in per_event:
+                        events = [event_for(accounts[i % len(accounts)], i) for i in range(n)]
+                        before = cpu_seconds(pid)
+                        for event in events:
+                            key = f"order-{uuid.uuid4()}" if mode == "key_us" else None
+                            publisher.publish(event, idempotency_key=key)
+                        assert publisher.flush() == 0
+                        deadline = time.monotonic() + 300
+                        while not _committed_to_end(LOCAL_KAFKA, group, stack.topics.events):
+                            assert time.monotonic() < deadline, "the fan-out did not finish within 300 s"
+                            time.sleep(0.2)
+                        per_event[mode].append(round((cpu_seconds(pid) - before) / n * 1e6, 1))
+            finally:
+                publisher.close()
+            changelog = stack.topic_messages(stack.topics.idempotency)
+    assert changelog == n * rounds, changelog
+    return {"events_per_run": n, "runs": per_event}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.idempotency", description=__doc__)
     parser.add_argument("keys", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--kafka", type=int, default=0, metavar="N", help="also restore N records from the broker")
+    parser.add_argument("--fanout", type=int, default=0, metavar="N", help="also a real fan-out stage, N events a run")
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": describe()}
     report["memory"] = memory(args.keys)
@@ -148,6 +213,8 @@ def main() -> None:
     report["restore"] = restore_pure(min(args.keys, 200_000))
     if args.kafka:
         report["restore_from_kafka"] = restore_kafka(args.kafka)
+    if args.fanout:
+        report["fanout_cpu_per_event"] = fanout(args.fanout)
     print(json.dumps(report, indent=2))
     print(save_report("idempotency", report))
 
