@@ -14,7 +14,7 @@ STEP := deploy/local/step.sh
 # network or a retry delay, and every test has its own topics, consumer groups and database schema.
 TEST_WORKERS ?= 2
 
-.PHONY: install lock system system-core system-test system-test-late tools tools-kustomize tools-validate test-setup containers stack down status lint unit test demo bench clean
+.PHONY: install lock system system-core system-test system-test-late tools tools-kustomize tools-validate test-setup containers stack down status lint unit test demo bench clean node-packages
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(STEP) "python packages" $(SHELL) $(.SHELLFLAGS) '\
@@ -67,6 +67,11 @@ tools-kustomize:
 tools-validate:
 	@$(STEP) "manifest validator" deploy/local/validate.sh
 
+# kafkajs for the test that publishes from Node.js (tests/node, tests/integration/test_node_publisher.py):
+# `npm ci` installs exactly what tests/node/package-lock.json pins, after the Debian packages (node, npm).
+node-packages: system-test-late
+	@$(STEP) "node packages" $(SHELL) $(.SHELLFLAGS) 'cd tests/node && npm ci --no-audit --no-fund'
+
 # Every image deploy/docker-compose.yml needs, built under podman from Debian packages and Maven Central
 # (deploy/podman/containers.sh: tools installed when missing, the Debian base bootstrapped once into
 # ~/.cache/hookfleet/podman, images rebuilt only when their inputs change). Exit status 3 (no containers
@@ -99,7 +104,7 @@ unit: install
 # each waiting only for what it needs: Debian packages -> {container images, local stack, test packages};
 # venv -> {local stack, lint}; kustomize on its own. A failed step stops the run and prints its log's end.
 test-setup: SYSTEM_SETS := core containers
-test-setup: system system-test-late install tools containers stack lint
+test-setup: system system-test-late install tools containers stack lint node-packages
 
 test:
 	@start=$$SECONDS; $(MAKE) --no-print-directory -j6 test-setup; echo "setup: all done in $$((SECONDS - start)) s"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from delivery.endpoint import Endpoint
+from hookfleet.stream.sender import Outgoing
 from schemas.catalog import OPERATIONAL_TYPES
 from schemas.event_filter import EventInput, FilterError, FilterFailed, compile_filter, matches
 from schemas.models import Event
@@ -77,6 +78,8 @@ class FanoutJob:
     on_done: Callable[[FanoutJob], None]
     failed: list[tuple[str, bytes]] = field(default_factory=list)  # (webhook id, task) to produce again
     trace: Any = None  # the fan-out's trace context, so a task produced again joins the event's trace
+    first_sight: Outgoing | None = None  # the idempotency key's changelog record, written with the tasks
+    first_sight_failed: bool = False
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,13 @@ class FanoutJob:
     def acked(self, webhook_id: str, value: bytes, ok: bool) -> None:
         if not ok:
             self.failed.append((webhook_id, value))
+        self._count_down()
+
+    def acked_first_sight(self, ok: bool) -> None:
+        self.first_sight_failed = not ok
+        self._count_down()
+
+    def _count_down(self) -> None:
         self.remaining -= 1
         if self.remaining == 0:
             self.on_done(self)

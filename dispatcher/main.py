@@ -20,6 +20,7 @@ from hookfleet.db import describe
 from hookfleet.kafka import BrokerState, Consumer, monitored_consumer, new_producer, wait_for_broker
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.changelog import read_partition
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from schemas.catalog import EventType
 from schemas.models import Outcome
@@ -122,7 +123,16 @@ async def _serve(
         brokers.append(broker)
     deliverer = Deliverer(settings)
     metrics.init_label_values([t.value for t in EventType], [o.value for o in Outcome])
-    dispatcher = Dispatcher(settings, consumers, producer, deliverer, index, heartbeat)
+    bootstrap = settings.kafka_bootstrap_servers
+    dispatcher = Dispatcher(
+        settings,
+        consumers,
+        producer,
+        deliverer,
+        index,
+        heartbeat,
+        read_changelog=lambda topic, partition, last: read_partition(bootstrap, topic, partition, last),
+    )
     running.append(dispatcher)
     metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(dispatcher.assigned))
     watch = asyncio.create_task(_watch_joins(brokers, stop, shutdown))

@@ -36,8 +36,12 @@ class StageConsumer:
         topic: str,
         drain: Callable[[set[TP]], Awaitable[None]],
         drain_timeout_s: float,
+        on_assigned: Callable[[list[TP]], None] | None = None,
     ) -> None:
+        """`on_assigned` runs on this stage's thread for newly assigned partitions before any of their
+        messages is consumed (the fan-out restores its idempotency keys there)."""
         self.stage = stage
+        self._on_assigned = on_assigned
         self.consumer = consumer
         self.topic = topic
         self.ledger = OffsetLedger()
@@ -138,6 +142,8 @@ class StageConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         skipping = own_from_last_commits(self.ledger, consumer, partitions, f"dispatcher-{self.stage}")
+        if self._on_assigned is not None and partitions:
+            self._on_assigned([(tp.topic, tp.partition) for tp in partitions])
         self.joined = True
         if self.paused and partitions:
             consumer.pause(partitions)

@@ -25,7 +25,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from delivery.deliverer import Deliverer, DeliveryResult, record_json
 from delivery.endpoint import Endpoint
 from delivery.wire_json import attempt_json, event_bytes, task_json
 from dispatcher.fanout import FanoutJob, apply_filters, recipients
+from dispatcher.idempotency import KeyStore, Verdict, digest
 from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
 from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_park
 from dispatcher.stage_consumer import StageConsumer
@@ -52,12 +53,22 @@ from hookfleet.settings import DispatcherSettings
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim
 from hookfleet.stream.sender import Outgoing, send_until_acked
+from schemas.idempotency import FirstSight, InvalidIdempotencyKey, changelog_key, key_from_headers
 from schemas.ids import new_attempt_id
 from schemas.models import DeliveryTask, Event, Outcome
 
 log = logging.getLogger(__name__)
 
 TP = PartitionKey
+
+ChangelogReader = Callable[[str, int, int], Iterable[tuple[bytes | None, bytes | None]]]
+"""(topic, partition, last) -> the records of its last `last` offsets, up to its end
+(hookfleet/stream/changelog.py `read_partition`)."""
+
+
+def _no_changelog(_topic: str, _partition: int, _last: int) -> Iterable[tuple[bytes | None, bytes | None]]:
+    return ()
+
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Collector thresholds while dispatching (CPython's defaults are 700, 10, 10): see `settle_heap`."""
@@ -102,14 +113,25 @@ class Dispatcher:
         deliverer: Deliverer,
         index: SubscriptionIndex,
         heartbeat: metrics.Heartbeat | None = None,
+        read_changelog: ChangelogReader = _no_changelog,
     ) -> None:
         """`consumers`: one per stage this process runs ("fanout", "delivery"), all in one group;
-        `heartbeat` is beaten on every turn of every stage's loop (what `/livez` reads)."""
+        `heartbeat` is beaten on every turn of every stage's loop (what `/livez` reads); `read_changelog`
+        restores an assigned events partition's idempotency keys."""
         self._settings = settings
         self._topics = settings.topics
         topic_of = {"fanout": self._topics.events, "delivery": self._topics.deliveries}
+        self._read_changelog = read_changelog
+        self._keys: dict[TP, KeyStore] = {}  # per owned events partition (dispatcher/idempotency.py)
         self._stages = {
-            stage: StageConsumer(stage, consumer, topic_of[stage], self._drain, settings.drain_timeout_s)
+            stage: StageConsumer(
+                stage,
+                consumer,
+                topic_of[stage],
+                self._drain,
+                settings.drain_timeout_s,
+                on_assigned=self._restore_keys if stage == "fanout" else None,
+            )
             for stage, consumer in consumers.items()
         }
         self._delivery = self._stages.get("delivery")
@@ -128,6 +150,7 @@ class Dispatcher:
         self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         metrics.IN_FLIGHT.set_function(lambda: self._open_requests)  # read at scrape time, not set per request
+        metrics.IDEMPOTENCY_KEYS.set_function(lambda: sum(len(store) for store in list(self._keys.values())))
 
     @property
     def consumer_stuck(self) -> bool:
@@ -220,6 +243,7 @@ class Dispatcher:
         await self._wait_for(pending, "revoke_abandoned", cancel=False)
         for key in keys:
             self._holds.pop(key, None)
+            self._keys.pop(key, None)  # the next owner restores them from the changelog
 
     def _give_up_waits(self, keys: set[TP] | None) -> None:
         """Ordered webhooks waiting minutes for their next retry are not drained: they stop waiting now
@@ -271,6 +295,17 @@ class Dispatcher:
         if isinstance(event, Invalid):
             self._spawn(self._finish_after(self._to_invalid(message, event), claim), key)
             return
+        now_ms = int(time.time() * 1000)
+        first_sight: Outgoing | None = None
+        if message.headers() is not None:  # no headers, no key: the common case costs one call
+            judged = self._judge_key(message, event, claim, now_ms)
+            if isinstance(judged, Invalid):
+                self._spawn(self._finish_after(self._to_invalid(message, judged), claim), key)
+                return
+            if judged is Verdict.DUPLICATE:
+                self._finish(claim)
+                return
+            first_sight = judged if isinstance(judged, Outgoing) else None
         filtered = apply_filters(event, recipients(event, self._index.match(event.account_id, event.type)))
         if filtered.filtered_out:
             metrics.FILTERED_OUT.labels(event.type.value).inc(filtered.filtered_out)
@@ -278,18 +313,36 @@ class Dispatcher:
             metrics.FILTER_ERRORS.labels(event.type.value).inc(filtered.failed)
         endpoints = filtered.endpoints
         if not endpoints:
-            self._finish(claim)
+            if first_sight is None:
+                self._finish(claim)
+            else:  # no webhook now, but the key is spent: a later publish of it is still a duplicate
+                self._spawn(self._finish_after(send_until_acked(self._producer, first_sight), claim), key)
             return
         assert self._loop is not None
         body = event.body()
-        now_ms = int(time.time() * 1000)
         loop = self._loop
 
         def to_loop(done: FanoutJob) -> None:
             loop.call_soon_threadsafe(self._fanned_out, done)
 
-        job = FanoutJob(key, claim.epoch, claim.offset, len(endpoints), to_loop, trace=tracing.current())
-        self._fanout_pending += len(endpoints)
+        outputs = len(endpoints) + (first_sight is not None)
+        job = FanoutJob(key, claim.epoch, claim.offset, outputs, to_loop, trace=tracing.current())
+        self._fanout_pending += outputs
+        if first_sight is not None:
+            # Acknowledged before the event's offset is finished, as its tasks are: a crash before both
+            # leaves the event unfinished, so it is read again (and judged READ_AGAIN or NEW, never DUPLICATE).
+            job.first_sight = first_sight
+
+            def sight_acked(error: KafkaError | None, _: Message) -> None:
+                job.acked_first_sight(error is None)
+
+            self._producer.produce(
+                first_sight.topic,
+                first_sight.value,
+                key=first_sight.key,
+                on_delivery=sight_acked,
+                partition=first_sight.partition,
+            )
         for endpoint in endpoints:
             value = task_json(body, endpoint.id, 1, now_ms)
             webhook_id = endpoint.id
@@ -300,18 +353,94 @@ class Dispatcher:
             self._producer.produce(self._topics.deliveries, value, key=webhook_id, on_delivery=acked)
         metrics.FANNED_OUT.inc(len(endpoints))
 
+    def _judge_key(
+        self, message: Message, event: Event, claim: Claim, now_ms: int
+    ) -> Verdict | Outgoing | Invalid | None:
+        """An event's idempotency key: None without one; DUPLICATE (drop it); READ_AGAIN (the first publish
+        read again: fan out, its key is recorded already); or, for a NEW key, recorded now (so a second
+        publish right behind it is a duplicate), the changelog record to write with its tasks."""
+        try:
+            idempotency_key = key_from_headers(message_headers(message))
+        except InvalidIdempotencyKey as exc:
+            return Invalid("invalid_value", str(exc))
+        if idempotency_key is None:
+            return None
+        store = self._keys.get(claim.partition)
+        if store is None:  # assigned without a restore (a stage built without the hook): start empty
+            store = self._keys[claim.partition] = self._new_key_store()
+        record_key = changelog_key(event.account_id, idempotency_key)
+        hashed = digest(record_key)
+        expired, bound = store.evicted_expired, store.evicted_bound
+        verdict = store.judge(hashed, claim.offset, now_ms)
+        if verdict is Verdict.DUPLICATE:
+            metrics.IDEMPOTENT_DUPLICATES.inc()
+            log.info(
+                "event=idempotent_duplicate account_id=%s event_id=%s partition=%d offset=%d",
+                event.account_id,
+                event.id,
+                claim.partition[1],
+                claim.offset,
+            )
+        elif verdict is Verdict.NEW:
+            store.record(hashed, claim.offset, now_ms)
+        if store.evicted_expired != expired:
+            metrics.IDEMPOTENCY_EVICTED.labels("expired").inc(store.evicted_expired - expired)
+        if store.evicted_bound != bound:
+            metrics.IDEMPOTENCY_EVICTED.labels("bound").inc(store.evicted_bound - bound)
+        if verdict is not Verdict.NEW:
+            return verdict
+        sight = FirstSight(event.account_id, idempotency_key, event.id, claim.offset, now_ms)
+        return Outgoing(self._topics.idempotency, sight.to_json(), record_key, partition=claim.partition[1])
+
+    def _new_key_store(self) -> KeyStore:
+        return KeyStore(self._settings.idempotency_window_s * 1000, self._settings.idempotency_max_keys)
+
+    def _restore_keys(self, partitions: list[TP]) -> None:
+        """Newly assigned events partitions: their idempotency keys, read from the changelog before any of
+        their events is consumed (this runs on the fan-out stage's thread, inside the assign callback)."""
+        for partition in partitions:
+            started = time.monotonic()
+            store = self._new_key_store()
+            now_ms = int(time.time() * 1000)
+            records = unreadable = 0
+            # Each key is written once, so the last max_keys records are the newest keys: all a full store keeps.
+            last = self._settings.idempotency_max_keys
+            for raw_key, value in self._read_changelog(self._topics.idempotency, partition[1], last):
+                records += 1
+                try:
+                    sight = FirstSight.from_json(value or b"")
+                except (ValueError, KeyError, TypeError):
+                    unreadable += 1  # not ours: a record written by hand; it protects no key
+                    continue
+                store.restore(digest(raw_key or b""), sight.events_offset, sight.first_seen_ms, now_ms)
+            self._keys[partition] = store
+            log.info(
+                "event=idempotency_keys_restored partition=%d records=%d keys=%d unreadable=%d seconds=%.2f",
+                partition[1],
+                records,
+                len(store),
+                unreadable,
+                time.monotonic() - started,
+            )
+
     def _fanned_out(self, job: FanoutJob) -> None:
         """Every task of one event is acknowledged, or failed: finish the event, or produce those again."""
         failed, job.failed = job.failed, []
-        self._fanout_pending -= job.total - len(failed)
-        if not failed:
+        sight = job.first_sight if job.first_sight_failed else None
+        job.first_sight_failed = False
+        again_count = len(failed) + (sight is not None)
+        self._fanout_pending -= job.total - again_count
+        if not again_count:
             self._finish(Claim(job.partition, job.offset, job.generation))
             return
 
         async def again() -> None:
             tracing.adopt(job.trace)  # produced under the fan-out's span, as the first try was
-            await asyncio.gather(*(self._send_durably(self._topics.deliveries, v, w) for w, v in failed))
-            self._fanout_pending -= len(failed)
+            resend = [self._send_durably(self._topics.deliveries, v, w) for w, v in failed]
+            if sight is not None:
+                resend.append(send_until_acked(self._producer, sight))
+            await asyncio.gather(*resend)
+            self._fanout_pending -= again_count
 
         claim = Claim(job.partition, job.offset, job.generation)
         self._spawn(self._finish_after(again(), claim), job.partition)

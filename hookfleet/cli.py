@@ -103,7 +103,24 @@ def topic_specs(settings: TopicSettings, brokers: int) -> list[TopicSpec]:
 
     replication, min_isr = settings.durability(brokers)
     config = {"retention.ms": str(settings.retention_ms), "min.insync.replicas": str(min_isr)}
-    return [TopicSpec(name, settings.partitions, replication, config) for name in settings.topics.all()]
+    specs = [TopicSpec(name, settings.partitions, replication, config) for name in settings.topics.all()]
+    return [idempotency_spec(spec, settings) if spec.name == settings.topics.idempotency else spec for spec in specs]
+
+
+def idempotency_spec(spec: TopicSpec, settings: TopicSettings) -> TopicSpec:
+    """The fan-out's changelog of idempotency keys: compacted (one record per key) and deleted after the
+    window, in segments of a twenty-fourth of it, so a record outlives its window by at most ~4 % and a
+    restore reads little more than the keys still in their window."""
+    from hookfleet.kafka import TopicSpec
+
+    window_ms = settings.idempotency_window_s * 1000
+    config = {
+        **spec.config,
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(window_ms),
+        "segment.ms": str(max(60_000, window_ms // 24)),
+    }
+    return TopicSpec(spec.name, spec.partitions, spec.replication_factor, config)
 
 
 def _db_migrate(args: argparse.Namespace) -> int:
@@ -225,7 +242,20 @@ def _add_role_commands(sub: Any) -> None:
         "--data", help="JSON object: the event's data (large data: use --file, a shell argument is limited)"
     )
     publish.add_argument("--file", help="NDJSON file, one {account_id, type, data} object per line ('-' = stdin)")
+    publish.add_argument(
+        "--idempotency-key",
+        help="with --account: publishing again with this key within the window delivers nothing more",
+    )
     publish.set_defaults(handler=_lazy("producer.cli:publish"))
+
+    lookup_text = (
+        "which event an idempotency key became: the fan-out's record of its first publish for the account"
+        " (event id, events offset, first seen), read from webhooks.idempotency; exit 1 when there is none"
+    )
+    lookup = sub.add_parser("idempotency-key", help=lookup_text, description=lookup_text)
+    lookup.add_argument("--account", required=True, help="account id the events were published for")
+    lookup.add_argument("key", help="the idempotency-key header's value")
+    lookup.set_defaults(handler=_lazy("producer.cli:idempotency_key"))
 
     dead = sub.add_parser("dead-letters", help="dead-lettered deliveries")
     dead_sub = dead.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -296,6 +296,19 @@ def topic_overview(
     return overview
 
 
+def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
+    """How many partitions `topic` has; raises KafkaUnavailable when the broker does not answer or the
+    topic does not exist."""
+    admin = AdminClient(client_config(bootstrap))
+    try:
+        metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"kafka broker at {bootstrap} did not answer within {timeout_s:g}s") from exc
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise KafkaUnavailable(f"topic {topic} does not exist at {bootstrap} (run `hookfleet topics ensure`)")
+    return len(metadata.partitions)
+
+
 def delete_topics(bootstrap: str, names: list[str], timeout_s: float = 30.0) -> None:
     admin = AdminClient(client_config(bootstrap))
     for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
@@ -341,8 +354,10 @@ class KafkaProducer:
         key: bytes | str | None = None,
         headers: Headers | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        partition: int | None = None,
     ) -> None:
         """Queue a message; retries `BufferError` (local queue full) after letting callbacks drain it.
+        `partition` overrides the partitioner (a changelog written to its input's partition number).
 
         Every refused or unacknowledged message counts in `hookfleet_produce_errors_total{topic}`.
         """
@@ -357,9 +372,12 @@ class KafkaProducer:
 
             on_delivery = counted
         headers = tracing.inject(headers)  # the current span's traceparent; returns `headers` when tracing is off
+        placed = -1 if partition is None else partition  # -1: librdkafka's partitioner places it by key
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery, partition=placed
+                )
                 return
             except BufferError:
                 self._producer.poll(0.1)
@@ -374,6 +392,7 @@ class KafkaProducer:
         value: bytes,
         key: bytes | str | None = None,
         headers: Headers | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Message]:
         """Produce and return a future that resolves when the broker acknowledges (acks=all)."""
         loop = asyncio.get_running_loop()
@@ -383,10 +402,17 @@ class KafkaProducer:
             # Runs on the poll thread: hand the result to the loop thread.
             loop.call_soon_threadsafe(_resolve, future, error, message)
 
-        self.produce(topic, value, key=key, headers=headers, on_delivery=settle)
+        self.produce(topic, value, key=key, headers=headers, on_delivery=settle, partition=partition)
         return future
 
-    def send_sync(self, topic: str, value: bytes, key: bytes | str | None = None, timeout_s: float = 30.0) -> Message:
+    def send_sync(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None = None,
+        timeout_s: float = 30.0,
+        headers: Headers | None = None,
+    ) -> Message:
         """Produce and block until acknowledged (CLI tools, tests)."""
         done = threading.Event()
         result: list[Any] = []
@@ -395,7 +421,7 @@ class KafkaProducer:
             result.append((error, message))
             done.set()
 
-        self.produce(topic, value, key=key, on_delivery=settle)
+        self.produce(topic, value, key=key, headers=headers, on_delivery=settle)
         if not done.wait(timeout_s):
             raise KafkaUnavailable(f"no broker acknowledgement for {topic} within {timeout_s:g}s")
         error, message = result[0]
@@ -548,6 +574,7 @@ __all__ = [
     "monitored_consumer",
     "new_consumer",
     "new_producer",
+    "partition_count",
     "topic_overview",
     "topic_partition",
     "wait_for_broker",

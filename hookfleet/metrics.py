@@ -104,6 +104,17 @@ INVALID_EVENTS = Counter(
 )
 EVENTS_CONSUMED = Counter("hookfleet_events_consumed", "Messages consumed by the dispatcher", ["topic_kind"])
 FANNED_OUT = Counter("hookfleet_tasks_fanned_out", "Delivery tasks written by the fan-out stage")
+IDEMPOTENT_DUPLICATES = Counter(
+    "hookfleet_idempotent_duplicates",
+    "Events not fanned out: another publish of their idempotency key was fanned out within the window",
+)
+IDEMPOTENCY_KEYS = Gauge("hookfleet_idempotency_keys", "Idempotency keys the fan-out holds, over its partitions")
+IDEMPOTENCY_EVICTED = Counter(
+    "hookfleet_idempotency_evicted",
+    "Idempotency keys forgotten: expired (their window is over) or bound (HOOKFLEET_IDEMPOTENCY_MAX_KEYS reached,"
+    " so the window was shorter for them)",
+    ["reason"],
+)
 SKIPPED_ON_RESTART = Counter(
     "hookfleet_offsets_skipped_on_restart",
     "Offsets the previous owner finished above its last commit (its metadata), not worked again by this owner",

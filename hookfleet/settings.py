@@ -156,7 +156,18 @@ def _prefixed_group(value: str, info: ValidationInfo) -> str:
 _group_id = field_validator("group_id")(_prefixed_group)
 
 
-class TopicSettings(CommonSettings):
+class IdempotencySettings(CommonSettings):
+    """The idempotency window: how long the fan-out remembers a key (dispatcher/idempotency.py), and the
+    retention of its changelog topic, so the two cannot disagree."""
+
+    idempotency_window_s: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="a second publish of an idempotency key within this many seconds is not delivered",
+    )
+
+
+class TopicSettings(IdempotencySettings):
     """What `hookfleet topics ensure` creates."""
 
     def durability(self, brokers: int) -> tuple[int, int]:
@@ -271,7 +282,7 @@ def _split_stages(value: Any) -> Any:
     return value
 
 
-class DispatcherSettings(DeliverySettings, SecretKeySettings):
+class DispatcherSettings(DeliverySettings, SecretKeySettings, IdempotencySettings):
     group_id: str = Field(default="hookfleet-dispatcher", validate_default=True)
     _group = _group_id
     stages: Annotated[list[Stage], NoDecode] = Field(
@@ -306,6 +317,11 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings):
     )
     retry_after_cap_s: float = Field(
         default=RETRY_AFTER_CAP_S, ge=0, description="longest wait a receiver's Retry-After (429/503) may ask for"
+    )
+    idempotency_max_keys: int = Field(
+        default=50_000,
+        ge=64,
+        description="idempotency keys held per events partition; past it the oldest are forgotten early",
     )
 
     _stages = field_validator("stages", mode="before")(staticmethod(_split_stages))

@@ -19,7 +19,7 @@ from hookfleet import tracing
 from hookfleet.cli import CliError
 from hookfleet.kafka import KafkaError, Message, check_broker
 from hookfleet.settings import CommonSettings
-from producer.publisher import EventPublisher, build_event, event_body
+from producer.publisher import EventPublisher, build_event, event_body, first_publish, idempotency_headers
 from schemas.models import Event
 from schemas.validation import first_error
 
@@ -41,6 +41,8 @@ def publish(args: argparse.Namespace) -> int:
     settings = CommonSettings()
     tracing.setup("producer")
     if args.file:
+        if args.idempotency_key:
+            raise CliError("--idempotency-key applies to one event (--account, --type), not to --file")
         return _publish_file(settings, args.file)
     missing = [flag for flag, value in (("--account", args.account), ("--type", args.event_type)) if not value]
     if missing:
@@ -54,12 +56,13 @@ def publish(args: argparse.Namespace) -> int:
     try:
         event = build_event(args.account, args.event_type, data)
         event_body(event)
+        idempotency_headers(args.idempotency_key)
     except ValueError as exc:  # ValidationError, an unknown EventType and EventTooLarge all land here
         reason = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise CliError(f"invalid event: {reason}") from None
     check_broker(settings.kafka_bootstrap_servers)
     with EventPublisher(settings) as publisher:
-        message = publisher.publish_and_wait(event)
+        message = publisher.publish_and_wait(event, idempotency_key=args.idempotency_key)
     print(f"published {event.id} ({event.type.value}) to {message.topic()} partition {message.partition()}")
     return 0
 
@@ -137,3 +140,19 @@ def _publish_file(settings: CommonSettings, path: str) -> int:
     summary = f"sent {acked}, rejected {len(rejected)}"
     print("\r" + summary + (f", not acknowledged {unacked} ({failed[0] if failed else 'timeout'})" if unacked else ""))
     return 0 if not rejected and not unacked else 1
+
+
+def idempotency_key(args: argparse.Namespace) -> int:
+    """`hookfleet idempotency-key --account A KEY`: the first publish of KEY, as JSON; exit 1 when none."""
+    try:
+        sight = first_publish(args.account, args.key)
+    except ValueError as exc:  # InvalidIdempotencyKey
+        raise CliError(str(exc)) from None
+    if sight is None:
+        print(
+            f"no publish with idempotency-key {args.key!r} for account {args.account} within the window",
+            file=sys.stderr,
+        )
+        return 1
+    print(sight.to_json().decode())
+    return 0

@@ -8,14 +8,17 @@ the broker's acknowledgement (idempotent producer, acks=all) from sync or asynci
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from hookfleet import tracing
-from hookfleet.kafka import KafkaError, KafkaProducer, Message
+from hookfleet.kafka import Headers, KafkaError, KafkaProducer, Message, partition_count
 from hookfleet.settings import CommonSettings
+from hookfleet.stream.changelog import read_partition
 from schemas.catalog import OPERATIONAL_TYPES, PRODUCT_TYPES, EventType
+from schemas.idempotency import IDEMPOTENCY_HEADER, FirstSight, changelog_key, validate_key
 from schemas.ids import new_event_id
 from schemas.models import Event
 
@@ -46,6 +49,15 @@ def event_body(event: Event) -> bytes:
     if len(body) > MAX_EVENT_BYTES:
         raise EventTooLarge(len(body))
     return body
+
+
+def idempotency_headers(key: str | None) -> Headers | None:
+    """The header that makes a publish idempotent (docs/architecture.md#idempotent-publishing): another
+    publish with the same key for the same account within the window is not delivered. Raises
+    InvalidIdempotencyKey (a ValueError) for a key the fan-out would refuse, before anything is sent."""
+    if key is None:
+        return None
+    return [(IDEMPOTENCY_HEADER, validate_key(key.encode()).encode())]
 
 
 def build_event(
@@ -86,20 +98,30 @@ class EventPublisher:
         self._topic = self._settings.topics.events
         self._producer = producer or KafkaProducer(self._settings.kafka_bootstrap_servers, count_errors=False)
 
-    def publish(self, event: Event, on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+    def publish(
+        self,
+        event: Event,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
         body = event_body(event)
+        headers = idempotency_headers(idempotency_key)
         with tracing.publishing(self._topic, event.id, event.type.value):
-            self._producer.produce(self._topic, body, key=event.account_id, on_delivery=on_delivery)
+            self._producer.produce(self._topic, body, key=event.account_id, headers=headers, on_delivery=on_delivery)
 
-    def publish_and_wait(self, event: Event, timeout_s: float = 30.0) -> Message:
+    def publish_and_wait(self, event: Event, timeout_s: float = 30.0, idempotency_key: str | None = None) -> Message:
         body = event_body(event)
+        headers = idempotency_headers(idempotency_key)
         with tracing.publishing(self._topic, event.id, event.type.value):
-            return self._producer.send_sync(self._topic, body, key=event.account_id, timeout_s=timeout_s)
+            return self._producer.send_sync(
+                self._topic, body, key=event.account_id, timeout_s=timeout_s, headers=headers
+            )
 
-    async def publish_async(self, event: Event) -> Message:
+    async def publish_async(self, event: Event, idempotency_key: str | None = None) -> Message:
         body = event_body(event)
+        headers = idempotency_headers(idempotency_key)
         with tracing.publishing(self._topic, event.id, event.type.value):
-            sent = self._producer.send(self._topic, body, key=event.account_id)
+            sent = self._producer.send(self._topic, body, key=event.account_id, headers=headers)
         return await sent
 
     async def publish_many_async(self, events: list[Event]) -> None:
@@ -121,3 +143,19 @@ class EventPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def first_publish(account_id: str, key: str, settings: CommonSettings | None = None) -> FirstSight | None:
+    """Which event an idempotency key became: the fan-out's record of its first publish for `account_id`
+    within the window, or None. Reads the account's partition of the changelog to its end (one partition's
+    keys in their window): a tool for after a doubtful publish, not a call per publish."""
+    settings = settings or CommonSettings()
+    topics = settings.topics
+    partitions = partition_count(settings.kafka_bootstrap_servers, topics.events)
+    wanted = changelog_key(account_id, validate_key(key.encode()))
+    partition = zlib.crc32(account_id.encode()) % partitions  # the producers' partitioner (consistent_random)
+    found: bytes | None = None
+    for record_key, value in read_partition(settings.kafka_bootstrap_servers, topics.idempotency, partition):
+        if record_key == wanted and value is not None:
+            found = value  # the latest record of the key is the one in force
+    return None if found is None else FirstSight.from_json(found)

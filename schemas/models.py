@@ -158,3 +158,17 @@ class Webhook(_Wire):
 
     _url = field_validator("url")(staticmethod(validate_https_url))
     _events = field_validator("events")(staticmethod(validate_event_list))
+
+
+EVENT_SCHEMA_PATH = "docs/schemas/webhooks.events.schema.json"
+"""The committed JSON Schema of a `webhooks.events` value, for publishers in any language
+(tests/unit/test_event_schema_file.py keeps it current)."""
+
+
+def published_event_schema() -> dict[str, Any]:
+    """What the fan-out accepts on `webhooks.events` (validation mode: `created_at` is an RFC 3339 date-time
+    with an offset). The operational types in the enum are hookfleet's own: product services never publish them."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Event.model_json_schema(mode="validation"),
+    }

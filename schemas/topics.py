@@ -17,6 +17,8 @@ class Topics:
     dead: str = "webhooks.dead"
     attempts: str = "webhooks.attempts"
     invalid: str = "webhooks.invalid"
+    idempotency: str = "webhooks.idempotency"
+    """The fan-out's changelog of idempotency keys (compacted; partition n holds the keys of events partition n)."""
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

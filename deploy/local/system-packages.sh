@@ -2,10 +2,10 @@
 # Installs the Debian packages the local stack (and, with `test`, the test suite) needs, when missing:
 # one `apt-get update`, then the installs. Nothing is downloaded outside Debian's packages.
 #   core: PostgreSQL (the local database), Java and Maven (the Kafka broker from Maven Central jars)
-#   test: Prometheus (the observability test) with its promtool (the alert-rule unit tests), and Chromium
-#         (the browser tests, driven by Playwright), Node.js (an independent Ed25519 verifier for the
-#         asymmetric signature tests), squid (the egress proxy tests start their own, as a user process:
-#         the package's service is not needed)
+#   test: Prometheus (the observability test) with its promtool (the alert-rule unit tests), Chromium
+#         (the browser tests, driven by Playwright), Node.js with npm (an independent Ed25519 verifier for
+#         the asymmetric signature tests; the Node.js publisher test), squid (the egress proxy tests start
+#         their own, as a user process: the package's service is not needed)
 #   containers: podman and what it needs to build and run the compose images (deploy/podman/containers.sh)
 # `make test` asks for all three sets in one run: apt-get takes one lock, so Debian packages are one step.
 #   system-packages.sh --missing SET...   prints the missing packages (one a line), installs nothing
@@ -27,7 +27,8 @@ for set in "$@"; do
       { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || plain+=(prometheus)
       [ -x /usr/bin/chromium ] || with_recommends+=(chromium)
       [ -x /usr/bin/chromedriver ] || with_recommends+=(chromium-driver)
-      command -v node >/dev/null || plain+=(nodejs) # Ed25519 (v1a) signatures checked by Node's crypto
+      command -v node >/dev/null || plain+=(nodejs) # Ed25519 (v1a) checks; the Node.js publisher test (tests/node)
+      command -v npm >/dev/null || plain+=(npm)
       [ -x /usr/sbin/squid ] || plain+=(squid)
       ;;
     containers)

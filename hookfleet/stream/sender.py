@@ -43,6 +43,7 @@ class Outgoing(NamedTuple):
     value: bytes
     key: bytes | str | None = None
     headers: Headers | None = None
+    partition: int | None = None  # None: the producer's partitioner places it by key
 
 
 def backoff_s(tries: int) -> float:
@@ -106,7 +107,9 @@ async def send_until_acked(producer: KafkaProducer, message: Outgoing) -> None:
     tries = 0
     while True:
         try:
-            await producer.send(message.topic, message.value, key=message.key, headers=message.headers)
+            await producer.send(
+                message.topic, message.value, key=message.key, headers=message.headers, partition=message.partition
+            )
             return
         except KafkaDeliveryError as exc:
             tries += 1

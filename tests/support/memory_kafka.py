@@ -289,12 +289,13 @@ class MemoryProducer(KafkaProducer):
         key: bytes | str | None = None,
         headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
+        partition: int | None = None,
     ) -> None:
         headers = tracing.inject(headers)  # as hookfleet.kafka's producer does; `headers` itself when tracing is off
         with self._lock:
             error = self._failures.pop(0) if self._failures else None
         if error is None:
-            message = self.broker.append(topic, value, key=key, headers=headers)
+            message = self.broker.append(topic, value, key=key, headers=headers, partition=partition)
         else:
             message = Message(topic=topic, value=value, key=key.encode() if isinstance(key, str) else key)
         with self._lock:

@@ -9,6 +9,7 @@ import pytest
 
 from hookfleet.settings import CommonSettings
 from producer.publisher import MAX_EVENT_BYTES, EventPublisher, EventTooLarge, build_event
+from schemas.idempotency import InvalidIdempotencyKey
 
 
 class RecordingProducer:
@@ -52,3 +53,24 @@ def test_an_event_at_the_limit_is_sent_and_one_byte_more_is_refused() -> None:
     with pytest.raises(EventTooLarge):  # a batch is checked whole: nothing of it is sent
         asyncio.run(publisher.publish_many_async([_event(10), too_big]))
     assert len(producer.sent) == 1
+
+
+class HeaderRecordingProducer(RecordingProducer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[object] = []
+
+    def produce(self, topic: str, value: bytes, **kwargs: Any) -> None:
+        self.headers.append(kwargs.get("headers"))
+        super().produce(topic, value)
+
+
+def test_an_idempotency_key_travels_as_the_header_and_an_unusable_one_is_refused_before_sending() -> None:
+    producer = HeaderRecordingProducer()
+    publisher = EventPublisher(CommonSettings(), producer=producer)  # type: ignore[arg-type]
+    publisher.publish(_event(1), idempotency_key="order-1")
+    publisher.publish(_event(1))
+    assert producer.headers == [[("idempotency-key", b"order-1")], None]
+    with pytest.raises(InvalidIdempotencyKey, match="header idempotency-key: must be 1-200 bytes"):
+        publisher.publish(_event(1), idempotency_key="k" * 201)
+    assert len(producer.sent) == 2

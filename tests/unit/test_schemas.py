@@ -238,7 +238,7 @@ def test_topic_prefix_applies_to_every_topic() -> None:
     topics = Topics.with_prefix("t1.")
     assert topics.events == "t1.webhooks.events"
     assert topics.retries == ("t1.webhooks.retry.10s", "t1.webhooks.retry.60s", "t1.webhooks.retry.5m")
-    assert all(name.startswith("t1.webhooks.") for name in topics.all()) and len(topics.all()) == 8
+    assert all(name.startswith("t1.webhooks.") for name in topics.all()) and len(topics.all()) == 9
     assert topics.prefix == "t1." and Topics().prefix == ""
 
 
