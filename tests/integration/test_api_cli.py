@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api import client_cli
-from delivery.deliverer import DeliveryResult, attempt_record
 from hookfleet.cli import main as hookfleet_main
-from producer.publisher import build_event
-from recorder.batch import Batch, DeadLetter
-from recorder.store import RecorderStore
-from schemas.catalog import EventType
-from schemas.models import DeliveryTask, NextStep, Outcome
 from tests.support.api_client import SECRET_KEY, RunningApi
+from tests.support.event_log import log_event
 from tests.support.fleet import seed_webhook
 from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
@@ -147,38 +141,13 @@ async def test_every_webhooks_action_through_the_cli(
     assert code == 0 and out.strip() == f"deleted {webhook_id}"
 
 
-def _log_event(database_url: str, account: str, webhooks: tuple[str, str]) -> str:
-    """One event as the recorder logs it: delivered to the first webhook on attempt 2, dead-lettered at the second."""
-    event = build_event(account, EventType.MESSAGE_READ, {"message_id": "m-7"})
-    now = datetime.now(UTC) - timedelta(minutes=10)
-    delivered, dead = webhooks
-    batch = Batch()
-    steps: list[tuple[str, int, int, NextStep]] = [(delivered, 1, 500, "retry"), (delivered, 2, 200, "done")]
-    steps += [(dead, n, 503, "dead" if n == 4 else "retry") for n in (1, 2, 3, 4)]
-    for offset, (webhook_id, attempt, status, step) in enumerate(steps):
-        outcome = Outcome.SUCCESS if status == 200 else Outcome.HTTP_ERROR
-        at = now + timedelta(seconds=offset)
-        result = DeliveryResult(outcome, status, None if status == 200 else f"http {status}", 40 + offset, "", at)
-        batch.add("attempts", 0, offset, attempt_record(event, webhook_id, attempt, result, step))
-    task = DeliveryTask(
-        event=event, webhook_id=dead, attempt=4, due_at=int((now.timestamp() + 6) * 1000), last_error="http 503"
-    )
-    batch.add("dead", 0, len(steps), DeadLetter(task))
-    store = RecorderStore(database_url)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
-    return event.id
-
-
 async def test_events_show_and_search_through_the_cli(
     api: RunningApi, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     account, key = api.account("Acme", "acct_a")
     crm, _ = seed_webhook(database_url, account, "https://127.0.0.1:9/crm", ["message.read"], name="CRM Sync")
     old, _ = seed_webhook(database_url, account, "https://127.0.0.1:9/old", ["message.read"], name="Old ERP")
-    event_id = _log_event(database_url, account, (crm, old))
+    event_id = log_event(database_url, account, (crm, old))
     cli = InProcess(api, key, capsys, command="events")
 
     code, out, err = await cli("show", event_id)
