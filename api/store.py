@@ -257,6 +257,17 @@ _ACTIVE_CHANGE = sql.SQL(
 )
 
 
+def account_log_query(account_id: str, where: DeliveryFilter, limit: int) -> tuple[sql.Composed, dict[str, Any]]:
+    """The account's log search (`Store.search_deliveries`; bench/delivery_search.py times and explains it)."""
+    params: dict[str, Any] = {"account_id": account_id, "limit": limit}
+    clauses = ["account_id = %(account_id)s", *where.clauses(params)]
+    query = sql.SQL(
+        "SELECT webhook_id, {} FROM delivery_attempts WHERE {}"
+        " ORDER BY attempted_at DESC, attempt_id DESC LIMIT %(limit)s"
+    ).format(_DELIVERY, sql.SQL(" AND ").join(map(sql.SQL, clauses)))
+    return query, params
+
+
 class Store:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
@@ -652,16 +663,9 @@ class Store:
     ) -> list[tuple[str, DeliveryRow]]:
         """(webhook id, row) of the account's whole log, newest first: the same keyset order as a webhook's log,
         served by the account's indexes (migration 0016) or, for one event, by the event's."""
-        params: dict[str, Any] = {"account_id": account_id, "limit": limit}
-        clauses = ["account_id = %(account_id)s", *where.clauses(params)]
+        query, params = account_log_query(account_id, where, limit)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                sql.SQL(
-                    "SELECT webhook_id, {} FROM delivery_attempts WHERE {}"
-                    " ORDER BY attempted_at DESC, attempt_id DESC LIMIT %(limit)s"
-                ).format(_DELIVERY, sql.SQL(" AND ").join(map(sql.SQL, clauses))),
-                params,
-            )
+            cur = await conn.execute(query, params)
             rows = await cur.fetchall()
         return [(str(row[0]), DeliveryRow(*row[1:])) for row in rows]
 
