@@ -683,9 +683,11 @@ class Store:
                     " WHERE event_id = %(event_id)s AND account_id = %(account_id)s"
                     " ORDER BY webhook_id, attempted_at, attempt_id LIMIT %(limit)s"
                 ).format(_DELIVERY),
-                {**params, "limit": EVENT_ATTEMPTS_MAX},
+                {**params, "limit": EVENT_ATTEMPTS_MAX + 1},
             )
             attempts = [(str(row[0]), DeliveryRow(*row[1:])) for row in await cur.fetchall()]
+            truncated = len(attempts) > EVENT_ATTEMPTS_MAX
+            del attempts[EVENT_ATTEMPTS_MAX:]
             dead_cur = conn.cursor(row_factory=class_row(DeadLetterRow))
             await dead_cur.execute(
                 "SELECT webhook_id, event_type, dead_at, last_error, redriven_at FROM dead_letters"
@@ -722,7 +724,7 @@ class Store:
             dead_letters=dead,
             replays=replays,
             webhook_names=named,
-            truncated=len(attempts) >= EVENT_ATTEMPTS_MAX,
+            truncated=truncated,
         )
 
     async def webhook_stats(

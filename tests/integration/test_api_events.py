@@ -187,3 +187,25 @@ async def test_unknown_malformed_and_foreign_event_ids_and_a_payload_past_retent
     gone = await api.call("GET", f"/v1/events/{event.id}", key)
     assert gone.status == 200 and gone.body["payload"] is None and gone.body["created_at"] is None
     assert gone.body["event_type"] == "message.read" and len(gone.body["webhooks"][0]["attempts"]) == 1
+
+
+@pytest.mark.parametrize(("count", "truncated"), [(2000, False), (2001, True)])
+async def test_an_event_with_more_attempts_than_one_answer_holds_says_so(
+    api: RunningApi, database_url: str, count: int, truncated: bool
+) -> None:
+    account, key = api.account("Acme", "acct_a")
+    webhook_id, _ = seed_webhook(database_url, account, "https://127.0.0.1:9/x", ["message.read"])
+    at = datetime.now(UTC) - timedelta(hours=2)
+    with psycopg.connect(database_url) as conn:  # redelivered over and over: one event, `count` attempts
+        conn.execute("SELECT hookfleet_create_log_day(%s)", (at.date(),))
+        conn.execute(
+            "INSERT INTO delivery_attempts (attempt_id, event_id, event_type, account_id, webhook_id, attempt, outcome,"
+            " status_code, response_ms, attempted_at, next_step)"
+            " SELECT 'att_many' || lpad(i::text, 5, '0'), 'evt_many', 'message.read', %s, %s, 1, 'http_error', 500, 9,"
+            " %s + i * interval '1 millisecond', 'retry' FROM generate_series(1, %s) i",
+            (account, webhook_id, at, count),
+        )
+    view = await api.call("GET", "/v1/events/evt_many", key)
+    assert view.status == 200 and view.body["truncated"] is truncated
+    [hook] = view.body["webhooks"]
+    assert len(hook["attempts"]) == 2000 and hook["attempts"][0]["attempt_id"] == "att_many00001"
