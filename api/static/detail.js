@@ -382,6 +382,8 @@ async function openDelivery(attemptId) {
     ` at ${formatTime(row.attempted_at)} UTC` + (row.response_ms === null ? "" : `, answered in ${row.response_ms} ms`) +
       ` · event ${row.event_id} · then: ${row.next_step}`,
   );
+  $("delivery-event-link").href = `#/events/${row.event_id}`; // events.js
+  $("delivery-event-link").textContent = `Every webhook event ${row.event_id} went to`;
   $("delivery-timeline").replaceChildren(
     ...detail.timeline.map((a) =>
       el(

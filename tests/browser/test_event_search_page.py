@@ -77,6 +77,9 @@ async def test_an_event_id_opens_where_it_went_per_webhook_attempt_by_attempt(
     await expect(page.locator("#delivery-title")).to_be_focused()
     await expect(page.locator("#delivery-title")).to_have_text("message.read · attempt 4")
     await expect(page.locator("#delivery-timeline li")).to_have_count(4)
+    await page.get_by_role("link", name=f"Every webhook event {event_id} went to").click()
+    await expect(title).to_be_focused()
+    await expect(page.locator("#event-webhooks section")).to_have_count(2)
 
     # The search box is there on every view: an unknown id, and another account's event, are not found
     for missing in ("evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W", their_event):
