@@ -420,14 +420,123 @@ def _out(opts: argparse.Namespace, data: Any, render: Any) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    opts = build_parser().parse_args(args.rest)
+    """`hookfleet webhooks ...`."""
+    return _serve(build_parser().parse_args(args.rest), run)
+
+
+def events_main(args: argparse.Namespace) -> int:
+    """`hookfleet events ...`."""
+    return _serve(build_events_parser().parse_args(args.rest), run_events)
+
+
+def _serve(opts: argparse.Namespace, action: Any) -> int:
     key = os.environ.get("HOOKFLEET_API_KEY", "")
     if not key:
         raise CliError("set HOOKFLEET_API_KEY to an API key (from `hookfleet accounts create`)")
     client = ApiClient(os.environ.get("HOOKFLEET_API_URL", DEFAULT_URL), key)
-    print(run(opts, client))
+    print(action(opts, client))
     sys.stdout.flush()
     return 0
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+def build_events_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hookfleet events", description="Where events went, through the API.")
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="<action>", parser_class=_Parser)
+    show = sub.add_parser("show", parents=[common], help="an event and every webhook it went to, attempt by attempt")
+    show.add_argument("event_id", help="event id (evt_...)")
+    search = sub.add_parser("search", parents=[common], help="the delivery log of every webhook, newest first")
+    search.add_argument("--event", dest="event_id", help="only this event (evt_...)")
+    search.add_argument("--event-type")
+    search.add_argument("--outcome", help="success, http_error, timeout, connection_error, tls_error, blocked")
+    search.add_argument("--status", help="HTTP status, e.g. 503")
+    search.add_argument("--since", help="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+    search.add_argument("--until", help="RFC 3339 time: only attempts before it")
+    search.add_argument("--limit", default="20")
+    search.add_argument("--cursor", help="next_cursor of the previous page")
+    return parser
+
+
+STATES = {
+    "delivered": "delivered",
+    "pending": "pending: a retry, redrive or replay is coming",
+    "dead_lettered": "dead-lettered (Recover sends it again)",
+    "disabled": "the receiver answered 410 Gone: webhook switched off",
+    "dropped": "dropped: the webhook was off, deleted or unsubscribed",
+    "failed": "failed",
+}
+
+
+def run_events(opts: argparse.Namespace, client: ApiClient) -> str:
+    if opts.action == "show":
+        shown = client.call("GET", f"/v1/events/{urllib.parse.quote(opts.event_id, safe='')}")
+        return _out(opts, shown, lambda: event_text(shown))
+    query = {"limit": opts.limit}
+    for name in ("event_id", "event_type", "outcome", "status", "since", "until", "cursor"):
+        if getattr(opts, name):
+            query[name] = getattr(opts, name)
+    page = client.call("GET", "/v1/deliveries", query=query)
+    rows = [
+        (
+            r["attempted_at"],
+            r["webhook_id"],
+            r["event_type"],
+            r["event_id"],
+            r["attempt"],
+            status_of(r),
+            "" if r["response_ms"] is None else f"{r['response_ms']} ms",
+        )
+        for r in page["data"]
+    ]
+
+    def render() -> str:
+        text = table(["time", "webhook", "type", "event", "attempt", "status", "response"], rows) if rows else "none"
+        return text + (f"\nmore: --cursor {page['next_cursor']}" if page["next_cursor"] else "")
+
+    return _out(opts, page, render)
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """The event, then per webhook what became of it and its attempts, oldest first."""
+    payload = "kept" if event["payload"] is not None else "past the retention (no longer stored)"
+    lines = [
+        fields(
+            [
+                ("event", f"{event['event_id']} ({event['event_type']})"),
+                ("created", event["created_at"] or "unknown"),
+                ("payload", payload),
+                ("webhooks", len(event["webhooks"])),
+            ]
+        )
+    ]
+    for hook in event["webhooks"]:
+        name = hook["webhook_name"] or "(deleted)"
+        lines.append(f"\n{hook['webhook_id']}  {name}: {STATES.get(hook['state'], hook['state'])}")
+        rows = [
+            (
+                a["attempted_at"],
+                a["attempt"],
+                status_of(a),
+                "" if a["response_ms"] is None else f"{a['response_ms']} ms",
+                a["next_step"] + (f" (replay {a['replay']})" if a["replay"] else "") + (" (test)" if a["test"] else ""),
+            )
+            for a in hook["attempts"]
+        ]
+        if rows:
+            lines.append(table(["time", "attempt", "status", "response", "then"], rows))
+        if hook["dead_letter"]:
+            letter = hook["dead_letter"]
+            redriven = f", redriven {letter['redriven_at']}" if letter["redriven_at"] else ""
+            lines.append(f"dead letter since {letter['dead_at']} ({letter['last_error'] or 'failed'}){redriven}")
+        for replay in hook["replays"]:
+            lines.append(f"replay {replay['replay_id']}: queued {replay['queued_at'] or 'not yet'}")
+    if event["truncated"]:
+        lines.append("\n(more attempts than shown: use `hookfleet events search --event ID`)")
+    return "\n".join(lines)
 
 
 def _notify_line(account: dict[str, Any]) -> str:

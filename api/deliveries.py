@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -19,11 +21,14 @@ from api.views import delivery_view, request_headers
 from hookfleet.retention import horizon
 from hookfleet.secretbox import open_headers, open_signing_key
 from schemas.api import (
+    AccountDelivery,
+    AccountDeliveryPage,
     DeliveryDetail,
     DeliveryPage,
     DeliveryQuery,
     DeliveryRequest,
     DeliveryResponse,
+    DeliverySearchQuery,
     RedeliverResult,
 )
 from schemas.ids import ulid_time_ms
@@ -34,34 +39,63 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 15.0
 
 
-async def list_deliveries(request: web.Request) -> web.StreamResponse:
-    resources = resources_of(request)
-    account = account_of(request)
-    webhook_id = path_id(request, "webhook_id", "webhook")
-    query = read_query(request, DeliveryQuery)
+def _filter(query: DeliveryQuery) -> DeliveryFilter:
+    """The query string as a filter of the log (the cursor checked: a 422 naming it)."""
     before = None
     if query.cursor is not None:
         try:
             before = cursor.decode(query.cursor)
         except ValueError as exc:
             raise ApiError(422, "invalid_field", str(exc), "cursor") from None
-    if await resources.store.get_webhook(account, webhook_id) is None:
-        raise not_found("webhook", webhook_id)
     where = DeliveryFilter(
         event_type=query.event_type.value if query.event_type else None,
         outcome=query.outcome.value if query.outcome else None,
         since=query.since,
         before=before,
     )
-    rows = await resources.store.list_deliveries(account, webhook_id, where, query.limit + 1)
-    if not rows and before is not None and before[0] < horizon(resources.settings.retention_days):
+    if isinstance(query, DeliverySearchQuery):
+        if query.until is not None and query.since is not None and query.until <= query.since:
+            raise ApiError(422, "invalid_field", "until must be after since", "until")
+        where = replace(where, event_id=query.event_id, status_code=query.status, until=query.until)
+    return where
+
+
+def _check_retention(rows: Sequence[object], where: DeliveryFilter, retention_days: int) -> None:
+    if not rows and where.before is not None and where.before[0] < horizon(retention_days):
         # The next page would start in days that retention dropped (or is about to): say so, not "empty".
         raise past_retention(
-            f"this page of the delivery log (before {format_rfc3339(before[0])})", resources.settings.retention_days
+            f"this page of the delivery log (before {format_rfc3339(where.before[0])})", retention_days
         )
+
+
+async def list_deliveries(request: web.Request) -> web.StreamResponse:
+    resources = resources_of(request)
+    account = account_of(request)
+    webhook_id = path_id(request, "webhook_id", "webhook")
+    query = read_query(request, DeliveryQuery)
+    where = _filter(query)
+    if await resources.store.get_webhook(account, webhook_id) is None:
+        raise not_found("webhook", webhook_id)
+    rows = await resources.store.list_deliveries(account, webhook_id, where, query.limit + 1)
+    _check_retention(rows, where, resources.settings.retention_days)
     page, more = rows[: query.limit], len(rows) > query.limit
     next_cursor = cursor.encode(page[-1].attempted_at, page[-1].attempt_id) if more else None
     return json_response(DeliveryPage(data=[delivery_view(row) for row in page], next_cursor=next_cursor))
+
+
+async def search_deliveries(request: web.Request) -> web.StreamResponse:
+    """The account's whole delivery log, every webhook, newest first: the same filters, cursor and limit as one
+    webhook's log, and an event id, an HTTP status and a time range besides."""
+    resources = resources_of(request)
+    account = account_of(request)
+    query = read_query(request, DeliverySearchQuery)
+    where = _filter(query)
+    rows = await resources.store.search_deliveries(account, where, query.limit + 1)
+    _check_retention(rows, where, resources.settings.retention_days)
+    page, more = rows[: query.limit], len(rows) > query.limit
+    next_cursor = cursor.encode(page[-1][1].attempted_at, page[-1][1].attempt_id) if more else None
+    data = [AccountDelivery(webhook_id=webhook_id, **delivery_view(row).model_dump()) for webhook_id, row in page]
+    return json_response(AccountDeliveryPage(data=data, next_cursor=next_cursor))
 
 
 async def redeliver(request: web.Request) -> web.StreamResponse:

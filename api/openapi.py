@@ -15,6 +15,7 @@ from hookfleet import __version__
 from schemas.api import ErrorBody
 
 _REF = "#/components/schemas/{model}"
+_ANY_ID = {"type": "string", "minLength": 1}
 
 _ERROR_TEXT = {
     400: "The body is not valid JSON.",
@@ -74,7 +75,7 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
         if op.description:
             spec["description"] = op.description
         parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+            {"name": name, "in": "path", "required": True, "schema": op.path_schemas.get(name, _ANY_ID)}
             for name in op.path_params
         ]
         if op.query is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -41,6 +41,8 @@ class Operation:
     also: tuple[tuple[int, type[BaseModel], str], ...] = ()
     """Other success answers (status, body, when), e.g. a dry run's 200 beside the 202 of the real thing."""
     """Error statuses beyond those implied by the contract (429 for a quota, 409 for a conflict)."""
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """JSON Schemas of path parameters the handler validates (a 422 names them); the others are any id."""
 
     @property
     def path_params(self) -> list[str]:

@@ -23,6 +23,7 @@ _STATIC = {
     "settings.js": "text/javascript",
     "replay.js": "text/javascript",
     "detail.js": "text/javascript",
+    "events.js": "text/javascript",
     "settings.css": "text/css",
 }
 _THEME_MARKER = "<!-- theme -->"

@@ -11,6 +11,7 @@ from aiohttp import web
 from api import (
     api_keys,
     deliveries,
+    events,
     filter_preview,
     notifications,
     portal_sessions,
@@ -24,6 +25,7 @@ from api.openapi import document
 from api.operation import Operation, json_response
 from api.resources import resources_of
 from schemas.api import (
+    AccountDeliveryPage,
     AccountUpdate,
     AccountView,
     ApiKeyCreate,
@@ -32,7 +34,9 @@ from schemas.api import (
     DeliveryDetail,
     DeliveryPage,
     DeliveryQuery,
+    DeliverySearchQuery,
     EventTypeList,
+    EventView,
     FilterPreview,
     FilterPreviewRequest,
     Health,
@@ -405,6 +409,35 @@ OPERATIONS: tuple[Operation, ...] = (
         " `filter`, the error and its line and column. Quota: preview pages per minute (429 with Retry-After,"
         " `error.limit` names it).",
         errors=(429,),
+    ),
+    Operation(
+        "GET",
+        "/v1/events/{event_id}",
+        events.get_event,
+        "getEvent",
+        "Where an event went",
+        "deliveries",
+        response=EventView,
+        path_schemas={"event_id": events.EVENT_ID_SCHEMA},
+        description="The event (its payload while retained) and every webhook of your account that logged an"
+        " attempt of it: each attempt (time, status, response time, outcome), redeliveries and replays included,"
+        " its dead letter, the replays that selected it, and what became of it (`state`). An id that is no event"
+        " id is a 422 naming `event_id`; an event your account has no trace of is a 404.",
+        errors=(422,),
+    ),
+    Operation(
+        "GET",
+        "/v1/deliveries",
+        deliveries.search_deliveries,
+        "searchDeliveries",
+        "Delivery log of every webhook, newest first",
+        "deliveries",
+        query=DeliverySearchQuery,
+        response=AccountDeliveryPage,
+        description="The whole account's log, filtered by event, event type, outcome, HTTP status and time range,"
+        " with the same keyset cursor as a webhook's log. A `cursor` past the retention horizon with nothing left"
+        " behind it is a 410 `past_retention`.",
+        errors=(410,),
     ),
 )
 

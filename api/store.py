@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from delivery.outcome import classify_status
 from hookfleet.attempt_rows import (
     ATTEMPT_COLUMNS,
     INSERT_PAYLOAD,
@@ -151,6 +152,83 @@ class DeliveryFilter:
     since: datetime | None = None
     before: tuple[datetime, str] | None = None
     """Keyset cursor: only rows strictly older than (attempted_at, attempt_id)."""
+    event_id: str | None = None
+    status_code: int | None = None
+    until: datetime | None = None
+    """Only rows strictly older than this time."""
+
+    def clauses(self, params: dict[str, Any]) -> list[str]:
+        """The WHERE clauses of this filter (fixed texts only; every value goes into `params`)."""
+        clauses: list[str] = []
+        if self.event_id is not None:
+            clauses.append("event_id = %(event_id)s")
+            params["event_id"] = self.event_id
+        if self.event_type is not None:
+            clauses.append("event_type = %(event_type)s")
+            params["event_type"] = self.event_type
+        outcome = self.outcome
+        if self.status_code is not None:
+            clauses.append("status_code = %(status_code)s")
+            params["status_code"] = self.status_code
+            if outcome is None:
+                # A status says its outcome (delivery/outcome.py classify_status): stated, a failed status is
+                # looked up in the failures' index instead of among every success of the account.
+                outcome = implied_outcome(self.status_code)
+        if outcome is not None:
+            clauses.append("outcome = %(outcome)s")
+            params["outcome"] = outcome
+        if self.since is not None:
+            clauses.append("attempted_at >= %(since)s")
+            params["since"] = self.since
+        if self.until is not None:
+            clauses.append("attempted_at < %(until)s")
+            params["until"] = self.until
+        if self.before is not None:
+            clauses.append("(attempted_at, attempt_id) < (%(before_at)s, %(before_id)s)")
+            params["before_at"], params["before_id"] = self.before
+        return clauses
+
+
+def implied_outcome(status_code: int) -> str:
+    """The outcome logged with an HTTP status: the dispatcher logs a status only when the receiver answered."""
+    return str(classify_status(status_code)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    webhook_id: str
+    event_type: str
+    dead_at: datetime
+    last_error: str | None
+    redriven_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventReplayRow:
+    webhook_id: str
+    replay_id: str
+    created_at: datetime
+    queued_at: datetime | None
+
+
+EVENT_ATTEMPTS_MAX = 2000
+"""Attempts of one event shown at most: fan-out reaches at most HOOKFLEET_MAX_WEBHOOKS_PER_ACCOUNT (100)
+webhooks with 4 attempts each; only redeliveries and replays repeated hundreds of times go past it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrace:
+    """What the log holds about one event of one account (Store.event_trace)."""
+
+    payload: str | None
+    """The event's JSON text as stored; None once past the retention."""
+    attempts: list[tuple[str, DeliveryRow]]
+    """(webhook id, attempt), by webhook, oldest first."""
+    dead_letters: list[DeadLetterRow]
+    replays: list[EventReplayRow]
+    webhook_names: dict[str, str]
+    """Of the webhooks that still exist."""
+    truncated: bool
 
 
 _WEBHOOK_COLUMNS = (
@@ -248,6 +326,17 @@ _ACTIVE_CHANGE = sql.SQL(
     ", disabled_at = CASE WHEN %(active)s THEN NULL WHEN active THEN now() ELSE disabled_at END"
     ", enabled_at = CASE WHEN %(active)s AND NOT active THEN now() ELSE enabled_at END"
 )
+
+
+def account_log_query(account_id: str, where: DeliveryFilter, limit: int) -> tuple[sql.Composed, dict[str, Any]]:
+    """The account's log search (`Store.search_deliveries`; bench/delivery_search.py times and explains it)."""
+    params: dict[str, Any] = {"account_id": account_id, "limit": limit}
+    clauses = ["account_id = %(account_id)s", *where.clauses(params)]
+    query = sql.SQL(
+        "SELECT webhook_id, {} FROM delivery_attempts WHERE {}"
+        " ORDER BY attempted_at DESC, attempt_id DESC LIMIT %(limit)s"
+    ).format(_DELIVERY, sql.SQL(" AND ").join(map(sql.SQL, clauses)))
+    return query, params
 
 
 class Store:
@@ -609,20 +698,8 @@ class Store:
         self, account_id: str, webhook_id: str, where: DeliveryFilter, limit: int
     ) -> list[DeliveryRow]:
         """Newest first; served by the (webhook_id, attempted_at DESC, attempt_id DESC) index."""
-        clauses = ["webhook_id = %(webhook_id)s", "account_id = %(account_id)s"]  # fixed texts only
         params: dict[str, Any] = {"webhook_id": webhook_id, "account_id": account_id, "limit": limit}
-        if where.event_type is not None:
-            clauses.append("event_type = %(event_type)s")
-            params["event_type"] = where.event_type
-        if where.outcome is not None:
-            clauses.append("outcome = %(outcome)s")
-            params["outcome"] = where.outcome
-        if where.since is not None:
-            clauses.append("attempted_at >= %(since)s")
-            params["since"] = where.since
-        if where.before is not None:
-            clauses.append("(attempted_at, attempt_id) < (%(before_at)s, %(before_id)s)")
-            params["before_at"], params["before_id"] = where.before
+        clauses = ["webhook_id = %(webhook_id)s", "account_id = %(account_id)s", *where.clauses(params)]
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(DeliveryRow))
             await cur.execute(
@@ -703,6 +780,75 @@ class Store:
                 (event_id, webhook_id, account_id),
             )
             return await cur.fetchall()
+
+    async def search_deliveries(
+        self, account_id: str, where: DeliveryFilter, limit: int
+    ) -> list[tuple[str, DeliveryRow]]:
+        """(webhook id, row) of the account's whole log, newest first: the same keyset order as a webhook's log,
+        served by the account's indexes (migration 0016) or, for one event, by the event's."""
+        query, params = account_log_query(account_id, where, limit)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            rows = await cur.fetchall()
+        return [(str(row[0]), DeliveryRow(*row[1:])) for row in rows]
+
+    async def event_trace(self, account_id: str, event_id: str) -> EventTrace | None:
+        """Everything the account's log holds about one event: its payload while retained, every attempt to each
+        of its webhooks, their dead letters and the replays that queued it. None when none of it exists.
+
+        Each query is one index lookup per day partition (`event_id`), scoped to the account, so another
+        account's event is simply not found."""
+        params = {"event_id": event_id, "account_id": account_id}
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT webhook_id, {} FROM delivery_attempts"
+                    " WHERE event_id = %(event_id)s AND account_id = %(account_id)s"
+                    " ORDER BY webhook_id, attempted_at, attempt_id LIMIT %(limit)s"
+                ).format(_DELIVERY),
+                {**params, "limit": EVENT_ATTEMPTS_MAX + 1},
+            )
+            attempts = [(str(row[0]), DeliveryRow(*row[1:])) for row in await cur.fetchall()]
+            truncated = len(attempts) > EVENT_ATTEMPTS_MAX
+            del attempts[EVENT_ATTEMPTS_MAX:]
+            dead_cur = conn.cursor(row_factory=class_row(DeadLetterRow))
+            await dead_cur.execute(
+                "SELECT webhook_id, event_type, dead_at, last_error, redriven_at FROM dead_letters"
+                " WHERE event_id = %(event_id)s AND account_id = %(account_id)s ORDER BY webhook_id",
+                params,
+            )
+            dead = await dead_cur.fetchall()
+            if not attempts and not dead:
+                return None
+            payload = await conn.execute(
+                "SELECT event::text FROM event_payloads WHERE event_id = %(event_id)s AND account_id = %(account_id)s"
+                " ORDER BY logged_on DESC LIMIT 1",
+                params,
+            )
+            stored = await payload.fetchone()
+            replay_cur = conn.cursor(row_factory=class_row(EventReplayRow))
+            await replay_cur.execute(
+                "SELECT r.webhook_id, r.id AS replay_id, r.created_at, e.queued_at FROM replay_events e"
+                " JOIN replays r ON r.id = e.replay_id"
+                " WHERE e.event_id = %(event_id)s AND r.account_id = %(account_id)s ORDER BY r.created_at, r.id",
+                params,
+            )
+            replays = await replay_cur.fetchall()
+            webhook_ids = sorted(
+                {w for w, _ in attempts} | {d.webhook_id for d in dead} | {r.webhook_id for r in replays}
+            )
+            names = await conn.execute(
+                "SELECT id, name FROM webhooks WHERE id = ANY(%s) AND account_id = %s", (webhook_ids, account_id)
+            )
+            named = {str(row[0]): str(row[1]) for row in await names.fetchall()}
+        return EventTrace(
+            payload=None if stored is None else str(stored[0]),
+            attempts=attempts,
+            dead_letters=dead,
+            replays=replays,
+            webhook_names=named,
+            truncated=truncated,
+        )
 
     async def webhook_stats(
         self, account_id: str, webhook_id: str, since: datetime, until: datetime

@@ -287,6 +287,13 @@ def _add_role_commands(sub: Any) -> None:
     )
     webhooks.add_argument("rest", nargs=argparse.REMAINDER)
     webhooks.set_defaults(handler=_lazy("api.client_cli:main"))
+    events = sub.add_parser(
+        "events",
+        help="where events went, and the delivery log of every webhook, through the API (show EVT, search)",
+        add_help=False,
+    )
+    events.add_argument("rest", nargs=argparse.REMAINDER)
+    events.set_defaults(handler=_lazy("api.client_cli:events_main"))
 
     demo = sub.add_parser("demo", help="run the whole fleet locally with a demo receiver and a live table")
     demo.add_argument("--events", type=int, default=200, help="events in the opening burst")
@@ -321,8 +328,8 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # only `webhooks` takes options of its own (its client parser, --help included)
-        if getattr(args, "command", None) != "webhooks":
+    if unknown:  # only the API clients take options of their own (their parsers, --help included)
+        if getattr(args, "command", None) not in ("webhooks", "events"):
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.rest = [*unknown, *args.rest]
     if not logging.getLogger().handlers:

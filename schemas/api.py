@@ -25,7 +25,7 @@ from pydantic import (
 from schemas.catalog import EventType, Kind
 from schemas.event_filter import MAX_FILTER_LENGTH, check_filter
 from schemas.free_text import FREE_TEXT_PATTERN, REFUSED_CLASS, check_free_text
-from schemas.models import NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
+from schemas.models import EventId, NextStep, Outcome, format_rfc3339, validate_event_list, validate_https_url
 
 Timestamp = Annotated[
     AwareDatetime,
@@ -375,6 +375,71 @@ class DeliveryQuery(BaseModel):
 class DeliveryPage(_Response):
     data: list[Delivery] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page; null on the last page")
+
+
+class DeliverySearchQuery(DeliveryQuery):
+    """Query string of the account's whole delivery log (`GET /v1/deliveries`): a webhook's filters and more."""
+
+    event_id: EventId | None = Field(default=None, description="only the attempts of this event")
+    status: int | None = Field(default=None, ge=100, le=599, description="only attempts answered with this HTTP status")
+    until: AwareDatetime | None = Field(default=None, description="only attempts before this time")
+
+
+class AccountDelivery(Delivery):
+    """One row of the account's delivery log: a webhook's row and the webhook it went to."""
+
+    webhook_id: str
+
+
+class AccountDeliveryPage(_Response):
+    data: list[AccountDelivery] = Field(description="newest first, every webhook of the account")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page; null on the last page")
+
+
+class EventDeadLetter(_Response):
+    dead_at: Timestamp = Field(description="when its last attempt failed")
+    last_error: str | None
+    redriven_at: Timestamp | None = Field(description="when it was queued again (Recover); null: it was not")
+
+
+class EventReplay(_Response):
+    replay_id: str = Field(examples=["rpl_01JD8Z6Q3K4M5N6P7R8S9T0V1W"])
+    created_at: Timestamp = Field(description="when the replay was started")
+    queued_at: Timestamp | None = Field(description="when the replay queued this event; null: not yet")
+
+
+DeliveryState = Literal["delivered", "pending", "dead_lettered", "disabled", "dropped", "failed"]
+
+
+class EventWebhookDeliveries(_Response):
+    """What became of one event at one webhook."""
+
+    webhook_id: str
+    webhook_name: str | None = Field(description="null when the webhook was deleted since")
+    state: DeliveryState = Field(
+        description="delivered: a 2xx was logged; pending: a retry, a redrive or a replay is coming; dead_lettered:"
+        " its last attempt failed and it waits for Recover; disabled: the receiver answered 410 Gone and the webhook"
+        " was switched off; dropped: the webhook was deleted, switched off or unsubscribed before an attempt;"
+        " failed: the last attempt failed and nothing more is coming (e.g. a failed Test)"
+    )
+    attempts: list[Delivery] = Field(description="every logged attempt, oldest first (retries, redeliveries, replays)")
+    dead_letter: EventDeadLetter | None
+    replays: list[EventReplay] = Field(description="replays that selected this event, oldest first")
+
+
+class EventView(_Response):
+    """Where one event went: its payload while retained and every webhook it was sent to, attempt by attempt."""
+
+    event_id: str
+    event_type: EventType
+    created_at: Timestamp | None = Field(description="when it was published; null once its payload is gone")
+    payload: dict[str, Any] | None = Field(
+        description="the event as its webhooks received it (the delivery body); null once past the retention"
+    )
+    webhooks: list[EventWebhookDeliveries] = Field(description="every webhook that logged an attempt of it, by id")
+    truncated: bool = Field(
+        default=False, description="true when the event has more attempts than one answer holds (2,000)"
+    )
 
 
 class RedeliverResult(_Response):
@@ -819,6 +884,8 @@ class PortalSessionGrant(_Response):
 
 
 __all__ = [
+    "AccountDelivery",
+    "AccountDeliveryPage",
     "AccountUpdate",
     "AccountView",
     "ApiKeyCreate",
@@ -831,10 +898,16 @@ __all__ = [
     "DeliveryQuery",
     "DeliveryRequest",
     "DeliveryResponse",
+    "DeliverySearchQuery",
+    "DeliveryState",
     "ErrorBody",
     "ErrorDetail",
+    "EventDeadLetter",
+    "EventReplay",
     "EventTypeInfo",
     "EventTypeList",
+    "EventView",
+    "EventWebhookDeliveries",
     "FilterPreview",
     "FilterPreviewRequest",
     "FilterPreviewSamples",

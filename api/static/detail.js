@@ -26,6 +26,7 @@ function showView(name) {
   for (const id of ["list-title", "list-lead", "list-view"]) $(id).hidden = !list;
   $("detail-view").hidden = name !== "detail";
   $("delivery-view").hidden = name !== "delivery";
+  $("event-view").hidden = name !== "event";
   $("webhook-form").hidden = name !== "edit" && $("webhook-form").hidden;
 }
 
@@ -47,6 +48,7 @@ async function route() {
     if ((match = hash.match(/^#\/webhooks\/([A-Za-z0-9_-]+)\/edit$/))) return await openEdit(match[1]);
     if ((match = hash.match(/^#\/webhooks\/([A-Za-z0-9_-]+)$/))) return await openDetail(match[1]);
     if ((match = hash.match(/^#\/deliveries\/([A-Za-z0-9_-]+)$/))) return await openDelivery(match[1]);
+    if ((match = hash.match(/^#\/events\/([^/]*)$/))) return await openEvent(decodeURIComponent(match[1])); // events.js
   } catch (error) {
     notice(error.status === 404 ? "That webhook or delivery does not exist (or was deleted)." : error.message, true);
     location.hash = "#/";
@@ -429,6 +431,8 @@ async function openDelivery(attemptId) {
     ` at ${formatTime(row.attempted_at)} UTC` + (row.response_ms === null ? "" : `, answered in ${row.response_ms} ms`) +
       ` · event ${row.event_id} · then: ${row.next_step}`,
   );
+  $("delivery-event-link").href = `#/events/${row.event_id}`; // events.js
+  $("delivery-event-link").textContent = `Every webhook event ${row.event_id} went to`;
   $("delivery-timeline").replaceChildren(
     ...detail.timeline.map((a) =>
       el(

@@ -18,6 +18,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from api import client_cli
 from hookfleet.cli import main as hookfleet_main
 from tests.support.api_client import SECRET_KEY, RunningApi
+from tests.support.event_log import log_event
+from tests.support.fleet import seed_webhook
 from tests.support.ports import free_port
 from tests.support.receiver import HttpsReceiver
 
@@ -42,15 +44,18 @@ async def run_cli(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
 class InProcess:
     """`hookfleet webhooks ...` run through the real CLI entry point, in a thread (the API serves on this loop)."""
 
-    def __init__(self, api: RunningApi, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(
+        self, api: RunningApi, key: str, capsys: pytest.CaptureFixture[str], command: str = "webhooks"
+    ) -> None:
         self.env = {"HOOKFLEET_API_URL": api.base_url, "HOOKFLEET_API_KEY": key}
         self.capsys = capsys
+        self.command = command
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         try:
-            code = await asyncio.to_thread(hookfleet_main, ["webhooks", *argv])
+            code = await asyncio.to_thread(hookfleet_main, [self.command, *argv])
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -134,6 +139,51 @@ async def test_every_webhooks_action_through_the_cli(
     assert rotated["secret"] != secret.group(1) and rotated["previous_secret_expires_at"]
     code, out, _ = await cli("delete", webhook_id)
     assert code == 0 and out.strip() == f"deleted {webhook_id}"
+
+
+async def test_events_show_and_search_through_the_cli(
+    api: RunningApi, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    account, key = api.account("Acme", "acct_a")
+    crm, _ = seed_webhook(database_url, account, "https://127.0.0.1:9/crm", ["message.read"], name="CRM Sync")
+    old, _ = seed_webhook(database_url, account, "https://127.0.0.1:9/old", ["message.read"], name="Old ERP")
+    event_id = log_event(database_url, account, (crm, old))
+    cli = InProcess(api, key, capsys, command="events")
+
+    code, out, err = await cli("show", event_id)
+    assert code == 0, err
+    assert re.search(rf"^event\s+{event_id} \(message\.read\)$", out, re.M) and re.search(
+        r"^payload\s+kept$", out, re.M
+    )
+    blocks = out.split("\n\n")
+    crm_block = next(b for b in blocks if b.startswith(crm))
+    old_block = next(b for b in blocks if b.startswith(old))
+    assert crm_block.splitlines()[0] == f"{crm}  CRM Sync: delivered"
+    assert crm_block.splitlines()[1].split() == ["TIME", "ATTEMPT", "STATUS", "RESPONSE", "THEN"]
+    assert [line.split()[1:4] for line in crm_block.splitlines()[2:]] == [["1", "500", "40"], ["2", "200", "41"]]
+    assert old_block.splitlines()[0] == f"{old}  Old ERP: dead-lettered (Recover sends it again)"
+    assert [line.split()[2] for line in old_block.splitlines()[2:6]] == ["503"] * 4
+    assert re.search(r"^dead letter since \S+ \(http 503\)$", old_block, re.M), old_block
+    shown = await cli.json("show", event_id)
+    assert [w["state"] for w in shown["webhooks"]] == [
+        {crm: "delivered", old: "dead_lettered"}[w["webhook_id"]] for w in shown["webhooks"]
+    ]
+
+    code, out, _ = await cli("search", "--status", "503", "--limit", "3")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].split()[:4] == ["TIME", "WEBHOOK", "TYPE", "EVENT"]
+    assert len(lines) == 5 and all(f" {old} " in line and " 503 " in line for line in lines[1:4])
+    assert lines[4].startswith("more: --cursor ")
+    rest = await cli.json("search", "--status", "503", "--cursor", lines[4].split()[-1])
+    assert len(rest["data"]) == 1 and rest["next_cursor"] is None
+    assert len((await cli.json("search", "--event", event_id))["data"]) == 6
+
+    code, _, err = await cli("show", "evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W")
+    assert code == 1 and err == "hookfleet: error: event evt_01JD8Z6Q3K4M5N6P7R8S9T0V1W not found\n"
+    code, _, err = await cli("show", "att_42")
+    assert code == 1 and err.startswith("hookfleet: error: event_id must be an event id") and err.count("\n") == 1
+    code, _, err = await cli("search", "--status", "999")
+    assert code == 1 and err.startswith("hookfleet: error: status: ") and err.count("\n") == 1
 
 
 async def test_cli_errors_are_one_line(api: RunningApi, capsys: pytest.CaptureFixture[str]) -> None:

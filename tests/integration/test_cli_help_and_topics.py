@@ -52,6 +52,7 @@ def _help(*argv: str) -> str:
         (("accounts",), ["create", "keys"]),
         (("accounts", "keys"), ["create", "list", "revoke"]),
         (("dead-letters",), ["redrive"]),
+        (("events",), ["show", "search"]),
     ],
 )
 def test_every_action_has_a_one_line_description(command: tuple[str, ...], actions: list[str]) -> None:
