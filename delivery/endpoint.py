@@ -24,6 +24,7 @@ class Endpoint:
     rate_limit_per_s: int | None = None  # enforced by the webhook's one owner (dispatcher/lanes.py)
     ordering: Literal["unordered", "fifo"] = "unordered"
     headers: tuple[tuple[str, str], ...] = ()  # custom request headers (decrypted; never logged)
+    enabled_at: datetime | None = None  # when it was last switched on by hand (a 410 before it no longer counts)
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"

@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 CHANNEL = "hookfleet_webhooks"
 _COLUMNS = (
     "id, account_id, url, events, active, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at,"
-    " rate_limit_per_s, ordering, headers_ciphertext"
+    " rate_limit_per_s, ordering, headers_ciphertext, enabled_at"
 )
 
 
 def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
-    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering, headers_ct = row
+    wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering, headers_ct = row[:11]
+    enabled = row[11]
     try:
         secret = box.open(bytes(secret_ct), wid)
         previous = box.open(bytes(prev_ct), wid) if prev_ct is not None else None
@@ -62,6 +63,7 @@ def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
         rate_limit_per_s=rate_limit,
         ordering="fifo" if ordering == "fifo" else "unordered",
         headers=tuple(headers.items()),
+        enabled_at=enabled if isinstance(enabled, datetime) else None,
     )
 
 
