@@ -104,6 +104,7 @@ def test_dispatcher_skips_an_undecryptable_webhook_with_a_clear_log_line(caplog:
         None,
         "unordered",
         None,
+        None,
     )
     with caplog.at_level(logging.ERROR):
         assert _endpoint(row, SecretBox.from_b64(KEY_B)) is None
