@@ -27,7 +27,13 @@ from hookfleet.attempt_rows import (
 from hookfleet.db import describe
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
-from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
+from schemas.operational import (
+    FACTS_SQL,
+    INSERT_OUTBOX_SQL,
+    QUEUE_RECOVERY_REDRIVE_SQL,
+    WebhookFacts,
+    operational_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class WebhookRow:
     disabled_reason: str | None = None
     disabled_at: datetime | None = None
     headers_ciphertext: bytes | None = None
+    redrive_on_recovery: bool = False
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -124,6 +131,7 @@ _WEBHOOK_COLUMNS = (
     "disabled_reason",
     "disabled_at",
     "headers_ciphertext",
+    "redrive_on_recovery",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -168,7 +176,9 @@ _ROLLUP_ONE = rollup_sql(
 
 _WEBHOOK = sql.SQL(", ").join(map(sql.Identifier, _WEBHOOK_COLUMNS))
 _DELIVERY = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-_UPDATABLE = frozenset({"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext"})
+_UPDATABLE = frozenset(
+    {"name", "url", "events", "active", "rate_limit_per_s", "ordering", "headers_ciphertext", "redrive_on_recovery"}
+)
 
 # Switching off by hand records why and when; switching on clears both and restarts the auto-disable
 # clock (`enabled_at`), so a 410 or a failure from before does not switch it off again.
@@ -364,14 +374,16 @@ class Store:
         rate_limit_per_s: int | None = None,
         ordering: str = "unordered",
         sealed_headers: bytes | None = None,
+        redrive_on_recovery: bool = False,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " rate_limit_per_s, ordering, headers_ciphertext, disabled_reason, disabled_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " rate_limit_per_s, ordering, headers_ciphertext, redrive_on_recovery,"
+                    " disabled_reason, disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
                     " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
                 (
@@ -385,6 +397,7 @@ class Store:
                     rate_limit_per_s,
                     ordering,
                     sealed_headers,
+                    redrive_on_recovery,
                     active,
                     active,
                 ),
@@ -487,12 +500,20 @@ class Store:
             await conn.execute(_ROLLUP_ONE, {"attempt_id": record.attempt_id, "attempted_at": record.attempted_at})
             if record.outcome.value == "success":
                 cur = await conn.execute(
-                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
-                    " WHERE id = %(id)s AND account_id = %(account_id)s AND status = 'failing'"
-                    " AND status_changed_at < %(at)s RETURNING id",
+                    "UPDATE webhooks w SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
+                    " FROM (SELECT id, failing_since, status_changed_at FROM webhooks WHERE id = %(id)s FOR UPDATE) old"
+                    " WHERE w.id = old.id AND w.account_id = %(account_id)s AND w.status = 'failing'"
+                    " AND w.status_changed_at < %(at)s"
+                    " RETURNING w.redrive_on_recovery, coalesce(old.failing_since, old.status_changed_at)",
                     {"at": record.attempted_at, "id": record.webhook_id, "account_id": record.account_id},
                 )
-                if await cur.fetchone() is not None:  # healed: webhook.recovered, sent by a recorder
+                healed = await cur.fetchone()
+                if healed is not None:  # webhook.recovered (and its redrive, when opted in), sent by a recorder
+                    redriven = 0
+                    if healed[0]:
+                        queue = {"id": record.webhook_id, "since": healed[1]}
+                        queued = await (await conn.execute(QUEUE_RECOVERY_REDRIVE_SQL, queue)).fetchone()
+                        redriven = int(queued[0]) if queued else 0
                     facts = await (await conn.execute(FACTS_SQL, (record.webhook_id,))).fetchone()
                     assert facts is not None
                     recovered = operational_event(
@@ -501,6 +522,7 @@ class Store:
                         "delivered",
                         record.attempted_at,
                         None,
+                        redriven,
                     )
                     await conn.execute(INSERT_OUTBOX_SQL, (recovered.id, recovered.account_id, json_text(recovered)))
 

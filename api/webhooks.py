@@ -71,6 +71,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         body.rate_limit_per_s,
         body.ordering,
         seal_headers(resources.box, webhook_id, body.headers or {}),
+        body.redrive_on_recovery,
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
     response = json_response(webhook_with_secret(row, secret, datetime.now(UTC), body.headers), 201)

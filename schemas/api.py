@@ -180,6 +180,12 @@ class _Response(BaseModel):
 # ------------------------------------------------------------------------------------------ webhooks
 
 
+_REDRIVE_ON_RECOVERY = (
+    "true: when the webhook succeeds again after failing, its dead letters since it began failing are sent again"
+    " automatically, once, oldest first, at HOOKFLEET_RECOVERY_REDRIVE_RATE per second (in order for fifo)"
+)
+
+
 class WebhookCreate(_Request):
     name: WebhookName
     url: WebhookUrl
@@ -188,6 +194,7 @@ class WebhookCreate(_Request):
     rate_limit_per_s: RateLimit | None = None
     ordering: Ordering = "unordered"
     headers: CustomHeaders | None = None
+    redrive_on_recovery: bool = Field(default=False, description=_REDRIVE_ON_RECOVERY)
 
 
 class WebhookUpdate(_Request):
@@ -202,6 +209,7 @@ class WebhookUpdate(_Request):
     rate_limit_per_s: Annotated[int, Field(ge=0, le=10_000, description="0 removes the limit")] | None = None
     ordering: Ordering | None = None
     headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
+    redrive_on_recovery: bool | None = Field(default=None, description=_REDRIVE_ON_RECOVERY)
 
 
 class WebhookView(_Response):
@@ -212,6 +220,7 @@ class WebhookView(_Response):
     active: bool
     rate_limit_per_s: int | None = Field(default=None, description="null: no limit")
     ordering: Literal["unordered", "fifo"] = "unordered"
+    redrive_on_recovery: bool = Field(default=False, description=_REDRIVE_ON_RECOVERY)
     status: Literal["healthy", "failing"]
     status_changed_at: Timestamp
     disabled_reason: DisabledReason | None = Field(

@@ -298,6 +298,7 @@ async function openEdit(id) {
   for (const box of $("wh-events").querySelectorAll("input")) box.checked = webhook.events.includes(box.value);
   $("wh-rate").value = webhook.rate_limit_per_s === null ? "" : String(webhook.rate_limit_per_s);
   $("wh-fifo").checked = webhook.ordering === "fifo";
+  $("wh-redrive").checked = webhook.redrive_on_recovery;
   const names = Object.keys(webhook.headers);
   $("wh-headers-keep").textContent = names.length
     ? ` Current: ${names.join(", ")} (values hidden). Leave empty to keep them; enter new lines to replace them all.`
@@ -330,6 +331,8 @@ async function saveEdit() {
   if (wantedRate !== webhook.rate_limit_per_s) changes.rate_limit_per_s = wantedRate === null ? 0 : wantedRate;
   const ordering = $("wh-fifo").checked ? "fifo" : "unordered";
   if (ordering !== webhook.ordering) changes.ordering = ordering;
+  const redrive = $("wh-redrive").checked;
+  if (redrive !== webhook.redrive_on_recovery) changes.redrive_on_recovery = redrive;
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) changes.headers = headers;
   try {

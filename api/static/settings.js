@@ -332,6 +332,7 @@ async function createWebhook(event) {
     url: $("wh-url").value.trim(),
     events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
     ordering: $("wh-fifo").checked ? "fifo" : "unordered",
+    redrive_on_recovery: $("wh-redrive").checked,
   };
   const rate = $("wh-rate").value.trim();
   if (rate) body.rate_limit_per_s = Number(rate);
