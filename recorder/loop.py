@@ -122,6 +122,7 @@ class Recorder:
         self._redrive_gap = timedelta(seconds=1 / settings.recovery_redrive_rate)
         self._watchdog = JoinWatchdog()
         metrics.ITEM_FAILURES.labels("outbox")  # the series exists at 0 from the start, so its panel and rate work
+        metrics.ITEM_FAILURES.labels("recovery_redrive")
         self.consumer = consumer
         self.producer = producer
 
