@@ -35,7 +35,7 @@ from delivery.endpoint import Endpoint
 from delivery.wire_json import attempt_json, event_bytes, task_json
 from dispatcher.fanout import FanoutJob, recipients
 from dispatcher.gone import GoneWebhooks
-from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
+from dispatcher.lanes import Admission, Lane, LanePolicy, RecentAnswers, TokenBucket
 from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import SubscriptionIndex
@@ -133,6 +133,7 @@ class Dispatcher:
         self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
         self._holds: dict[TP, set[str]] = {}  # partition -> webhooks whose full queue holds it back
         self._gone = GoneWebhooks()  # webhooks that answered 410 here: nothing more is sent to them (gone.py)
+        self._answered = RecentAnswers()  # webhooks heard from lately: a new lane for them is not probed
         self._stopping = False
         self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -375,7 +376,9 @@ class Dispatcher:
         )
         lane = self._lanes.get(endpoint.id)
         if lane is None:
-            lane = self._lanes[endpoint.id] = Lane(policy, key, time.monotonic())
+            now = time.monotonic()
+            probing = not self._answered.knows(endpoint.id, now)
+            lane = self._lanes[endpoint.id] = Lane(policy, key, now, probing=probing)
         elif lane.policy != policy:  # the webhook's settings changed: keep its queue and its pace
             lane.policy = policy
             rate = policy.rate_limit_per_s
@@ -432,7 +435,10 @@ class Dispatcher:
             nonlocal released
             if not released:
                 released = True
-                lane.finished(time.monotonic(), answered, elapsed_s)
+                now = time.monotonic()
+                lane.finished(now, answered, elapsed_s)
+                if answered:
+                    self._answered.heard(webhook_id, now)
                 self._pump(webhook_id, lane)
 
         try:
