@@ -91,6 +91,7 @@ def webhook_fields(webhook: dict[str, Any], secret_note: str = "") -> str:
         ("rate limit", f"{webhook['rate_limit_per_s']}/s" if webhook.get("rate_limit_per_s") else "none"),
         ("ordering", webhook.get("ordering", "unordered")),
         ("filter", webhook.get("filter") or "none (every event of its types)"),
+        ("redrive on recovery", "yes" if webhook.get("redrive_on_recovery") else "no"),
         ("status", f"{webhook['status']} since {webhook['status_changed_at']}"),
         ("secret", webhook["secret"] + secret_note),
     ]

@@ -16,7 +16,8 @@ from hookfleet.cli import CliError
 from hookfleet.db import connect
 from hookfleet.kafka import KafkaProducer, check_broker
 from hookfleet.stream.sender import Outgoing, send_all
-from schemas.models import DeliveryTask, Event
+from schemas.models import DeliveryTask
+from schemas.redrive import fresh_attempt
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,6 @@ _CLAIM = (
 )
 
 _MARK = "UPDATE dead_letters SET redriven_at = %s WHERE webhook_id = %s AND event_id = ANY(%s)"
-
-
-def fresh_task(event: Event, webhook_id: str, now_ms: int, replay_id: str | None = None) -> DeliveryTask:
-    """`event` for `webhook_id` as a fresh attempt 1, due at once (redrive, replay)."""
-    return DeliveryTask(event=event, webhook_id=webhook_id, attempt=1, due_at=now_ms, replay_id=replay_id)
-
-
-def fresh_attempt(dead: DeliveryTask, now_ms: int) -> DeliveryTask:
-    """The same event for the same webhook, starting over at attempt 1, due at once."""
-    return fresh_task(dead.event, dead.webhook_id, now_ms)
 
 
 def redrive(

@@ -31,11 +31,12 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api.redrive import fresh_task, publish_acked
+from api.redrive import publish_acked
 from hookfleet import metrics
 from hookfleet.db import describe
 from hookfleet.kafka import KafkaException, KafkaProducer
 from schemas.models import Event
+from schemas.redrive import fresh_task
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -216,7 +216,8 @@ OPERATIONS: tuple[Operation, ...] = (
         body_required=False,
         response=RecoverResult,
         description="Queues the webhook's dead letters again as fresh attempts 1. Quota: recovers per minute (429"
-        " with Retry-After, `error.limit` names it).",
+        " with Retry-After, `error.limit` names it). A webhook with `redrive_on_recovery` gets the dead letters of"
+        " its failing spell back by itself when it succeeds again.",
         errors=(429,),
     ),
     Operation(

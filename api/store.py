@@ -28,7 +28,13 @@ from hookfleet.attempt_rows import (
 from hookfleet.db import describe
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
-from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
+from schemas.operational import (
+    FACTS_SQL,
+    INSERT_OUTBOX_SQL,
+    QUEUE_RECOVERY_REDRIVE_SQL,
+    WebhookFacts,
+    operational_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class WebhookRow:
     previous_signing_key_ciphertext: bytes | None = None
     previous_signing_key_expires_at: datetime | None = None
     filter: str | None = None
+    redrive_on_recovery: bool = False
 
     def __repr__(self) -> str:  # the ciphertexts stay out of logs and tracebacks
         return f"WebhookRow(id={self.id!r}, account_id={self.account_id!r})"
@@ -254,6 +261,7 @@ _WEBHOOK_COLUMNS = (
     "previous_signing_key_ciphertext",
     "previous_signing_key_expires_at",
     "filter",
+    "redrive_on_recovery",
 )
 _DELIVERY_COLUMNS = (
     "attempt_id",
@@ -309,6 +317,7 @@ _UPDATABLE = frozenset(
         "headers_ciphertext",
         "signing_key_ciphertext",
         "filter",
+        "redrive_on_recovery",
     }
 )
 
@@ -526,15 +535,17 @@ class Store:
         sealed_headers: bytes | None = None,
         sealed_signing_key: bytes | None = None,
         filter_text: str | None = None,
+        redrive_on_recovery: bool = False,
     ) -> WebhookRow:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(WebhookRow))
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext, active,"
-                    " rate_limit_per_s, ordering, headers_ciphertext, signing_key_ciphertext, filter, disabled_reason,"
-                    " disabled_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN NULL ELSE 'manual' END,"
+                    " rate_limit_per_s, ordering, headers_ciphertext, signing_key_ciphertext, filter,"
+                    " redrive_on_recovery, disabled_reason, disabled_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " CASE WHEN %s THEN NULL ELSE 'manual' END,"
                     " CASE WHEN %s THEN NULL ELSE now() END) RETURNING {}"
                 ).format(_WEBHOOK),
                 (
@@ -550,6 +561,7 @@ class Store:
                     sealed_headers,
                     sealed_signing_key,
                     filter_text,
+                    redrive_on_recovery,
                     active,
                     active,
                 ),
@@ -677,12 +689,20 @@ class Store:
             await conn.execute(_ROLLUP_ONE, {"attempt_id": record.attempt_id, "attempted_at": record.attempted_at})
             if record.outcome.value == "success":
                 cur = await conn.execute(
-                    "UPDATE webhooks SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
-                    " WHERE id = %(id)s AND account_id = %(account_id)s AND status = 'failing'"
-                    " AND status_changed_at < %(at)s RETURNING id",
+                    "UPDATE webhooks w SET status = 'healthy', status_changed_at = %(at)s, failing_since = NULL"
+                    " FROM (SELECT id, failing_since, status_changed_at FROM webhooks WHERE id = %(id)s FOR UPDATE) old"
+                    " WHERE w.id = old.id AND w.account_id = %(account_id)s AND w.status = 'failing'"
+                    " AND w.status_changed_at < %(at)s"
+                    " RETURNING w.redrive_on_recovery, coalesce(old.failing_since, old.status_changed_at)",
                     {"at": record.attempted_at, "id": record.webhook_id, "account_id": record.account_id},
                 )
-                if await cur.fetchone() is not None:  # healed: webhook.recovered, sent by a recorder
+                healed = await cur.fetchone()
+                if healed is not None:  # webhook.recovered (and its redrive, when opted in), sent by a recorder
+                    redriven = 0
+                    if healed[0]:
+                        queue = {"id": record.webhook_id, "since": healed[1]}
+                        queued = await (await conn.execute(QUEUE_RECOVERY_REDRIVE_SQL, queue)).fetchone()
+                        redriven = int(queued[0]) if queued else 0
                     facts = await (await conn.execute(FACTS_SQL, (record.webhook_id,))).fetchone()
                     assert facts is not None
                     recovered = operational_event(
@@ -691,6 +711,7 @@ class Store:
                         "delivered",
                         record.attempted_at,
                         None,
+                        redriven,
                     )
                     await conn.execute(INSERT_OUTBOX_SQL, (recovered.id, recovered.account_id, json_text(recovered)))
 

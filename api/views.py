@@ -56,6 +56,7 @@ def _fields(
         "active": row.active,
         "rate_limit_per_s": row.rate_limit_per_s,
         "ordering": row.ordering,
+        "redrive_on_recovery": row.redrive_on_recovery,
         "status": row.status,
         "status_changed_at": row.status_changed_at,
         "previous_secret_expires_at": overlap if row.previous_secret_ciphertext and overlap and overlap > now else None,

@@ -74,6 +74,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         seal_headers(resources.box, webhook_id, body.headers or {}),
         seal_signing_key(resources.box, webhook_id, signing_key) if signing_key is not None else None,
         body.filter or None,
+        body.redrive_on_recovery,
     )
     log.info("event=webhook_created account_id=%s webhook_id=%s", row.account_id, row.id)
     keys = (signing_key, None)

@@ -28,6 +28,7 @@ class Endpoint:
     previous_signing_key: str | None = None
     previous_signing_key_expires_at: datetime | None = None
     filter: str | None = None  # CEL over the event, applied at fan-out (schemas/event_filter.py); None: every event
+    enabled_at: datetime | None = None  # when it was last switched on by hand (a 410 before it no longer counts)
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"Endpoint(id={self.id!r}, account_id={self.account_id!r}, active={self.active})"

@@ -29,13 +29,13 @@ CHANNEL = "hookfleet_webhooks"
 _COLUMNS = (
     "id, account_id, url, events, active, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at,"
     " rate_limit_per_s, ordering, headers_ciphertext,"
-    " signing_key_ciphertext, previous_signing_key_ciphertext, previous_signing_key_expires_at, filter"
+    " signing_key_ciphertext, previous_signing_key_ciphertext, previous_signing_key_expires_at, filter, enabled_at"
 )
 
 
 def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
     wid, account_id, url, events, active, secret_ct, prev_ct, prev_expires, rate_limit, ordering, headers_ct = row[:11]
-    key_ct, prev_key_ct, prev_key_expires, text = row[11:]
+    key_ct, prev_key_ct, prev_key_expires, text, enabled = row[11:]
     try:
         secret = box.open(bytes(secret_ct), wid)
         previous = box.open(bytes(prev_ct), wid) if prev_ct is not None else None
@@ -70,6 +70,7 @@ def _endpoint(row: tuple[Any, ...], box: SecretBox) -> Endpoint | None:
         previous_signing_key=previous_signing_key,
         previous_signing_key_expires_at=prev_key_expires if isinstance(prev_key_expires, datetime) else None,
         filter=text,
+        enabled_at=enabled if isinstance(enabled, datetime) else None,
     )
 
 

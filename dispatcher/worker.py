@@ -34,8 +34,9 @@ from delivery.deliverer import Deliverer, DeliveryResult, record_json
 from delivery.endpoint import Endpoint
 from delivery.wire_json import attempt_json, event_bytes, task_json
 from dispatcher.fanout import FanoutJob, apply_filters, recipients
+from dispatcher.gone import GoneWebhooks
 from dispatcher.idempotency import KeyStore, Verdict, digest
-from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
+from dispatcher.lanes import Admission, Lane, LanePolicy, RecentAnswers, TokenBucket
 from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import SubscriptionIndex
@@ -72,6 +73,9 @@ def _no_changelog(_topic: str, _partition: int, _last: int) -> Iterable[tuple[by
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Collector thresholds while dispatching (CPython's defaults are 700, 10, 10): see `settle_heap`."""
+
+_GONE = ("webhook gone: its endpoint answered 410 Gone", "gone")
+"""The drop of a task for a webhook that answered 410 here (its log row's error, its metric reason)."""
 
 SWEEP_INTERVAL_S = 0.25
 """How often stalled webhooks' queues are parked and held-back partitions re-checked."""
@@ -146,6 +150,8 @@ class Dispatcher:
         self._open_requests = 0  # started and not yet durable: what a crash now would send twice
         self._fanout_pending = 0  # tasks produced by fan-out and not yet acknowledged
         self._holds: dict[TP, set[str]] = {}  # partition -> webhooks whose full queue holds it back
+        self._gone = GoneWebhooks()  # webhooks that answered 410 here: nothing more is sent to them (gone.py)
+        self._answered = RecentAnswers()  # webhooks heard from lately: a new lane for them is not probed
         self._stopping = False
         self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,6 +245,7 @@ class Dispatcher:
                 if lane.idle():
                     del self._lanes[webhook_id]
         self._give_up_waits(keys)
+        self._gone.forget(keys)
         pending = [task for task, key in self._tasks.items() if key in keys]
         await self._wait_for(pending, "revoke_abandoned", cancel=False)
         for key in keys:
@@ -493,18 +500,22 @@ class Dispatcher:
         )
         lane = self._lanes.get(endpoint.id)
         if lane is None:
-            lane = self._lanes[endpoint.id] = Lane(policy, key, time.monotonic())
+            now = time.monotonic()
+            probing = not self._answered.knows(endpoint.id, now)
+            lane = self._lanes[endpoint.id] = Lane(policy, key, now, probing=probing)
         elif lane.policy != policy:  # the webhook's settings changed: keep its queue and its pace
             lane.policy = policy
             rate = policy.rate_limit_per_s
             lane.bucket = TokenBucket(rate, time.monotonic()) if rate else None
         return lane
 
-    @staticmethod
-    def _drop_reason(endpoint: Endpoint | None, task: DeliveryTask) -> tuple[str, str] | None:
-        """Retries use the webhook's current configuration: disabled, deleted or unsubscribed means drop."""
+    def _drop_reason(self, endpoint: Endpoint | None, task: DeliveryTask) -> tuple[str, str] | None:
+        """Retries use the webhook's current configuration: disabled, deleted or unsubscribed means drop; so
+        does a 410 Gone this dispatcher got from it (gone.py), before the recorder's switch-off comes back."""
         if endpoint is None:
             return "webhook deleted", "deleted"
+        if self._gone.holds(task.webhook_id, endpoint):
+            return _GONE
         if not endpoint.active:
             return "webhook disabled", "disabled"
         if task.event.type not in endpoint.events:
@@ -556,8 +567,10 @@ class Dispatcher:
                 assert endpoint is not None
                 result = await self._deliverer.deliver(endpoint, task.event, task.attempt, job.body)
                 answered, elapsed_s = result.outcome is not Outcome.TIMEOUT, result.response_ms / 1000
-                release()  # the next request may start while this outcome is made durable
                 decision = self._decide(task.attempt, result)
+                if decision.step == "disabled":
+                    self._stop_sending(endpoint, job.claim.partition)
+                release()  # the next request may start while this outcome is made durable
                 await self._record(decision, endpoint, task.event, job.body, task.attempt, result, task.replay_id)
         except asyncio.CancelledError:
             self._held -= 1  # given up (shutdown, revoke): its offset stays unfinished for the next owner
@@ -579,6 +592,8 @@ class Dispatcher:
         while True:
             result = await self._deliverer.deliver(endpoint, event, attempt, body)
             decision = self._decide(attempt, result)
+            if decision.step == "disabled":
+                self._stop_sending(endpoint, key)
             await self._record(decision, endpoint, event, body, attempt, result, task.replay_id, queue_retry=False)
             if decision.step != "retry":
                 return result.outcome is not Outcome.TIMEOUT
@@ -657,6 +672,26 @@ class Dispatcher:
             self._send_durably(route.topic, task, endpoint.id),
             self._send_durably(self._topics.attempts, record, endpoint.id),
         )
+
+    def _stop_sending(self, endpoint: Endpoint, key: TP) -> None:
+        """A 410 came back: nothing more goes to this webhook from here. Its queued tasks are dropped now,
+        and every later one as it comes (`_drop_reason`), without waiting for the recorder's switch-off."""
+        if self._gone.mark(endpoint, key):
+            log.info("event=webhook_gone_stop webhook_id=%s", endpoint.id)
+        lane = self._lanes.get(endpoint.id)
+        if lane is None:
+            return
+        while lane.queue:
+            job = lane.queue.popleft()
+            self._spawn(self._drop_queued(job, *_GONE), job.claim.partition)
+        if lane.held_back:
+            self._release(endpoint.id, lane)
+
+    async def _drop_queued(self, job: _Job, reason: str, kind: str) -> None:
+        """A queued task that will not be sent: its log row, then its offset."""
+        await self._drop(job.task, job.body, reason, kind)
+        self._held -= 1
+        self._finish(job.claim)
 
     async def _park(self, job: _Job) -> None:
         """Defer a slow or hanging webhook's delivery through a delay topic (not an attempt): 10 s, and longer
@@ -738,6 +773,8 @@ class Dispatcher:
         for webhook_id, lane in list(self._lanes.items()):
             if lane.idle():
                 del self._lanes[webhook_id]
+                if lane.answers:  # a lane made for it again within PROBE_AFTER_S is not probed
+                    self._answered.heard(webhook_id, lane.last_progress)
                 continue
             if lane.policy.fifo or not lane.queue or not lane.stalled(now):
                 continue

@@ -96,7 +96,9 @@ RETRY_LATENESS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
 DEAD_LETTERS = Counter("hookfleet_dead_letters", "Deliveries dead-lettered after the last retry", ["event_type"])
-DROPPED = Counter("hookfleet_deliveries_dropped", "Tasks dropped: webhook disabled or deleted meanwhile", ["reason"])
+DROPPED = Counter(
+    "hookfleet_deliveries_dropped", "Tasks dropped: webhook disabled, deleted or gone (410) meanwhile", ["reason"]
+)
 INVALID_EVENTS = Counter(
     "hookfleet_invalid_events",
     "Messages routed to the invalid topic, by role and kind (hookfleet/stream/diversion.py)",
@@ -294,7 +296,7 @@ def init_label_values(event_types: Iterable[str], outcomes: Iterable[str]) -> No
             DELIVERIES.labels(event_type, outcome)
     for stage in ("10s", "60s", "5m", "parked"):
         RETRIES_SCHEDULED.labels(stage)
-    for reason in ("disabled", "deleted", "unsubscribed"):
+    for reason in ("disabled", "deleted", "unsubscribed", "gone"):
         DROPPED.labels(reason)
 
 

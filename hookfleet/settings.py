@@ -377,6 +377,12 @@ class RecorderSettings(MailSettings):
     )
     batch_max: int = Field(default=2000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
+    recovery_redrive_rate: float = Field(
+        default=10.0,
+        gt=0,
+        le=10_000,
+        description="dead letters per second per webhook sent again when a webhook with redrive_on_recovery heals",
+    )
     drain_timeout_s: float = Field(
         default=20.0,
         ge=0,

@@ -76,6 +76,8 @@ def mail_text(event_type: EventType, data: dict[str, Any]) -> tuple[str, str]:
     if data.get("last_error"):
         lines.append(f"Last error: {data['last_error']}")
     lines.append(f"Dead-lettered deliveries waiting: {data['dead_letters']}")
+    if data.get("redriven"):
+        lines.append(f"Dead-lettered deliveries sent again now that it is healthy: {data['redriven']}")
     if not data["active"]:
         lines.append("Fix the receiver, then switch the webhook on again; dead letters can be redelivered.")
     return subject, "\n".join(lines) + "\n"

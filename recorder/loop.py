@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,9 +47,10 @@ from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from recorder.batch import Batch, Unreadable, parse_message
 from recorder.health import mail_text
 from recorder.outcomes import WebhookOutcomes
-from recorder.store import OutboxFailed, OutboxItem, RecorderStore, WriteResult
+from recorder.store import OutboxFailed, OutboxItem, RecorderStore, RedriveItem, WriteResult
 from schemas.catalog import EventType
-from schemas.models import Event, Outcome
+from schemas.models import DeliveryTask, Event, Outcome
+from schemas.redrive import fresh_attempt
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ OUTCOMES_PUBLISH_S = 15.0
 _OUTBOX_CHECK_S = 10.0
 """How often unsent operational events are looked for when no batch wrote any (a crash between the
 transaction and the send leaves them for whichever recorder looks next)."""
+
+REDRIVE_CHECK_S = 1.0
+"""How often queued dead letters (redrive on recovery) are looked for when the last look sent none: rows
+queued by another recorder or the API's Test, or left by a crash, wait at most this long."""
+_REDRIVE_BUSY_S = 0.1
+_REDRIVE_FAILED_S = 5.0
 
 _DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
 _OUTBOX_TRANSIENT: tuple[type[BaseException], ...] = (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable)
@@ -111,8 +118,11 @@ class Recorder:
         self.db_up = True
         self._drain_deadline: float | None = None
         self._next_outbox_check = 0.0
+        self._next_redrive_check = 0.0
+        self._redrive_gap = timedelta(seconds=1 / settings.recovery_redrive_rate)
         self._watchdog = JoinWatchdog()
         metrics.ITEM_FAILURES.labels("outbox")  # the series exists at 0 from the start, so its panel and rate work
+        metrics.ITEM_FAILURES.labels("recovery_redrive")
         self.consumer = consumer
         self.producer = producer
 
@@ -156,6 +166,8 @@ class Recorder:
                     self._flush()
                 if time.monotonic() >= self._next_outbox_check:
                     self._send_outbox()
+                if time.monotonic() >= self._next_redrive_check:
+                    self._send_redrives()
             if self.batch.size:
                 self._flush()
         except ShutdownDuringOutage:
@@ -346,6 +358,8 @@ class Recorder:
             self._failing_due = time.monotonic() + FAILING_REFRESH_S
         if result.notifications:
             self._send_outbox()
+        if result.redrives_queued:
+            self._next_redrive_check = 0.0  # the first ones are due now
         log.debug(
             "event=batch_committed attempts=%d inserted=%d dead_letters=%d",
             len(attempts),
@@ -388,6 +402,44 @@ class Recorder:
                 pass
         except (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable) as exc:
             log.warning("event=operational_events_deferred error=%s", type(exc).__name__)
+
+    def _send_redrives(self) -> None:
+        """Redrive on recovery: queue again, at the recovery's pace, the dead letters a recovery queued."""
+        try:
+            sent = self.store.drain_redrives(self._publish_redrives, self._redrive_gap)
+        except (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable) as exc:
+            log.warning("event=recovery_redrives_deferred error=%s", type(exc).__name__)
+            self._next_redrive_check = time.monotonic() + _REDRIVE_FAILED_S
+            return
+        self._next_redrive_check = time.monotonic() + (_REDRIVE_BUSY_S if sent else REDRIVE_CHECK_S)
+
+    def _publish_redrives(self, items: list[RedriveItem]) -> list[RedriveItem]:
+        """Produce each dead letter as a fresh attempt 1, in order, waiting for the broker. Returns the items
+        that can never be sent (the poison-item rule); the broker unreachable is raised, the batch waits."""
+        now_ms = int(time.time() * 1000)
+        ready: list[tuple[RedriveItem, Outgoing]] = []
+        refused: list[RedriveItem] = []
+        for item in items:
+            try:
+                task = fresh_attempt(DeliveryTask.model_validate_json(item.task_json), now_ms)
+            except ValueError as exc:
+                item_failed("recovery_redrive", item.event_id, exc)
+                refused.append(item)
+                continue
+            ready.append((item, Outgoing(self.topics.deliveries, task.model_dump_json().encode(), item.webhook_id)))
+        results = send_each(self.producer, [outgoing for _, outgoing in ready])
+        counts: dict[str, int] = {}
+        for (item, _), error in zip(ready, results, strict=True):
+            if error is None:
+                counts[item.webhook_id] = counts.get(item.webhook_id, 0) + 1
+                continue
+            if error.retriable():  # the broker, not the item: the whole batch waits
+                raise KafkaDeliveryError(error)
+            item_failed("recovery_redrive", item.event_id, KafkaDeliveryError(error))
+            refused.append(item)
+        for webhook_id, count in counts.items():
+            log.info("event=recovery_redriven webhook_id=%s count=%d", webhook_id, count)
+        return refused
 
     def _publish_operational(self, items: list[OutboxItem]) -> list[OutboxFailed]:
         """Produce the items' events (waiting for the broker), then mail them; one item's own failure

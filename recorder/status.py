@@ -64,7 +64,18 @@ def decide_status(
     `latest_success` is the newest recorded success of this webhook (this batch's rows included) later than
     the batch's oldest dead letter, or None: it answers "did a later success already happen?".
     """
+    return replay_status(current, events, latest_success)[0]
+
+
+def replay_status(
+    current: WebhookState, events: Sequence[StatusEvent], latest_success: datetime | None
+) -> tuple[WebhookState, datetime | None]:
+    """`decide_status`, and when the webhook last went healthy -> failing in `events` (None: it did not).
+
+    That time is the failing spell's start (`failing_since`): the dead letter that flipped it, not the
+    latest one of the batch, which `changed_at` moves on to."""
     state = current
+    began: datetime | None = None
     for event in events:
         if event.signal is Signal.SUCCESS:
             if state.status == "failing" and event.at > state.changed_at:
@@ -74,4 +85,5 @@ def decide_status(
                 state = WebhookState("failing", event.at)
         elif event.at > state.changed_at and (latest_success is None or latest_success <= event.at):
             state = WebhookState("failing", event.at)
-    return state
+            began = event.at
+    return state, began

@@ -34,10 +34,16 @@ from hookfleet.retention import ensure_days, horizon
 from hookfleet.stream.poison import ItemFailure, RetrySchedule
 from recorder.batch import Batch, dead_letter_row
 from recorder.health import gone_at, latest_failure, should_auto_disable
-from recorder.status import WebhookState, decide_status, status_events
+from recorder.status import WebhookState, replay_status, status_events
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord
-from schemas.operational import FACTS_SQL, INSERT_OUTBOX_SQL, WebhookFacts, operational_event
+from schemas.operational import (
+    FACTS_SQL,
+    INSERT_OUTBOX_SQL,
+    QUEUE_RECOVERY_REDRIVE_SQL,
+    WebhookFacts,
+    operational_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,7 @@ _UPSERT_DEAD = (
 # Healthy webhooks that only saw successes cannot change, so only failing ones and those with a dead
 # letter are locked. Rows are locked in id order so two recorders never deadlock.
 _LOCK_WEBHOOKS = (
-    "SELECT id, status, status_changed_at FROM webhooks "
+    "SELECT id, status, status_changed_at, failing_since, redrive_on_recovery FROM webhooks "
     "WHERE id = ANY(%(ids)s) AND (status = 'failing' OR id = ANY(%(dead_ids)s)) ORDER BY id FOR UPDATE"
 )
 
@@ -131,6 +137,30 @@ _OUTBOX_FAILED = (
 )
 
 
+# Redrive on recovery: the webhooks with a queued dead letter that is due (queued_at + position x gap), each
+# drained by one recorder at a time (a transaction-scoped advisory lock per webhook) so its tasks go out in order.
+_DUE_REDRIVE_WEBHOOKS = (
+    "SELECT webhook_id FROM recovery_redrives WHERE queued_at + position * %(gap)s <= now() "
+    "GROUP BY webhook_id ORDER BY min(queued_at), webhook_id LIMIT %(limit)s"
+)
+_LOCK_REDRIVE_WEBHOOK = "SELECT pg_try_advisory_xact_lock(hashtextextended('hookfleet.recovery_redrive:' || %s, 0))"
+_CLAIM_REDRIVES = (
+    "SELECT event_id, task::text FROM recovery_redrives WHERE webhook_id = %(id)s "
+    "AND queued_at + position * %(gap)s <= now() ORDER BY position LIMIT %(limit)s FOR UPDATE"
+)
+_DELETE_REDRIVES = "DELETE FROM recovery_redrives WHERE webhook_id = %s AND event_id = ANY(%s)"
+_UNMARK_DEAD = "UPDATE dead_letters SET redriven_at = NULL WHERE webhook_id = %s AND event_id = ANY(%s)"
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveItem:
+    """One queued dead letter, due now: its webhook, its event and the task that died."""
+
+    webhook_id: str
+    event_id: str
+    task_json: str
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxBacklog:
     """Unsent operational events: new (`pending`), failed and waiting for their next try (`failed`), given up
@@ -149,6 +179,8 @@ class WriteResult:
     status_changes: dict[str, WebhookState]
     notifications: int = 0
     """Operational events written to the outbox by this batch."""
+    redrives_queued: int = 0
+    """Dead letters queued again by this batch's recoveries (redrive on recovery)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +216,7 @@ class _Change:
     reason: str
     at: datetime
     last_error: str | None
+    redriven: int = 0
 
 
 class RecorderStore:
@@ -257,7 +290,8 @@ class RecorderStore:
             flips.extend(self._switch_off(cur, batch))
             for change in flips:
                 self._notify(cur, change)
-        return WriteResult(inserted, len(dead), changes, len(flips))
+        queued = sum(change.redriven for change in flips)
+        return WriteResult(inserted, len(dead), changes, len(flips), queued)
 
     def _within_retention(self, attempts: list[AttemptRecord]) -> list[AttemptRecord]:
         oldest = horizon(self._retention_days)
@@ -284,32 +318,42 @@ class RecorderStore:
             for webhook_id, at in cur.execute(_LATEST_SUCCESS, (dead_ids, oldest_dead)).fetchall():
                 latest[str(webhook_id)] = at  # type: ignore[assignment]
         changes: dict[str, WebhookState] = {}
+        began: dict[str, datetime] = {}  # webhook -> when it went healthy -> failing in this batch
         flips: list[_Change] = []
         last_error = {d.task.webhook_id: d.task.last_error for d in sorted(dead, key=lambda d: d.dead_at)}
-        for webhook_id, status, changed_at in rows:
+        for webhook_id, status, changed_at, failing_since, redrive_on_recovery in rows:
             current = WebhookState(status, changed_at)  # type: ignore[arg-type]
-            new = decide_status(current, events[str(webhook_id)], latest.get(str(webhook_id)))
+            new, failing_at = replay_status(current, events[str(webhook_id)], latest.get(str(webhook_id)))
             if new != current:
                 changes[str(webhook_id)] = new
+            if failing_at is not None:
+                began[str(webhook_id)] = failing_at
             if new.status != current.status:
                 if new.status == "failing":
                     change = _Change(
-                        str(webhook_id), EventType.WEBHOOK_FAILING, "dead_letter", new.changed_at,
+                        str(webhook_id), EventType.WEBHOOK_FAILING, "dead_letter", began[str(webhook_id)],
                         last_error.get(str(webhook_id)),
                     )  # fmt: skip
                 else:
-                    change = _Change(str(webhook_id), EventType.WEBHOOK_RECOVERED, "delivered", new.changed_at, None)
+                    redriven = 0
+                    if redrive_on_recovery:  # the dead letters since it began failing, queued once, in this change
+                        since = failing_since or changed_at
+                        queued = cur.execute(QUEUE_RECOVERY_REDRIVE_SQL, {"id": webhook_id, "since": since}).fetchone()
+                        redriven = int(str(queued[0])) if queued else 0
+                    change = _Change(
+                        str(webhook_id), EventType.WEBHOOK_RECOVERED, "delivered", new.changed_at, None, redriven
+                    )
                 flips.append(change)
-        became_failing = {c.webhook_id for c in flips if c.event_type is EventType.WEBHOOK_FAILING}
         for webhook_id, state in changes.items():
+            # failing_since: when the spell began (the dead letter that flipped it), not its latest dead letter
             cur.execute(
                 "UPDATE webhooks SET status = %(status)s, status_changed_at = %(at)s, failing_since = CASE"
-                " WHEN %(status)s = 'healthy' THEN NULL WHEN %(became)s THEN %(at)s"
+                " WHEN %(status)s = 'healthy' THEN NULL WHEN %(began)s::timestamptz IS NOT NULL THEN %(began)s"
                 " ELSE coalesce(failing_since, %(at)s) END WHERE id = %(id)s",
                 {
                     "status": state.status,
                     "at": state.changed_at,
-                    "became": webhook_id in became_failing,
+                    "began": began.get(webhook_id) if state.status == "failing" else None,
                     "id": webhook_id,
                 },
             )
@@ -344,13 +388,16 @@ class RecorderStore:
         if row is None:
             return
         facts = WebhookFacts(*row)  # type: ignore[arg-type]
-        event = operational_event(change.event_type, facts, change.reason, change.at, change.last_error)
+        event = operational_event(
+            change.event_type, facts, change.reason, change.at, change.last_error, change.redriven
+        )
         cur.execute(INSERT_OUTBOX_SQL, (event.id, event.account_id, json_text(event)))
         log.info(
-            "event=webhook_state_changed webhook_id=%s change=%s at=%s",
+            "event=webhook_state_changed webhook_id=%s change=%s at=%s redriven=%d",
             change.webhook_id,
             change.event_type.value,
             change.at.isoformat(),
+            change.redriven,
         )
 
     def drain_outbox(self, send: Callable[[list[OutboxItem]], list[OutboxFailed]], limit: int = 100) -> int:
@@ -386,6 +433,48 @@ class RecorderStore:
             self.close()
             raise
         return len(items)
+
+    def drain_redrives(
+        self,
+        send: Callable[[list[RedriveItem]], list[RedriveItem]],
+        gap: timedelta,
+        webhooks: int = 50,
+        limit: int = 500,
+    ) -> int:
+        """Send the queued dead letters that are due (redrive on recovery), per webhook in queue order, and
+        delete them in the transaction that sent them; returns how many were claimed. `send` returns once the
+        broker has acknowledged every task, or raises: then nothing changes and they are sent again later (at
+        least once). What it returns could never be sent (the poison-item rule: an unreadable task, one the
+        broker refuses): deleted too, and its dead letter is left to redrive by hand again. A webhook another
+        recorder is draining is skipped (its advisory lock), so each webhook's tasks are produced by one
+        recorder at a time, in order. `gap` paces each webhook's queue: a row is due `position x gap` after
+        its queue began."""
+        conn = self._connection()
+        sent = 0
+        try:
+            with conn.transaction():
+                due = conn.execute(_DUE_REDRIVE_WEBHOOKS, {"gap": gap, "limit": webhooks}).fetchall()
+                items: list[RedriveItem] = []
+                for (webhook_id,) in due:
+                    locked = conn.execute(_LOCK_REDRIVE_WEBHOOK, (webhook_id,)).fetchone()
+                    if not locked or not locked[0]:
+                        continue
+                    rows = conn.execute(_CLAIM_REDRIVES, {"id": webhook_id, "gap": gap, "limit": limit}).fetchall()
+                    items.extend(RedriveItem(str(webhook_id), str(event_id), str(task)) for event_id, task in rows)
+                if not items:
+                    return 0
+                refused = send(items)
+                for sql, chosen in ((_DELETE_REDRIVES, items), (_UNMARK_DEAD, refused)):
+                    by_webhook: dict[str, list[str]] = {}
+                    for item in chosen:
+                        by_webhook.setdefault(item.webhook_id, []).append(item.event_id)
+                    for webhook_id, event_ids in by_webhook.items():
+                        conn.execute(sql, (webhook_id, event_ids))
+                sent = len(items)
+        except BaseException:
+            self.close()
+            raise
+        return sent
 
     def outbox_backlog(self) -> OutboxBacklog:
         conn = self._connection()

@@ -225,6 +225,12 @@ class _Response(BaseModel):
 # ------------------------------------------------------------------------------------------ webhooks
 
 
+_REDRIVE_ON_RECOVERY = (
+    "true: when the webhook succeeds again after failing, its dead letters since it began failing are sent again"
+    " automatically, once, oldest first, at HOOKFLEET_RECOVERY_REDRIVE_RATE per second (in order for fifo)"
+)
+
+
 class WebhookCreate(_Request):
     name: WebhookName
     url: WebhookUrl
@@ -235,6 +241,7 @@ class WebhookCreate(_Request):
     headers: CustomHeaders | None = None
     asymmetric_signing: AsymmetricSigning = False
     filter: FilterText | None = None
+    redrive_on_recovery: bool = Field(default=False, description=_REDRIVE_ON_RECOVERY)
 
 
 class WebhookUpdate(_Request):
@@ -251,6 +258,7 @@ class WebhookUpdate(_Request):
     headers: CustomHeaders | None = Field(default=None, description="replaces the whole map; `{}` removes them all")
     asymmetric_signing: AsymmetricSigning | None = None
     filter: FilterText | None = Field(default=None, description='replaces the filter; `""` removes it')
+    redrive_on_recovery: bool | None = Field(default=None, description=_REDRIVE_ON_RECOVERY)
 
 
 class WebhookView(_Response):
@@ -261,6 +269,7 @@ class WebhookView(_Response):
     active: bool
     rate_limit_per_s: int | None = Field(default=None, description="null: no limit")
     ordering: Literal["unordered", "fifo"] = "unordered"
+    redrive_on_recovery: bool = Field(default=False, description=_REDRIVE_ON_RECOVERY)
     status: Literal["healthy", "failing"]
     status_changed_at: Timestamp
     disabled_reason: DisabledReason | None = Field(

@@ -343,6 +343,7 @@ async function openEdit(id) {
   $("wh-rate").value = webhook.rate_limit_per_s === null ? "" : String(webhook.rate_limit_per_s);
   $("wh-fifo").checked = webhook.ordering === "fifo";
   $("wh-ed25519").checked = webhook.asymmetric_signing;
+  $("wh-redrive").checked = webhook.redrive_on_recovery;
   const names = Object.keys(webhook.headers);
   $("wh-headers-keep").textContent = names.length
     ? ` Current: ${names.join(", ")} (values hidden). Leave empty to keep them; enter new lines to replace them all.`
@@ -379,6 +380,8 @@ async function saveEdit() {
   const ordering = $("wh-fifo").checked ? "fifo" : "unordered";
   if (ordering !== webhook.ordering) changes.ordering = ordering;
   if ($("wh-ed25519").checked !== webhook.asymmetric_signing) changes.asymmetric_signing = $("wh-ed25519").checked;
+  const redrive = $("wh-redrive").checked;
+  if (redrive !== webhook.redrive_on_recovery) changes.redrive_on_recovery = redrive;
   const headers = parseHeaders($("wh-headers").value);
   if (Object.keys(headers).length) changes.headers = headers;
   const filter = $("wh-filter").value.trim();

@@ -410,6 +410,7 @@ async function createWebhook(event) {
     events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
     ordering: $("wh-fifo").checked ? "fifo" : "unordered",
     asymmetric_signing: $("wh-ed25519").checked,
+    redrive_on_recovery: $("wh-redrive").checked,
   };
   const rate = $("wh-rate").value.trim();
   if (rate) body.rate_limit_per_s = Number(rate);

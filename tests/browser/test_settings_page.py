@@ -65,6 +65,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     await page.get_by_role("button", name="Create webhook").click()
     await expect(page.locator("#wh-headers-error")).to_contain_text("reserved")
     await page.get_by_label("Custom headers").fill("Authorization: Bearer gw-token-1234567890")
+    await page.get_by_label("Redeliver dead letters when it recovers").check()
     await page.get_by_role("button", name="Create webhook").click()
 
     # The secret, once: the same secret the server sealed for this webhook.
@@ -76,6 +77,7 @@ async def test_create_test_toggle_and_read_logs_in_the_browser(
     assert row is not None
     webhook_id = str(row[0])
     assert SecretBox.from_b64(SECRET_KEY).open(bytes(row[1]), webhook_id) == secret
+    assert (await api.call("GET", f"/v1/webhooks/{webhook_id}", key)).body["redrive_on_recovery"] is True
     webhooks_row = page.locator(f"tr[data-webhook-id='{webhook_id}']")
     await expect(webhooks_row).to_contain_text("Healthy")
     await expect(webhooks_row).to_contain_text("contact.created, message.read")

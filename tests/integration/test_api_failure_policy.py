@@ -157,3 +157,32 @@ async def test_a_successful_test_delivery_heals_a_failing_webhook_and_queues_one
     [(account_id, event)] = queued
     assert account_id == "acct_a" and event["type"] == "webhook.recovered"
     assert event["data"]["webhook_id"] == created["id"] and event["data"]["reason"] == "delivered"
+
+
+async def test_a_test_delivery_that_heals_an_opted_in_webhook_queues_its_spells_dead_letters_once(
+    api: RunningApi, key: str, database_url: str, receiver: HttpsReceiver
+) -> None:
+    # Given an opted-in webhook failing for an hour, with two dead letters of that spell and one from before
+    created = await _create(api, key, url=receiver.url("/crm"), redrive_on_recovery=True)
+    receiver.expect("/crm", secret=created["secret"], statuses=[200])
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE webhooks SET status = 'failing', status_changed_at = now() - interval '10 minutes',"
+            " failing_since = now() - interval '1 hour' WHERE id = %s",
+            (created["id"],),
+        )
+        for event_id, ago in [("evt_before", "2 hours"), ("evt_first", "50 minutes"), ("evt_second", "20 minutes")]:
+            conn.execute(
+                "INSERT INTO dead_letters (event_id, webhook_id, account_id, event_type, task, dead_at)"
+                " VALUES (%s, %s, 'acct_a', 'message.read', '{}', now() - %s::interval)",
+                (event_id, created["id"], ago),
+            )
+    # When a Test delivery heals it (twice: the second heals nothing)
+    for _ in range(2):
+        assert (await api.call("POST", f"/v1/webhooks/{created['id']}/test", key)).body["ok"] is True
+    # Then the spell's dead letters are queued for the recorders, oldest first, and webhook.recovered says so
+    with psycopg.connect(database_url) as conn:
+        queued = conn.execute("SELECT event_id FROM recovery_redrives ORDER BY position").fetchall()
+        [(event,)] = conn.execute("SELECT event FROM operational_outbox").fetchall()
+    assert [row[0] for row in queued] == ["evt_first", "evt_second"]
+    assert (event["data"]["redriven"], event["data"]["dead_letters"]) == (2, 1)

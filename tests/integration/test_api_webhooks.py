@@ -334,9 +334,27 @@ async def test_rate_limit_and_ordering_are_set_changed_and_removed(api: RunningA
     assert (await api.call("GET", path, key)).body["rate_limit_per_s"] is None
 
 
+async def test_redrive_on_recovery_is_off_by_default_set_on_create_changed_and_shown(api: RunningApi, key: str) -> None:
+    plain = await create(api, key)
+    assert plain["redrive_on_recovery"] is False
+    opted = await create(api, key, redrive_on_recovery=True)
+    path = f"/v1/webhooks/{opted['id']}"
+    assert opted["redrive_on_recovery"] is True and (await api.call("GET", path, key)).body["redrive_on_recovery"]
+    changed = await api.call("PATCH", path, key, {"redrive_on_recovery": False})
+    assert changed.status == 200 and changed.body["redrive_on_recovery"] is False
+    [listed] = [w for w in (await api.call("GET", "/v1/webhooks", key)).body["data"] if w["id"] == opted["id"]]
+    assert listed["redrive_on_recovery"] is False
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("rate_limit_per_s", 0), ("rate_limit_per_s", 10_001), ("rate_limit_per_s", "fast"), ("ordering", "lifo")],
+    [
+        ("rate_limit_per_s", 0),
+        ("rate_limit_per_s", 10_001),
+        ("rate_limit_per_s", "fast"),
+        ("ordering", "lifo"),
+        ("redrive_on_recovery", "yes"),
+    ],
 )
 async def test_bad_flow_settings_are_422_naming_the_field(api: RunningApi, key: str, field: str, value: object) -> None:
     reply = await api.call("POST", "/v1/webhooks", key, {**NEW, field: value})

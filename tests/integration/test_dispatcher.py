@@ -123,6 +123,10 @@ def test_garbage_goes_to_the_invalid_topic_and_delivery_continues(
     assert {m.value() for m in invalid} >= {b"\x00not json at all"}
 
 
+OPEN = 1
+"""Requests a webhook never heard from gets before its first answer."""
+
+
 def test_hanging_endpoint_does_not_stall_others(
     fleet_env: dict[str, str],
     tmp_path,
@@ -162,19 +166,21 @@ def test_hanging_endpoint_does_not_stall_others(
         elapsed = time.monotonic() - started
         # Every fast delivery completed while the hanging endpoint still held its requests open.
         assert elapsed < 20, elapsed
-        assert len(receiver.at("/hang")) == 5  # only its concurrency bound ever reached it
-        parked = consume_all(kafka_bootstrap, topics.retry_10s, 200 - 5, timeout_s=20)
+        # Never heard from, it is probed with one request (dispatcher/lanes.py PROBE_AFTER_S), which hangs: only
+        # that one ever reached it (before the probe, its concurrency bound: 5)
+        assert len(receiver.at("/hang")) == OPEN
+        parked = consume_all(kafka_bootstrap, topics.retry_10s, 200 - OPEN, timeout_s=20)
         tasks = [DeliveryTask.model_validate_json(m.value()) for m in parked]
-        assert len(tasks) == 200 - 5
+        assert len(tasks) == 200 - OPEN
         assert all(t.parked and t.attempt == 1 and t.webhook_id == hang_id for t in tasks)
         assert {dict(message_headers(m) or []).get(PARKS_HEADER) for m in parked} == {b"1"}
         # Handed back by the retry scheduler while the endpoint still hangs, each is parked once more, one delay
         # further (the second delay topic), with its count carried through the scheduler.
-        again = consume_all(kafka_bootstrap, topics.retry_60s, 200 - 5, timeout_s=30)
-        assert len(again) == 200 - 5, fleet.logs()
+        again = consume_all(kafka_bootstrap, topics.retry_60s, 200 - OPEN, timeout_s=30)
+        assert len(again) == 200 - OPEN, fleet.logs()
         assert {dict(message_headers(m) or []).get(PARKS_HEADER) for m in again} == {b"2"}
         assert {DeliveryTask.model_validate_json(m.value()).attempt for m in again} == {1}
-        assert len(receiver.at("/hang")) == 5  # parked, never tried
+        assert len(receiver.at("/hang")) == OPEN  # parked, never tried
     finally:
         fleet.stop_all()
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from delivery.wire_json import task_json
 from dispatcher.fanout import FanoutJob
-from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
+from dispatcher.lanes import Admission, Lane, LanePolicy, RecentAnswers, TokenBucket
 from hookfleet.stream.ledger import LowWaterMark
 from hookfleet.stream.offset_codec import decode_finished, encode_finished
 from producer.publisher import build_event
@@ -194,3 +194,29 @@ def test_fanout_job_reports_once_when_every_task_is_acknowledged() -> None:
     assert done == []
     job.acked("wh_c", b"c", True)
     assert done == [job] and job.failed == [("wh_b", b"b")]
+
+
+def test_a_webhook_not_heard_from_gets_one_request_until_its_first_answer_then_its_concurrency() -> None:
+    # Given a probing lane (concurrency 3) with a burst queued
+    w = lane(concurrency=3)
+    w.probing = True
+    w.queue.extend(range(10))
+    # Then one request starts; a timeout is no answer, so it stays at one
+    assert w.ready(0.0) == [0]
+    assert w.ready(0.0) == []
+    assert w.finished(10.0, answered=False, take_next=True) == [1]
+    assert w.ready(10.0) == []
+    # When the receiver answers, the lane opens to its concurrency
+    assert w.finished(10.1, answered=True, elapsed_s=0.1, take_next=True) == [2, 3, 4]
+    assert w.ready(10.1) == [] and w.active == 3
+
+
+def test_recent_answers_remember_a_webhook_for_the_memory_and_forget_the_oldest_first() -> None:
+    answers = RecentAnswers(memory_s=300.0)
+    assert not answers.knows("wh_a", 0.0)
+    answers.heard("wh_a", 0.0)
+    answers.heard("wh_b", 100.0)
+    answers.heard("wh_a", 200.0)  # heard again: now the newest
+    assert answers.knows("wh_a", 299.0) and answers.knows("wh_b", 299.0)
+    assert not answers.knows("wh_b", 400.0) and answers.knows("wh_a", 400.0) and len(answers) == 1
+    assert not answers.knows("wh_a", 500.0) and len(answers) == 0

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -16,12 +16,13 @@ import pytest
 from hookfleet.kafka import PartitionKey
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
+from producer.publisher import build_event
 from recorder import loop as loop_module
 from recorder.batch import Batch
 from recorder.loop import Recorder
-from recorder.store import OutboxBacklog, OutboxItem, WriteResult
+from recorder.store import OutboxBacklog, OutboxItem, RedriveItem, WriteResult
 from schemas.catalog import EventType
-from schemas.models import Event
+from schemas.models import DeliveryTask, Event
 from schemas.operational import WebhookFacts, operational_event
 from schemas.topics import Topics
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of, running
@@ -66,6 +67,26 @@ class MemoryStore:
                 send(items)
             except BaseException:
                 self.outbox[:0] = items  # not deleted: sent again later
+                raise
+        return len(items)
+
+    redrives: list[RedriveItem] = field(default_factory=list)
+    """Dead letters queued by a recovery, as the recovery_redrives table holds them (all due)."""
+    refused: list[RedriveItem] = field(default_factory=list)
+
+    def drain_redrives(
+        self,
+        send: Callable[[list[RedriveItem]], list[RedriveItem]],
+        gap: timedelta,
+        webhooks: int = 50,
+        limit: int = 500,
+    ) -> int:
+        items, self.redrives = self.redrives[:limit], self.redrives[limit:]
+        if items:
+            try:
+                self.refused += send(items)
+            except BaseException:
+                self.redrives[:0] = items  # not deleted: sent again later
                 raise
         return len(items)
 
@@ -195,3 +216,30 @@ def test_operational_events_waiting_in_the_outbox_are_published_to_the_events_to
     assert published.key() == b"acct_1"
     assert Event.model_validate_json(published.value() or b"") == event
     assert store.outbox == []
+
+
+def test_dead_letters_queued_by_a_recovery_go_out_in_order_as_fresh_first_attempts_and_garbage_is_refused() -> None:
+    # Given three dead letters of one webhook queued by its recovery, oldest first, and an unreadable row
+    broker = MemoryBroker()
+    dead = [
+        DeliveryTask(
+            event=build_event("acct_1", EventType.MESSAGE_SENT, {"n": n}),
+            webhook_id="wh_1",
+            attempt=4,
+            due_at=1,
+            last_error="http 500",
+        )
+        for n in range(3)
+    ]
+    items = [RedriveItem("wh_1", task.event.id, task.model_dump_json()) for task in dead]
+    items.insert(1, RedriveItem("wh_1", "evt_garbage", '{"not": "a task"}'))
+    store = MemoryStore(broker, redrives=items)
+    with recorder_running(broker, store):
+        # Then the readable ones go to webhooks.deliveries in queue order, keyed by the webhook, as attempt 1
+        assert broker.wait(lambda: len(broker.messages(TOPICS.deliveries)) == 3)
+    published = [DeliveryTask.model_validate_json(m.value() or b"") for m in broker.messages(TOPICS.deliveries)]
+    assert [t.event for t in published] == [t.event for t in dead]
+    keys = [m.key() for m in broker.messages(TOPICS.deliveries)]
+    assert {(key, t.attempt, t.last_error) for key, t in zip(keys, published, strict=True)} == {(b"wh_1", 1, None)}
+    # and the unreadable one is handed back as never sendable (its dead letter is left to redrive by hand)
+    assert [item.event_id for item in store.refused] == ["evt_garbage"] and store.redrives == []

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from recorder.batch import DeadLetter
-from recorder.status import Signal, StatusEvent, WebhookState, decide_status, status_events
+from recorder.status import Signal, StatusEvent, WebhookState, decide_status, replay_status, status_events
 from schemas.catalog import EventType
 from schemas.models import AttemptRecord, DeliveryTask, Event, Outcome
 
@@ -143,3 +143,12 @@ def test_status_events_keep_successes_and_dead_letters_sorted_per_webhook() -> N
 
 def test_same_instant_dead_letter_sorts_before_success() -> None:
     assert sorted([success(10), dead(10)]) == [dead(10), success(10)]
+
+
+def test_the_failing_spell_begins_at_the_dead_letter_that_flipped_it_not_the_batchs_latest() -> None:
+    # Given two dead letters of a healthy webhook in one batch: the spell began at the first
+    state, began = replay_status(HEALTHY_SINCE_0, [dead(10), dead(20)], None)
+    assert state == WebhookState("failing", at(20)) and began == at(10)
+    # a failing webhook's later dead letters begin nothing; a heal then a new flip begins a new spell
+    assert replay_status(WebhookState("failing", at(5)), [dead(10)], None)[1] is None
+    assert replay_status(WebhookState("failing", at(5)), [success(10), dead(20), dead(30)], None)[1] == at(20)

@@ -109,6 +109,7 @@ def test_dispatcher_skips_an_undecryptable_webhook_with_a_clear_log_line(caplog:
         None,
         None,
         None,  # filter
+        None,  # enabled_at
     )
     with caplog.at_level(logging.ERROR):
         assert _endpoint(row, SecretBox.from_b64(KEY_B)) is None
@@ -124,7 +125,7 @@ def test_dispatcher_opens_the_sealed_signing_keys_and_refuses_one_moved_to_anoth
     expires = datetime(2026, 12, 8, tzinfo=UTC)
     sealed_keys = (seal_signing_key(box, "wh_1", "whsk_new"), seal_signing_key(box, "wh_1", "whsk_old"))
     row = ("wh_1", "acct_1", "https://example.com/", ["message.read"], True, box.seal("whsec_x", "wh_1"), None, None,
-           None, "unordered", None, *sealed_keys, expires, None)  # fmt: skip
+           None, "unordered", None, *sealed_keys, expires, None, None)  # fmt: skip
     endpoint = _endpoint(row, box)
     assert endpoint is not None
     assert (endpoint.signing_key, endpoint.previous_signing_key) == ("whsk_new", "whsk_old")

@@ -1,0 +1,127 @@
+"""Redrive on recovery in the recorder's store, against real PostgreSQL: what a recovery queues, in which
+order and how often; how the queue drains, paced, one recorder per webhook, and what a crash leaves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from recorder.batch import Batch, DeadLetter
+from recorder.store import RecorderStore, RedriveItem
+from schemas.models import AttemptRecord, DeliveryTask
+from schemas.topics import Topics
+from tests.integration.recorder_fixtures import insert_webhook, make_attempt, make_dead_task, scalar
+
+pytestmark = pytest.mark.integration
+
+FAST = timedelta(0)
+"""Every queued row is due at once."""
+
+
+def _batch(*items: AttemptRecord | DeliveryTask) -> Batch:
+    batch = Batch()
+    for offset, item in enumerate(items):
+        if isinstance(item, DeliveryTask):
+            batch.add(Topics().dead, 0, offset, DeadLetter(item))
+        else:
+            batch.add(Topics().attempts, 0, offset, item)
+    return batch
+
+
+def _opted_in_webhook(database_url: str) -> str:
+    webhook = insert_webhook(database_url, changed_at=datetime.now(UTC) - timedelta(hours=2))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE webhooks SET redrive_on_recovery = true WHERE id = %s", (webhook,))
+    return webhook
+
+
+def _fail(store: RecorderStore, webhook: str, minutes_ago: list[int]) -> list[DeliveryTask]:
+    """Dead letters at those times (one batch): the webhook turns failing."""
+    now = datetime.now(UTC)
+    dead = [make_dead_task(webhook, dead_at=now - timedelta(minutes=m)) for m in minutes_ago]
+    store.write(_batch(*dead))
+    return dead
+
+
+def _redriven_at(database_url: str, task: DeliveryTask) -> datetime | None:
+    return scalar(  # type: ignore[no-any-return]
+        database_url,
+        "SELECT redriven_at FROM dead_letters WHERE webhook_id = %s AND event_id = %s",
+        (task.webhook_id, task.event.id),
+    )
+
+
+def test_a_recovery_queues_its_spells_dead_letters_oldest_first_once_and_a_failed_send_leaves_them_queued(
+    database_url: str,
+) -> None:
+    store = RecorderStore(database_url)
+    webhook = _opted_in_webhook(database_url)
+    # Given three dead letters written newest first in one batch (the webhook turns failing at the oldest)
+    dead = _fail(store, webhook, [10, 30, 20])
+    assert scalar(database_url, "SELECT failing_since FROM webhooks WHERE id = %s", (webhook,)) == min(
+        datetime.fromtimestamp(d.due_at / 1000, UTC) for d in dead
+    )
+    # When a delivery succeeds: the recovery queues all three, oldest first, and marks them redriven
+    result = store.write(_batch(make_attempt(webhook)))
+    assert result.redrives_queued == 3
+    oldest_first = [d.event.id for d in sorted(dead, key=lambda d: d.due_at)]
+    assert all(_redriven_at(database_url, d) is not None for d in dead)
+
+    # When the send fails (the broker unreachable, or a crash before the commit): nothing is lost
+    def broken(items: list[RedriveItem]) -> list[RedriveItem]:
+        raise psycopg.OperationalError("the recorder died here")
+
+    with pytest.raises(psycopg.OperationalError):
+        store.drain_redrives(broken, FAST)
+    assert scalar(database_url, "SELECT count(*) FROM recovery_redrives") == 3
+    # Then the next drain sends them in queue order, once, and deletes them
+    sent: list[RedriveItem] = []
+
+    def send(items: list[RedriveItem]) -> list[RedriveItem]:
+        sent.extend(items)
+        return []
+
+    assert store.drain_redrives(send, FAST) == 3
+    assert [item.event_id for item in sent] == oldest_first
+    assert [DeliveryTask.model_validate_json(i.task_json).event.id for i in sent] == oldest_first
+    assert store.drain_redrives(send, FAST) == 0 and len(sent) == 3
+    # And a second spell and recovery queue only its own dead letter, not the first spell's again
+    [again] = _fail(store, webhook, [0])
+    assert store.write(_batch(make_attempt(webhook))).redrives_queued == 1
+    assert store.drain_redrives(send, FAST) == 1 and sent[-1].event_id == again.event.id
+    store.close()
+
+
+def test_the_queue_is_paced_per_webhook_skips_a_webhook_another_recorder_drains_and_hands_back_refused_rows(
+    database_url: str,
+) -> None:
+    store = RecorderStore(database_url)
+    webhook = _opted_in_webhook(database_url)
+    plain = insert_webhook(database_url, changed_at=datetime.now(UTC) - timedelta(hours=2))
+    dead = _fail(store, webhook, [3, 2, 1])
+    _fail(store, plain, [3])
+    result = store.write(_batch(make_attempt(webhook), make_attempt(plain)))
+    assert result.redrives_queued == 3  # the webhook that did not opt in queues nothing
+    assert scalar(database_url, "SELECT count(*) FROM recovery_redrives WHERE webhook_id = %s", (plain,)) == 0
+    sent: list[RedriveItem] = []
+
+    def send(items: list[RedriveItem]) -> list[RedriveItem]:
+        sent.extend(items)
+        return []
+
+    # Paced: with one row an hour, only the first is due
+    assert store.drain_redrives(send, timedelta(hours=1)) == 1 and sent[0].event_id == dead[0].event.id
+    assert store.drain_redrives(send, timedelta(hours=1)) == 0
+    # Another recorder draining this webhook (its advisory lock held) is left alone
+    lock_key = "hashtextextended('hookfleet.recovery_redrive:' || %s, 0)"
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute(f"SELECT pg_advisory_lock({lock_key})", (webhook,))
+        assert store.drain_redrives(send, FAST) == 0
+        other.execute(f"SELECT pg_advisory_unlock({lock_key})", (webhook,))  # a closing session frees it later
+    # A row that can never be sent is dropped from the queue and its dead letter left for a manual Recover
+    assert store.drain_redrives(lambda items: [i for i in items if i.event_id == dead[1].event.id], FAST) == 2
+    assert scalar(database_url, "SELECT count(*) FROM recovery_redrives") == 0
+    assert _redriven_at(database_url, dead[1]) is None and _redriven_at(database_url, dead[2]) is not None
+    store.close()
