@@ -15,18 +15,20 @@ import psycopg
 import pytest
 
 from api.cursor import encode
+from delivery.signing import new_secret
 from hookfleet import retention
 from hookfleet.db import bundled_migrations, migrate
 from hookfleet.retention import list_partitions, prune
+from hookfleet.secretbox import SecretBox
 from recorder.batch import Batch
 from recorder.store import RecorderStore
 from schemas.catalog import EventType
-from schemas.ids import new_attempt_id, new_event_id, ulid
+from schemas.ids import new_attempt_id, new_event_id, new_webhook_id, ulid
 from schemas.models import DeliveryTask, Event
 from schemas.topics import Topics
 from tests.conftest import with_search_path
 from tests.integration.recorder_fixtures import an_hour_ago, insert_webhook, make_attempt, make_event, scalar
-from tests.support.api_client import RunningApi, api_settings, consume
+from tests.support.api_client import SECRET_KEY, RunningApi, api_settings, consume
 
 pytestmark = pytest.mark.integration
 
@@ -82,15 +84,19 @@ def _insert_old_rows(url: str, webhook_id: str, account_id: str, days: int, per_
 async def test_old_layout_migrates_with_every_row_kept_and_readable_through_the_api(
     old_layout_url: str, kafka_bootstrap: str, ca_bundle: str, topics: Topics
 ) -> None:
-    # Given a database in the old layout: a webhook made through the API, rows over five days (and payloads)
+    # Given a database in the old layout: an account and a webhook as that layout holds them (written with SQL:
+    # today's API writes columns added since), rows over five days (and payloads)
     settings = api_settings(old_layout_url, kafka_bootstrap, ca_bundle, topics)
     async with RunningApi(settings) as api:
         account, key = api.account("Migrated")
-        made = await api.call(
-            "POST", "/v1/webhooks", key, {"name": "Old", "url": "https://localhost:9/old", "events": ["message.read"]}
+    webhook_id = new_webhook_id()
+    sealed = SecretBox.from_b64(SECRET_KEY).seal(new_secret(), webhook_id)
+    with psycopg.connect(old_layout_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO webhooks (id, account_id, name, url, events, secret_ciphertext)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (webhook_id, account, "Old", "https://localhost:9/old", ["message.read"], sealed),
         )
-        assert made.status == 201, made.body
-    webhook_id = made.body["id"]
     rows = _insert_old_rows(old_layout_url, webhook_id, account, days=5, per_day=30)
 
     # When it is migrated (twice: the migration is idempotent, even when run again by hand)
