@@ -159,16 +159,16 @@ async def test_the_account_log_filters_pages_and_links_to_events(
     await expect_rows(page, with_503)
     assert page.url.endswith("#/deliveries?status=503")
 
-    # A time range (UTC, from inclusive, until exclusive), and an until before its from is refused next to it
+    # A time range (UTC, since inclusive, before exclusive), and an end before its start is refused next to it
     await view.get_by_role("button", name="Clear filters").click()
     await expect_rows(page, log[:PAGE_SIZE])
-    await view.get_by_label("From (UTC)").fill(log[5].at.strftime("%Y-%m-%dT%H:%M:%S"))
-    await view.get_by_label("Until (UTC)").fill(log[2].at.strftime("%Y-%m-%dT%H:%M:%S"))
+    await view.get_by_label("Since (UTC)").fill(log[5].at.strftime("%Y-%m-%dT%H:%M:%S"))
+    await view.get_by_label("Before (UTC)").fill(log[2].at.strftime("%Y-%m-%dT%H:%M:%S"))
     await view.get_by_role("button", name="Search").click()
     await expect_rows(page, log[3:6])
     await page.reload()
     await expect_rows(page, log[3:6])
-    await view.get_by_label("Until (UTC)").fill(log[9].at.strftime("%Y-%m-%dT%H:%M:%S"))
+    await view.get_by_label("Before (UTC)").fill(log[9].at.strftime("%Y-%m-%dT%H:%M:%S"))
     await view.get_by_role("button", name="Search").click()
     await expect(page.locator("#log-until-error")).to_have_text("until must be after since")
     await view.get_by_role("button", name="Clear filters").click()
