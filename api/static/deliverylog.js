@@ -112,7 +112,7 @@ function showLogError(error) {
     $(id).focus();
   } else if (error.status === 410 && error.code === "past_retention") {
     $("log-older").hidden = true;
-    $("log-summary").textContent = `Older deliveries are past the retention and no longer stored (${error.message}).`;
+    $("log-summary").textContent = `Older deliveries are past the retention: ${error.message}.`;
   } else {
     $("log-summary").textContent = `Could not load the delivery log: ${error.message}`;
   }

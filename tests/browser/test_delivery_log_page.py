@@ -3,11 +3,14 @@ PostgreSQL (the log written by the recorder's own batch write): reached from the
 first across webhooks; event type and outcome, then an HTTP status, narrow the table and stay in the address
 (a reload shows the same rows); Older pages on with the keyset cursor, next rows and no repeats; an event id
 opens where that event went; a status the API refuses is shown next to its field; a read-only portal session
-reads it too. Screenshots go to tests/artifacts/log-*.png.
+reads it too; an Older page the retention dropped meanwhile is said to be past it. Screenshots go to
+tests/artifacts/log-*.png.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -15,12 +18,13 @@ import pytest
 from playwright.async_api import Page, expect
 
 from delivery.deliverer import DeliveryResult, attempt_record
+from hookfleet.retention import prune
 from producer.publisher import build_event
 from recorder.batch import Batch
 from recorder.store import RecorderStore
 from schemas.catalog import EventType
 from schemas.models import Outcome
-from tests.support.api_client import SECRET_KEY, RunningApi
+from tests.support.api_client import SECRET_KEY, RunningApi, api_settings
 from tests.support.browser import shot
 from tests.support.fleet import seed_webhook
 
@@ -48,12 +52,16 @@ class Row:
     at: datetime
 
 
-def seed_log(database_url: str, account: str, webhooks: list[str], count: int) -> list[Row]:
-    """`count` attempts over the webhooks, one a minute back from now, as the recorder writes them; newest first."""
+def minutes_back(count: int) -> list[timedelta]:
+    return [timedelta(minutes=i + 1) for i in range(count)]
+
+
+def seed_log(database_url: str, account: str, webhooks: list[str], ages: list[timedelta]) -> list[Row]:
+    """One attempt per age (back from now) over the webhooks, as the recorder writes them; newest first."""
     now = datetime.now(UTC).replace(microsecond=0)
     batch, rows = Batch(), []
-    for i in range(count):
-        at = now - timedelta(minutes=i + 1)
+    for i, age in enumerate(ages):
+        at = now - age
         outcome, status = OUTCOMES[i % len(OUTCOMES)]
         event = build_event(account, TYPES[i % len(TYPES)], {"n": i}, created_at=at)
         error = None if outcome is Outcome.SUCCESS else f"http {status}" if status else "timeout"
@@ -94,10 +102,10 @@ async def test_the_account_log_filters_pages_and_links_to_events(
     erp, _ = seed_webhook(
         database_url, account, "https://127.0.0.1:9/erp", ["message.read"], name="Old ERP", secret_key=SECRET_KEY
     )
-    log = seed_log(database_url, account, [crm, erp], 40)
+    log = seed_log(database_url, account, [crm, erp], minutes_back(40))
     globex, _ = api.account("Globex", "acct_globex")
     theirs, _ = seed_webhook(database_url, globex, "https://127.0.0.1:9/g", ["message.read"], secret_key=SECRET_KEY)
-    seed_log(database_url, globex, [theirs], 5)
+    seed_log(database_url, globex, [theirs], minutes_back(5))
 
     await page.goto(f"{api.base_url}/settings/webhooks")
     await expect(page.get_by_label("API key")).to_be_focused()
@@ -200,7 +208,7 @@ async def test_a_read_only_portal_session_reads_the_log(api: RunningApi, page: P
     crm, _ = seed_webhook(
         database_url, account, "https://127.0.0.1:9/crm", ["message.read"], name="CRM Sync", secret_key=SECRET_KEY
     )
-    log = seed_log(database_url, account, [crm], 12)
+    log = seed_log(database_url, account, [crm], minutes_back(12))
     reply = await api.call("POST", "/v1/portal-sessions", key, json_body={"read_only": True})
     assert reply.status == 201, reply.body
 
@@ -213,3 +221,36 @@ async def test_a_read_only_portal_session_reads_the_log(api: RunningApi, page: P
     await view.get_by_role("button", name="Search").click()
     await expect_rows(page, [r for r in log if r.outcome == "timeout"])
     await shot(page, "log-04-portal")
+
+
+@pytest.fixture
+async def api_keeping_2_days(database_url: str, kafka_bootstrap: str, ca_bundle: str) -> AsyncIterator[RunningApi]:
+    async with RunningApi(api_settings(database_url, kafka_bootstrap, ca_bundle, retention_days=2)) as running:
+        yield running
+
+
+async def test_older_rows_dropped_by_the_retention_are_said_to_be_past_it(
+    api_keeping_2_days: RunningApi, page: Page, database_url: str
+) -> None:
+    # Given 20 attempts of the last minutes and 10 of three days ago, on an API that keeps two days
+    api = api_keeping_2_days
+    account, key = api.account("Acme", "acct_acme")
+    crm, _ = seed_webhook(
+        database_url, account, "https://127.0.0.1:9/crm", ["message.read"], name="CRM Sync", secret_key=SECRET_KEY
+    )
+    log = seed_log(database_url, account, [crm], minutes_back(20) + [timedelta(days=3, minutes=i) for i in range(10)])
+    await page.goto(f"{api.base_url}/settings/webhooks#/deliveries")
+    await page.get_by_label("API key").fill(key)
+    await page.keyboard.press("Enter")
+    view = page.locator("#log-view")
+    await expect_rows(page, log[:PAGE_SIZE])
+
+    # When the retention drops the old days before Older is pressed (the recorder prunes hourly)
+    await asyncio.to_thread(prune, database_url, 2)
+    await view.get_by_role("button", name="Older").click()
+
+    # Then the page says the older log is past the retention, and keeps the rows it shows
+    await expect(page.locator("#log-summary")).to_contain_text("Older deliveries are past the retention")
+    await expect(page.locator("#log-summary")).to_contain_text("retention of 2 days")
+    await expect(view.get_by_role("button", name="Older")).to_be_hidden()
+    await expect_rows(page, log[:PAGE_SIZE])
