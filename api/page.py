@@ -24,6 +24,7 @@ _STATIC = {
     "replay.js": "text/javascript",
     "detail.js": "text/javascript",
     "events.js": "text/javascript",
+    "deliverylog.js": "text/javascript",
     "settings.css": "text/css",
 }
 _THEME_MARKER = "<!-- theme -->"

@@ -27,6 +27,11 @@ function showView(name) {
   $("detail-view").hidden = name !== "detail";
   $("delivery-view").hidden = name !== "delivery";
   $("event-view").hidden = name !== "event";
+  $("log-view").hidden = name !== "log";
+  for (const [view, link] of [["list", "nav-webhooks"], ["log", "nav-log"]]) {
+    if (name === view) $(link).setAttribute("aria-current", "page");
+    else $(link).removeAttribute("aria-current");
+  }
   $("webhook-form").hidden = name !== "edit" && $("webhook-form").hidden;
 }
 
@@ -49,6 +54,7 @@ async function route() {
     if ((match = hash.match(/^#\/webhooks\/([A-Za-z0-9_-]+)$/))) return await openDetail(match[1]);
     if ((match = hash.match(/^#\/deliveries\/([A-Za-z0-9_-]+)$/))) return await openDelivery(match[1]);
     if ((match = hash.match(/^#\/events\/([^/]*)$/))) return await openEvent(decodeURIComponent(match[1])); // events.js
+    if ((match = hash.match(/^#\/deliveries(?:\?(.*))?$/))) return await openLog(match[1] || ""); // deliverylog.js
   } catch (error) {
     notice(error.status === 404 ? "That webhook or delivery does not exist (or was deleted)." : error.message, true);
     location.hash = "#/";
