@@ -191,6 +191,13 @@ def prune_on(
         conn.execute("DELETE FROM webhook_stats_hourly WHERE hour < %s", (before,))
         # Portal sessions are an audit list: kept as long as the log they let people act on, then gone.
         conn.execute("DELETE FROM portal_sessions WHERE expires_at < %s", (before,))
+        # Outbox rows given up on (every try failed: hookfleet/stream/poison.py) stay for the operator to see,
+        # as long as the log: past it they go, so a mail server that refuses everything cannot grow the table
+        # for good. Pending and waiting rows are never pruned: they are still to be sent.
+        conn.execute(
+            "DELETE FROM operational_outbox WHERE state = 'failed' AND next_attempt_at IS NULL AND created_at < %s",
+            (before,),
+        )
     seconds = time.monotonic() - started
     if not dry_run:
         metrics.LOG_PRUNE_DURATION.observe(seconds)

@@ -220,6 +220,33 @@ def test_prune_drops_exactly_the_expired_days_and_dry_run_lists_them(
     assert (again.dropped, again.dead_letters) == ([], 0)
 
 
+def test_prune_deletes_outbox_rows_given_up_before_the_horizon_and_keeps_every_one_still_to_send(
+    database_url: str,
+) -> None:
+    # Given operational events in the outbox: given up on (every try failed) before and after the horizon,
+    # and an old one still waiting for its next try, and an old one never tried
+    horizon_at = midnight(TODAY - timedelta(days=30))
+    rows = {
+        "evt_given_up_old": (horizon_at - timedelta(days=1), "failed", None),
+        "evt_given_up_new": (horizon_at + timedelta(days=1), "failed", None),
+        "evt_waiting_old": (horizon_at - timedelta(days=1), "failed", horizon_at),
+        "evt_pending_old": (horizon_at - timedelta(days=1), "pending", horizon_at),
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for event_id, (created_at, state, next_at) in rows.items():
+            conn.execute(
+                "INSERT INTO operational_outbox (event_id, account_id, event, created_at, state, failures,"
+                " next_attempt_at) VALUES (%s, 'acct_1', '{}', %s, %s, 4, %s)",
+                (event_id, created_at, state, next_at),
+            )
+    # When the log is pruned at 30 days
+    prune(database_url, 30)
+    # Then only the row given up on before the horizon is gone
+    with psycopg.connect(database_url) as conn:
+        left = {row[0] for row in conn.execute("SELECT event_id FROM operational_outbox")}
+    assert left == {"evt_given_up_new", "evt_waiting_old", "evt_pending_old"}
+
+
 # ------------------------------------------------------------------------------------------ recorder
 
 
