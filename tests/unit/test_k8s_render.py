@@ -421,6 +421,10 @@ def test_the_grace_period_exceeds_each_roles_worst_case_shutdown(layout: str) ->
 # ----------------------------------------------------------------- strict decoding with Kubernetes' own types
 
 
+VALIDATOR_WAIT = pytest.mark.timeout(1500)
+"""`make test` builds the validator beside the tests the first time (minutes of Go): its tests may wait for it."""
+
+
 @functools.cache
 def validator() -> str:
     result = subprocess.run(
@@ -435,6 +439,7 @@ def validate(rendered: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([validator()], input=rendered, capture_output=True, text=True, timeout=60, check=False)
 
 
+@VALIDATOR_WAIT
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_every_rendered_object_decodes_strictly_into_kubernetes_and_keda_types(layout: str) -> None:
     """deploy/validate: client-go's scheme plus KEDA v2's, strict (unknown, duplicate or mistyped fields fail)."""
@@ -444,6 +449,7 @@ def test_every_rendered_object_decodes_strictly_into_kubernetes_and_keda_types(l
     assert f"{len(render(layout))} objects decoded strictly" in result.stdout
 
 
+@VALIDATOR_WAIT
 def test_the_validator_refuses_a_misspelt_field() -> None:
     """A validator that accepts everything proves nothing: a typo the API server would refuse fails it."""
     docs = [dict(doc) for doc in render("base")]
@@ -453,6 +459,7 @@ def test_the_validator_refuses_a_misspelt_field() -> None:
     assert result.returncode == 1 and 'unknown field "spec.maxReplicas"' in result.stdout, result.stdout
 
 
+@VALIDATOR_WAIT
 def test_the_validator_refuses_a_fallback_keda_would_never_apply() -> None:
     """KEDA's admission webhook logs a fallback on a Value trigger and accepts it; the validator refuses it."""
     docs = [dict(doc) for doc in render("base")]
