@@ -25,6 +25,8 @@ from typing import Any
 
 import cel_expr_python.cel as cel
 
+from schemas.free_text import first_refused
+
 MAX_FILTER_LENGTH = 1_000
 VARIABLES = frozenset({"type", "account_id", "data"})
 """What a filter can read of an event."""
@@ -36,6 +38,10 @@ _POSITION = re.compile(r"<input>:(\d+):(\d+): (?:Syntax error: )?([^\n]*)")
 _UNDECLARED = re.compile(r"undeclared reference to '([A-Za-z_][A-Za-z0-9_]*)")
 _STATUS = re.compile(r"^[A-Z_]+: | \[[A-Z_]+\]$")
 _CACHE_SIZE = 4_096
+_WHITESPACE = "\t\n\r"
+"""The control characters a filter may hold: it can span lines. Every other control, format or separator
+character is refused before the parser sees it (PostgreSQL cannot store a NUL; the rest are invisible or
+end a line for some reader); an event's text holding one is matched with a string escape (`"\\u2028"`)."""
 
 
 class FilterError(ValueError):
@@ -90,6 +96,11 @@ def _compile(text: str) -> CompiledFilter:
             f"filter is {len(text)} characters long, at most {MAX_FILTER_LENGTH}",
             *_line_column(text, MAX_FILTER_LENGTH),
         )
+    refused = first_refused(text, allowed=_WHITESPACE)
+    if refused is not None:
+        index, named = refused
+        escape = "" if "SURROGATE" in named else f"; inside a string literal write it as \\u{ord(text[index]):04x}"
+        raise FilterError(f"must not contain {named}{escape}", *_line_column(text, index))
     macros = list(_MACRO.finditer(text))
     if len(macros) > 1:
         raise FilterError(
@@ -100,7 +111,7 @@ def _compile(text: str) -> CompiledFilter:
     try:
         program = _ENV.compile(text, disable_check=True)
     except Exception as exc:  # the binding raises RuntimeError or ValueError with the parser's report
-        raise _syntax_error(str(exc)) from None
+        raise _syntax_error(str(exc), text) from None
     _refuse_unknown_names(text)
     return CompiledFilter(text, program)
 
@@ -121,15 +132,19 @@ def _refuse_unknown_names(text: str) -> None:
             ) from None
 
 
-def _syntax_error(message: str) -> FilterError:
-    """The parser's first error as reason, line and column (its own caret drawing left out)."""
+def _syntax_error(message: str, text: str) -> FilterError:
+    """The parser's first error as reason, line and column (its own caret drawing left out). A position
+    outside the text (the parser reports its depth limit at line 4294967295, column 0) is given as 1, 1."""
     found = _POSITION.search(message)
     if found is None:
         return FilterError(f"not a valid CEL expression: {_one_line(message.splitlines()[0])}")
-    reason = found.group(3).strip()
+    reason = _one_line(found.group(3))
     if len(reason) > 160:
         reason = reason[:160] + "..."
-    return FilterError(f"syntax error: {reason}", int(found.group(1)), int(found.group(2)))
+    line, column = int(found.group(1)), int(found.group(2))
+    if not 1 <= line <= text.count("\n") + 1 or column < 1:
+        line = column = 1
+    return FilterError(f"syntax error: {reason}", line, column)
 
 
 def _line_column(text: str, offset: int) -> tuple[int, int]:

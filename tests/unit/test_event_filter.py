@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -132,3 +133,52 @@ def test_a_payload_value_the_runtime_cannot_take_fails_the_filter_not_the_caller
     event = _event({**INVOICE, "huge": 2**70})  # JSON allows it; CEL's int is 64 bits
     with pytest.raises(FilterFailed, match="out of range"):
         matches(compile_filter("data.amount > 1"), event)
+
+
+@pytest.mark.parametrize(
+    ("text", "named", "column"),
+    [
+        ('type ==\u2028"a"', "U+2028 (LINE SEPARATOR)", 8),
+        ('type ==\u2029"a"', "U+2029 (PARAGRAPH SEPARATOR)", 8),
+        ('type == "a\x00"', "U+0000 (NULL)", 11),  # inside a literal: PostgreSQL cannot store it
+        ('type == "\u202e"', "U+202E (RIGHT-TO-LEFT OVERRIDE)", 10),
+        ('type\u200b == "a"', "U+200B (ZERO WIDTH SPACE)", 5),
+        ('\ufefftype == "a"', "U+FEFF (ZERO WIDTH NO-BREAK SPACE)", 1),
+        ('type == "\ud800"', "U+D800 (LONE SURROGATE)", 10),
+        ('type == "a"\x85', "U+0085 (NEXT LINE)", 12),
+    ],
+)
+def test_a_control_format_or_separator_character_is_refused_by_name_and_position(
+    text: str, named: str, column: int
+) -> None:
+    with pytest.raises(FilterError) as refused:
+        check_filter(text)
+    assert refused.value.reason.startswith(f"must not contain {named}"), refused.value.reason
+    assert (refused.value.line, refused.value.column) == (1, column)
+
+
+def test_tabs_and_line_breaks_still_lay_a_filter_out_and_an_escape_matches_a_separator_in_the_event() -> None:
+    assert matches(compile_filter('type == "invoice.paid"\r\n\t&& data.currency == "eur"'), _event())
+    assert matches(compile_filter('data.note == "a\\u2028b"'), _event({"note": "a\u2028b"}))
+
+
+def test_a_parser_error_without_a_place_in_the_text_is_given_at_its_start() -> None:
+    with pytest.raises(FilterError) as refused:
+        check_filter("data" + ".a" * 300 + " == 1")  # the parser reports line 4294967295, column 0
+    assert (refused.value.line, refused.value.column) == (1, 1)
+    assert "[INVALID_ARGUMENT]" not in refused.value.reason and "recursion depth" in refused.value.reason
+
+
+def test_matches_is_linear_in_its_input_even_for_a_backtracking_pattern() -> None:
+    compiled = compile_filter('data.note.matches("(a+)+$")')
+    started = time.perf_counter()
+    assert not matches(compiled, _event({"note": "a" * 1_000_000 + "!"}))  # exponential for a backtracking engine
+    assert time.perf_counter() - started < 1.0
+
+
+def test_an_event_nested_as_deep_as_the_wire_allows_or_holding_a_separator_is_evaluated() -> None:
+    deep: Any = 1
+    for _ in range(250):  # deeper than the wire parser accepts (schemas/models.py reads events)
+        deep = {"a": deep}
+    assert matches(compile_filter("size(data.deep) == 1"), _event({"deep": deep}))
+    assert matches(compile_filter('data.note.contains("\\u2028")'), _event({"note": "x\u2028y"}))

@@ -1,0 +1,163 @@
+"""Hostile values for the webhook filter, the booleans, portal sessions and the delivery search are a 4xx
+JSON body naming the field, never a 500. Real API, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.api_client import Reply, RunningApi
+
+pytestmark = pytest.mark.integration
+
+NEW = {"name": "Billing", "url": "https://localhost:9/hooks", "events": ["message.read"]}
+
+
+def _refused(reply: Reply, field: str, status: int = 422) -> str:
+    assert reply.status == status, reply.body
+    assert reply.error["field"] == field, reply.body
+    message: str = reply.error["message"]
+    return message
+
+
+@pytest.mark.parametrize(
+    ("text", "named", "column"),
+    [
+        ('type == "a\x00"', "U+0000 (NULL)", 11),  # was a 500: PostgreSQL refused the NUL
+        ('type ==\u2028"a"', "U+2028 (LINE SEPARATOR)", 8),
+        ('type == "\u202e"', "U+202E (RIGHT-TO-LEFT OVERRIDE)", 10),
+        ('\ufefftype == "a"', "U+FEFF (ZERO WIDTH NO-BREAK SPACE)", 1),
+    ],
+)
+async def test_a_filter_with_a_control_format_or_separator_character_is_a_422_with_its_position(
+    api: RunningApi, key: str, text: str, named: str, column: int
+) -> None:
+    def refused(reply: Reply) -> bool:
+        message = _refused(reply, "filter")
+        return message.startswith(f"filter: must not contain {named}") and f"(line 1, column {column})" in message
+
+    created = await api.call("POST", "/v1/webhooks", key, {**NEW, "filter": text})
+    assert refused(created), created.body
+    sound = await api.call("POST", "/v1/webhooks", key, NEW)
+    path = f"/v1/webhooks/{sound.body['id']}"
+    assert refused(await api.call("PATCH", path, key, {"filter": text}))
+    assert refused(await api.call("POST", f"{path}/filter-preview", key, {"filter": text}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('type == "' + "a" * 990 + '"', 201),
+        ('type == "' + "a" * 991 + '"', "filter is 1001 characters long, at most 1000 (line 1, column 1001)"),
+        ("(" * 100 + "true" + ")" * 100, "recursion limit exceeded"),
+        ("data" + ".a" * 300 + " == 1", "recursion depth of 32 when parsing. (line 1, column 1)"),
+        ("data.x == 99999999999999999999999999999", "invalid int literal (line 1, column 11)"),
+        ("data.a.all(x, x.exists(y, y > 0))", "at most one of all()"),
+        ('data.s.matches("(a+)+$")', 201),
+        ('1 < "1"', 201),  # fails per event (counted, no match), not at save
+    ],
+)
+async def test_a_filter_is_saved_or_refused_with_a_position_never_a_500(
+    api: RunningApi, key: str, text: str, expected: int | str
+) -> None:
+    created = await api.call("POST", "/v1/webhooks", key, {**NEW, "filter": text})
+    if isinstance(expected, int):
+        assert created.status == expected, created.body
+    else:
+        assert expected in _refused(created, "filter")
+
+
+@pytest.mark.parametrize("field", ["redrive_on_recovery", "asymmetric_signing"])
+@pytest.mark.parametrize("value", ["yes", 1, 0, "true", None])
+async def test_a_boolean_is_json_true_or_false_only(api: RunningApi, key: str, field: str, value: Any) -> None:
+    created = await api.call("POST", "/v1/webhooks", key, {**NEW, field: value})
+    assert _refused(created, field) == f"{field}: Input should be a valid boolean"
+    sound = await api.call("POST", "/v1/webhooks", key, NEW)
+    updated = await api.call("PATCH", f"/v1/webhooks/{sound.body['id']}", key, {field: value})
+    if value is None:  # an update's null leaves the field as it is
+        assert updated.status == 200 and updated.body[field] is False, updated.body
+    else:
+        assert _refused(updated, field) == f"{field}: Input should be a valid boolean"
+
+
+@pytest.mark.parametrize("value", [0, -1, 3601, 1e9, "600", True, None, 600.5, 10**30])
+async def test_a_portal_lifetime_outside_60_3600_whole_seconds_is_a_422(api: RunningApi, key: str, value: Any) -> None:
+    body = json.dumps({"lifetime_s": value}).encode()
+    reply = await api.call("POST", "/v1/portal-sessions", key, data=body, headers={"Content-Type": "application/json"})
+    _refused(reply, "lifetime_s")
+
+
+@pytest.mark.parametrize("field", ["accent", "mode", "font"])
+@pytest.mark.parametrize("value", ["a\u2028b", "#fff;", "}", "url(x)", "'\"", "a" * 10_000, "Ünïcödé", "\x00", 5])
+async def test_a_portal_theme_value_that_is_not_plain_css_is_a_422(
+    api: RunningApi, key: str, field: str, value: Any
+) -> None:
+    _refused(await api.call("POST", "/v1/portal-sessions", key, {"theme": {field: value}}), f"theme.{field}")
+
+
+async def test_a_portal_token_that_is_huge_odd_or_only_looks_valid_is_refused(api: RunningApi, key: str) -> None:
+    link = await api.call("POST", "/v1/portal-sessions", key, {})
+    token = link.body["url"].split("#token=")[1]
+    _refused(await api.call("POST", "/v1/portal-sessions/exchange", None, {"token": "x" * 10_240}), "token")
+    for odd in ["a\x00b", token[:12], token[:12] + "A" * 43, token + "\x00", token + "\u2028"]:
+        reply = await api.call("POST", "/v1/portal-sessions/exchange", None, {"token": odd})
+        assert reply.status == 401 and reply.error["code"] == "portal_link_invalid", (odd, reply.body)
+    opened = await api.call("POST", "/v1/portal-sessions/exchange", None, {"token": token})
+    assert opened.status == 200, "the odd tokens did not use the link up"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("status", "0"),
+        ("status", "99"),
+        ("status", "600"),
+        ("status", "1e99"),
+        ("status", "-1"),
+        ("status", "2xx"),
+        ("status", "1" * 5000),
+        ("since", "garbage"),
+        ("since", "2026-01-01T00:00:00Z\u2028"),
+        ("since", "10000-01-01T00:00:00Z"),
+        ("until", "2026-01-01T00:00:00"),
+        ("limit", "0"),
+        ("limit", "1001"),
+        ("limit", "9" * 400),
+        ("cursor", "AAAA"),
+        ("cursor", "!!"),
+        ("cursor", "A" * 199),
+        ("cursor", "eyJ4IjoxfQ"),
+        ("event_id", "evt_\u2028"),
+        ("event_id", "evt_a\x00"),
+        ("event_id", "evt_'; drop table attempts; --"),
+    ],
+)
+async def test_a_delivery_search_parameter_out_of_shape_is_a_422_naming_it(
+    api: RunningApi, key: str, name: str, value: str
+) -> None:
+    _refused(await api.call("GET", "/v1/deliveries", key, params={name: value}), name)
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-05:00"]
+)
+async def test_the_first_and_last_representable_times_search_without_error(
+    api: RunningApi, key: str, value: str
+) -> None:
+    for name in ("since", "until"):
+        reply = await api.call("GET", "/v1/deliveries", key, params={name: value})
+        assert reply.status == 200 and reply.body["data"] == [], reply.body
+
+
+async def test_since_after_until_is_a_422_naming_until(api: RunningApi, key: str) -> None:
+    params = {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    _refused(await api.call("GET", "/v1/deliveries", key, params=params), "until")
+
+
+@pytest.mark.parametrize(
+    "event_id", ["evt_a%E2%80%A8", "evt_a%00", "evt_'%20OR%201=1--", "evt_%22", "%ED%A0%80", "evt_%FF"]
+)
+async def test_an_event_id_out_of_shape_is_a_422_naming_it(api: RunningApi, key: str, event_id: str) -> None:
+    _refused(await api.call("GET", f"/v1/events/{event_id}", key), "event_id")
