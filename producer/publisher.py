@@ -57,7 +57,8 @@ def idempotency_headers(key: str | None) -> Headers | None:
     InvalidIdempotencyKey (a ValueError) for a key the fan-out would refuse, before anything is sent."""
     if key is None:
         return None
-    return [(IDEMPOTENCY_HEADER, validate_key(key.encode()).encode())]
+    # a lone surrogate cannot be encoded: passed through, it is refused as not UTF-8, naming the header
+    return [(IDEMPOTENCY_HEADER, validate_key(key.encode("utf-8", "surrogatepass")).encode())]
 
 
 def build_event(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -74,3 +75,22 @@ def test_an_idempotency_key_travels_as_the_header_and_an_unusable_one_is_refused
     with pytest.raises(InvalidIdempotencyKey, match="header idempotency-key: must be 1-200 bytes"):
         publisher.publish(_event(1), idempotency_key="k" * 201)
     assert len(producer.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "must be 1-200 bytes (got 0)"),
+        ("k" * 200 + "\u00e9", "must be 1-200 bytes (got 202)"),
+        ("order\u20281", "must not contain U+2028 (LINE SEPARATOR)"),
+        ("order\x00", "must not contain U+0000 (NULL)"),
+        ("\u202eorder", "must not contain U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("order\ud800", "must be UTF-8"),
+    ],
+)
+def test_an_unusable_idempotency_key_is_refused_before_sending_naming_the_header(key: str, message: str) -> None:
+    producer = HeaderRecordingProducer()
+    publisher = EventPublisher(CommonSettings(), producer=producer)  # type: ignore[arg-type]
+    with pytest.raises(InvalidIdempotencyKey, match=re.escape(f"header idempotency-key: {message}")):
+        publisher.publish(_event(1), idempotency_key=key)
+    assert producer.sent == []
