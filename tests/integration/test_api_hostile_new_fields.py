@@ -161,3 +161,27 @@ async def test_since_after_until_is_a_422_naming_until(api: RunningApi, key: str
 )
 async def test_an_event_id_out_of_shape_is_a_422_naming_it(api: RunningApi, key: str, event_id: str) -> None:
     _refused(await api.call("GET", f"/v1/events/{event_id}", key), "event_id")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"filter": "type == \\"\\ud800\\""}', "unexpected end of hex escape at line 1 column 30"),
+        (b'{"filter": "type == \\"\\udfff\\""}', "lone leading surrogate in hex escape at line 1 column 28"),
+        (
+            b'{"filter": "a\x00"}',
+            "control character (\\u0000-\\u001F) found while parsing a string at line 1 column 14",
+        ),
+    ],
+)
+async def test_a_body_that_is_not_json_is_a_400_saying_why_and_where(
+    api: RunningApi, key: str, body: bytes, reason: str
+) -> None:
+    sound = await api.call("POST", "/v1/webhooks", key, NEW)
+    for path in (f"/v1/webhooks/{sound.body['id']}", f"/v1/webhooks/{sound.body['id']}/filter-preview"):
+        method = "PATCH" if path.endswith(sound.body["id"]) else "POST"
+        reply = await api.call(method, path, key, data=body, headers={"Content-Type": "application/json"})
+        assert reply.status == 400 and reply.error["code"] == "invalid_json", reply.body
+        assert (
+            reply.error["message"].startswith("request body is not valid JSON: ") and reason in reply.error["message"]
+        )
