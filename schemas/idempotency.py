@@ -29,13 +29,15 @@ def key_from_headers(headers: Sequence[tuple[str, str | bytes | None]] | None) -
         raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: given {len(given)} times; set it once")
     if not given:
         return None
-    value = given[0]
-    return validate_key(value.encode("utf-8", "surrogatepass") if isinstance(value, str) else (value or b""))
+    return validate_key(given[0] or b"")
 
 
-def validate_key(raw: bytes) -> str:
+def validate_key(raw: bytes | str) -> str:
     """A key is 1-200 bytes of UTF-8 free text (schemas/free_text.py: no line break, control or invisible
-    character): it is shown in logs and read by tools."""
+    character): it is shown in logs and read by tools. A text key holding a lone surrogate (a command-line
+    argument of bytes that are not UTF-8 arrives so) is refused as not UTF-8, naming the header."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
     if not 1 <= len(raw) <= MAX_KEY_BYTES:
         raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must be 1-{MAX_KEY_BYTES} bytes (got {len(raw)})")
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hookfleet.settings import CommonSettings
-from producer.publisher import MAX_EVENT_BYTES, EventPublisher, EventTooLarge, build_event
+from producer.publisher import MAX_EVENT_BYTES, EventPublisher, EventTooLarge, build_event, first_publish
 from schemas.idempotency import InvalidIdempotencyKey
 
 
@@ -94,3 +94,10 @@ def test_an_unusable_idempotency_key_is_refused_before_sending_naming_the_header
     with pytest.raises(InvalidIdempotencyKey, match=re.escape(f"header idempotency-key: {message}")):
         publisher.publish(_event(1), idempotency_key=key)
     assert producer.sent == []
+
+
+@pytest.mark.parametrize(("key", "message"), [("order\u20281", "must not contain U+2028"), ("\udcff", "must be UTF-8")])
+def test_looking_up_an_unusable_key_is_refused_before_asking_a_broker(key: str, message: str) -> None:
+    nowhere = CommonSettings(kafka_bootstrap_servers="127.0.0.1:9")  # nothing listens: a lookup would hang, then fail
+    with pytest.raises(InvalidIdempotencyKey, match=re.escape(f"header idempotency-key: {message}")):
+        first_publish("acct_1", key, nowhere)
