@@ -38,6 +38,12 @@ _POSITION = re.compile(r"<input>:(\d+):(\d+): (?:Syntax error: )?([^\n]*)")
 _UNDECLARED = re.compile(r"undeclared reference to '([A-Za-z_][A-Za-z0-9_]*)")
 _STATUS = re.compile(r"^[A-Z_]+: | \[[A-Z_]+\]$")
 _CACHE_SIZE = 4_096
+_STRING_LITERAL = re.compile(
+    r"(?:[rR][bB]?|[bB][rR]?)?"
+    r"(?:'''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\")"
+)
+"""CEL's string and bytes literals, single or triple quoted, raw or not: blanked before the text is searched."""
+_COSTLY_IN_BODY = re.compile(r"(?<![.\w])data(?!\w)|(?<!\w)matches(?=\s*\()")
 _WHITESPACE = "\t\n\r"
 """The control characters a filter may hold: it can span lines. Every other control, format or separator
 character is refused before the parser sees it (PostgreSQL cannot store a NUL; the rest are invisible or
@@ -101,7 +107,8 @@ def _compile(text: str) -> CompiledFilter:
         index, named = refused
         escape = "" if "SURROGATE" in named else f"; inside a string literal write it as \\u{ord(text[index]):04x}"
         raise FilterError(f"must not contain {named}{escape}", *_line_column(text, index))
-    macros = list(_MACRO.finditer(text))
+    code = _STRING_LITERAL.sub(lambda found: " " * len(found.group()), text)  # a macro's name in a literal is text
+    macros = list(_MACRO.finditer(code))
     if len(macros) > 1:
         raise FilterError(
             "at most one of all(), exists(), exists_one(), map(), filter() per filter"
@@ -112,8 +119,41 @@ def _compile(text: str) -> CompiledFilter:
         program = _ENV.compile(text, disable_check=True)
     except Exception as exc:  # the binding raises RuntimeError or ValueError with the parser's report
         raise _syntax_error(str(exc), text) from None
+    if macros:
+        _refuse_costly_macro_body(code, macros[0].end())
     _refuse_unknown_names(text)
     return CompiledFilter(text, program)
+
+
+def _refuse_costly_macro_body(code: str, opened: int) -> None:
+    """A macro's body runs once per element, up to the runtime's 10,000, so what costs more than its element
+    is refused there: reading `data` (10,000 times the payload: a 200 KB string compared per element takes
+    seconds, on the fan-out's loop) and `matches()` (the runtime compiles its pattern at every call: 10,000
+    compiles of `[a-z]{1,100}[0-9]{1,100}` take 12 s even on empty strings). The body may read its element,
+    `type` and `account_id`, and use every other function. `code` is the filter with its string literals
+    blanked, and compiles, so its brackets balance."""
+    depth, body = 0, -1
+    for index in range(opened, len(code)):
+        char = code[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                break
+            depth -= 1
+        elif char == "," and depth == 0 and body < 0:
+            body = index + 1
+    else:
+        index = len(code)
+    found = _COSTLY_IN_BODY.search(code, body, index) if body >= 0 else None
+    if found is not None:
+        what = "call matches()" if found.group() != "data" else "read data"
+        raise FilterError(
+            f"the body of all(), exists(), exists_one(), map() or filter() cannot {what}: it runs once per"
+            " element (compare the element with a literal or use startsWith(), contains(), endsWith(); test data"
+            " and use matches() outside the macro)",
+            *_line_column(code, found.start()),
+        )
 
 
 def _refuse_unknown_names(text: str) -> None:

@@ -57,6 +57,8 @@ async def test_a_filter_with_a_control_format_or_separator_character_is_a_422_wi
         ("data.a.all(x, x.exists(y, y > 0))", "at most one of all()"),
         ('data.s.matches("(a+)+$")', 201),
         ('1 < "1"', 201),  # fails per event (counted, no match), not at save
+        ('data.l.exists(x, data.big.matches("b"))', "cannot read data: it runs once per element"),
+        ('data.l.exists(x, x.matches("[a-z]{1,100}"))', "cannot call matches(): it runs once per element"),
     ],
 )
 async def test_a_filter_is_saved_or_refused_with_a_position_never_a_500(

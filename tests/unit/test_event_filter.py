@@ -182,3 +182,42 @@ def test_an_event_nested_as_deep_as_the_wire_allows_or_holding_a_separator_is_ev
         deep = {"a": deep}
     assert matches(compile_filter("size(data.deep) == 1"), _event({"deep": deep}))
     assert matches(compile_filter('data.note.contains("\\u2028")'), _event({"note": "x\u2028y"}))
+
+
+@pytest.mark.parametrize(
+    ("text", "what", "column"),
+    [
+        ('data.lines.exists(l, data.note.matches("x"))', "read data", 22),  # 10,000 x the payload
+        ("data.lines.exists(l, l.sku == data.currency)", "read data", 31),
+        ("data.lines.all(l, has(data.x))", "read data", 23),
+        ("data.lines.exists(data, data.qty == 0)", "read data", 25),
+        ('data.lines.exists(l, l.sku.matches("^a"))', "call matches()", 28),  # 10,000 pattern compiles
+        ('data.lines.filter(l, "abc".matches(l.sku)).size() > 0', "call matches()", 28),
+    ],
+)
+def test_a_macro_body_that_would_cost_more_than_its_element_is_refused(text: str, what: str, column: int) -> None:
+    with pytest.raises(FilterError) as refused:
+        check_filter(text)
+    body = "the body of all(), exists(), exists_one(), map() or filter()"
+    assert refused.value.reason.startswith(f"{body} cannot {what}:")
+    assert (refused.value.line, refused.value.column) == (1, column)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'data.lines.exists(l, l.sku.startsWith("a")) && data.currency.matches("^e")',  # data and matches outside
+        'data.lines.exists(l, l.sku == "data" || l.sku == ".exists(")',  # names inside literals are text
+        'type == "x.all(y, data)" || data.lines.all(l, l.qty >= 0)',
+        "data.lines.map(l, l.qty).size() == 2 && data.amount > 0",
+    ],
+)
+def test_a_macro_body_reading_its_element_only_is_accepted(text: str) -> None:
+    compile_filter(text)
+
+
+def test_a_macro_over_the_longest_list_costs_milliseconds_not_seconds() -> None:
+    compiled = compile_filter('data.many.exists(s, s.contains("b") || s + s == "x")')
+    started = time.perf_counter()
+    assert not matches(compiled, _event({"many": ["a" * 20] * 9_999, "big": "a" * 200_000}))
+    assert time.perf_counter() - started < 0.5
