@@ -19,6 +19,7 @@ preview reports it.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -43,6 +44,13 @@ _STRING_LITERAL = re.compile(
     r"(?:'''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\")"
 )
 """CEL's string and bytes literals, single or triple quoted, raw or not: blanked before the text is searched."""
+_MATCHES = re.compile(r"(?<!\w)matches(?=\s*\()")
+"""Every call of matches(), member or global, in the filter with its literals blanked."""
+_PATTERN = re.compile(rf"\.\s*(?P<name>matches)\s*\(\s*(?P<literal>{_STRING_LITERAL.pattern})\s*\)")
+"""A call of matches() on a single string literal, in the filter as written; group 1 is the literal."""
+MAX_PATTERNS = 4
+PATTERN_COMPILE_BUDGET_S = 0.002
+"""Typical patterns compile in 10-400 us; `.{1000}` takes 4.6 ms, `\\pL{200}` 280 ms."""
 _COSTLY_IN_BODY = re.compile(r"(?<![.\w])data(?!\w)|(?<!\w)matches(?=\s*\()")
 _WHITESPACE = "\t\n\r"
 """The control characters a filter may hold: it can span lines. Every other control, format or separator
@@ -79,9 +87,45 @@ def compile_filter(text: str) -> CompiledFilter:
 
 
 def check_filter(text: str) -> str:
-    """For validators: the text itself when it compiles, else FilterError."""
+    """For validators (saving a filter, previewing one): the text itself when it compiles and each of its
+    `matches()` patterns is valid and cheap to compile, else FilterError. The pattern check is here, at
+    save time, and not in `compile_filter`: it is measured, and a stored filter must not stop compiling at
+    fan-out because a machine was busy."""
     compile_filter(text)
+    code = _blank_literals(text)
+    calls = {found.start() for found in _MATCHES.finditer(code)}
+    for found in _PATTERN.finditer(text):
+        if found.start("name") in calls:  # not a call written inside a string literal
+            _check_pattern(text, found.start("literal"), found.group("literal"))
     return text
+
+
+def _blank_literals(text: str) -> str:
+    """The filter with its string literals turned to spaces, positions kept: names inside them are text."""
+    return _STRING_LITERAL.sub(lambda found: " " * len(found.group()), text)
+
+
+def _check_pattern(text: str, at: int, literal: str) -> None:
+    """The runtime compiles a pattern at every call, so one that takes long to compile (`\\pL{200}`:
+    200 copies of every letter of Unicode, 280 ms) would cost that for every event. Timed as the fastest
+    of up to 3 compiles, so a busy machine does not refuse a cheap pattern."""
+    probe = _ENV.compile(f'"".matches({literal})', disable_check=True)
+    fastest = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        value = probe.eval(data={})
+        fastest = min(fastest, time.perf_counter() - started)
+        if value.type() == cel.Type.ERROR:
+            raise FilterError(f"matches(): {_one_line(str(value.plain_value()))}", *_line_column(text, at))
+        if fastest <= PATTERN_COMPILE_BUDGET_S or fastest > 10 * PATTERN_COMPILE_BUDGET_S:
+            break
+    if fastest > PATTERN_COMPILE_BUDGET_S:
+        raise FilterError(
+            f"matches(): this pattern takes {fastest * 1000:.1f} ms to compile, at most"
+            f" {PATTERN_COMPILE_BUDGET_S * 1000:.0f} ms (it is compiled for every event): use smaller"
+            " repetition counts or narrower classes",
+            *_line_column(text, at),
+        )
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -107,7 +151,7 @@ def _compile(text: str) -> CompiledFilter:
         index, named = refused
         escape = "" if "SURROGATE" in named else f"; inside a string literal write it as \\u{ord(text[index]):04x}"
         raise FilterError(f"must not contain {named}{escape}", *_line_column(text, index))
-    code = _STRING_LITERAL.sub(lambda found: " " * len(found.group()), text)  # a macro's name in a literal is text
+    code = _blank_literals(text)
     macros = list(_MACRO.finditer(code))
     if len(macros) > 1:
         raise FilterError(
@@ -121,8 +165,28 @@ def _compile(text: str) -> CompiledFilter:
         raise _syntax_error(str(exc), text) from None
     if macros:
         _refuse_costly_macro_body(code, macros[0].end())
+    _refuse_unbounded_patterns(text, code)
     _refuse_unknown_names(text)
     return CompiledFilter(text, program)
+
+
+def _refuse_unbounded_patterns(text: str, code: str) -> None:
+    """`matches()` only as `text.matches("literal")`, at most `MAX_PATTERNS` times: a pattern read from the
+    event would be a new regular expression to compile for every event, chosen by whoever writes events."""
+    calls = list(_MATCHES.finditer(code))
+    if len(calls) > MAX_PATTERNS:
+        raise FilterError(
+            f"at most {MAX_PATTERNS} matches() per filter (each pattern is compiled for every event)",
+            *_line_column(text, calls[MAX_PATTERNS].start()),
+        )
+    literal_calls = {found.start("name") for found in _PATTERN.finditer(text)}
+    for call in calls:
+        if call.start() not in literal_calls:
+            raise FilterError(
+                'matches() takes one string literal as its pattern, written text.matches("pattern")'
+                " (a pattern from the event would be compiled for every event)",
+                *_line_column(text, call.start()),
+            )
 
 
 def _refuse_costly_macro_body(code: str, opened: int) -> None:

@@ -59,6 +59,9 @@ async def test_a_filter_with_a_control_format_or_separator_character_is_a_422_wi
         ('1 < "1"', 201),  # fails per event (counted, no match), not at save
         ('data.l.exists(x, data.big.matches("b"))', "cannot read data: it runs once per element"),
         ('data.l.exists(x, x.matches("[a-z]{1,100}"))', "cannot call matches(): it runs once per element"),
+        ('data.s.matches("\\\\pL{200}")', "matches(): this pattern takes"),  # compiled for every event: 280 ms
+        ("data.s.matches(data.pattern)", "matches() takes one string literal as its pattern"),
+        ('data.s.matches("(")', "matches(): invalid regular expression: missing ): ( (line 1, column 16)"),
     ],
 )
 async def test_a_filter_is_saved_or_refused_with_a_position_never_a_500(

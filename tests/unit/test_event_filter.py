@@ -221,3 +221,44 @@ def test_a_macro_over_the_longest_list_costs_milliseconds_not_seconds() -> None:
     started = time.perf_counter()
     assert not matches(compiled, _event({"many": ["a" * 20] * 9_999, "big": "a" * 200_000}))
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "column"),
+    [
+        ("data.note.matches(data.pattern)", "matches() takes one string literal as its pattern", 11),
+        ('"abc".matches(data.pattern)', "matches() takes one string literal as its pattern", 7),
+        ('matches(data.note, "^a")', "matches() takes one string literal as its pattern", 1),
+        ('data.note.matches("^a" + "b")', "matches() takes one string literal as its pattern", 11),
+        (" || ".join(['data.note.matches("a")'] * 5), "at most 4 matches() per filter", 4 * 26 + 11),
+        ('data.note.matches("(")', "matches(): invalid regular expression: missing ): (", 19),
+        ('data.note.matches("\\\\pL{200}")', "matches(): this pattern takes", 19),  # 280 ms per event
+    ],
+)
+def test_a_pattern_that_would_be_costly_for_every_event_is_refused_when_saved(
+    text: str, reason: str, column: int
+) -> None:
+    with pytest.raises(FilterError) as refused:
+        check_filter(text)
+    assert refused.value.reason.startswith(reason), refused.value.reason
+    assert (refused.value.line, refused.value.column) == (1, column)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'data.customer.id.matches("^cus_[0-9]+$") && data.currency.matches(r"(?i)^EUR$")',
+        "data.note.matches('''^a''') || data.note . matches( \"b\" )",
+        'type == "x.matches(\\".{1000}\\")"',  # a call written inside a literal is text
+    ],
+)
+def test_literal_patterns_that_compile_quickly_are_saved(text: str) -> None:
+    assert check_filter(text) == text
+
+
+def test_the_worst_filter_that_can_be_saved_costs_milliseconds_per_event() -> None:
+    text = " || ".join([f'data.note.matches("[a-z]{{{n}}}x")' for n in (90, 91, 92, 93)])
+    compiled = compile_filter(check_filter(text))
+    started = time.perf_counter()
+    assert not matches(compiled, _event({"note": "a" * 100_000}))
+    assert time.perf_counter() - started < 0.05
