@@ -60,7 +60,8 @@ async def test_a_filter_with_a_control_format_or_separator_character_is_a_422_wi
         ('data.l.exists(x, data.big.matches("b"))', "cannot read data: it runs once per element"),
         ('data.l.exists(x, x.matches("[a-z]{1,100}"))', "cannot call matches(): it runs once per element"),
         ('data.s.matches("\\\\pL{200}")', "matches(): this pattern takes"),  # compiled for every event: 280 ms
-        ("data.s.matches(data.pattern)", "matches() takes one string literal as its pattern"),
+        ("data.s.matches(data.pattern)", "matches() takes one string literal, written"),
+        ("data.a.contains(data.b)", "contains() takes one string literal, written text.contains"),
         ('data.s.matches("(")', "matches(): invalid regular expression: missing ): ( (line 1, column 16)"),
     ],
 )
