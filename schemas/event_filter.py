@@ -233,6 +233,13 @@ def _refuse_unknown_names(text: str) -> None:
             first = name.split(".")[0]
             if first in VARIABLES:
                 continue
+            called = re.search(rf"(?<!\w){re.escape(first)}(?=\s*\()", _blank_literals(text))
+            if called is not None:  # a function this runtime does not have (`indexOf`, `lowerAscii`)
+                raise FilterError(
+                    f"unknown function {first}(): a filter calls CEL's standard functions (size, contains,"
+                    " startsWith, endsWith, matches, has, int, string, ...)",
+                    *_line_column(text, called.start()),
+                ) from None
             found = re.search(rf"(?<![.\w]){re.escape(first)}(?!\w)", text)
             raise FilterError(
                 f"unknown name {first!r}: a filter reads type, account_id and data (e.g. data.{first})",

@@ -70,6 +70,8 @@ def test_one_event_input_serves_filters_with_and_without_data() -> None:
         ('type == "a"\n  && (data.x', "syntax error: missing ')'", 2, 13),
         ("amount > 10", "unknown name 'amount'", 1, 1),
         ('type == "a" && customer.tier == "gold"', "unknown name 'customer'", 1, 16),
+        ('data.currency.indexOf("e") > 0', "unknown function indexOf()", 1, 15),
+        ('lowerAscii(data.currency) == "eur"', "unknown function lowerAscii()", 1, 1),
         ("data.a.all(x, data.b.exists(y, x == y))", "at most one of all()", 1, 22),
         ("   ", "filter is empty", 1, 1),
         ("true || " * 200 + "true", "filter is 1604 characters long, at most 1000", 1, MAX_FILTER_LENGTH + 1),
