@@ -266,3 +266,15 @@ def test_the_worst_filter_that_can_be_saved_costs_milliseconds_per_event() -> No
     started = time.perf_counter()
     assert not matches(compiled, _event({"note": "a" * 100_000}))
     assert time.perf_counter() - started < 0.05
+
+
+def test_a_macro_body_over_100_characters_is_refused_at_its_101st() -> None:
+    body = " || ".join(f"l.qty == {n}" for n in range(20))
+    with pytest.raises(FilterError) as refused:
+        check_filter(f"data.lines.exists(l, {body})")
+    assert refused.value.reason.startswith(
+        f"the body of all(), exists(), exists_one(), map() or filter() is at most 100 characters ({len(body)} given)"
+    )
+    assert (refused.value.line, refused.value.column) == (1, len("data.lines.exists(l, ") + 101)
+    fits = " || ".join(f"l.qty == {n}" for n in range(7))  # 94 characters
+    assert check_filter(f"data.lines.exists(l, {fits})")
