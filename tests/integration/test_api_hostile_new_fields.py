@@ -4,7 +4,6 @@ JSON body naming the field, never a 500. Real API, real PostgreSQL."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -206,17 +205,15 @@ async def test_a_preview_whose_filter_is_slow_per_event_stops_at_its_time_bound(
         conn.execute("SELECT hookfleet_create_log_day(%s)", (today,))
         for n in range(40):
             event = {"id": f"evt_slow{n:04d}", "type": "message.read", "created_at": f"{today}T10:00:00.000Z",
-                     "account_id": "acct_a", "data": {"l": list(range(1_000))}}  # fmt: skip
+                     "account_id": "acct_a", "data": {"l": list(range(9_999))}}  # fmt: skip
             conn.execute(
                 "INSERT INTO event_payloads (event_id, account_id, event, logged_on) VALUES (%s, %s, %s, %s)",
                 (event["id"], "acct_a", Jsonb(event), today),
             )
     webhook = await api.call("POST", "/v1/webhooks", key, NEW)
-    slow = "data.l.exists(x, x in [" + ", ".join(str(-n) for n in range(1, 150)) + "])"  # ~15 ms per event
+    slow = "data.l.exists(x, " + " || ".join(f"x == -{n}" for n in range(1, 9)) + ")"  # 5-12 ms per event
     monkeypatch.setattr(filter_preview, "PREVIEW_TIME_BOUND_S", 0.05)
-    started = time.monotonic()
     reply = await api.call("POST", f"/v1/webhooks/{webhook.body['id']}/filter-preview", key, {"filter": slow})
-    took = time.monotonic() - started
     assert reply.status == 200, reply.body
+    # all 40 events take 0.2-0.5 s: the page stops within them, not at the end of its chunk of 500
     assert reply.body["cut_short"] is True and reply.body["scanned"] < 40 and reply.body["next_cursor"], reply.body
-    assert took < 0.5, f"the page took {took:.2f} s for a 0.05 s bound (all 40 events: about 0.6 s)"
