@@ -112,7 +112,10 @@ def _check_pattern(text: str, at: int, literal: str) -> None:
     """The runtime compiles a pattern at every call, so one that takes long to compile (`\\pL{200}`:
     200 copies of every letter of Unicode, 280 ms) would cost that for every event. Timed as the fastest
     of up to 3 compiles, so a busy machine does not refuse a cheap pattern."""
-    probe = _ENV.compile(f'"".matches({literal})', disable_check=True)
+    try:
+        probe = _ENV.compile(f'"".matches({literal})', disable_check=True)
+    except Exception as exc:  # the literal compiled within the filter: not expected, but never a 500
+        raise FilterError(f"matches(): {_one_line(str(exc))}", *_line_column(text, at)) from None
     fastest = float("inf")
     for _ in range(3):
         started = time.perf_counter()
