@@ -217,3 +217,9 @@ async def test_a_preview_whose_filter_is_slow_per_event_stops_at_its_time_bound(
     assert reply.status == 200, reply.body
     # all 40 events take 0.2-0.5 s: the page stops within them, not at the end of its chunk of 500
     assert reply.body["cut_short"] is True and reply.body["scanned"] < 40 and reply.body["next_cursor"], reply.body
+
+
+@pytest.mark.parametrize("path", ["/v1/portal-sessions?=x&limit=1", "/v1/deliveries?=null", "/v1/deliveries?%00=1"])
+async def test_a_query_parameter_with_an_empty_or_odd_name_is_a_422(api: RunningApi, key: str, path: str) -> None:
+    reply = await api.call("GET", path, key)
+    assert reply.status == 422 and reply.error["message"].startswith("unknown field"), reply.body

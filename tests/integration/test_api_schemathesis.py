@@ -233,6 +233,9 @@ def test_api_conforms_to_its_openapi_document(
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     def run(case: Any) -> None:
+        # the HTTP client drops a query parameter with an empty name, so the API would never see it and the
+        # case would read as invalid input accepted (a request with `?=x` is a 422 like any unknown name)
+        hypothesis.assume("" not in (case.query or {}))
         case.call_and_validate(base_url=world["base_url"], headers=auth, excluded_checks=excluded)
 
     run()
