@@ -65,7 +65,11 @@ def from_validation(exc: ValidationError, location: str = "") -> ApiError:
     """The first pydantic error as a 422 naming the field (or a 400 for a body that is not JSON)."""
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
-        return ApiError(400, "invalid_json", "request body is not valid JSON")
+        # the parser's reason and place (`lone leading surrogate in hex escape at line 1 column 95`): it
+        # quotes no input, and tells the caller where to look
+        reason = str(first.get("ctx", {}).get("error", ""))[:200]
+        return ApiError(400, "invalid_json", f"request body is not valid JSON: {reason}" if reason else
+                        "request body is not valid JSON")  # fmt: skip
     field = ".".join(str(part) for part in first["loc"]) or None
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":

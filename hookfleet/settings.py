@@ -236,14 +236,21 @@ class DeliverySettings(CommonSettings):
         """Names what is wrong, never the value: the URL may carry the proxy's password."""
         if value is None:
             return value
-        parts = urlsplit(value.get_secret_value())
+        try:
+            parts = urlsplit(value.get_secret_value())
+            hostname = parts.hostname
+        except ValueError:  # an unclosed IPv6 bracket: urllib's text would not name the setting
+            raise ValueError(
+                "HOOKFLEET_EGRESS_PROXY must be http://[user:password@]host:port (got a host that cannot be read)"
+            ) from None
         try:
             port = parts.port
         except ValueError:
             port = None
         wrong = (
             f"scheme {parts.scheme!r}" if parts.scheme != "http"
-            else "no host" if not parts.hostname
+            else "no host" if not hostname
+            else host_problem(hostname) if host_problem(hostname)
             else "no port, or one outside 1-65535" if not port
             else "a path, query or fragment" if parts.path not in ("", "/") or parts.query or parts.fragment
             else None
@@ -480,12 +487,17 @@ def web_origin(value: str, setting: str) -> str:
     Origins end up in a Content-Security-Policy header and in links handed to browsers, so nothing but an
     origin passes: no path, query, user info, wildcard or quote. https only, except on the loopback host
     (local development and tests)."""
-    shown = value[:100]
+    shown = re.sub(r"(?<=//).*@", "****@", value)[:100]  # user info is refused, and never echoed
     try:
         parts = urlsplit(value)
         port = parts.port
+        hostname = parts.hostname
     except ValueError:
         raise ValueError(f"{setting}: {shown!r} is not an origin; write scheme://host[:port]") from None
+    if port == 0:
+        raise ValueError(f"{setting}: {shown!r} has port 0; write a port of 1-65535, or none")
+    if hostname and (problem := host_problem(hostname)) is not None:
+        raise ValueError(f"{setting}: {shown!r} has {problem}")
     host = parts.netloc.rpartition(":")[0] if port is not None else parts.netloc
     if (
         parts.scheme not in ("https", "http")
@@ -496,3 +508,23 @@ def web_origin(value: str, setting: str) -> str:
     if parts.scheme == "http" and host.lower() not in _LOOPBACK_HOSTS:
         raise ValueError(f"{setting}: {shown!r} must be https (http only for localhost and 127.0.0.1)")
     return value
+
+
+_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def host_problem(host: str) -> str | None:
+    """What is wrong with a host of a URL setting (as urlsplit's `hostname` gives it: lowercase, an IPv6
+    address without brackets), or None: a DNS name of ASCII labels or an IP address. The one host rule of
+    every URL-shaped setting, so a space, U+2028 or a quote never reaches a resolver or a header."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if not host.isascii():
+        return "a host that is not ASCII (write an international name in its xn-- form)"
+    if len(host) > 253 or not _HOST_NAME.fullmatch(host):
+        return "a host that is not a host name or IP address"
+    return None

@@ -57,7 +57,7 @@ def idempotency_headers(key: str | None) -> Headers | None:
     InvalidIdempotencyKey (a ValueError) for a key the fan-out would refuse, before anything is sent."""
     if key is None:
         return None
-    return [(IDEMPOTENCY_HEADER, validate_key(key.encode()).encode())]
+    return [(IDEMPOTENCY_HEADER, validate_key(key).encode())]
 
 
 def build_event(
@@ -149,10 +149,10 @@ def first_publish(account_id: str, key: str, settings: CommonSettings | None = N
     """Which event an idempotency key became: the fan-out's record of its first publish for `account_id`
     within the window, or None. Reads the account's partition of the changelog to its end (one partition's
     keys in their window): a tool for after a doubtful publish, not a call per publish."""
+    wanted = changelog_key(account_id, validate_key(key))  # refused before any broker is asked
     settings = settings or CommonSettings()
     topics = settings.topics
     partitions = partition_count(settings.kafka_bootstrap_servers, topics.events)
-    wanted = changelog_key(account_id, validate_key(key.encode()))
     partition = zlib.crc32(account_id.encode()) % partitions  # the producers' partitioner (consistent_random)
     found: bytes | None = None
     for record_key, value in read_partition(settings.kafka_bootstrap_servers, topics.idempotency, partition):

@@ -206,7 +206,9 @@ FilterText = Annotated[
         description="a CEL expression over the event's `type`, `account_id` and `data`: only events for which it is"
         " true are delivered (after the event-type match); an event it cannot be evaluated on (a missing field, a"
         f" type mismatch) is not delivered. At most {MAX_FILTER_LENGTH} characters and one of all(), exists(),"
-        ' exists_one(), map(), filter(). `""` or null: no filter',
+        " exists_one(), map(), filter(), whose body is at most 100 characters and reads only its element, type"
+        " and account_id; matches() and contains() take a string literal (matches() at most 4 times); no control,"
+        ' format or separator character (write one in a string as an escape, `"\\u2028"`). `""` or null: no filter',
         examples=['data.amount >= 1000 && data.currency == "eur"'],
         json_schema_extra={"maxLength": MAX_FILTER_LENGTH},
     ),

@@ -24,10 +24,19 @@ _CONTROL_NAMES = {
 
 def refused_character(value: str) -> str | None:
     """The first refused character of `value`, as `U+2028 (LINE SEPARATOR)`; None when there is none."""
-    for char in value:
-        if unicodedata.category(char) in REFUSED_CATEGORIES:
-            name = unicodedata.name(char, "") or _CONTROL_NAMES.get(char, "CONTROL CHARACTER")
-            return f"U+{ord(char):04X} ({name})"
+    found = first_refused(value)
+    return None if found is None else found[1]
+
+
+def first_refused(value: str, allowed: str = "") -> tuple[int, str] | None:
+    """Where the first refused character of `value` is (0-based) and its name, skipping those in `allowed`
+    (a multi-line text such as a filter keeps its line breaks and tabs); None when there is none."""
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in REFUSED_CATEGORIES and char not in allowed:
+            category = unicodedata.category(char)
+            fallback = "LONE SURROGATE" if category == "Cs" else "CONTROL CHARACTER"
+            name = unicodedata.name(char, "") or _CONTROL_NAMES.get(char, fallback)
+            return index, f"U+{ord(char):04X} ({name})"
     return None
 
 

@@ -8,6 +8,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.free_text import refused_character
+
 IDEMPOTENCY_HEADER = "idempotency-key"
 """The Kafka header a publisher puts the key in (UTF-8)."""
 MAX_KEY_BYTES = 200
@@ -22,24 +24,31 @@ def key_from_headers(headers: Sequence[tuple[str, str | bytes | None]] | None) -
     """The message's idempotency key, None when it has none; raises InvalidIdempotencyKey for an unusable one."""
     if not headers:
         return None
-    for name, value in headers:
-        if name != IDEMPOTENCY_HEADER:
-            continue
-        raw = value.encode() if isinstance(value, str) else (value or b"")
-        return validate_key(raw)
-    return None
+    given = [value for name, value in headers if name == IDEMPOTENCY_HEADER]
+    if len(given) > 1:  # which one the publisher meant is unknowable: neither is taken
+        raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: given {len(given)} times; set it once")
+    if not given:
+        return None
+    return validate_key(given[0] or b"")
 
 
-def validate_key(raw: bytes) -> str:
-    """A key is 1-200 bytes of UTF-8 without control characters (it is shown in logs and read by tools)."""
+def validate_key(raw: bytes | str) -> str:
+    """A key is 1-200 bytes of UTF-8 free text (schemas/free_text.py: no line break, control or invisible
+    character): it is shown in logs and read by tools. A text key holding a lone surrogate (a command-line
+    argument of bytes that are not UTF-8 arrives so) is refused as not UTF-8, naming the header."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
     if not 1 <= len(raw) <= MAX_KEY_BYTES:
         raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must be 1-{MAX_KEY_BYTES} bytes (got {len(raw)})")
     try:
         key = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must be UTF-8") from None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: must not contain control characters")
+    refused = refused_character(key)
+    if refused is not None:
+        raise InvalidIdempotencyKey(
+            f"header {IDEMPOTENCY_HEADER}: must not contain {refused} (no line break, control or invisible character)"
+        )
     return key
 
 

@@ -233,6 +233,9 @@ def test_api_conforms_to_its_openapi_document(
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     def run(case: Any) -> None:
+        # the HTTP client drops a query parameter with an empty name, so the API would never see it and the
+        # case would read as invalid input accepted (a request with `?=x` is a 422 like any unknown name)
+        hypothesis.assume("" not in (case.query or {}))
         # The real key replaces a generated Authorization header; a negative case that left the header out
         # is sent without one (adding it back would make the case valid, and a 200 to it a false failure).
         dropped = mode is GenerationMode.NEGATIVE and "Authorization" not in (case.headers or {})

@@ -36,6 +36,14 @@ def test_the_dispatcher_and_the_api_read_the_same_setting(monkeypatch: pytest.Mo
         (f"http://fleet:{PASSWORD}@squid:99999", "no port"),
         (f"http://fleet:{PASSWORD}@:3128", "no host"),
         (f"http://fleet:{PASSWORD}@squid:3128/path", "a path"),
+        (f"http://fleet:{PASSWORD}@squid:0", "no port"),
+        (f"http://fleet:{PASSWORD}@squid:70000", "no port"),
+        (f"http://fleet:{PASSWORD}@squid\u2028egress:3128", "a host that is not ASCII"),
+        (f"http://fleet:{PASSWORD}@squid egress:3128", "a host that is not a host name or IP address"),
+        (f'http://fleet:{PASSWORD}@squid"egress:3128', "a host that is not a host name or IP address"),
+        (f"http://fleet:{PASSWORD}@b\u00fccher.example:3128", "write an international name in its xn-- form"),
+        (f"http://fleet:{PASSWORD}@{'a' * 100_000}:3128", "a host that is not a host name or IP address"),
+        (f"http://fleet:{PASSWORD}@[::1:3128", "a host that cannot be read"),
     ],
 )
 def test_a_malformed_proxy_url_is_refused_naming_what_is_wrong_never_the_password(url: str, wrong: str) -> None:
@@ -79,3 +87,19 @@ def test_a_proxy_failure_is_a_retryable_connection_error_with_its_own_text(cause
     wrapped = ConnectFailed(f"connect failed ({type(cause).__name__})")
     wrapped.__cause__ = cause
     assert classify_error(wrapped) == (Outcome.CONNECTION_ERROR, error)
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("http://fleet:s3cr%40t%3Ax@squid.egress:3128", b"s3cr@t:x"),  # percent-escaped @ and :
+        ("http://fleet:s3cr@t:x@squid.egress:3128", b"s3cr@t:x"),  # raw: the last @ ends the credentials
+        ("http://fleet@squid.egress:3128", b""),
+        ("http://[2001:db8::1]:3128", None),
+        ("http://squid_egress:3128", None),  # a container name
+    ],
+)
+def test_credentials_raw_or_escaped_and_hosts_of_every_kind_are_read(url: str, password: bytes | None) -> None:
+    proxy = EgressProxy.from_url(DeliverySettings(egress_proxy=url).egress_proxy.get_secret_value())  # type: ignore[union-attr]
+    credentials = None if password is None else "Basic " + base64.b64encode(b"fleet:" + password).decode()
+    assert proxy.port == 3128 and proxy.authorization == credentials

@@ -113,9 +113,25 @@ def test_the_key_comes_from_the_header(headers: Headers | None, expected: str | 
         (None, "must be 1-200 bytes (got 0)"),
         (b"x" * 201, "must be 1-200 bytes (got 201)"),
         (b"\xff\xfe", "must be UTF-8"),
-        (b"a\nb", "must not contain control characters"),
+        (b"a\nb", "must not contain U+000A (LINE FEED)"),
+        (b"a\x00b", "must not contain U+0000 (NULL)"),
+        (b"a\x7fb", "must not contain U+007F (CONTROL CHARACTER)"),
+        ("a\u2028b".encode(), "must not contain U+2028 (LINE SEPARATOR)"),
+        ("a\u0085b".encode(), "must not contain U+0085 (NEXT LINE)"),
+        ("\u202eorder-1".encode(), "must not contain U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("order\u200b-1".encode(), "must not contain U+200B (ZERO WIDTH SPACE)"),
+        ("\ufefforder-1".encode(), "must not contain U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+        (b"\xed\xa0\x80", "must be UTF-8"),  # an encoded lone surrogate
+        ("a\ud800", "must be UTF-8"),  # a str header value holding one
+        ("\u00e9" * 100 + "x", "must be 1-200 bytes (got 201)"),  # counted in bytes, not characters
     ],
 )
-def test_an_unusable_key_is_refused_naming_the_header(raw: bytes | None, message: str) -> None:
+def test_an_unusable_key_is_refused_naming_the_header(raw: bytes | str | None, message: str) -> None:
     with pytest.raises(InvalidIdempotencyKey, match=re.escape(f"header idempotency-key: {message}")):
         key_from_headers([("idempotency-key", raw)])
+
+
+@pytest.mark.parametrize("second", [b"order-1", b"order-2", None])
+def test_a_key_given_twice_is_refused_whatever_the_second_says(second: bytes | None) -> None:
+    with pytest.raises(InvalidIdempotencyKey, match="header idempotency-key: given 2 times; set it once"):
+        key_from_headers([("idempotency-key", b"order-1"), ("traceparent", b"00-x"), ("idempotency-key", second)])

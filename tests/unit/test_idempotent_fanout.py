@@ -111,3 +111,25 @@ async def test_an_unusable_key_sends_the_event_to_the_invalid_topic_naming_the_h
     reason = dict(invalid.headers() or [])["reason"]
     assert reason == b"header idempotency-key: must be 1-200 bytes (got 201)"
     assert broker.messages(TOPICS.deliveries) == []
+
+
+async def test_a_key_with_a_line_separator_or_given_twice_is_diverted_and_the_partition_goes_on() -> None:
+    broker = MemoryBroker()
+    index = SubscriptionIndex([endpoint("wh_a")])
+    publish(broker, "acct_1", "order\u20281", 1)
+    twice = build_event("acct_1", EventType.MESSAGE_SENT, {"n": 2})
+    broker.append(TOPICS.events, twice.body(), key="acct_1",
+                  headers=[("idempotency-key", b"order-2"), ("idempotency-key", b"order-2")])  # fmt: skip
+    nothing = build_event("acct_1", EventType.MESSAGE_SENT, {"n": 3})
+    broker.append(TOPICS.events, nothing.body(), key="acct_1", headers=[("idempotency-key", None)])
+    sound = publish(broker, "acct_1", "order-4", 4)
+    await run_until(broker, index, StubDeliverer(), lambda: len(broker.messages(TOPICS.deliveries)) == 1,
+                    stages=("fanout",))  # fmt: skip
+    reasons = [dict(m.headers() or [])["reason"] for m in broker.messages(TOPICS.invalid)]
+    assert reasons == [
+        b"header idempotency-key: must not contain U+2028 (LINE SEPARATOR) (no line break, control or invisible"
+        b" character)",
+        b"header idempotency-key: given 2 times; set it once",
+        b"header idempotency-key: must be 1-200 bytes (got 0)",
+    ]
+    assert fanned_out(broker) == [("wh_a", sound)]

@@ -75,11 +75,35 @@ def test_frame_ancestors_are_none_by_default_and_exactly_the_origins_given() -> 
         "javascript://x",
         "https://app.example.com:99999",
         "data:",
+        "https://app.example.com:0",
+        "https://-app.example.com",
+        "https://app..example.com",
+        "https://b\u00fccher.example",
+        "https://app.example.com:",
+        "https://" + "a" * 10_000 + ".example",
     ],
 )
 def test_a_frame_ancestor_that_is_not_an_exact_origin_stops_the_settings(origin: str) -> None:
     with pytest.raises(ValidationError, match="HOOKFLEET_PORTAL_FRAME_ANCESTORS"):
         ApiSettings(portal_frame_ancestors=f"https://ok.example {origin}")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("https://hooks.example.com:0", "has port 0; write a port of 1-65535, or none"),
+        ("https://b\u00fccher.example", "write an international name in its xn-- form"),
+        ("https://hooks\u2028.example.com", "has a host that is not ASCII"),
+        ("https://hooks.example.com\u2028/x", "has a host that is not ASCII"),
+        ("https://ops:s3cret@hooks.example.com", "'https://****@hooks.example.com' is not an origin"),
+        ("https://ops:s3c@ret@hooks.example.com", "'https://****@hooks.example.com' is not an origin"),
+    ],
+)
+def test_a_public_url_is_refused_naming_the_setting_and_the_problem_never_a_password(value: str, problem: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ApiSettings(public_url=value)
+    assert "HOOKFLEET_PUBLIC_URL" in str(refused.value) and problem in str(refused.value)
+    assert "s3c" not in str(refused.value)
 
 
 def test_the_public_url_is_an_origin() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
 
 from hookfleet.settings import CommonSettings
-from producer.publisher import MAX_EVENT_BYTES, EventPublisher, EventTooLarge, build_event
+from producer.publisher import MAX_EVENT_BYTES, EventPublisher, EventTooLarge, build_event, first_publish
 from schemas.idempotency import InvalidIdempotencyKey
 
 
@@ -74,3 +75,29 @@ def test_an_idempotency_key_travels_as_the_header_and_an_unusable_one_is_refused
     with pytest.raises(InvalidIdempotencyKey, match="header idempotency-key: must be 1-200 bytes"):
         publisher.publish(_event(1), idempotency_key="k" * 201)
     assert len(producer.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "must be 1-200 bytes (got 0)"),
+        ("k" * 200 + "\u00e9", "must be 1-200 bytes (got 202)"),
+        ("order\u20281", "must not contain U+2028 (LINE SEPARATOR)"),
+        ("order\x00", "must not contain U+0000 (NULL)"),
+        ("\u202eorder", "must not contain U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("order\ud800", "must be UTF-8"),
+    ],
+)
+def test_an_unusable_idempotency_key_is_refused_before_sending_naming_the_header(key: str, message: str) -> None:
+    producer = HeaderRecordingProducer()
+    publisher = EventPublisher(CommonSettings(), producer=producer)  # type: ignore[arg-type]
+    with pytest.raises(InvalidIdempotencyKey, match=re.escape(f"header idempotency-key: {message}")):
+        publisher.publish(_event(1), idempotency_key=key)
+    assert producer.sent == []
+
+
+@pytest.mark.parametrize(("key", "message"), [("order\u20281", "must not contain U+2028"), ("\udcff", "must be UTF-8")])
+def test_looking_up_an_unusable_key_is_refused_before_asking_a_broker(key: str, message: str) -> None:
+    nowhere = CommonSettings(kafka_bootstrap_servers="127.0.0.1:9")  # nothing listens: a lookup would hang, then fail
+    with pytest.raises(InvalidIdempotencyKey, match=re.escape(f"header idempotency-key: {message}")):
+        first_publish("acct_1", key, nowhere)
