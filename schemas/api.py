@@ -795,12 +795,14 @@ class Health(_Response):
 PORTAL_LIFETIME_DEFAULT_S = 600
 PORTAL_LIFETIME_MAX_S = 3600
 _FONT_FAMILY = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{0,47}")
+_FONT_STACK_PATTERN = rf"^ *{_FONT_FAMILY.pattern}( *, *{_FONT_FAMILY.pattern}){{0,7}} *$"
+"""The same rule as `_font_stack`, for the OpenAPI document (so a client can know a stack before sending it)."""
 
 
 def _font_stack(value: str) -> str:
     """Family names of letters, digits, spaces and hyphens, separated by commas: the stack is written into
     CSS, so no quote, semicolon, brace or backslash can get there."""
-    families = [family.strip() for family in value.split(",")]
+    families = [family.strip(" ") for family in value.split(",")]
     if not 1 <= len(families) <= 8 or not all(_FONT_FAMILY.fullmatch(family) for family in families):
         raise ValueError(
             "must be 1-8 font family names of letters, digits, spaces and hyphens separated by commas,"
@@ -825,7 +827,11 @@ AccentColour = Annotated[
 ]
 FontStack = Annotated[
     str,
-    Field(max_length=200, description="a font stack, e.g. `Inter, system-ui, sans-serif`"),
+    Field(
+        max_length=200,
+        json_schema_extra={"pattern": _FONT_STACK_PATTERN},  # checked by `_font_stack`, with its own message
+        description="a font stack, e.g. `Inter, system-ui, sans-serif`",
+    ),
     AfterValidator(_font_stack),
 ]
 
