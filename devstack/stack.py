@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -479,6 +480,15 @@ def _pg_owned(*paths: Path) -> None:
             shutil.chown(path, "postgres", "postgres")
 
 
+def server_options(port: int, socket_dir: Path) -> str:
+    """The `postgres` options `pg_ctl -o` passes on: pg_ctl starts the server through a shell, so the socket
+    folder (inside the checkout, whose path may hold spaces or quotes) is quoted for it."""
+    return (
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {shlex.quote(str(socket_dir))}"
+        " -c max_connections=200 -c fsync=off"
+    )
+
+
 def postgres_up(paths: Paths, port: int = PG_PORT) -> None:
     bin_dir = _pg_bin()
     data = pg_data_dir(paths)
@@ -498,7 +508,7 @@ def postgres_up(paths: Paths, port: int = PG_PORT) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.touch()
         _pg_owned(log)
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200 -c fsync=off"
+        options = server_options(port, data)
         out = _run_as_pg(
             [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]
         )
