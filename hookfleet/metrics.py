@@ -298,6 +298,8 @@ def init_label_values(event_types: Iterable[str], outcomes: Iterable[str]) -> No
         RETRIES_SCHEDULED.labels(stage)
     for reason in ("disabled", "deleted", "unsubscribed", "gone"):
         DROPPED.labels(reason)
+    for reason in ("expired", "bound"):
+        IDEMPOTENCY_EVICTED.labels(reason)
 
 
 class Heartbeat:
