@@ -28,7 +28,7 @@ from tests.unit.test_dispatcher_loop import SETTINGS, StubDeliverer, endpoint, r
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ("delivery", "dispatcher", "hookfleet", "schemas")
-TASK_PATH = frozenset({"_accept", "_take", "_pump", "_run", "_record", "_deliver_in_order", "_finish_after"})
+TASK_PATH = frozenset({"_accept", "_take", "_start", "_run", "_record", "_deliver_in_order", "_finish_after"})
 """The worker's functions a delivery task passes through: calls made under them are the task's path (the
 loop's polls, commits and sweeps around it are not)."""
 

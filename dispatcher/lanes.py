@@ -16,7 +16,7 @@ When a task arrives (`admit`):
   parking: the caller pauses the partition until the queue is half empty.
 An ordered (FIFO) webhook is never parked (a parked task would overtake nothing but be overtaken).
 
-A webhook that has not answered this dispatcher for `PROBE_AFTER_S` (or ever) is *probed*: one request
+A webhook that has not answered this dispatcher for `PROBE_AFTER_S` (recent_answers.py) or ever is *probed*: one request
 until its first answer, then its full concurrency. A burst to an endpoint that is gone (410), hangs or no
 longer exists then costs its receiver one request, not a whole wave: before, the demo's retired endpoint
 answered 410 to the 46 tasks of its opening burst, all sent before the first 410 came back. A receiver
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -74,41 +74,6 @@ class TokenBucket:
             self._tokens -= 1.0
             return 0.0
         return (1.0 - self._tokens) / self.rate
-
-
-PROBE_AFTER_S = 300.0
-"""A webhook not heard from for this long (or ever) is probed with one request before its full concurrency."""
-
-
-class RecentAnswers:
-    """Which webhooks answered this dispatcher within `memory_s`: one entry per webhook, oldest answer first
-    (an OrderedDict: moving an entry to the end and dropping the oldest are O(1), where a plain dict's
-    iteration would walk over the holes its deletions leave at the front), so expiry costs what it drops."""
-
-    def __init__(self, memory_s: float = PROBE_AFTER_S) -> None:
-        self._memory_s = memory_s
-        self._at: OrderedDict[str, float] = OrderedDict()
-
-    def heard(self, webhook_id: str, now: float) -> None:
-        """`webhook_id` answered at `now` (told when its lane is dropped, not per answer: a live lane keeps
-        its own `last_progress`, so the hot path pays nothing for this)."""
-        self._at[webhook_id] = now
-        self._at.move_to_end(webhook_id)
-        self._expire(now)
-
-    def knows(self, webhook_id: str, now: float) -> bool:
-        self._expire(now)
-        return webhook_id in self._at
-
-    def _expire(self, now: float) -> None:
-        while self._at:
-            at = next(iter(self._at.values()))
-            if now - at < self._memory_s:
-                break
-            self._at.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._at)
 
 
 LATENCY_WEIGHT = 0.1

@@ -36,7 +36,8 @@ from delivery.wire_json import attempt_json, event_bytes, task_json
 from dispatcher.fanout import FanoutJob, apply_filters, recipients
 from dispatcher.gone import GoneWebhooks
 from dispatcher.idempotency import KeyStore, Verdict, digest
-from dispatcher.lanes import Admission, Lane, LanePolicy, RecentAnswers, TokenBucket
+from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
+from dispatcher.recent_answers import RecentAnswers
 from dispatcher.routing import PARKS_HEADER, Decision, decide, parks_of, route_park
 from dispatcher.stage_consumer import StageConsumer
 from dispatcher.subscriptions import SubscriptionIndex

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from delivery.wire_json import task_json
 from dispatcher.fanout import FanoutJob
-from dispatcher.lanes import Admission, Lane, LanePolicy, RecentAnswers, TokenBucket
+from dispatcher.lanes import Admission, Lane, LanePolicy, TokenBucket
+from dispatcher.recent_answers import RecentAnswers
 from hookfleet.stream.ledger import LowWaterMark
 from hookfleet.stream.offset_codec import decode_finished, encode_finished
 from producer.publisher import build_event
@@ -220,3 +221,13 @@ def test_recent_answers_remember_a_webhook_for_the_memory_and_forget_the_oldest_
     assert answers.knows("wh_a", 299.0) and answers.knows("wh_b", 299.0)
     assert not answers.knows("wh_b", 400.0) and answers.knows("wh_a", 400.0) and len(answers) == 1
     assert not answers.knows("wh_a", 500.0) and len(answers) == 0
+
+
+def test_recent_answers_told_out_of_order_never_know_a_webhook_past_the_memory() -> None:
+    # Lanes are dropped by the sweep, so an older answer can be told after a newer one
+    answers = RecentAnswers(memory_s=300.0)
+    answers.heard("wh_new", 250.0)
+    answers.heard("wh_old", 50.0)
+    assert answers.knows("wh_old", 349.0)
+    assert not answers.knows("wh_old", 360.0), "over 300 s since its answer, even behind a newer entry"
+    assert answers.knows("wh_new", 360.0)
