@@ -166,8 +166,8 @@ def test_hanging_endpoint_does_not_stall_others(
         elapsed = time.monotonic() - started
         # Every fast delivery completed while the hanging endpoint still held its requests open.
         assert elapsed < 20, elapsed
-        # Never heard from, it is probed with one request (dispatcher/recent_answers.py PROBE_AFTER_S), which hangs: only
-        # that one ever reached it (before the probe, its concurrency bound: 5)
+        # Never heard from, it is probed with one request (dispatcher/recent_answers.py PROBE_AFTER_S), which
+        # hangs: only that one ever reached it (before the probe, its concurrency bound: 5)
         assert len(receiver.at("/hang")) == OPEN
         parked = consume_all(kafka_bootstrap, topics.retry_10s, 200 - OPEN, timeout_s=20)
         tasks = [DeliveryTask.model_validate_json(m.value()) for m in parked]
