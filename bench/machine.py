@@ -59,13 +59,42 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def kafka_broker_pid() -> int | None:
-    """The local stack's broker, when the benchmark runs against it (its CPU belongs in the picture)."""
+    """The broker the benchmark runs against (its CPU belongs in the picture): the process listening on the
+    port of `KAFKA_BOOTSTRAP_SERVERS` when that is set (a broker of the benchmark's own, which no other work
+    uses), else the local stack's."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        port = int(bootstrap.split(",")[0].rpartition(":")[2])
+        return listener_pid(port)
     try:
         pid = int(KAFKA_PID_FILE.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
     return pid
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on a local TCP `port` (from /proc: the socket's inode, then whose fd it is)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)

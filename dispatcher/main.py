@@ -17,7 +17,15 @@ from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
 from hookfleet import logs, metrics, secret_keys, tracing
 from hookfleet.db import describe
-from hookfleet.kafka import BrokerState, Consumer, monitored_consumer, new_producer, wait_for_broker
+from hookfleet.kafka import (
+    BrokerState,
+    Consumer,
+    KafkaUnavailable,
+    monitored_consumer,
+    new_producer,
+    partition_count,
+    wait_for_broker,
+)
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.changelog import read_partition
@@ -26,6 +34,13 @@ from schemas.catalog import EventType
 from schemas.models import Outcome
 
 log = logging.getLogger(__name__)
+
+HOP_LINGER_MS = 0
+"""The fan-out's producer sends at once: its tasks are on every event's way to its receiver (each
+millisecond of linger is a millisecond of publish-to-receive latency; bench/RESULTS.md)."""
+RECORD_LINGER_MS = 25
+"""What is written after a delivery (attempt records, retry tasks, dead letters) waits up to 25 ms for
+company: no receiver waits for it, and fewer, fuller produce requests are most of the broker's saving."""
 
 JOIN_CHECK_S = 1.0
 
@@ -74,6 +89,27 @@ async def serve(
     return bool(running) and running[0].consumer_stuck
 
 
+async def _partitions_of(
+    bootstrap: str, topic: str, stop: asyncio.Event, heartbeat: metrics.Heartbeat, retry_s: float = 5.0
+) -> int | None:
+    """The partition count of `topic` (attempt records are batched per partition), waiting while the topic
+    does not exist yet; None when stopped meanwhile."""
+    logged = False
+    while not stop.is_set():
+        heartbeat.beat()
+        try:
+            return await asyncio.to_thread(partition_count, bootstrap, topic)
+        except KafkaUnavailable as exc:
+            if not logged:
+                log.warning(
+                    "event=topic_unavailable_at_start topic=%s reason=%r action=wait_and_retry", topic, str(exc)
+                )
+                logged = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), retry_s)
+    return None
+
+
 async def _serve(
     settings: DispatcherSettings,
     stop: asyncio.Event,
@@ -106,7 +142,15 @@ async def _serve(
         await sync_task
         return
 
-    producer = new_producer(settings.kafka_bootstrap_servers)
+    attempt_partitions = await _partitions_of(
+        settings.kafka_bootstrap_servers, settings.topics.attempts, stop, heartbeat
+    )
+    if attempt_partitions is None:
+        sync_stop.set()
+        await sync_task
+        return
+    producer = new_producer(settings.kafka_bootstrap_servers, **{"linger.ms": HOP_LINGER_MS})
+    record_producer = new_producer(settings.kafka_bootstrap_servers, **{"linger.ms": RECORD_LINGER_MS})
     consumers: dict[str, Consumer] = {}
     for stage in settings.stages:
         consumers[stage], broker = monitored_consumer(
@@ -132,6 +176,8 @@ async def _serve(
         index,
         heartbeat,
         read_changelog=lambda topic, partition, last: read_partition(bootstrap, topic, partition, last),
+        attempt_partitions=attempt_partitions,
+        record_producer=record_producer,
     )
     running.append(dispatcher)
     metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(dispatcher.assigned))
@@ -141,7 +187,9 @@ async def _serve(
     finally:
         watch.cancel()
         await deliverer.close()
-        unflushed = await asyncio.get_running_loop().run_in_executor(None, producer.close)
+        loop = asyncio.get_running_loop()
+        unflushed = await loop.run_in_executor(None, producer.close)
+        unflushed += await loop.run_in_executor(None, record_producer.close)
         sync_stop.set()
         await sync_task
         log.info("event=dispatcher_exit unflushed=%d", unflushed)

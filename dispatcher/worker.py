@@ -54,6 +54,7 @@ from hookfleet.kafka import (
 from hookfleet.settings import DispatcherSettings
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim
+from hookfleet.stream.record_batch import RecordBatcher
 from hookfleet.stream.sender import Outgoing, send_until_acked
 from schemas.idempotency import FirstSight, InvalidIdempotencyKey, changelog_key, key_from_headers
 from schemas.ids import new_attempt_id
@@ -119,10 +120,16 @@ class Dispatcher:
         index: SubscriptionIndex,
         heartbeat: metrics.Heartbeat | None = None,
         read_changelog: ChangelogReader = _no_changelog,
+        attempt_partitions: int = 1,
+        record_producer: KafkaProducer | None = None,
     ) -> None:
         """`consumers`: one per stage this process runs ("fanout", "delivery"), all in one group;
         `heartbeat` is beaten on every turn of every stage's loop (what `/livez` reads); `read_changelog`
-        restores an assigned events partition's idempotency keys."""
+        restores an assigned events partition's idempotency keys; `attempt_partitions` is the attempts
+        topic's partition count (attempt records are batched per partition: hookfleet/stream/record_batch.py);
+        `producer` writes the fan-out's tasks (on every event's path: no linger), `record_producer` everything
+        written after a delivery (attempt records, retry tasks, dead letters, diversions: batched by a linger),
+        the same producer when not given."""
         self._settings = settings
         self._topics = settings.topics
         topic_of = {"fanout": self._topics.events, "delivery": self._topics.deliveries}
@@ -141,6 +148,8 @@ class Dispatcher:
         }
         self._delivery = self._stages.get("delivery")
         self._producer = producer
+        self._records = record_producer or producer
+        self._attempts = RecordBatcher(self._records, self._topics.attempts, attempt_partitions)
         self._deliverer = deliverer
         self._index = index
         self._heartbeat = heartbeat or metrics.Heartbeat()
@@ -217,6 +226,8 @@ class Dispatcher:
         await self._wait_for(list(self._tasks), "dispatcher_drain_incomplete", cancel=True)
         # Fan-out tasks the broker has not acknowledged yet: wait for them, so their events count as done.
         await self._loop.run_in_executor(None, self._producer.flush, self._settings.drain_timeout_s)
+        if self._records is not self._producer:
+            await self._loop.run_in_executor(None, self._records.flush, self._settings.drain_timeout_s)
         await asyncio.sleep(0.05)  # let the last acknowledgement callbacks reach the loop
         for stage in self._stages.values():
             await stage.close()
@@ -444,7 +455,7 @@ class Dispatcher:
 
         async def again() -> None:
             tracing.adopt(job.trace)  # produced under the fan-out's span, as the first try was
-            resend = [self._send_durably(self._topics.deliveries, v, w) for w, v in failed]
+            resend = [send_until_acked(self._producer, Outgoing(self._topics.deliveries, v, w)) for w, v in failed]
             if sight is not None:
                 resend.append(send_until_acked(self._producer, sight))
             await asyncio.gather(*resend)
@@ -664,14 +675,14 @@ class Dispatcher:
             assert route is not None
             metrics.RETRIES_SCHEDULED.labels(route.stage).inc()
         if route is None or decision.step == "disabled" or (decision.step == "retry" and not queue_retry):
-            await send_until_acked(self._producer, Outgoing(self._topics.attempts, record, endpoint.id))
+            await self._attempts.add(record, endpoint.id)
             return
         task = task_json(
             body, endpoint.id, route.next_attempt, route.due_at_ms, last_error=result.error, replay_id=replay_id
         )
         await asyncio.gather(
             self._send_durably(route.topic, task, endpoint.id),
-            self._send_durably(self._topics.attempts, record, endpoint.id),
+            self._attempts.add(record, endpoint.id),
         )
 
     def _stop_sending(self, endpoint: Endpoint, key: TP) -> None:
@@ -747,13 +758,13 @@ class Dispatcher:
             next_step="dropped",
             replay_id=task.replay_id,
         )
-        await self._send_durably(self._topics.attempts, record, task.webhook_id)
+        await self._attempts.add(record, task.webhook_id)
 
     async def _to_invalid(self, message: Message, invalid: Invalid) -> None:
         source: TP = (message.topic() or "", message.partition() or 0)
         offset = message.offset() or 0
         outgoing = divert(invalid, message.value(), message.key(), source, offset, "dispatcher", self._topics.invalid)
-        await send_until_acked(self._producer, outgoing)
+        await send_until_acked(self._records, outgoing)
 
     async def _send_durably(
         self,
@@ -764,7 +775,7 @@ class Dispatcher:
     ) -> None:
         """Produce until the broker acknowledges. The offset of this work is not finished before that, so
         giving up would lose the outcome; waiting only delays the partition's commit."""
-        await send_until_acked(self._producer, Outgoing(topic, value, key, headers))
+        await send_until_acked(self._records, Outgoing(topic, value, key, headers))
 
     # ------------------------------------------------------------------------------------ flow control
 

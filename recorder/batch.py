@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hookfleet.attempt_rows import json_text, storable_text
-from hookfleet.kafka import PartitionKey
+from hookfleet.kafka import Headers, PartitionKey
 from hookfleet.stream.diversion import Invalid, read_as
+from hookfleet.stream.record_batch import BatchFormatError, split_batch
 from schemas.models import AttemptRecord, DeliveryTask
 from schemas.topics import Topics
 
@@ -41,6 +42,23 @@ class Unreadable:
 
 
 Parsed = AttemptRecord | DeadLetter | Unreadable
+
+
+def parse_records(
+    topics: Topics, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+) -> list[Parsed]:
+    """Every record a consumed message carries: an attempts message may hold a batch of attempt records
+    (hookfleet/stream/record_batch.py); each is read on its own, so one bad record is diverted alone. A
+    batch whose count does not match what it holds is diverted whole."""
+    if topic != topics.attempts:
+        return [parse_message(topics, topic, key, value)]
+    try:
+        values = split_batch(value, headers)
+    except BatchFormatError as exc:
+        return [Unreadable(topic, key, value, Invalid("invalid_value", str(exc)))]
+    if len(values) == 1:
+        return [parse_message(topics, topic, key, values[0])]
+    return [parse_message(topics, topic, key, one) for one in values]
 
 
 def parse_message(topics: Topics, topic: str, key: bytes | None, value: bytes | None) -> Parsed:

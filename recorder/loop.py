@@ -32,6 +32,7 @@ from hookfleet.kafka import (
     Message,
     PartitionKey,
     TopicPartition,
+    message_headers,
     topic_partition,
 )
 from hookfleet.mail import send_mail
@@ -44,7 +45,7 @@ from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.poison import ItemFailure, item_failed, run_item
 from hookfleet.stream.sender import Outgoing, send_all, send_each
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
-from recorder.batch import Batch, Unreadable, parse_message
+from recorder.batch import Batch, Unreadable, parse_records
 from recorder.health import mail_text
 from recorder.outcomes import WebhookOutcomes
 from recorder.store import OutboxFailed, OutboxItem, RecorderStore, RedriveItem, WriteResult
@@ -59,8 +60,15 @@ RETRY_MAX_S = 5.0
 CONSUMER_OPTIONS: dict[str, Any] = {
     "enable.auto.commit": False,  # committed explicitly, after the transaction
     "statistics.interval.ms": 5000,
+    # A fetch waits for 1 MiB or 200 ms (the batch's own wait) instead of returning each new record at once:
+    # the broker answers a fraction of the fetches, and a batch still fills in its wait (bench/RESULTS.md).
+    "fetch.min.bytes": 1_048_576,
+    "fetch.wait.max.ms": 200,
 }
 """The role's own consumer options, on top of `hookfleet.kafka.consumer_config`'s defaults."""
+CONSUME_SLICE = 64
+"""Messages taken per consume call while a batch fills: a message may carry up to 100 attempt records
+(hookfleet/stream/record_batch.py), so a batch overshoots `batch_max` by at most one slice's records."""
 _IDLE_POLL_S = 0.5
 _OUTAGE_POLL_S = 0.2
 FAILING_REFRESH_S = 30.0
@@ -196,7 +204,7 @@ class Recorder:
             if left <= 0:
                 break
             # consume() returns only when full or timed out: short slices keep shutdown prompt.
-            wanted = self.settings.batch_max - self.batch.size
+            wanted = min(self.settings.batch_max - self.batch.size, CONSUME_SLICE)
             for message in self.consumer.consume(wanted, timeout=min(left, _IDLE_POLL_S)):
                 self._take(message)
 
@@ -215,10 +223,11 @@ class Recorder:
             return  # revoked in the same batch, read again (already held), or stored before the last commit
         self._claims.append(claim)
         try:
-            parsed = parse_message(self.topics, topic, message.key(), message.value())
+            records = parse_records(self.topics, topic, message.key(), message.value(), message_headers(message))
         except Exception as exc:  # the runtime's poison rule: diverted with the batch, never a crash
-            parsed = Unreadable(topic, message.key(), message.value(), handler_error(exc))
-        self.batch.add(topic, partition, offset, parsed)
+            records = [Unreadable(topic, message.key(), message.value(), handler_error(exc))]
+        for parsed in records:
+            self.batch.add(topic, partition, offset, parsed)
         self.spans.take(message)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -21,9 +21,10 @@ from delivery.wire_json import task_json
 from dispatcher.routing import PARKS_HEADER
 from dispatcher.subscriptions import SubscriptionIndex
 from dispatcher.worker import Dispatcher
-from hookfleet.kafka import Headers
+from hookfleet.kafka import Headers, message_headers
 from hookfleet.settings import DispatcherSettings
 from hookfleet.stream.offset_codec import decode_finished
+from hookfleet.stream.record_batch import split_batch
 from producer.publisher import build_event
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event, Outcome
@@ -101,7 +102,12 @@ def tasks(broker: MemoryBroker, topic: str) -> list[DeliveryTask]:
 
 
 def records(broker: MemoryBroker) -> list[dict[str, object]]:
-    return [json.loads(m.value() or b"") for m in broker.messages(SETTINGS.topics.attempts)]
+    """Every attempt record, out of the batches that carry them (hookfleet/stream/record_batch.py)."""
+    return [
+        json.loads(value or b"")
+        for m in broker.messages(SETTINGS.topics.attempts)
+        for value in split_batch(m.value(), message_headers(m))
+    ]
 
 
 async def test_fan_out_writes_one_task_per_subscribed_webhook_keyed_by_webhook() -> None:
@@ -147,7 +153,7 @@ async def test_task_of_a_disabled_webhook_is_dropped_with_a_log_row() -> None:
     event = build_event("acct_1", EventType.MESSAGE_READ, {})
     broker.append(SETTINGS.topics.deliveries, task_json(event.body(), "wh_a", 1, 0), key="wh_a")
     deliverer = StubDeliverer()
-    await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.attempts)),
+    await run_until(broker, index, deliverer, lambda: bool(records(broker)),
                     stages=("delivery",))  # fmt: skip
     assert deliverer.calls == []
     [record] = records(broker)
@@ -166,7 +172,7 @@ async def test_a_task_whose_event_belongs_to_another_account_is_diverted_to_inva
     counted = REGISTRY.get_sample_value("hookfleet_invalid_events_total", MISMATCH) or 0.0  # labels: one vocabulary
     deliverer = StubDeliverer()
     await run_until(broker, index, deliverer, lambda: bool(broker.messages(SETTINGS.topics.invalid))
-                    and len(broker.messages(SETTINGS.topics.attempts)) == 1, stages=("delivery",))  # fmt: skip
+                    and len(records(broker)) == 1, stages=("delivery",))  # fmt: skip
     # Then the forged task is never delivered nor logged in the webhook's log: it goes to the invalid topic
     assert [c[1] for c in deliverer.calls] == ([own.id] if active else [])
     assert [r["event"]["id"] for r in records(broker)] == [own.id]  # type: ignore[index]

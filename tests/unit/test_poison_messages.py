@@ -18,7 +18,7 @@ from hookfleet.settings import RecorderSettings, RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from producer.publisher import build_event
 from recorder import loop as recorder_module
-from recorder.batch import parse_message
+from recorder.batch import parse_records
 from recorder.loop import Recorder
 from retry_scheduler import scheduler as scheduler_module
 from retry_scheduler.gate import hold_plan
@@ -76,7 +76,7 @@ def test_retry_scheduler_diverts_a_task_whose_handling_raises_and_hands_off_the_
 
 
 def test_recorder_diverts_a_record_whose_handling_raises_and_writes_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recorder_module, "parse_message", raising_for(POISON, parse_message))
+    monkeypatch.setattr(recorder_module, "parse_records", raising_for(POISON, parse_records))
     broker = MemoryBroker()
     broker.append(TOPICS.attempts, attempt_bytes(1), partition=0)
     broker.append(TOPICS.attempts, b'{"poison": true}' + POISON, partition=0)
