@@ -43,9 +43,17 @@ def _wait_rows(stack: BenchStack, expected: int, timeout_s: float) -> int:
     return rows
 
 
-def run_once(harness: Harness, name: str, tree: str | None, events: int, warmup: int = 1_000) -> dict[str, Any]:
-    """One fleet from `tree` (None: this checkout), one burst; CPU from the first publish to the last row."""
-    env = {"PYTHONPATH": str(Path(tree).resolve())} if tree else {}
+def run_once(
+    harness: Harness,
+    name: str,
+    tree: str | None,
+    events: int,
+    warmup: int = 1_000,
+    role_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One fleet from `tree` (None: this checkout) with `role_env` set for every role, one burst; CPU from
+    the first publish to the last row."""
+    env = {**({"PYTHONPATH": str(Path(tree).resolve())} if tree else {}), **(role_env or {})}
     receiver = harness.receiver
     with harness.stack(f"fleet-{name}") as stack:
         pipeline._seed(stack, harness)
@@ -121,11 +129,19 @@ def table(results: list[dict[str, Any]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fleet_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--tree", action="append", default=[], help="name=path of a checkout (repeat); . is this one")
+    parser.add_argument(
+        "--env", action="append", default=[], help="name:KEY=VALUE, a setting for every role of tree `name` (repeat)"
+    )
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--name", default="fleet_cost")
     args = parser.parse_args()
     trees = [(part.partition("=")[0], part.partition("=")[2]) for part in args.tree] or [("this tree", ".")]
+    role_env: dict[str, dict[str, str]] = {}
+    for spec in args.env:
+        tree, _, setting = spec.partition(":")
+        key, _, value = setting.partition("=")
+        role_env.setdefault(tree, {})[key] = value
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
     database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
     workdir = Path(tempfile.mkdtemp(prefix="hookfleet-fleet-cost-"))
@@ -137,7 +153,8 @@ def main() -> int:
         for pair in range(args.pairs):
             order = trees if pair % 2 == 0 else list(reversed(trees))
             for name, path in order:
-                result = run_once(harness, name, None if path in ("", ".") else path, args.events)
+                tree = None if path in ("", ".") else path
+                result = run_once(harness, name, tree, args.events, role_env=role_env.get(name))
                 result["pair"] = pair + 1
                 result["load_avg_1m"] = round(os.getloadavg()[0], 2)
                 report["runs"].append(result)
