@@ -519,7 +519,8 @@ class GroupConsumer(Consumer):
 
     def _check(self, message: Message) -> None:
         error = message.error()
-        if error is not None and error.fatal() and not self.fenced:
+        # librdkafka hands the fatal error out as a message whose code is _FATAL (its fatal() flag unset)
+        if error is not None and (error.code() == KafkaError._FATAL or error.fatal()) and not self.fenced:
             self.fenced = True
             if self.on_fatal is not None:
                 self.on_fatal(error)
