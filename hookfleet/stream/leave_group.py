@@ -201,7 +201,13 @@ def _leave_once(
 def leave_after_close(member: StaticMember, member_id: str | None, role: str, security: KafkaSecuritySettings) -> None:
     """The leave as the close makes it: logged, never raised (a failed leave costs the session timeout)."""
     if not member_id:
-        log.info("event=group_leave_skipped role=%s consumer=%s reason=no_member_id", role, member.instance_id)
+        # Still joining (no JoinGroup answer yet): without its member id the leave could remove a replacement.
+        log.info(
+            "event=group_leave_skipped role=%s consumer=%s reason=no_member_id"
+            " hint='stopped while joining: its partitions move after the session timeout (10 s)'",
+            role,
+            member.instance_id,
+        )
         return
     started = time.monotonic()
     try:
