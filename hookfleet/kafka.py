@@ -150,16 +150,10 @@ def _error_cb(error: KafkaError) -> None:
 
 
 @functools.cache
-def security_settings() -> KafkaSecuritySettings:
-    """The HOOKFLEET_KAFKA_* security settings (TLS, SASL), read once per process."""
-    return KafkaSecuritySettings()
-
-
-@functools.cache
 def security_config() -> dict[str, str]:
     """The HOOKFLEET_KAFKA_* security options (TLS, SASL) as librdkafka options, read once per process.
     Holds the SASL password in clear: it goes into client configurations only, never into a log line."""
-    return security_settings().librdkafka_config()
+    return KafkaSecuritySettings().librdkafka_config()
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from hookfleet.kafka import Consumer, KafkaException, StaticMember, security_settings
+from hookfleet.kafka import Consumer, KafkaException, StaticMember
+from hookfleet.settings import KafkaSecuritySettings
 from hookfleet.stream.leave_group import leave_after_close
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def close_bounded(consumer: Consumer, role: str, bound_s: float | None = None) -
     member_id = _member_id(consumer) if static is not None else None
     closed = _close(consumer, role, bound_s)
     if static is not None:
-        leave_after_close(static, member_id, role, security_settings())
+        leave_after_close(static, member_id, role, KafkaSecuritySettings())  # as client_config reads them
     return closed
 
 
