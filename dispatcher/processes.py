@@ -27,6 +27,7 @@ import sys
 from types import FrameType
 
 from hookfleet.cli import CliError
+from hookfleet.settings import INSTANCE_ID_MAX
 from hookfleet.stream.membership import process_instance_id
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,12 @@ def supervise(count: int, metrics_port: int = 0, instance_id: str | None = None)
     """Run `count` dispatcher children until they exit; returns the exit code for the parent. With
     `instance_id` (HOOKFLEET_INSTANCE_ID) child i joins as `<instance_id>.p<i>`: its own static members,
     the same ones after a restart of the unit."""
+    last = process_instance_id(instance_id, count - 1)
+    if last is not None and len(last) > INSTANCE_ID_MAX:  # each child checks its own, with the suffix
+        raise CliError(
+            f"HOOKFLEET_INSTANCE_ID is {len(instance_id or '')} characters long: with --processes {count} each child"
+            f" adds .p<k>, and the result must stay within {INSTANCE_ID_MAX}; use a shorter name"
+        )
     children: list[subprocess.Popen[bytes]] = []
     for index in range(count):
         env = dict(os.environ)

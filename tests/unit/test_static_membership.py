@@ -4,10 +4,13 @@ and a fenced consumer stops its role with a line naming the setting."""
 from __future__ import annotations
 
 import logging
+import subprocess
 
 import pytest
 from pydantic import ValidationError
 
+from dispatcher.processes import supervise
+from hookfleet.cli import CliError
 from hookfleet.kafka import BrokerState, consumer_config, new_consumer
 from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
@@ -83,6 +86,17 @@ def test_a_bad_instance_id_is_refused_naming_the_setting(value: str, monkeypatch
 def test_the_longest_instance_id_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOKFLEET_INSTANCE_ID", "a" * 200)
     assert DispatcherSettings().instance_id == "a" * 200
+
+
+def test_processes_refuse_a_name_their_children_could_not_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--processes` children add `.p<k>`: refused before any child starts, naming the setting."""
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a child was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    with pytest.raises(CliError, match="HOOKFLEET_INSTANCE_ID is 198 characters long: with --processes 2"):
+        supervise(2, 0, "a" * 198)
 
 
 def test_a_fenced_consumer_stops_its_role_naming_the_setting_and_the_consumer(
