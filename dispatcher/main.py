@@ -29,6 +29,7 @@ from hookfleet.kafka import (
 from hookfleet.settings import DispatcherSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.changelog import read_partition
+from hookfleet.stream.membership import consumer_instance_id, exit_if_fenced
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from schemas.catalog import EventType
 from schemas.models import Outcome
@@ -157,6 +158,7 @@ async def _serve(
             settings.kafka_bootstrap_servers,
             settings.group_id,
             metrics.stats_callback(settings.group_id),
+            instance_id=consumer_instance_id(settings.instance_id, "dispatcher", stage),
             **{
                 "client.id": f"hookfleet-{stage}",
                 "statistics.interval.ms": 5000,
@@ -181,7 +183,7 @@ async def _serve(
     )
     running.append(dispatcher)
     metrics.PARTITIONS_ASSIGNED.set_function(lambda: len(dispatcher.assigned))
-    watch = asyncio.create_task(_watch_joins(brokers, stop, shutdown))
+    watch = asyncio.create_task(_watch_consumers(brokers, stop, shutdown))
     try:
         await dispatcher.run(stop)
     finally:
@@ -195,10 +197,13 @@ async def _serve(
         log.info("event=dispatcher_exit unflushed=%d", unflushed)
 
 
-async def _watch_joins(brokers: list[BrokerState], stop: asyncio.Event, shutdown: Shutdown) -> None:
-    """The stuck-join watchdog for every stage's consumer (hookfleet/stream/watchdog.py)."""
+async def _watch_consumers(brokers: list[BrokerState], stop: asyncio.Event, shutdown: Shutdown) -> None:
+    """The stuck-join watchdog for every stage's consumer (hookfleet/stream/watchdog.py), and the exit of a
+    fenced one (hookfleet/stream/membership.py)."""
     watchdog = JoinWatchdog()
     while not stop.is_set():
+        if exit_if_fenced("dispatcher", brokers, shutdown):
+            return
         if replace_if_stuck(watchdog, "dispatcher", brokers, shutdown):
             return
         with contextlib.suppress(TimeoutError):
@@ -211,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "processes", "1") != "1":  # one process per core: dispatcher/processes.py
         from dispatcher.processes import process_count, supervise
 
-        return supervise(process_count(args.processes), settings.metrics_port)
+        return supervise(process_count(args.processes), settings.metrics_port, settings.instance_id)
     tracing.setup("dispatcher", send_to_receivers=settings.trace_receivers)
 
     shutdown = Shutdown()

@@ -13,6 +13,7 @@ splits the partitions between them exactly as it would between hosts. The parent
 - Exit code: 0 when every child drained and exited 0 after a requested stop; otherwise the first
   failing child's code (128 + signal number when a signal killed it).
 - With `HOOKFLEET_METRICS_PORT=P` set, child i serves metrics and health on port P + i.
+- With `HOOKFLEET_INSTANCE_ID=I` set, child i is the static member `I.p<i>` (hookfleet/stream/membership.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 from types import FrameType
 
 from hookfleet.cli import CliError
+from hookfleet.settings import INSTANCE_ID_MAX
+from hookfleet.stream.membership import process_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,23 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def supervise(count: int, metrics_port: int = 0) -> int:
-    """Run `count` dispatcher children until they exit; returns the exit code for the parent."""
+def supervise(count: int, metrics_port: int = 0, instance_id: str | None = None) -> int:
+    """Run `count` dispatcher children until they exit; returns the exit code for the parent. With
+    `instance_id` (HOOKFLEET_INSTANCE_ID) child i joins as `<instance_id>.p<i>`: its own static members,
+    the same ones after a restart of the unit."""
+    last = process_instance_id(instance_id, count - 1)
+    if last is not None and len(last) > INSTANCE_ID_MAX:  # each child checks its own, with the suffix
+        raise CliError(
+            f"HOOKFLEET_INSTANCE_ID is {len(instance_id or '')} characters long: with --processes {count} each child"
+            f" adds .p<k>, and the result must stay within {INSTANCE_ID_MAX}; use a shorter name"
+        )
     children: list[subprocess.Popen[bytes]] = []
     for index in range(count):
         env = dict(os.environ)
         if metrics_port:
             env["HOOKFLEET_METRICS_PORT"] = str(metrics_port + index)
+        if (child_instance := process_instance_id(instance_id, index)) is not None:
+            env["HOOKFLEET_INSTANCE_ID"] = child_instance
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "hookfleet.cli", "dispatcher"],

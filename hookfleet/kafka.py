@@ -478,23 +478,75 @@ def consumer_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, An
     )
 
 
-def new_consumer(bootstrap: str, group_id: str, **extra: Any) -> Consumer:
-    """A consumer with `consumer_config`'s defaults; `extra` holds the role's own options and callbacks."""
-    return Consumer(consumer_config(bootstrap, group_id, **extra))
+@dataclass(frozen=True, slots=True)
+class StaticMember:
+    """Where a static member's group lives, so it can leave it after `close` (hookfleet/stream/leave_group.py):
+    librdkafka never sends LeaveGroup for a consumer with a `group.instance.id`."""
+
+    bootstrap: str
+    group_id: str
+    instance_id: str
+
+
+class GroupConsumer(Consumer):
+    """A librdkafka consumer that knows its static membership (None: dynamic) and tells `on_fatal` about a
+    fatal error, which for a consumer means it was fenced: another process joined with its
+    `group.instance.id`. librdkafka hands that error out as a consumed message, once, and then serves
+    nothing more; without the hook a role would idle on for good."""
+
+    static: StaticMember | None = None
+    on_fatal: Callable[[KafkaError], None] | None = None
+    fenced = False
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        messages: list[Message] = super().consume(num_messages, timeout)
+        if self.static is not None:
+            for message in messages:
+                self._check(message)
+        return messages
+
+    def poll(self, timeout: float | None = None) -> Message | None:
+        message: Message | None = super().poll(-1 if timeout is None else timeout)
+        if message is not None and self.static is not None:
+            self._check(message)
+        return message
+
+    def _check(self, message: Message) -> None:
+        error = message.error()
+        # librdkafka hands the fatal error out as a message whose code is _FATAL (its fatal() flag unset)
+        if error is not None and (error.code() == KafkaError._FATAL or error.fatal()) and not self.fenced:
+            self.fenced = True
+            if self.on_fatal is not None:
+                self.on_fatal(error)
+
+
+def new_consumer(bootstrap: str, group_id: str, *, instance_id: str | None = None, **extra: Any) -> Consumer:
+    """A consumer with `consumer_config`'s defaults; `extra` holds the role's own options and callbacks.
+    With `instance_id` it is a static member of the group (hookfleet/stream/membership.py)."""
+    static = {"group.instance.id": instance_id} if instance_id else {}
+    consumer = GroupConsumer(consumer_config(bootstrap, group_id, **static, **extra))
+    if instance_id:
+        consumer.static = StaticMember(bootstrap, group_id, instance_id)
+    return consumer
 
 
 def monitored_consumer(
-    bootstrap: str, group_id: str, on_stats: Callable[[str], None], **extra: Any
+    bootstrap: str, group_id: str, on_stats: Callable[[str], None], *, instance_id: str | None = None, **extra: Any
 ) -> tuple[Consumer, BrokerState]:
     """A consumer whose statistics feed `on_stats` (lag metrics) and, with its errors, a `BrokerState`
-    (readiness): how the retry scheduler and the recorder build theirs."""
-    broker = BrokerState()
+    (readiness, and whether the group fenced it): how every role builds its consumers."""
+    broker = BrokerState(instance_id)
 
     def stats(raw: str) -> None:
         on_stats(raw)
         broker.on_stats(raw)
 
-    return new_consumer(bootstrap, group_id, **extra, stats_cb=stats, error_cb=broker.on_error), broker
+    consumer = new_consumer(
+        bootstrap, group_id, instance_id=instance_id, **extra, stats_cb=stats, error_cb=broker.on_error
+    )
+    if isinstance(consumer, GroupConsumer):
+        consumer.on_fatal = broker.on_fatal
+    return consumer, broker
 
 
 def new_producer(bootstrap: str, **extra: Any) -> KafkaProducer:
@@ -509,8 +561,12 @@ class BrokerState:
     server's thread, so it only ever assigns a plain bool.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, instance_id: str | None = None) -> None:
         self.up = False
+        self.instance_id = instance_id
+        """The consumer's `group.instance.id` (None: a dynamic member), for the line that says it was fenced."""
+        self.fenced = False
+        """The group fenced the consumer (hookfleet/stream/membership.py `exit_if_fenced` stops the role)."""
         self.join_state: str | None = None
         """The consumer group's join state from the last statistics (`steady` once joined), for the
         stuck-join watchdog (hookfleet/stream/watchdog.py); None before the first statistics."""
@@ -519,6 +575,12 @@ class BrokerState:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.up = False
         BROKER_ERRORS.error(error.name(), error.str(), fatal=error.fatal())  # state changes, not every retry
+
+    def on_fatal(self, error: KafkaError) -> None:
+        """A consumer's fatal error: the only one librdkafka has is being fenced by a static member with the
+        same `group.instance.id`; the consumer serves nothing more."""
+        log.error("event=kafka_fatal_error consumer=%s reason=%s", self.instance_id, error.str())
+        self.fenced = True
 
     def on_stats(self, raw: str) -> None:
         """Up when at least one real broker (not a bootstrap placeholder, whose nodeid is -1) is UP."""
@@ -557,6 +619,7 @@ def written_ms(message: Message) -> int | None:
 __all__ = [
     "BrokerState",
     "Consumer",
+    "GroupConsumer",
     "Headers",
     "KafkaDeliveryError",
     "KafkaError",
@@ -565,6 +628,7 @@ __all__ = [
     "KafkaUnavailable",
     "Message",
     "PartitionKey",
+    "StaticMember",
     "TopicOverview",
     "TopicPartition",
     "TopicSpec",

@@ -146,6 +146,39 @@ class CommonSettings(KafkaSecuritySettings):
         return Topics.with_prefix(self.topic_prefix)
 
 
+INSTANCE_ID_MAX = 200
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class MembershipSettings(CommonSettings):
+    """The stable name a consuming role's consumers join their groups with (hookfleet/stream/membership.py)."""
+
+    instance_id: str | None = Field(
+        default=None,
+        description="this process's stable name in its consumer groups (the pod name): a restart gets its own"
+        " partitions back at once; unset: dynamic members (a restart waits the 10 s session timeout)",
+    )
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_shape(cls, value: str | None) -> str | None:
+        """Empty is unset. Kafka takes any string; the bound keeps a consumer's id (this plus a suffix) in one
+        readable log line, and the characters (every Kubernetes pod name fits) exclude a space, a quote or a
+        line break, which would make the lines naming it ambiguous."""
+        if not value:
+            return None
+        if len(value) > INSTANCE_ID_MAX:
+            raise ValueError(
+                f"HOOKFLEET_INSTANCE_ID is {len(value)} characters long; at most {INSTANCE_ID_MAX} (the pod name fits)"
+            )
+        if not _INSTANCE_ID.fullmatch(value):
+            raise ValueError(
+                f"HOOKFLEET_INSTANCE_ID={value[:60]!r} may hold only letters, digits, '.', '_' and '-', starting with"
+                " a letter or digit (set it to the pod name)"
+            )
+        return value
+
+
 def _prefixed_group(value: str, info: ValidationInfo) -> str:
     """Consumer groups carry the topic prefix too, so fleets (and tests) sharing a cluster never share
     a group."""
@@ -289,7 +322,7 @@ def _split_stages(value: Any) -> Any:
     return value
 
 
-class DispatcherSettings(DeliverySettings, SecretKeySettings, IdempotencySettings):
+class DispatcherSettings(DeliverySettings, SecretKeySettings, IdempotencySettings, MembershipSettings):
     group_id: str = Field(default="hookfleet-dispatcher", validate_default=True)
     _group = _group_id
     stages: Annotated[list[Stage], NoDecode] = Field(
@@ -334,7 +367,7 @@ class DispatcherSettings(DeliverySettings, SecretKeySettings, IdempotencySetting
     _stages = field_validator("stages", mode="before")(staticmethod(_split_stages))
 
 
-class RetrySchedulerSettings(CommonSettings):
+class RetrySchedulerSettings(MembershipSettings):
     group_id: str = Field(default="hookfleet-retry-scheduler", validate_default=True)
     _group = _group_id
     drain_timeout_s: float = Field(
@@ -374,7 +407,7 @@ class MailSettings(CommonSettings):
         return value
 
 
-class RecorderSettings(MailSettings):
+class RecorderSettings(MailSettings, MembershipSettings):
     group_id: str = Field(default="hookfleet-recorder", validate_default=True)
     _group = _group_id
     disable_after: timedelta = Field(

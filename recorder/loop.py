@@ -42,6 +42,7 @@ from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
 from hookfleet.stream.diversion import divert, handler_error
 from hookfleet.stream.ledger import Claim, OffsetLedger
+from hookfleet.stream.membership import exit_if_fenced
 from hookfleet.stream.poison import ItemFailure, item_failed, run_item
 from hookfleet.stream.sender import Outgoing, send_all, send_each
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
@@ -166,7 +167,9 @@ class Recorder:
         try:
             while not self.shutdown.requested.is_set():
                 self.heartbeat.beat()  # liveness: every turn, whatever the broker and the database do
-                if replace_if_stuck(self._watchdog, "recorder", [self.broker], self.shutdown):
+                if exit_if_fenced("recorder", [self.broker], self.shutdown) or replace_if_stuck(
+                    self._watchdog, "recorder", [self.broker], self.shutdown
+                ):
                     break
                 self._periodic()
                 self._fill()

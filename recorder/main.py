@@ -9,6 +9,7 @@ from hookfleet.kafka import monitored_consumer, new_producer, wait_for_broker
 from hookfleet.retention import LogMaintenance
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.membership import consumer_instance_id
 from recorder.loop import CONSUMER_OPTIONS, Recorder
 from recorder.store import RecorderStore
 
@@ -30,6 +31,7 @@ def new_recorder(
         settings.kafka_bootstrap_servers,
         settings.group_id,
         metrics.stats_callback(settings.group_id),
+        instance_id=consumer_instance_id(settings.instance_id, "recorder"),
         **CONSUMER_OPTIONS,
     )
     producer = new_producer(settings.kafka_bootstrap_servers)

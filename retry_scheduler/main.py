@@ -9,6 +9,7 @@ from hookfleet.kafka import monitored_consumer, new_producer, wait_for_broker
 from hookfleet.metrics import HealthServer, Heartbeat, stats_callback
 from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
+from hookfleet.stream.membership import consumer_instance_id
 from retry_scheduler.scheduler import CONSUMER_OPTIONS, RetryScheduler
 
 
@@ -25,7 +26,11 @@ def new_scheduler(
 ) -> RetryScheduler:
     """A scheduler with its real clients; the consumer's callbacks feed lag metrics and broker health."""
     consumer, broker = monitored_consumer(
-        settings.kafka_bootstrap_servers, settings.group_id, stats_callback(settings.group_id), **CONSUMER_OPTIONS
+        settings.kafka_bootstrap_servers,
+        settings.group_id,
+        stats_callback(settings.group_id),
+        instance_id=consumer_instance_id(settings.instance_id, "retry-scheduler"),
+        **CONSUMER_OPTIONS,
     )
     producer = new_producer(settings.kafka_bootstrap_servers)
     return RetryScheduler(settings, shutdown, consumer, producer, broker, heartbeat=heartbeat)

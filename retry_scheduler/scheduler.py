@@ -46,6 +46,7 @@ from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim, OffsetLedger
+from hookfleet.stream.membership import exit_if_fenced
 from hookfleet.stream.sender import Outgoing, TrackedSender
 from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from retry_scheduler.gate import DueGate, Hold, ShortWaits, Step, hold_plan, to_nudge
@@ -200,7 +201,9 @@ class RetryScheduler:
     def _tick(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.beat()  # liveness: every turn of this loop, whatever the broker does
-        if replace_if_stuck(self._watchdog, "retry-scheduler", [self._broker], self._shutdown):
+        if exit_if_fenced("retry-scheduler", [self._broker], self._shutdown) or replace_if_stuck(
+            self._watchdog, "retry-scheduler", [self._broker], self._shutdown
+        ):
             return
         now_ms = _now_ms()
         self._resume_due(now_ms)

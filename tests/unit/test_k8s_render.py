@@ -26,6 +26,7 @@ from hookfleet.cli import _SETTINGS_CLASSES
 from hookfleet.kafka import KafkaProducer
 from hookfleet.settings import DispatcherSettings, RecorderSettings, RetrySchedulerSettings, SecretKeySettings
 from hookfleet.stream.close import CLOSE_BOUND_S
+from hookfleet.stream.leave_group import LEAVE_BOUND_S
 from producer.publisher import MAX_EVENT_BYTES
 from retry_scheduler.scheduler import REVOKE_FLUSH_S
 
@@ -375,34 +376,53 @@ def _literal_close_bound(path: str, pattern: str) -> float:
     return float(found.group(1))
 
 
-def shutdown_bound_s(args: list[str], env: dict[str, str]) -> float:
+def shutdown_bound_s(args: list[str], env: dict[str, str], static: bool = False) -> float:
     """Worst case from SIGTERM to exit, every bound of the role's shutdown path taken in full, from the settings'
-    defaults (or the container's env) and the code's own constants."""
+    defaults (or the container's env) and the code's own constants. `static`: HOOKFLEET_INSTANCE_ID is set, so
+    every consumer's close is followed by its leave (LEAVE_BOUND_S), as CLOSE_BOUND_S is per consumer."""
     role = args[0]
     stages = env.get("HOOKFLEET_STAGES", "fanout,delivery").count(",") + 1
+    close_bound = CLOSE_BOUND_S + (LEAVE_BOUND_S if static else 0.0)
     producer_close = float(inspect.signature(KafkaProducer.close).parameters["timeout_s"].default)
     if role == "dispatcher":
         drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", DispatcherSettings.model_fields["drain_timeout_s"].default))
         # open requests (drain) + fan-out acknowledgements (flush, drain) + per stage: final commit and close
         # (CLOSE_BOUND_S) + the producer's close (its flush default)
-        return drain + drain + stages * CLOSE_BOUND_S + producer_close
+        return drain + drain + stages * close_bound + producer_close
     if role == "recorder":
         drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", RecorderSettings.model_fields["drain_timeout_s"].default))
         batch_wait = float(RecorderSettings.model_fields["batch_wait_ms"].default) / 1000
         close = _literal_close_bound("recorder/loop.py", r"self\.producer\.close\(timeout_s=([\d.]+)\)")
         # the last batch's wait + retrying the database (drain) + leaving the group + the producer's close
-        return batch_wait + drain + CLOSE_BOUND_S + close
+        return batch_wait + drain + close_bound + close
     if role == "retry-scheduler":
         default = RetrySchedulerSettings.model_fields["drain_timeout_s"].default
         drain = float(env.get("HOOKFLEET_DRAIN_TIMEOUT_S", default))
         close = _literal_close_bound("retry_scheduler/scheduler.py", r"self\._producer\.close\(timeout_s=([\d.]+)\)")
         # outstanding hand-offs (drain) + the revoke's settle + leaving the group + the producer's close
-        return drain + REVOKE_FLUSH_S + CLOSE_BOUND_S + close
+        return drain + REVOKE_FLUSH_S + close_bound + close
     if role == "api":
         close = _literal_close_bound("api/resources.py", r"self\._producer\.close, ([\d.]+)\)")
         # open requests (a Test delivery is within HOOKFLEET_DELIVERY_TIMEOUT_S < SHUTDOWN_GRACE_S) + producer close
         return SHUTDOWN_GRACE_S + close
     raise AssertionError(f"no shutdown bound known for role {role}")
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_consuming_role_is_a_static_member_named_after_its_pod(layout: str) -> None:
+    """HOOKFLEET_INSTANCE_ID from the pod name (downward API): a container restarted in place keeps it, so the
+    group hands it its own partitions back at once (docs/architecture.md#static-membership)."""
+    consuming = 0
+    for name, deployment in of_kind(layout, "Deployment").items():
+        (container,) = containers(deployment)
+        if container["args"][0] not in ("dispatcher", "recorder", "retry-scheduler"):
+            continue
+        consuming += 1
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert "HOOKFLEET_INSTANCE_ID" in env, f"{layout}: {name} sets no HOOKFLEET_INSTANCE_ID"
+        source = env["HOOKFLEET_INSTANCE_ID"].get("valueFrom", {}).get("fieldRef", {})
+        assert source.get("fieldPath") == "metadata.name", f"{layout}: {name}: {env['HOOKFLEET_INSTANCE_ID']}"
+    assert consuming >= 3, f"{layout}: {consuming} consuming Deployments"
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -413,7 +433,8 @@ def test_the_grace_period_exceeds_each_roles_worst_case_shutdown(layout: str) ->
         env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         sleep = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
-        bound = sleep + shutdown_bound_s(container["args"], env)
+        static = any(e["name"] == "HOOKFLEET_INSTANCE_ID" for e in container.get("env", []))
+        bound = sleep + shutdown_bound_s(container["args"], env, static)
         grace = pod["terminationGracePeriodSeconds"]
         assert grace > bound, f"{layout}: {name} may take {bound:.1f} s to stop; terminationGracePeriodSeconds {grace}"
 
