@@ -240,6 +240,18 @@ def rss_slope_mb_per_h(windows: list[dict[str, Any]], label: str, skip: int = 2)
     return round(sum((x - mean_x) * (y - mean_y) for x, y in points) / spread, 1) if spread else None
 
 
+def cpu_per_delivery(windows: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU us per delivery of each process over the publishing windows, weighted by their deliveries."""
+    used: dict[str, float] = {}
+    deliveries = 0
+    for w in windows:
+        if w["phase"] == "publishing" and w["cpu_us_per_delivery"]:
+            deliveries += w["deliveries"]
+            for name, us in w["cpu_us_per_delivery"].items():
+                used[name] = used.get(name, 0.0) + us * w["deliveries"]
+    return {name: round(total / deliveries, 1) for name, total in used.items()} if deliveries else {}
+
+
 def _start_fleet(stack: BenchStack, plan: Plan) -> tuple[dict[str, RoleProcess], dict[str, Deployed]]:
     manifests = {label: deployed(role) for label, role in ROLES.items()}
     roles = {}
@@ -310,6 +322,7 @@ def run(harness: Harness, plan: Plan) -> dict[str, Any]:
         "drain_s": round(drained_at - stream.ended_at, 1) if drained_at else None,
         "last_receive_after_publishing_s": round(max(0.0, tally.last_arrival - stream.ended_at), 1),
         "p99_ms_worst_window": max(p99s) if p99s else None,
+        "cpu_us_per_delivery": cpu_per_delivery(observer.windows),
         "peak_rss_mb": peak,
         "peak_rss_mb_sampled": observer.peak_rss_mb,
         "memory_limit_mib": {label: m.memory_limit_mib for label, m in manifests.items()},
@@ -363,6 +376,9 @@ def table(report: dict[str, Any]) -> list[str]:
         f"| lost (not received / no attempt row), duplicates | {r['lost']} / {r['events_without_attempt_row']}, "
         f"{r['duplicates']} |",
         f"| publish-to-receive p99, worst window | {r['p99_ms_worst_window']} ms |",
+        f"| CPU per delivery while publishing (us) | total {sum(r['cpu_us_per_delivery'].values()):,.0f}: "
+        + ", ".join(f"{name} {us:,.0f}" for name, us in sorted(r["cpu_us_per_delivery"].items(), key=lambda kv: -kv[1]))
+        + " |",
         f"| backlog peak (consumer lag) | {_by_label(r['backlog_peak'], '{:,}')} |",
         f"| drain after publishing stopped | {r['drain_s']} s |",
         "| peak RSS / pod limit | "
@@ -372,7 +388,11 @@ def table(report: dict[str, Any]) -> list[str]:
             for label in ROLES
         )
         + " |",
-        f"| RSS slope after the first 2 windows (MiB/h) | {_by_label(r['rss_slope_mb_per_h'], '{}')} |",
+        *(
+            [f"| RSS slope after the first 2 windows (MiB/h) | {_by_label(r['rss_slope_mb_per_h'], '{}')} |"]
+            if r["mode"] == "soak"
+            else []
+        ),
         f"| nothing crashed (exit codes) | {'yes' if r['nothing_crashed'] else 'NO'} "
         f"({_by_label(r['exit_codes'], '{}')}) |",
     ]
