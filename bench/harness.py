@@ -4,7 +4,9 @@ publishing (as a burst or at a paced rate) and reading back what the receiver go
 from __future__ import annotations
 
 import os
+import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,9 +86,9 @@ def collect(receiver: Receiver, expected: set[str], timeout_s: float) -> Arrival
         time.sleep(0.2)
 
 
-def event_for(account_id: str, n: int, event_type: EventType | None = None) -> Event:
+def event_for(account_id: str, n: int, event_type: EventType | None = None, event_id: str | None = None) -> Event:
     kind = event_type or TYPES[n % len(TYPES)]
-    return build_event(account_id, kind, sample_data(kind))
+    return build_event(account_id, kind, sample_data(kind), event_id=event_id)
 
 
 def publish_burst(publisher: EventPublisher, events: list[Event]) -> tuple[float, float]:
@@ -118,6 +120,56 @@ def publish_paced(
     if publisher.flush(60) != 0:
         raise RuntimeError("benchmark publisher could not deliver every event within 60 s")
     return published
+
+
+class PacedStream(threading.Thread):
+    """`publish_paced` for long runs: publishes `rate` events/s on its own thread while the caller reads the
+    receiver, and keeps each event's publish time in a compact array indexed by its number (`make_event(n)`
+    must carry n in the event id), so millions of events hold 8 bytes each instead of a dict entry."""
+
+    def __init__(self, publisher: EventPublisher, make_event: Callable[[int], Event], rate: float, seconds: float):
+        super().__init__(name="paced-publisher", daemon=True)
+        self.total = int(rate * seconds)
+        self.rate = rate
+        self.sent_at = array("d", bytes(8 * self.total))
+        self.published = 0
+        self.error: BaseException | None = None
+        self.started_at = 0.0
+        self.ended_at = 0.0
+        self._publisher = publisher
+        self._make_event = make_event
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._publish()
+        except Exception as exc:  # handed to the caller, who reports it
+            self.error = exc
+            self.ended_at = self.ended_at or time.time()
+
+    def _publish(self) -> None:
+        self.started_at = time.time()
+        started = time.monotonic()
+        n = 0
+        while n < self.total and not self._stop_requested.is_set():
+            due = min(self.total, int((time.monotonic() - started) * self.rate) + 1)
+            while n < due:
+                event = self._make_event(n)
+                self.sent_at[n] = time.time()
+                self._publisher.publish(event)
+                n += 1
+                self.published = n
+            time.sleep(0.001)
+        self.ended_at = time.time()
+        if self._publisher.flush(60) != 0:
+            raise RuntimeError("benchmark publisher could not deliver every event within 60 s")
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    def achieved_per_s(self) -> float:
+        span = (self.ended_at or time.time()) - self.started_at
+        return round(self.published / span, 1) if span > 0 else 0.0
 
 
 def _postgres_pids() -> list[int]:

@@ -34,6 +34,7 @@ class _Recorder:
     def __init__(self, slow_s: float) -> None:
         self.slow_s = slow_s
         self.arrivals: list[tuple[float, str, str]] = []
+        self.forgotten = 0  # arrivals already read and dropped: positions keep counting from the first
         self.in_flight = 0
         self.peak_in_flight = 0
         self.counts: dict[str, int] = {}
@@ -62,7 +63,7 @@ class _Recorder:
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "received": len(self.arrivals),
+                "received": self.forgotten + len(self.arrivals),
                 "counts": self.counts,
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
@@ -72,10 +73,20 @@ class _Recorder:
 
     async def arrivals_since(self, request: web.Request) -> web.Response:
         start = int(request.query.get("from", "0"))
-        return web.json_response({"from": start, "arrivals": self.arrivals[start:]})
+        return web.json_response({"from": start, "arrivals": self.arrivals[max(0, start - self.forgotten) :]})
+
+    async def forget(self, request: web.Request) -> web.Response:
+        """Drop arrivals before position `upto`, once read: a run of millions of deliveries then holds only
+        what has not been read yet (positions go on counting from the first arrival since the reset)."""
+        upto = int(request.query.get("upto", "0"))
+        drop = max(0, min(upto - self.forgotten, len(self.arrivals)))
+        del self.arrivals[:drop]
+        self.forgotten += drop
+        return web.json_response({"forgotten": self.forgotten})
 
     async def reset(self, request: web.Request) -> web.Response:
         self.arrivals = []
+        self.forgotten = 0
         self.counts = {}
         self.peers = set()
         self.peak_in_flight = self.in_flight
@@ -97,6 +108,7 @@ async def _serve(cert: str, key: str, slow_s: float, port_file: str | None) -> N
     app.router.add_get("/_stats", recorder.stats)
     app.router.add_get("/_arrivals", recorder.arrivals_since)
     app.router.add_post("/_reset", recorder.reset)
+    app.router.add_post("/_forget", recorder.forget)
     app.router.add_post("/{tail:.*}", recorder.handle)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -184,6 +196,10 @@ class Receiver:
 
     def arrivals(self, start: int = 0) -> list[tuple[float, str, str]]:
         return [(float(t), str(i), str(p)) for t, i, p in self._call("GET", f"/_arrivals?from={start}")["arrivals"]]
+
+    def forget(self, upto: int) -> None:
+        """Let the receiver drop the arrivals before position `upto` (read already)."""
+        self._call("POST", f"/_forget?upto={upto}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

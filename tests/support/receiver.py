@@ -171,7 +171,11 @@ class HttpsReceiver:
         self._ready.wait(10)
         return self
 
-    def stop(self) -> None:
+    def release_hung(self) -> None:
+        """Answer every hanging request now and hang no more from here on: the receiver has recovered."""
         self._loop.call_soon_threadsafe(self._release.set)
+
+    def stop(self) -> None:
+        self.release_hung()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
