@@ -72,11 +72,13 @@ def run_once(
             time.sleep(1.0)  # the warm-up's last commits
             receiver.reset()
             burst = [event_for(f"acct_{n % pipeline.ACCOUNTS:03d}", warmup + n) for n in range(events)]
+            messages_before = {t: stack.topic_messages(t) for t in (stack.topics.deliveries, stack.topics.attempts)}
             meter = CpuMeter(pids)
             started, _acked = publish_burst(publisher, burst)
             got = collect(receiver, {e.id for e in burst}, timeout_s=300)
             rows = _wait_rows(stack, warmup + events, 180)
             cpu = meter.read()
+            messages = {t: stack.topic_messages(t) - n for t, n in messages_before.items()}
         exit_codes = stack.stop_roles()
     times = sorted(got.first.values())
     delivered = max(len(times), 1)
@@ -93,6 +95,9 @@ def run_once(
         "machine_busy": cpu["machine_busy"],
         "cpu_us_per_delivery": per_delivery,
         "fleet_us_per_delivery": round(sum(per_delivery.get(k, 0.0) for k in FLEET), 1),
+        "kafka_messages_per_delivery": {
+            topic.rpartition(".")[2]: round(count / delivered, 3) for topic, count in messages.items()
+        },
         "exit_codes": exit_codes,
     }
 
@@ -101,17 +106,18 @@ def _row(result: dict[str, Any]) -> str:
     us = result["cpu_us_per_delivery"]
     parts = " | ".join(f"{us.get(k, 0.0):.0f}" for k in FLEET)
     exact = "yes" if result["received"] == result["events"] == result["attempt_rows"] else "NO"
+    attempts = result["kafka_messages_per_delivery"]["attempts"]
     return (
         f"| {result['tree']} | {result['per_s']:,.0f} | **{result['fleet_us_per_delivery']:.0f}** | {parts} | "
-        f"{us.get('receiver', 0.0):.0f} | {exact} ({result['duplicates']} dup) |"
+        f"{us.get('receiver', 0.0):.0f} | {attempts:.3f} | {exact} ({result['duplicates']} dup) |"
     )
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| tree | deliveries/s | fleet us | dispatcher | broker | recorder | postgresql | scheduler | receiver "
-        "| exact |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| attempts messages / delivery | exact |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in results]
     names = list(dict.fromkeys(r["tree"] for r in results))
