@@ -19,17 +19,23 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import machine, pipeline
-from bench.harness import CpuMeter, Harness, collect, event_for, publish_burst, steady_rate
-from bench.receiver import Receiver
+from bench import pipeline
+from bench.harness import (
+    CpuMeter,
+    Harness,
+    alternating,
+    bench_session,
+    collect,
+    event_for,
+    parse_trees,
+    publish_burst,
+    steady_rate,
+)
 from bench.stack import BenchStack
-from demo.tls import make_demo_certs
-from hookfleet.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA
 
 FLEET = ("dispatcher", "kafka broker", "recorder", "postgresql", "retry scheduler")
 
@@ -142,34 +148,22 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--name", default="fleet_cost")
     args = parser.parse_args()
-    trees = [(part.partition("=")[0], part.partition("=")[2]) for part in args.tree] or [("this tree", ".")]
+    trees = parse_trees(args.tree)
     role_env: dict[str, dict[str, str]] = {}
     for spec in args.env:
         tree, _, setting = spec.partition(":")
         key, _, value = setting.partition("=")
         role_env.setdefault(tree, {})[key] = value
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
-    database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
-    workdir = Path(tempfile.mkdtemp(prefix="hookfleet-fleet-cost-"))
-    ca, cert, key = make_demo_certs(workdir / "tls")
-    receiver = Receiver(cert, key, ca, workdir, 2_000)
-    harness = Harness(bootstrap, database_url, receiver, ca, workdir)
-    report: dict[str, Any] = {"benchmark": "fleet_cost", "machine": machine.describe(), "runs": []}
-    try:
-        for pair in range(args.pairs):
-            order = trees if pair % 2 == 0 else list(reversed(trees))
-            for name, path in order:
-                tree = None if path in ("", ".") else path
-                result = run_once(harness, name, tree, args.events, role_env=role_env.get(name))
-                result["pair"] = pair + 1
-                result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-                report["runs"].append(result)
-                print(_row(result), flush=True)
-    finally:
-        receiver.stop()
-        out = machine.save_report(args.name, report)
+    with bench_session("fleet-cost", args.name) as (harness, report):
+        report["runs"] = []
+        for pair, name, path in alternating(trees, args.pairs):
+            result = run_once(harness, name, path, args.events, role_env=role_env.get(name))
+            result["pair"] = pair
+            result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            report["runs"].append(result)
+            print(_row(result), flush=True)
     print("\n".join(table(report["runs"])))
-    print(f"\nwritten: {out}; role logs in {workdir}")
+    print(f"\nwritten: {report['written']}; role logs in {report['logs']}")
     return 0
 
 

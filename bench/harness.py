@@ -4,18 +4,21 @@ publishing (as a burst or at a paced rate) and reading back what the receiver go
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.machine import CpuSample, kafka_broker_pid
+from bench.machine import CpuSample, describe, kafka_broker_pid, save_report
 from bench.receiver import Receiver
 from bench.stack import BenchStack, cpu_seconds, thread_cpu_seconds
-from hookfleet.settings import CommonSettings
+from demo.tls import make_demo_certs
+from hookfleet.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA, CommonSettings
 from producer.publisher import EventPublisher, build_event
 from schemas.catalog import PRODUCT_TYPES, EventType, sample_data
 from schemas.models import Event
@@ -245,3 +248,38 @@ def steady_rate(times: list[float]) -> float:
     low, high = len(ordered) // 10, len(ordered) * 9 // 10
     span = ordered[high] - ordered[low]
     return round((high - low) / span, 1) if span > 0 else 0.0
+
+
+@contextmanager
+def bench_session(kind: str, name: str, slow_ms: int = 2_000) -> Iterator[tuple[Harness, dict[str, Any]]]:
+    """A benchmark module's run: its own folder, certificates and receiver, the broker and database of the
+    environment (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), and a report noting the machine that is saved as
+    bench/results/<name>.json however the run ends (its duration and the load at the end included)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"hookfleet-{kind}-"))
+    ca, cert, key = make_demo_certs(workdir / "tls")
+    receiver = Receiver(cert, key, ca, workdir, slow_ms)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
+    database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
+    report: dict[str, Any] = {"benchmark": kind, "machine": describe(), "logs": str(workdir)}
+    began = time.monotonic()
+    try:
+        yield Harness(bootstrap, database_url, receiver, ca, workdir), report
+    finally:
+        receiver.stop()
+        report["duration_s"] = round(time.monotonic() - began, 1)
+        report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        report["written"] = str(save_report(name, report))
+
+
+def parse_trees(specs: Sequence[str]) -> list[tuple[str, str | None]]:
+    """`name=path` checkouts to compare (`.` or nothing: this one) -> (name, path or None)."""
+    trees = [(spec.partition("=")[0], spec.partition("=")[2]) for spec in specs] or [("this tree", ".")]
+    return [(name, None if path in ("", ".") else path) for name, path in trees]
+
+
+def alternating(trees: Sequence[tuple[str, str | None]], pairs: int) -> Iterator[tuple[int, str, str | None]]:
+    """(pair number, name, path) for `pairs` rounds over the trees, every other round in reverse order: a
+    machine that gets busier during the run weighs on every tree alike."""
+    for pair in range(pairs):
+        for name, path in trees if pair % 2 == 0 else list(reversed(trees)):
+            yield pair + 1, name, path

@@ -14,15 +14,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import machine, pipeline
-from bench.harness import Harness
-from bench.receiver import Receiver
-from demo.tls import make_demo_certs
-from hookfleet.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA
+from bench import pipeline
+from bench.harness import Harness, alternating, bench_session, parse_trees
 
 
 def run_once(harness: Harness, name: str, tree: str | None, rates: list[float], seconds: float) -> dict[str, Any]:
@@ -53,28 +49,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--name", default="hop_latency")
     args = parser.parse_args()
-    trees = [(part.partition("=")[0], part.partition("=")[2]) for part in args.tree] or [("this tree", ".")]
+    trees = parse_trees(args.tree)
     rates = [float(r) for r in args.rates.split(",")]
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
-    database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
-    workdir = Path(tempfile.mkdtemp(prefix="hookfleet-hop-latency-"))
-    ca, cert, key = make_demo_certs(workdir / "tls")
-    receiver = Receiver(cert, key, ca, workdir, 2_000)
-    harness = Harness(bootstrap, database_url, receiver, ca, workdir)
-    report: dict[str, Any] = {"benchmark": "hop_latency", "machine": machine.describe(), "runs": []}
     header = "| tree | " + " | ".join(f"{int(r)}/s" for r in rates) + " |"
-    try:
-        for pair in range(args.pairs):
-            order = trees if pair % 2 == 0 else list(reversed(trees))
-            for name, path in order:
-                result = run_once(harness, name, None if path in ("", ".") else path, rates, args.seconds)
-                result["pair"] = pair + 1
-                result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-                report["runs"].append(result)
-                print(_row(result), flush=True)
-    finally:
-        receiver.stop()
-        out = machine.save_report(args.name, report)
+    with bench_session("hop-latency", args.name) as (harness, report):
+        report["runs"] = []
+        for pair, name, path in alternating(trees, args.pairs):
+            result = run_once(harness, name, path, rates, args.seconds)
+            result["pair"] = pair
+            result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            report["runs"].append(result)
+            print(_row(result), flush=True)
     print(header + "\n|---|" + "---|" * len(rates))
     print("\n".join(_row(r) for r in report["runs"]))
     for name, _ in trees:
@@ -83,7 +68,7 @@ def main() -> int:
             p50 = statistics.median(r["p50_ms"] for r in runs)
             p99 = statistics.median(r["p99_ms"] for r in runs)
             print(f"median {name} at {int(rate)}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    print(f"\nwritten: {out}; role logs in {workdir}")
+    print(f"\nwritten: {report['written']}; role logs in {report['logs']}")
     return 0
 
 

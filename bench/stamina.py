@@ -23,8 +23,6 @@ attempt row is in PostgreSQL (the drain).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,14 +33,11 @@ import psycopg
 import yaml
 
 from bench import machine, pipeline
-from bench.harness import CpuMeter, Harness, PacedStream, event_for
+from bench.harness import CpuMeter, Harness, PacedStream, bench_session, event_for
 from bench.receiver import Receiver
 from bench.stack import BenchStack, RoleProcess, proc_status
-from demo.tls import make_demo_certs
 from hookfleet.kafka import topic_overview
 from hookfleet.settings import (
-    LOCAL_DATABASE_URL,
-    LOCAL_KAFKA,
     DispatcherSettings,
     RecorderSettings,
     RetrySchedulerSettings,
@@ -436,20 +431,8 @@ def main(mode: str, rate_factor: float, minutes: float, window_s: float, drain_t
         fleet_pythonpath=args.fleet_pythonpath,
         deployed_settings=not args.defaults,
     )
-    workdir = Path(tempfile.mkdtemp(prefix=f"hookfleet-{mode}-"))
-    ca, cert, key = make_demo_certs(workdir / "tls")
-    receiver = Receiver(cert, key, ca, workdir, 2000)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
-    database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
-    report: dict[str, Any] = {"machine": machine.describe()}
-    began = time.monotonic()
-    try:
-        report["results"] = run(Harness(bootstrap, database_url, receiver, ca, workdir), plan)
-    finally:
-        receiver.stop()
-        report["duration_s"] = round(time.monotonic() - began, 1)
-        report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        out = machine.save_report(args.name, report)
+    with bench_session(mode, args.name) as (harness, report):
+        report["results"] = run(harness, plan)
     print("\n".join(table(report)))
-    print(f"\nwritten: {out} (took {report['duration_s']:.0f} s; role logs in {workdir})")
+    print(f"\nwritten: {report['written']} (took {report['duration_s']:.0f} s; role logs in {report['logs']})")
     return 0 if report["results"]["nothing_crashed"] and report["results"]["lost"] == 0 else 1
