@@ -455,6 +455,9 @@ class Dispatcher:
         job.first_sight_failed = False
         again_count = len(failed) + (sight is not None)
         self._fanout_pending -= job.total - again_count
+        fanout = self._stages.get("fanout")
+        if fanout is not None and fanout.paused and self._fanout_pending <= self._settings.max_in_flight // 2:
+            self._apply_global_bound(fanout)
         if not again_count:
             self._finish(Claim(job.partition, job.offset, job.generation))
             return
@@ -596,7 +599,7 @@ class Dispatcher:
         finally:
             release()
             self._open_requests -= 1
-        self._held -= 1
+        self._let_go()
         self._finish(job.claim)
 
     async def _deliver_in_order(self, endpoint: Endpoint, task: DeliveryTask, body: bytes, key: TP) -> bool:
@@ -708,7 +711,7 @@ class Dispatcher:
     async def _drop_queued(self, job: _Job, reason: str, kind: str) -> None:
         """A queued task that will not be sent: its log row, then its offset."""
         await self._drop(job.task, job.body, reason, kind)
-        self._held -= 1
+        self._let_go()
         self._finish(job.claim)
 
     async def _park(self, job: _Job) -> None:
@@ -735,7 +738,7 @@ class Dispatcher:
             job.parks + 1,
         )
         await self._send_durably(route.topic, parked, task.webhook_id, [(PARKS_HEADER, str(job.parks + 1).encode())])
-        self._held -= 1
+        self._let_go()
         self._finish(job.claim)
 
     async def _drop(self, task: DeliveryTask, body: bytes, reason: str, kind: str, attempt: int | None = None) -> None:
@@ -850,6 +853,15 @@ class Dispatcher:
         if stage is self._delivery:
             return max(1, min(POLL_BATCH, limit - self._held))
         return max(1, min(POLL_BATCH, (limit - self._fanout_pending) // self._widest_fanout))
+
+    def _let_go(self) -> None:
+        """A delivery task is finished: below half the bound, a paused delivery stage resumes now, not at its
+        next poll (which waits up to 100 ms while paused: the lanes ran dry between pauses, measured 600 pauses
+        with 0 tasks held at each resume in a 3-minute overload)."""
+        self._held -= 1
+        stage = self._delivery
+        if stage is not None and stage.paused and self._held <= self._settings.max_in_flight // 2:
+            self._apply_global_bound(stage)
 
     def _apply_global_bound(self, stage: StageConsumer) -> None:
         """Memory bounds: delivery tasks held in lanes; fan-out tasks the broker has not acknowledged."""
