@@ -46,7 +46,12 @@ class StageConsumer:
         self.topic = topic
         self.ledger = OffsetLedger()
         """The owned partitions' offsets (hookfleet/stream/ledger.py): begun and finished by the dispatcher."""
-        self.paused = False  # by the dispatcher's global bound for this stage
+        self.paused = False
+        """Intake gated by the dispatcher's global bound: the stage stops consuming, without a librdkafka pause
+        (a pause purges the prefetched messages, fetched again at the resume; librdkafka stops fetching by
+        itself at `queued.max.messages.kbytes`)."""
+        self.unblocked = asyncio.Event()
+        """Set when the global bound lets the stage consume again."""
         self._drain = drain
         self._drain_timeout_s = drain_timeout_s
         self._commits: dict[TP, TopicPartition] = {}  # prepared on the loop, committed on the thread
@@ -145,8 +150,6 @@ class StageConsumer:
         if self._on_assigned is not None and partitions:
             self._on_assigned([(tp.topic, tp.partition) for tp in partitions])
         self.joined = True
-        if self.paused and partitions:
-            consumer.pause(partitions)
         log.info(
             "event=partitions_assigned stage=%s count=%d total=%d skipping=%d",
             self.stage,

@@ -81,6 +81,9 @@ _GONE = ("webhook gone: its endpoint answered 410 Gone", "gone")
 
 SWEEP_INTERVAL_S = 0.25
 """How often stalled webhooks' queues are parked and held-back partitions re-checked."""
+GATED_POLL_S = 1.0
+"""While the global bound gates a stage, it still polls (one message) this often: rebalance callbacks are
+served only by polls, and a consumer that does not poll for `max.poll.interval.ms` leaves its group."""
 POLL_BATCH = 500
 """Messages taken per poll at most; fewer near HOOKFLEET_MAX_IN_FLIGHT (`_poll_size`)."""
 
@@ -201,6 +204,8 @@ class Dispatcher:
         next_commit = 0.0
         consumed = metrics.EVENTS_CONSUMED.labels("events" if stage.stage == "fanout" else "deliveries")
         while not stop.is_set():
+            if stage.paused:
+                await self._gated(stage, stop)
             messages = await stage.poll(self._poll_size(stage))
             self._heartbeat.beat()
             consumed.inc(len(messages))
@@ -823,7 +828,7 @@ class Dispatcher:
         """Backpressure from one webhook that keeps answering but has a full queue: pause its partition."""
         lane.held_back = True
         holders = self._holds.setdefault(lane.partition, set())
-        if not holders and self._delivery is not None and not self._delivery.paused:
+        if not holders and self._delivery is not None:
             self._delivery.pause([lane.partition])
             log.info("event=partition_held_back topic=%s partition=%d webhook_id=%s", *lane.partition, webhook_id)
         holders.add(webhook_id)
@@ -838,7 +843,7 @@ class Dispatcher:
         if not holders:
             del self._holds[lane.partition]
             delivery = self._delivery
-            if delivery is not None and not delivery.paused and lane.partition in delivery.partitions:
+            if delivery is not None and lane.partition in delivery.partitions:
                 delivery.resume([lane.partition])
                 log.info("event=partition_released topic=%s partition=%d", *lane.partition)
         self._count_paused()
@@ -855,24 +860,34 @@ class Dispatcher:
         return max(1, min(POLL_BATCH, (limit - self._fanout_pending) // self._widest_fanout))
 
     def _let_go(self) -> None:
-        """A delivery task is finished: below half the bound, a paused delivery stage resumes now, not at its
-        next poll (which waits up to 100 ms while paused: the lanes ran dry between pauses, measured 600 pauses
-        with 0 tasks held at each resume in a 3-minute overload)."""
+        """A delivery task is finished: below half the bound, a gated delivery stage takes messages again now,
+        not at its next look (the lanes ran dry between pauses when the bound was checked only after a poll)."""
         self._held -= 1
         stage = self._delivery
         if stage is not None and stage.paused and self._held <= self._settings.max_in_flight // 2:
             self._apply_global_bound(stage)
 
+    async def _gated(self, stage: StageConsumer, stop: asyncio.Event) -> None:
+        """Wait while the global bound holds the stage's intake: until it is down to half the bound, or
+        GATED_POLL_S, after which one poll (of one message) serves the group's rebalance callbacks."""
+        waits = [asyncio.ensure_future(stage.unblocked.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waits, timeout=GATED_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+
     def _apply_global_bound(self, stage: StageConsumer) -> None:
-        """Memory bounds: delivery tasks held in lanes; fan-out tasks the broker has not acknowledged."""
+        """Memory bounds: delivery tasks held in lanes; fan-out tasks the broker has not acknowledged. Over the
+        bound a stage stops taking messages (`_gated`) rather than pausing its partitions: librdkafka purges a
+        paused partition's prefetched messages and fetches them again at the resume, which behind a backlog
+        made every pause cost the broker a refetch (an overload at 2,400/s delivered ~400/s)."""
         limit = self._settings.max_in_flight
         load = self._held if stage is self._delivery else self._fanout_pending
         if not stage.paused and load >= limit:
             stage.paused = True
-            stage.pause([k for k in stage.partitions if k not in self._holds])
+            stage.unblocked.clear()
         elif stage.paused and load <= limit // 2:
             stage.paused = False
-            stage.resume([k for k in stage.partitions if k not in self._holds])
+            stage.unblocked.set()
         else:
             return
         self._count_paused()
