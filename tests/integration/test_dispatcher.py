@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
@@ -34,7 +35,8 @@ def publisher_for(kafka_bootstrap: str, topics: Topics) -> EventPublisher:
 
 
 def consume_all(kafka_bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:  # type: ignore[type-arg]
-    consumer = new_consumer(kafka_bootstrap, f"probe-{uuid.uuid4().hex[:8]}", **{"enable.auto.commit": False})
+    options: dict[str, Any] = {"enable.auto.commit": False}
+    consumer = new_consumer(kafka_bootstrap, f"probe-{uuid.uuid4().hex[:8]}", **options)
     consumer.subscribe([topic])
     got: list[Message] = []
     deadline = time.monotonic() + timeout_s
