@@ -20,20 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-from bench import machine
-from bench.harness import Harness, collect, event_for
-from bench.receiver import Receiver
+from bench.harness import Harness, bench_session, collect, event_for
 from bench.stack import BenchStack
-from demo.tls import make_demo_certs
-from hookfleet.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA
 from schemas.catalog import PRODUCT_TYPES
 
 ACCOUNTS = 20
@@ -159,23 +152,13 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=12.0, help="seconds per phase (> the 10 s session timeout)")
     parser.add_argument("--modes", default="static,dynamic")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="hookfleet-rebalance-gap-"))
-    ca, cert, key = make_demo_certs(workdir / "tls")
-    receiver = Receiver(cert, key, ca, workdir, 2000)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
-    database_url = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
-    harness = Harness(bootstrap, database_url, receiver, ca, workdir)
-    report: dict[str, Any] = {"machine": machine.describe(), "runs": []}
-    try:
+    with bench_session("rebalance-gap", "rebalance_gap") as (harness, report):
+        report["runs"] = []
         for mode in args.modes.split(","):
             result = run_mode(harness, mode == "static", args.rate, args.phase_s)
             report["runs"].append(result)
             print(json.dumps(result), flush=True)
-    finally:
-        receiver.stop()
-    report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    out = machine.save_report("rebalance_gap", report)
-    print(f"written: {out} (role logs in {workdir})")
+    print(f"written: {report['written']} (role logs in {report['logs']})")
 
 
 if __name__ == "__main__":
