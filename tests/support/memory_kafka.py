@@ -192,6 +192,11 @@ class MemoryConsumer:
             self.broker._wait_for_change(min(timeout, 0.5) if timeout > 0 else 0.5)
         return batch
 
+    @property
+    def positions(self) -> dict[PartitionKey, int]:
+        """The next offset each assigned partition hands out: how much the role has taken."""
+        return dict(self._position)
+
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in partitions}
 

@@ -369,3 +369,35 @@ async def test_an_ordered_webhook_waiting_for_its_retry_does_not_hold_up_shutdow
     assert asyncio.get_running_loop().time() - started < 2.5  # held up by the lane, it would take the 5 s bound
     assert [r["next_step"] for r in records(broker)] == ["retry"]
     assert broker.committed.get(settings.group_id, {}).get((settings.topics.deliveries, 0), 0) == 0
+
+
+async def test_past_the_in_flight_bound_the_delivery_stage_stops_taking_tasks_without_pausing_partitions() -> None:
+    # Given a bound of 4 and 12 tasks for a webhook that does not answer yet (parking far off)
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_slow")])
+    settings = SETTINGS.model_copy(update={"max_in_flight": 4, "park_after_s": 60.0})
+    for n in range(12):
+        body = build_event("acct_1", EventType.MESSAGE_SENT, {"n": n}).body()
+        broker.append(settings.topics.deliveries, task_json(body, "wh_slow", 1, 0), key="wh_slow")
+    deliverer = StubDeliverer()
+    deliverer.gate = asyncio.Event()
+    consumer = MemoryConsumer(broker, settings.group_id)
+    dispatcher = Dispatcher(settings, {"delivery": consumer}, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await wait_until_async(
+            lambda: REGISTRY.get_sample_value("hookfleet_partitions_paused") == 1, 5, "the stage gated at the bound"
+        )
+        await asyncio.sleep(0.5)  # the scenario: a stall; the stage must take nothing more meanwhile
+        # Then it took no more than the bound (a gated stage polls one message a second at most) and paused
+        # no partition: librdkafka would purge a paused partition's prefetched messages, to fetch them again
+        assert consumer.positions[(settings.topics.deliveries, 0)] <= 5
+        assert consumer.paused == set()
+        deliverer.gate.set()
+        await wait_until_async(lambda: len(records(broker)) == 12, 10, "all 12 delivered once they answer")
+    finally:
+        stop.set()
+        broker.wake()
+        await asyncio.wait_for(runner, 5)
+    assert sorted(c[0] for c in deliverer.calls) == ["wh_slow"] * 12
