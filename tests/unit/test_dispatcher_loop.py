@@ -382,7 +382,7 @@ async def test_past_the_in_flight_bound_the_delivery_stage_stops_taking_tasks_wi
     deliverer = StubDeliverer()
     deliverer.gate = asyncio.Event()
     consumer = MemoryConsumer(broker, settings.group_id)
-    dispatcher = Dispatcher(settings, {"delivery": consumer}, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(settings, {"delivery": consumer}, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type,dict-item]
     stop = asyncio.Event()
     runner = asyncio.create_task(dispatcher.run(stop))
     try:
