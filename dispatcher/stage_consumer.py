@@ -52,6 +52,9 @@ class StageConsumer:
         itself at `queued.max.messages.kbytes`)."""
         self.unblocked = asyncio.Event()
         """Set when the global bound lets the stage consume again."""
+        self.stalled = False
+        """Gated for longer than a poll interval (receivers hanging, not a busy fleet): its partitions are then
+        paused too, so librdkafka drops its prefetch for the stall's duration."""
         self._drain = drain
         self._drain_timeout_s = drain_timeout_s
         self._commits: dict[TP, TopicPartition] = {}  # prepared on the loop, committed on the thread
@@ -150,6 +153,8 @@ class StageConsumer:
         if self._on_assigned is not None and partitions:
             self._on_assigned([(tp.topic, tp.partition) for tp in partitions])
         self.joined = True
+        if self.stalled and partitions:
+            consumer.pause(partitions)
         log.info(
             "event=partitions_assigned stage=%s count=%d total=%d skipping=%d",
             self.stage,

@@ -828,7 +828,7 @@ class Dispatcher:
         """Backpressure from one webhook that keeps answering but has a full queue: pause its partition."""
         lane.held_back = True
         holders = self._holds.setdefault(lane.partition, set())
-        if not holders and self._delivery is not None:
+        if not holders and self._delivery is not None and not self._delivery.stalled:
             self._delivery.pause([lane.partition])
             log.info("event=partition_held_back topic=%s partition=%d webhook_id=%s", *lane.partition, webhook_id)
         holders.add(webhook_id)
@@ -843,7 +843,7 @@ class Dispatcher:
         if not holders:
             del self._holds[lane.partition]
             delivery = self._delivery
-            if delivery is not None and lane.partition in delivery.partitions:
+            if delivery is not None and not delivery.stalled and lane.partition in delivery.partitions:
                 delivery.resume([lane.partition])
                 log.info("event=partition_released topic=%s partition=%d", *lane.partition)
         self._count_paused()
@@ -874,6 +874,12 @@ class Dispatcher:
         await asyncio.wait(waits, timeout=GATED_POLL_S, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
+        if stage.paused and not stage.stalled and not stop.is_set():
+            # Gated a whole interval: a stall, not a busy fleet. Pausing now frees the prefetch for its duration
+            # (what a refetch at the resume costs is small against a stall).
+            stage.stalled = True
+            stage.pause([k for k in stage.partitions if k not in self._holds])
+            log.info("event=stalled stage=%s held=%d fanout_pending=%d", stage.stage, self._held, self._fanout_pending)
 
     def _apply_global_bound(self, stage: StageConsumer) -> None:
         """Memory bounds: delivery tasks held in lanes; fan-out tasks the broker has not acknowledged. Over the
@@ -888,6 +894,9 @@ class Dispatcher:
         elif stage.paused and load <= limit // 2:
             stage.paused = False
             stage.unblocked.set()
+            if stage.stalled:
+                stage.stalled = False
+                stage.resume([k for k in stage.partitions if k not in self._holds])
         else:
             return
         self._count_paused()

@@ -389,7 +389,7 @@ async def test_past_the_in_flight_bound_the_delivery_stage_stops_taking_tasks_wi
         await wait_until_async(
             lambda: REGISTRY.get_sample_value("hookfleet_partitions_paused") == 1, 5, "the stage gated at the bound"
         )
-        await asyncio.sleep(0.5)  # the scenario: a stall; the stage must take nothing more meanwhile
+        await asyncio.sleep(0.5)  # the scenario: gated for less than a poll interval; it must take nothing meanwhile
         # Then it took no more than the bound (a gated stage polls one message a second at most) and paused
         # no partition: librdkafka would purge a paused partition's prefetched messages, to fetch them again
         assert consumer.positions[(settings.topics.deliveries, 0)] <= 5
