@@ -461,7 +461,7 @@ class Dispatcher:
         again_count = len(failed) + (sight is not None)
         self._fanout_pending -= job.total - again_count
         fanout = self._stages.get("fanout")
-        if fanout is not None and fanout.paused and self._fanout_pending <= self._settings.max_in_flight // 2:
+        if fanout is not None and fanout.paused:  # the room it waits for may be free now
             self._apply_global_bound(fanout)
         if not again_count:
             self._finish(Claim(job.partition, job.offset, job.generation))
@@ -863,9 +863,8 @@ class Dispatcher:
         """A delivery task is finished: below half the bound, a gated delivery stage takes messages again now,
         not at its next look (the lanes ran dry between pauses when the bound was checked only after a poll)."""
         self._held -= 1
-        stage = self._delivery
-        if stage is not None and stage.paused and self._held <= self._settings.max_in_flight // 2:
-            self._apply_global_bound(stage)
+        if self._delivery is not None and self._delivery.paused:
+            self._apply_global_bound(self._delivery)
 
     async def _gated(self, stage: StageConsumer, stop: asyncio.Event) -> None:
         """Wait while the global bound holds the stage's intake: until it is down to half the bound, or

@@ -56,8 +56,6 @@ def parse_records(
         values = split_batch(value, headers)
     except BatchFormatError as exc:
         return [Unreadable(topic, key, value, Invalid("invalid_value", str(exc)))]
-    if len(values) == 1:
-        return [parse_message(topics, topic, key, values[0])]
     return [parse_message(topics, topic, key, one) for one in values]
 
 
