@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
 from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import CLOSE_BOUND_S, close_bounded
+from hookfleet.stream.commit import commit_offsets, retake_failed_commits
 from hookfleet.stream.ledger import OffsetLedger
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class StageConsumer:
         self.consumer = consumer
         self.topic = topic
         self.ledger = OffsetLedger()
+        retake_failed_commits(consumer, self.ledger)
         """The owned partitions' offsets (hookfleet/stream/ledger.py): begun and finished by the dispatcher."""
         self.paused = False
         """Intake gated by the dispatcher's global bound: the stage stops consuming, without a librdkafka pause
@@ -139,14 +141,15 @@ class StageConsumer:
             prepared = {k: tp for k in keys if (tp := self._commits.pop(k, None)) is not None}
         if not prepared:
             return
-        offsets = list(prepared.values())
-        try:
-            if asynchronous:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
-        except Exception:  # a partition lost meanwhile: its next owner redoes the unfinished work
-            log.debug("event=commit_failed stage=%s partitions=%d", self.stage, len(offsets), exc_info=True)
+        # One that did not take is taken again with the next (hookfleet/stream/commit.py); a partition lost
+        # meanwhile is left to its next owner, which redoes the unfinished work.
+        commit_offsets(
+            self.consumer,
+            self.ledger,
+            list(prepared.values()),
+            asynchronous=asynchronous,
+            role=f"dispatcher-{self.stage}",
+        )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         skipping = own_from_last_commits(self.ledger, consumer, partitions, f"dispatcher-{self.stage}")

@@ -488,6 +488,14 @@ class StaticMember:
     instance_id: str
 
 
+def failed_partitions(error: KafkaError | None, partitions: Iterable[TopicPartition]) -> list[tuple[str, int]]:
+    """The partitions of a commit result that did not take: all of them when the request failed as a whole,
+    else those carrying their own error. `_NO_OFFSET` (there was nothing to commit) is no failure."""
+    if error is not None and error.code() != KafkaError._NO_OFFSET:
+        return [(tp.topic, tp.partition) for tp in partitions]
+    return [(tp.topic, tp.partition) for tp in partitions if tp.error is not None]
+
+
 class GroupConsumer(Consumer):
     """A librdkafka consumer that knows its static membership (None: dynamic) and tells `on_fatal` about a
     fatal error, which for a consumer means it was fenced: another process joined with its
@@ -496,7 +504,16 @@ class GroupConsumer(Consumer):
 
     static: StaticMember | None = None
     on_fatal: Callable[[KafkaError], None] | None = None
+    on_commit_failed: Callable[[list[tuple[str, int]]], None] | None = None
+    """Told the partitions of an asynchronous commit that did not take (hookfleet/stream/commit.py)."""
     fenced = False
+
+    def commit_result(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's `on_commit` callback, served by poll/consume on the consuming thread."""
+        failed = failed_partitions(error, partitions)
+        if failed and self.on_commit_failed is not None:
+            log.debug("event=async_commit_failed partitions=%d error=%s", len(failed), error)
+            self.on_commit_failed(failed)
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         messages: list[Message] = super().consume(num_messages, timeout)
@@ -524,7 +541,13 @@ def new_consumer(bootstrap: str, group_id: str, *, instance_id: str | None = Non
     """A consumer with `consumer_config`'s defaults; `extra` holds the role's own options and callbacks.
     With `instance_id` it is a static member of the group (hookfleet/stream/membership.py)."""
     static = {"group.instance.id": instance_id} if instance_id else {}
-    consumer = GroupConsumer(consumer_config(bootstrap, group_id, **static, **extra))
+    consumer: GroupConsumer | None = None
+
+    def on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if consumer is not None:
+            consumer.commit_result(error, partitions)
+
+    consumer = GroupConsumer(consumer_config(bootstrap, group_id, **static, on_commit=on_commit, **extra))
     if instance_id:
         consumer.static = StaticMember(bootstrap, group_id, instance_id)
     return consumer

@@ -40,6 +40,7 @@ from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
+from hookfleet.stream.commit import commit_offsets
 from hookfleet.stream.diversion import divert, handler_error
 from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.membership import exit_if_fenced
@@ -343,21 +344,9 @@ class Recorder:
         for claim in self._claims:  # the batch is durable: every message in it is finished
             self.ledger.finish(claim)
         self._claims = []
-        commits = self.ledger.commits()
         self.batch = Batch()
         self.spans.committed()
-        if commits:
-            try:
-                # Stored too, so the stats callback reports lag against them; committed with the runtime's
-                # finished-offset metadata (empty here: a batch finishes in order).
-                self.consumer.store_offsets(offsets=[topic_partition(p, offset) for p, offset, _ in commits])
-                self.consumer.commit(
-                    offsets=[TopicPartition(p[0], p[1], offset, metadata) for p, offset, metadata in commits],
-                    asynchronous=False,
-                )
-            except KafkaException as exc:
-                # The rows are in; a lost commit only means a replay, which inserts nothing new.
-                log.warning("event=offset_commit_failed reason=%s", exc)
+        self._commit()
         for webhook_id, state in result.status_changes.items():
             log.info(
                 "event=webhook_status_changed webhook_id=%s status=%s at=%s",
@@ -379,8 +368,26 @@ class Recorder:
             result.dead_letters_written,
         )
 
+    def _commit(self) -> None:
+        """Commit every partition finished since the last commit, or whose last commit did not take (a
+        rebalance under it: taken again here on the next turn). The rows are in either way; a commit still
+        lost only means a replay, which inserts nothing new."""
+        commits = self.ledger.commits()
+        if not commits:
+            return
+        try:
+            # Stored too, so the stats callback reports lag against them.
+            self.consumer.store_offsets(offsets=[topic_partition(p, offset) for p, offset, _ in commits])
+        except KafkaException as exc:  # a partition revoked meanwhile: not ours to store
+            log.debug("event=offset_store_failed reason=%s", exc)
+        # Committed with the runtime's finished-offset metadata (empty here: a batch finishes in order).
+        offsets = [TopicPartition(p[0], p[1], offset, metadata) for p, offset, metadata in commits]
+        commit_offsets(self.consumer, self.ledger, offsets, asynchronous=False, role="recorder")
+
     def _periodic(self) -> None:
-        """The failing count and the outcome gauges, refreshed on a clock rather than only on changes."""
+        """The failing count and the outcome gauges, refreshed on a clock rather than only on changes; a
+        commit that did not take, taken again."""
+        self._commit()
         now = time.monotonic()
         if now >= self._failing_due:
             self._failing_due = now + FAILING_REFRESH_S

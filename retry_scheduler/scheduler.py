@@ -29,7 +29,6 @@ from typing import Any
 from hookfleet.kafka import (
     BrokerState,
     Consumer,
-    KafkaError,
     KafkaException,
     KafkaProducer,
     Message,
@@ -44,6 +43,7 @@ from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
+from hookfleet.stream.commit import commit_offsets, retake_failed_commits
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.membership import exit_if_fenced
@@ -146,6 +146,7 @@ class RetryScheduler:
         self._gate = DueGate()
         self._short_waits: ShortWaits[HandOff] = ShortWaits(SHORT_WAITS_MAX, SHORT_WAITS_MAX_BYTES)
         self._ledger = OffsetLedger()
+        retake_failed_commits(consumer, self._ledger)
         self._sender: TrackedSender[HandOff] = TrackedSender(producer, lambda h: self._ledger.is_pending(h.claim))
         self._commit_due = 0.0
         self._watchdog = JoinWatchdog()
@@ -455,22 +456,14 @@ class RetryScheduler:
 
     def _commit(self, partitions: list[PartitionKey] | None = None, force: bool = False) -> None:
         """Commit the ledger's low-water marks with their finished offsets; synchronous when forced (stop,
-        revoke), asynchronous on the loop's cadence."""
+        revoke), asynchronous on the loop's cadence. A commit that did not take is taken again on the next
+        cadence (hookfleet/stream/commit.py); a partition revoked meanwhile is left to its next owner, which
+        hands its unfinished tasks off again, at least once."""
         offsets = [
             TopicPartition(partition[0], partition[1], offset, metadata)
             for partition, offset, metadata in self._ledger.commits(partitions, force=force)
         ]
-        if not offsets:
-            return
-        try:
-            if force:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
-            else:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:  # revoked meanwhile: the next owner hands off again, at least once
-            error: KafkaError = exc.args[0]
-            if error.code() != KafkaError._NO_OFFSET:
-                log.warning("event=commit_failed code=%s reason=%s", error.name(), error.str())
+        commit_offsets(self._consumer, self._ledger, offsets, asynchronous=not force, role="retry-scheduler")
 
     # ------------------------------------------------------------------------------------------ rebalance
 

@@ -179,6 +179,14 @@ class OffsetLedger:
         owned.dirty = True
         return owned.marks.finish(claim.offset)
 
+    def commit_failed(self, partitions: Iterable[PartitionKey]) -> None:
+        """A commit of `partitions` did not take: the next `commits` takes the still-owned ones again (their
+        current commit point, which is never behind the one that failed)."""
+        for partition in partitions:
+            owned = self._owned.get(partition)
+            if owned is not None:
+                owned.dirty = True
+
     def is_pending(self, claim: Claim) -> bool:
         owned = self._owned.get(claim.partition)
         return owned is not None and owned.epoch == claim.epoch and owned.marks.is_open(claim.offset)
@@ -188,10 +196,13 @@ class OffsetLedger:
     ) -> list[tuple[PartitionKey, int, str]]:
         """(partition, offset, metadata) to commit for every partition that changed since the last call
         (every one with `force`), limited to `partitions` when given."""
-        chosen = self._owned.keys() if partitions is None else [p for p in partitions if p in self._owned]
+        # A copy: the dispatcher's stage threads assign partitions while its loop takes commits.
+        chosen = list(self._owned) if partitions is None else [p for p in partitions if p in self._owned]
         out: list[tuple[PartitionKey, int, str]] = []
         for partition in chosen:
-            owned = self._owned[partition]
+            owned = self._owned.get(partition)
+            if owned is None:  # revoked meanwhile
+                continue
             if not (owned.dirty or force):
                 continue
             base = owned.marks.commit_point()

@@ -25,7 +25,7 @@ from schemas.topics import Topics
 from tests.integration.recorder_fixtures import make_attempt, make_dead_task, make_event, publish
 from tests.integration.test_dispatcher import publisher_for
 from tests.support.fleet import Fleet, seed_account, seed_webhook
-from tests.support.group_offsets import committed_to_end, fleet_idle, high_watermarks
+from tests.support.group_offsets import committed_to_end, fleet_idle, fleet_lag, high_watermarks
 from tests.support.lateness import EARLY_SLACK_S, RETRY_LATE_S
 from tests.support.mailbox import Mailbox as _Mailbox
 from tests.support.ports import free_port
@@ -67,6 +67,12 @@ def _all_processed(kafka_bootstrap: str, topics: Topics, database_url: str) -> b
     return drained and fleet_idle(kafka_bootstrap, topics)
 
 
+def _unfinished(kafka_bootstrap: str, topics: Topics, database_url: str) -> str:
+    """What `_all_processed` found unfinished, named when a wait on it times out."""
+    outbox = _row(database_url, "SELECT count(*) FROM operational_outbox")
+    return f"the fleet to finish its work (outbox rows {outbox}; {fleet_lag(kafka_bootstrap, topics)})"
+
+
 def _retries_scheduled(kafka_bootstrap: str, topics: Topics) -> int:
     return sum(sum(high_watermarks(kafka_bootstrap, topic).values()) for topic in topics.retries)
 
@@ -89,7 +95,11 @@ def test_410_switches_the_webhook_off_and_a_subscribed_webhook_gets_one_signed_w
         publisher.publish_and_wait(build_event("acct_a", EventType.MESSAGE_READ, {"message_id": "m1"}))
 
     assert receiver.wait_for(lambda: len(receiver.at("/ops")) >= 1, timeout_s=30)
-    wait_until(lambda: _all_processed(kafka_bootstrap, topics, database_url), 30, "the fleet to finish its work")
+    wait_until(
+        lambda: _all_processed(kafka_bootstrap, topics, database_url),
+        30,
+        lambda: _unfinished(kafka_bootstrap, topics, database_url),
+    )
     assert _retries_scheduled(kafka_bootstrap, topics) == 0  # no retry after a 410
     assert len(receiver.at("/gone")) == 1
     row = _row(
@@ -208,7 +218,11 @@ def test_failing_recovered_failing_notifies_once_each_with_two_recorders_by_webh
         wait_until(lambda: len(receiver.at("/ops")) == 3, 30, "the third notification")
         wait_until(lambda: len(mailbox.messages) >= 3, 30, "three mails")
         # Every record was published twice: once all are processed, a duplicate would have arrived.
-        wait_until(lambda: _all_processed(kafka_bootstrap, topics, database_url), 30, "the fleet to finish its work")
+        wait_until(
+            lambda: _all_processed(kafka_bootstrap, topics, database_url),
+            30,
+            lambda: _unfinished(kafka_bootstrap, topics, database_url),
+        )
 
         notes = _operational(receiver.at("/ops"))
         assert [kind for kind, _ in notes] == ["webhook.failing", "webhook.recovered", "webhook.failing"]
@@ -281,7 +295,11 @@ def test_auto_disable_after_the_configured_period_on_the_records_clock_and_re_en
     wait_until(lambda: (state() or ())[:3] == (True, "healthy", None), 30, lambda: f"healthy, got {state()}")
 
     wait_until(lambda: len(receiver.at("/ops")) == 3, 30, "three notifications")
-    wait_until(lambda: _all_processed(kafka_bootstrap, topics, database_url), 30, "the fleet to finish its work")
+    wait_until(
+        lambda: _all_processed(kafka_bootstrap, topics, database_url),
+        30,
+        lambda: _unfinished(kafka_bootstrap, topics, database_url),
+    )
     kinds = [kind for kind, _ in _operational(receiver.at("/ops"))]
     assert kinds == ["webhook.failing", "webhook.disabled", "webhook.recovered"]
     disabled = _operational(receiver.at("/ops"))[1][1]
@@ -310,7 +328,11 @@ def test_custom_headers_arrive_with_every_delivery_and_never_reach_the_logs(
         assert request.headers["Authorization"] == token
         assert request.headers["X-Tenant"] == "acme"
         assert request.signature_ok
-    wait_until(lambda: _all_processed(kafka_bootstrap, topics, database_url), 30, "the fleet to finish its work")
+    wait_until(
+        lambda: _all_processed(kafka_bootstrap, topics, database_url),
+        30,
+        lambda: _unfinished(kafka_bootstrap, topics, database_url),
+    )
     fleet.stop_all()  # every line the roles would log about these deliveries is written when they exit
     logs = fleet.logs()
     assert "gw-token" not in logs and "acme" not in logs

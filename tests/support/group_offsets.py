@@ -17,10 +17,11 @@ def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def committed_to_end(bootstrap: str, group_id: str, *topics: str) -> bool:
-    """`group_id` has committed, on every non-empty partition of each of `topics`, the high watermark: it
-    has processed (and, for the roles, finished) every message written to them so far."""
+def behind(bootstrap: str, group_id: str, *topics: str) -> list[str]:
+    """Each non-empty partition of `topics` on which `group_id` has not committed the high watermark, as
+    `topic[partition] committed/high`: what a test that waited in vain shows."""
     consumer = new_consumer(bootstrap, group_id)
+    lagging: list[str] = []
     try:
         for topic in topics:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -29,10 +30,16 @@ def committed_to_end(bootstrap: str, group_id: str, *topics: str) -> bool:
             for tp in tps:
                 _low, high = consumer.get_watermark_offsets(tp, timeout=10)
                 if high > 0 and committed[tp.partition] != high:
-                    return False
-        return True
+                    lagging.append(f"{topic}[{tp.partition}] {committed[tp.partition]}/{high}")
+        return lagging
     finally:
         consumer.close()
+
+
+def committed_to_end(bootstrap: str, group_id: str, *topics: str) -> bool:
+    """`group_id` has committed, on every non-empty partition of each of `topics`, the high watermark: it
+    has processed (and, for the roles, finished) every message written to them so far."""
+    return not behind(bootstrap, group_id, *topics)
 
 
 ROLES = ("dispatcher", "retry-scheduler", "recorder")
@@ -58,3 +65,10 @@ def fleet_idle(bootstrap: str, topics: Topics, roles: tuple[str, ...] = ROLES) -
     if not all(committed_to_end(bootstrap, group, *names) for group, names in groups.items()):
         return False
     return before == {topic: high_watermarks(bootstrap, topic) for topic in before}
+
+
+def fleet_lag(bootstrap: str, topics: Topics, roles: tuple[str, ...] = ROLES) -> str:
+    """Where `fleet_idle` fails: each role's partitions not committed to the end (a wait's description)."""
+    consumed = _consumed(topics)
+    lagging = {role: behind(bootstrap, f"{topics.prefix}hookfleet-{role}", *consumed[role]) for role in roles}
+    return "; ".join(f"{role} behind on {', '.join(parts)}" for role, parts in lagging.items() if parts) or "no lag"

@@ -266,6 +266,23 @@ class MemoryConsumer:
         self.closed = True
 
 
+@dataclass
+class RebalancedCommitConsumer(MemoryConsumer):
+    """Its first `failures` commits fail as a commit does when the group rebalances under it, while the
+    member keeps its partitions (cooperative rebalancing)."""
+
+    failures: int = 1
+    failed: int = 0
+
+    def commit(
+        self, message: Message | None = None, offsets: list[TopicPartition] | None = None, asynchronous: bool = True
+    ) -> None:
+        if offsets and self.failed < self.failures:
+            self.failed += 1
+            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
+        super().commit(message, offsets, asynchronous)
+
+
 class MemoryProducer(KafkaProducer):
     """`hookfleet.kafka.KafkaProducer` writing to a `MemoryBroker` (its `send` and `send_sync` are the real
     ones, built on `produce`).

@@ -28,7 +28,13 @@ from hookfleet.stream.record_batch import split_batch
 from producer.publisher import build_event
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event, Outcome
-from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, headers_of
+from tests.support.memory_kafka import (
+    MemoryBroker,
+    MemoryConsumer,
+    MemoryProducer,
+    RebalancedCommitConsumer,
+    headers_of,
+)
 from tests.support.waiting import wait_until_async
 
 
@@ -401,3 +407,30 @@ async def test_past_the_in_flight_bound_the_delivery_stage_stops_taking_tasks_wi
         broker.wake()
         await asyncio.wait_for(runner, 5)
     assert sorted(c[0] for c in deliverer.calls) == ["wh_slow"] * 12
+
+
+async def test_a_commit_that_did_not_take_is_taken_again_though_nothing_more_arrives() -> None:
+    # Given a delivery stage whose first commit fails as under a rebalance (the partition kept), and one task
+    broker = MemoryBroker(partitions=1)
+    index = SubscriptionIndex([endpoint("wh_a")])
+    body = build_event("acct_1", EventType.MESSAGE_SENT, {}).body()
+    broker.append(SETTINGS.topics.deliveries, task_json(body, "wh_a", 1, 0), key="wh_a")
+    consumer = RebalancedCommitConsumer(broker, SETTINGS.group_id)
+    consumers: dict[str, MemoryConsumer] = {"delivery": consumer}
+    dispatcher = Dispatcher(SETTINGS, consumers, MemoryProducer(broker), StubDeliverer(), index)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    try:
+        # When the task is delivered and its commit fails, with nothing more arriving
+        await wait_until_async(lambda: consumer.failed == 1, 5, "the first commit to fail")
+        # Then its offset is committed all the same while the dispatcher runs (not only at its stop)
+        await wait_until_async(
+            lambda: broker.committed.get(SETTINGS.group_id, {}).get((SETTINGS.topics.deliveries, 0)) == 1,
+            5,
+            lambda: f"offset 1 committed again, got {broker.committed.get(SETTINGS.group_id)}",
+        )
+        assert not runner.done()
+    finally:
+        stop.set()
+        broker.wake()
+        await asyncio.wait_for(runner, 5)

@@ -3,8 +3,11 @@ the finished offsets above it, and a new owner skips what its predecessor finish
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from hookfleet.kafka import KafkaError, TopicPartition, failed_partitions
 from hookfleet.stream.ledger import OffsetLedger
 from hookfleet.stream.offset_codec import decode_finished
 
@@ -105,3 +108,27 @@ def test_a_new_owner_skips_what_the_previous_one_recorded_as_finished() -> None:
     # And foreign or damaged metadata skips nothing
     assert OffsetLedger().assign(P0, 10, "something else") == 0
     assert OffsetLedger().assign(P0, 11, metadata) == 0, "metadata of another commit is not trusted"
+
+
+def test_a_commit_that_failed_is_taken_again_at_its_current_point_and_a_revoked_one_is_not() -> None:
+    ledger = owned(P0, P1)
+    ledger.finish(ledger.begin(P0, 3))
+    ledger.finish(ledger.begin(P1, 8))
+    assert [(p, o) for p, o, _ in ledger.commits()] == [(P0, 4), (P1, 9)]
+    assert ledger.commits() == []  # nothing changed since
+    # P0 finished more meanwhile; both commits failed; P1 was then revoked
+    ledger.finish(ledger.begin(P0, 4))
+    ledger.commit_failed([P0, P1])
+    ledger.revoke([P1])
+    assert [(p, o) for p, o, _ in ledger.commits()] == [(P0, 5)]  # never the older point that failed
+    ledger.commit_failed([P1])  # a late result for a partition gone: left to its next owner
+    assert ledger.commits() == []
+
+
+def test_a_commit_result_names_what_did_not_take() -> None:
+    ok = TopicPartition("t", 0, 5)
+    # librdkafka sets a partition's own error; confluent-kafka's TopicPartition does not let Python set it
+    failed = SimpleNamespace(topic="t", partition=1, offset=6, error=KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+    assert failed_partitions(None, [ok, failed]) == [("t", 1)]  # type: ignore[list-item]
+    assert failed_partitions(KafkaError(KafkaError.ILLEGAL_GENERATION), [ok]) == [("t", 0)]
+    assert failed_partitions(KafkaError(KafkaError._NO_OFFSET), [ok]) == []

@@ -20,8 +20,9 @@ from hookfleet.stream.watchdog import EXIT_JOIN_STUCK, JoinWatchdog
 from recorder.loop import Recorder
 from retry_scheduler.scheduler import RetryScheduler
 from schemas.topics import Topics
-from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
-from tests.unit.test_recorder_loop import MemoryStore
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer, RebalancedCommitConsumer
+from tests.unit.test_recorder_loop import MemoryStore, attempt_bytes
+from tests.unit.test_retry_scheduler_loop import now_ms, task_bytes
 
 TOPICS = Topics.with_prefix("unit.")
 
@@ -113,6 +114,33 @@ def test_a_member_stuck_joining_while_the_broker_answers_stops_its_role_for_a_re
     assert not thread.is_alive(), f"{role} kept running with a stuck join"
     assert result == [EXIT_JOIN_STUCK]
     assert shutdown.exit_code == EXIT_JOIN_STUCK
+
+
+FINISHED: dict[str, tuple[str, bytes]] = {
+    "retry-scheduler": (TOPICS.retry_10s, task_bytes(1, now_ms() - 10)),
+    "recorder": (TOPICS.attempts, attempt_bytes(1)),
+}
+"""Per role, one message it finishes at once (a due retry task, an attempt record)."""
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_a_commit_that_did_not_take_is_taken_again_though_nothing_more_arrives(role: str) -> None:
+    # Given a role whose first commit fails as under a rebalance, and one message it finishes
+    broker, shutdown = MemoryBroker(), Shutdown()
+    consumer = RebalancedCommitConsumer(broker, f"unit.{role}")
+    topic, value = FINISHED[role]
+    broker.append(topic, value, key=b"wh_1", partition=1)
+    thread, _ = run_on_thread(ROLES[role](consumer, broker, shutdown, BrokerState()))
+    try:
+        # When that message is finished and its commit fails, with nothing more published
+        assert broker.wait(lambda: consumer.failed == 1, timeout_s=5)
+        # Then the partition's offset is committed all the same, while the role runs (not only at its stop)
+        assert broker.wait(lambda: broker.committed.get(f"unit.{role}", {}).get((topic, 1)) == 1, timeout_s=5)
+        assert thread.is_alive()
+    finally:
+        shutdown.requested.set()
+        broker.wake()
+        thread.join(5)
 
 
 def test_the_watchdog_counts_only_time_not_joined_while_the_broker_is_up() -> None:
