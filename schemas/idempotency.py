@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from schemas.free_text import refused_character
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-"""The Kafka header a publisher puts the key in (UTF-8)."""
+"""The Kafka header a publisher puts the key in (UTF-8). Its name is matched without regard to case: Kafka
+header names are case-sensitive, but a publisher used to HTTP writes `Idempotency-Key`, and a key missed
+for its spelling would fan the event out twice without a word."""
 MAX_KEY_BYTES = 200
 """Longest key accepted, in UTF-8 bytes: room for a UUID, an order number with a prefix, or a hash."""
 
@@ -24,7 +26,7 @@ def key_from_headers(headers: Sequence[tuple[str, str | bytes | None]] | None) -
     """The message's idempotency key, None when it has none; raises InvalidIdempotencyKey for an unusable one."""
     if not headers:
         return None
-    given = [value for name, value in headers if name == IDEMPOTENCY_HEADER]
+    given = [value for name, value in headers if name.lower() == IDEMPOTENCY_HEADER]
     if len(given) > 1:  # which one the publisher meant is unknowable: neither is taken
         raise InvalidIdempotencyKey(f"header {IDEMPOTENCY_HEADER}: given {len(given)} times; set it once")
     if not given:

@@ -100,6 +100,9 @@ def test_the_changelog_value_round_trips() -> None:
         ([("idempotency-key", b"order-1")], "order-1"),
         ([("idempotency-key", "r\u00e9f-1")], "r\u00e9f-1"),
         ([("idempotency-key", b"x" * 200)], "x" * 200),
+        ([("Idempotency-Key", b"order-1")], "order-1"),  # as HTTP writes it
+        ([("IDEMPOTENCY-KEY", b"order-1")], "order-1"),
+        ([("idempotency_key", b"order-1")], None),  # another header
     ],
 )
 def test_the_key_comes_from_the_header(headers: Headers | None, expected: str | None) -> None:
@@ -135,3 +138,8 @@ def test_an_unusable_key_is_refused_naming_the_header(raw: bytes | str | None, m
 def test_a_key_given_twice_is_refused_whatever_the_second_says(second: bytes | None) -> None:
     with pytest.raises(InvalidIdempotencyKey, match="header idempotency-key: given 2 times; set it once"):
         key_from_headers([("idempotency-key", b"order-1"), ("traceparent", b"00-x"), ("idempotency-key", second)])
+
+
+def test_a_key_given_twice_in_two_spellings_is_refused_too() -> None:
+    with pytest.raises(InvalidIdempotencyKey, match="header idempotency-key: given 2 times; set it once"):
+        key_from_headers([("Idempotency-Key", b"order-1"), ("idempotency-key", b"order-2")])
