@@ -153,6 +153,23 @@ def set_outbox_backlog(pending: int, failed: int, given_up: int, oldest_due_s: f
     OUTBOX_OLDEST_DUE.set(oldest_due_s)
 
 
+RECOVERY_REDRIVES_QUEUED = Gauge(
+    "hookfleet_recovery_redrives_queued",
+    "Dead letters queued by webhook recoveries (redrive on recovery) and not sent yet, over every webhook;"
+    " re-read every 30 s",
+)
+RECOVERY_REDRIVES_OLDEST_OVERDUE = Gauge(
+    "hookfleet_recovery_redrives_oldest_overdue_seconds",
+    "How long past its due time (its place in its webhook's paced queue) the most overdue queued redrive has"
+    " waited (0 when none is due); re-read every 30 s",
+)
+
+
+def set_recovery_redrive_backlog(queued: int, oldest_overdue_s: float) -> None:
+    RECOVERY_REDRIVES_QUEUED.set(queued)
+    RECOVERY_REDRIVES_OLDEST_OVERDUE.set(oldest_overdue_s)
+
+
 DELIVERY_SETTLED = Histogram(
     "hookfleet_delivery_settled_seconds",
     "Event created_at to its delivery settled: a 2xx (delivered) or the last failure (dead_lettered); the SLI",

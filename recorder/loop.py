@@ -513,5 +513,7 @@ class Recorder:
             metrics.FAILING_WEBHOOKS.set(self.store.count_failing())
             backlog = self.store.outbox_backlog()
             metrics.set_outbox_backlog(backlog.pending, backlog.failed, backlog.given_up, backlog.oldest_due_s)
+            redrives = self.store.redrive_backlog(self._redrive_gap)
+            metrics.set_recovery_redrive_backlog(redrives.queued, redrives.oldest_overdue_s)
         except _DB_ERRORS as exc:
             log.warning("event=failing_count_skipped error=%s", type(exc).__name__)

@@ -150,6 +150,12 @@ _CLAIM_REDRIVES = (
 )
 _DELETE_REDRIVES = "DELETE FROM recovery_redrives WHERE webhook_id = %s AND event_id = ANY(%s)"
 _UNMARK_DEAD = "UPDATE dead_letters SET redriven_at = NULL WHERE webhook_id = %s AND event_id = ANY(%s)"
+# The queue's size, and how long past its due time (queued_at + position x gap) its most overdue row has waited:
+# the recorders claim due rows every second, so an overdue row that stays means nothing drains. 0 when none is due.
+_REDRIVE_BACKLOG = (
+    "SELECT count(*), greatest(coalesce(extract(epoch FROM now() - min(queued_at + position * %(gap)s)), 0), 0) "
+    "FROM recovery_redrives"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,15 @@ class OutboxBacklog:
     failed: int
     given_up: int
     oldest_due_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveBacklog:
+    """Dead letters queued by recoveries and not sent yet (redrive on recovery), and how long past its due time
+    the most overdue of them has waited (0 when none is due)."""
+
+    queued: int
+    oldest_overdue_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +501,18 @@ class RecorderStore:
         assert row is not None  # an aggregate always answers one row
         pending, failed, given_up, oldest = row
         return OutboxBacklog(int(pending), int(failed), int(given_up), float(oldest))  # type: ignore[call-overload, arg-type]
+
+    def redrive_backlog(self, gap: timedelta) -> RedriveBacklog:
+        """The redrive queue as `drain_redrives` paced by `gap` sees it: one aggregate over the whole table."""
+        conn = self._connection()
+        try:
+            row = conn.execute(_REDRIVE_BACKLOG, {"gap": gap}).fetchone()
+        except BaseException:
+            self.close()
+            raise
+        assert row is not None  # an aggregate always answers one row
+        queued, overdue = row
+        return RedriveBacklog(int(queued), float(overdue))  # type: ignore[call-overload, arg-type]
 
     def count_failing(self) -> int:
         conn = self._connection()

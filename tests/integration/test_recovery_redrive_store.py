@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from recorder.batch import Batch, DeadLetter
-from recorder.store import RecorderStore, RedriveItem
+from recorder.store import RecorderStore, RedriveBacklog, RedriveItem
 from schemas.models import AttemptRecord, DeliveryTask
 from schemas.topics import Topics
 from tests.integration.recorder_fixtures import insert_webhook, make_attempt, make_dead_task, scalar
@@ -125,3 +125,38 @@ def test_the_queue_is_paced_per_webhook_skips_a_webhook_another_recorder_drains_
     assert scalar(database_url, "SELECT count(*) FROM recovery_redrives") == 0
     assert _redriven_at(database_url, dead[1]) is None and _redriven_at(database_url, dead[2]) is not None
     store.close()
+
+
+def _queue(database_url: str, webhook: str, positions: range, queued: str) -> None:
+    """Queued redrives of `webhook` at those positions; `queued` is a PostgreSQL interval before now."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for position in positions:
+            conn.execute(
+                "INSERT INTO recovery_redrives (webhook_id, event_id, position, queued_at, task)"
+                " VALUES (%s, %s, %s, now() - %s::interval, '{}')",
+                (webhook, f"evt_{webhook}_{position}", position, queued),
+            )
+
+
+def test_the_backlog_counts_every_queued_redrive_and_how_long_the_most_overdue_one_waited_past_its_due_time(
+    database_url: str,
+) -> None:
+    store = RecorderStore(database_url)
+    hour = timedelta(hours=1)  # one redrive an hour per webhook: row n is due n hours after its queue began
+    try:
+        assert store.redrive_backlog(hour) == RedriveBacklog(0, 0.0)
+        # Given a queue that began now, its first row sent: the rest are due later, none is overdue
+        fresh = insert_webhook(database_url, changed_at=datetime.now(UTC))
+        _queue(database_url, fresh, range(1, 3), "0 seconds")
+        assert store.redrive_backlog(hour) == RedriveBacklog(2, 0.0)
+
+        # When another webhook's queue began 20 minutes ago and nothing sent its first row
+        stuck = insert_webhook(database_url, changed_at=datetime.now(UTC))
+        _queue(database_url, stuck, range(3), "20 minutes")
+        backlog = store.redrive_backlog(hour)
+
+        # Then every row is counted, and the overdue wait is that first row's, due 20 minutes ago
+        assert backlog.queued == 5
+        assert 20 * 60 <= backlog.oldest_overdue_s < 21 * 60
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from hookfleet.kafka import PartitionKey
 from hookfleet.settings import RecorderSettings
@@ -20,7 +21,7 @@ from producer.publisher import build_event
 from recorder import loop as loop_module
 from recorder.batch import Batch
 from recorder.loop import Recorder
-from recorder.store import OutboxBacklog, OutboxItem, RedriveItem, WriteResult
+from recorder.store import OutboxBacklog, OutboxItem, RedriveBacklog, RedriveItem, WriteResult
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
 from schemas.operational import WebhookFacts, operational_event
@@ -95,6 +96,14 @@ class MemoryStore:
 
     def outbox_backlog(self) -> OutboxBacklog:
         return OutboxBacklog(len(self.outbox), 0, 0, 0.0)
+
+    redrive_backlog_read: RedriveBacklog = field(default_factory=lambda: RedriveBacklog(0, 0.0))
+    """What the recovery_redrives table answers when its backlog is read; `redrive_gaps` the paces asked with."""
+    redrive_gaps: list[timedelta] = field(default_factory=list)
+
+    def redrive_backlog(self, gap: timedelta) -> RedriveBacklog:
+        self.redrive_gaps.append(gap)
+        return self.redrive_backlog_read
 
     def close(self) -> None:
         self.closed = True
@@ -243,3 +252,16 @@ def test_dead_letters_queued_by_a_recovery_go_out_in_order_as_fresh_first_attemp
     assert {(key, t.attempt, t.last_error) for key, t in zip(keys, published, strict=True)} == {(b"wh_1", 1, None)}
     # and the unreadable one is handed back as never sendable (its dead letter is left to redrive by hand)
     assert [item.event_id for item in store.refused] == ["evt_garbage"] and store.redrives == []
+
+
+def test_the_redrive_queue_backlog_is_published_as_gauges_read_at_the_recorders_own_pace() -> None:
+    # Given a redrive queue of 7 rows whose most overdue one is 20 minutes late
+    broker = MemoryBroker()
+    store = MemoryStore(broker, redrive_backlog_read=RedriveBacklog(7, 1200.0))
+    with recorder_running(broker, store):
+        # Then the recorder reports both figures, read with its redrive pace (1 / HOOKFLEET_RECOVERY_REDRIVE_RATE)
+        assert broker.wait(
+            lambda: REGISTRY.get_sample_value("hookfleet_recovery_redrives_oldest_overdue_seconds") == 1200.0
+        )
+        assert REGISTRY.get_sample_value("hookfleet_recovery_redrives_queued") == 7
+    assert store.redrive_gaps[0] == timedelta(seconds=1 / RecorderSettings().recovery_redrive_rate)
