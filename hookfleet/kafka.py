@@ -47,6 +47,32 @@ class KafkaUnavailable(RuntimeError):
     """The broker could not be reached; the message names the bootstrap address."""
 
 
+_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.KAFKA_STORAGE_ERROR,
+    }
+)
+
+
+def transient(error: KafkaError) -> bool:
+    """The broker, not the message: the same message can be produced again later and be taken. librdkafka
+    marks no delivery report's error retriable (a message that timed out waiting for its partition's leader
+    reports `_MSG_TIMED_OUT` with `retriable()` false), so the codes that mean "not now" are named here; the
+    rest (too large, invalid, not authorized) would be refused again."""
+    return error.retriable() or error.code() in _TRANSIENT_CODES
+
+
 class KafkaDeliveryError(RuntimeError):
     """The broker refused or failed to acknowledge a produced message."""
 
@@ -54,7 +80,7 @@ class KafkaDeliveryError(RuntimeError):
         super().__init__(f"kafka produce failed: {error.name()} ({error.code()}): {error.str()}")
         self.error = error
         self.code = error.code()
-        self.retriable = error.retriable()
+        self.retriable = transient(error)
 
 
 class BrokerErrorLog:

@@ -34,6 +34,7 @@ from hookfleet.kafka import (
     TopicPartition,
     message_headers,
     topic_partition,
+    transient,
 )
 from hookfleet.mail import send_mail
 from hookfleet.settings import RecorderSettings
@@ -50,7 +51,7 @@ from hookfleet.stream.watchdog import JoinWatchdog, replace_if_stuck
 from recorder.batch import Batch, Unreadable, parse_records
 from recorder.health import mail_text
 from recorder.outcomes import WebhookOutcomes
-from recorder.store import OutboxFailed, OutboxItem, RecorderStore, RedriveItem, WriteResult
+from recorder.store import OutboxFailed, OutboxItem, RecorderStore, RedriveItem, RedriveSent, WriteResult
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event, Outcome
 from schemas.redrive import fresh_attempt
@@ -432,9 +433,11 @@ class Recorder:
             return
         self._next_redrive_check = time.monotonic() + (_REDRIVE_BUSY_S if sent else REDRIVE_CHECK_S)
 
-    def _publish_redrives(self, items: list[RedriveItem]) -> list[RedriveItem]:
+    def _publish_redrives(self, items: list[RedriveItem]) -> RedriveSent:
         """Produce each dead letter as a fresh attempt 1, in order, waiting for the broker. Returns the items
-        that can never be sent (the poison-item rule); the broker unreachable is raised, the batch waits."""
+        that can never be sent (the poison-item rule) and those held for the next drain: a webhook whose
+        partition refused a task for now (a retriable error) holds it and every later one of its own, which
+        keeps its order; the other webhooks' tasks go out. The broker unreachable is raised: all wait."""
         now_ms = int(time.time() * 1000)
         ready: list[tuple[RedriveItem, Outgoing]] = []
         refused: list[RedriveItem] = []
@@ -446,19 +449,23 @@ class Recorder:
                 refused.append(item)
                 continue
             ready.append((item, Outgoing(self.topics.deliveries, task.model_dump_json().encode(), item.webhook_id)))
-        results = send_each(self.producer, [outgoing for _, outgoing in ready])
+        results = send_each(self.producer, [outgoing for _, outgoing in ready], partial=True)
         counts: dict[str, int] = {}
+        held: dict[str, list[RedriveItem]] = {}
         for (item, _), error in zip(ready, results, strict=True):
-            if error is None:
+            if item.webhook_id in held:
+                held[item.webhook_id].append(item)  # sent again from its first held task on, in order
+            elif error is not None and transient(error):
+                log.warning("event=recovery_redrives_deferred webhook_id=%s error=%s", item.webhook_id, error.name())
+                held[item.webhook_id] = [item]
+            elif error is None:
                 counts[item.webhook_id] = counts.get(item.webhook_id, 0) + 1
-                continue
-            if error.retriable():  # the broker, not the item: the whole batch waits
-                raise KafkaDeliveryError(error)
-            item_failed("recovery_redrive", item.event_id, KafkaDeliveryError(error))
-            refused.append(item)
+            else:
+                item_failed("recovery_redrive", item.event_id, KafkaDeliveryError(error))
+                refused.append(item)
         for webhook_id, count in counts.items():
             log.info("event=recovery_redriven webhook_id=%s count=%d", webhook_id, count)
-        return refused
+        return RedriveSent(refused, [item for waiting in held.values() for item in waiting])
 
     def _publish_operational(self, items: list[OutboxItem]) -> list[OutboxFailed]:
         """Produce the items' events (waiting for the broker), then mail them; one item's own failure
@@ -470,7 +477,7 @@ class Recorder:
         for item, error in zip(unpublished, send_each(self.producer, events), strict=True):
             if error is None:
                 continue
-            if error.retriable():  # the broker, not the item: the whole batch waits
+            if transient(error):  # the broker, not the item: the whole batch waits
                 raise KafkaDeliveryError(error)
             failure = item_failed("outbox", item.event_id, KafkaDeliveryError(error))
             failed[item.event_id] = OutboxFailed(item.event_id, False, failure)

@@ -168,6 +168,17 @@ class RedriveItem:
 
 
 @dataclass(frozen=True, slots=True)
+class RedriveSent:
+    """What became of the due redrives handed to a send: `refused` can never be sent (deleted from the queue,
+    their dead letters left to Recover by hand); `held` stay queued for the next drain (their webhook's
+    partition refused them for now, from the first refused one on, so its order holds). Every other one
+    the broker has."""
+
+    refused: list[RedriveItem]
+    held: list[RedriveItem]
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxBacklog:
     """Unsent operational events: new (`pending`), failed and waiting for their next try (`failed`), given up
     after the last try and kept for the operator (`given_up`); and how long the oldest due row has waited."""
@@ -451,19 +462,21 @@ class RecorderStore:
 
     def drain_redrives(
         self,
-        send: Callable[[list[RedriveItem]], list[RedriveItem]],
+        send: Callable[[list[RedriveItem]], RedriveSent],
         gap: timedelta,
         webhooks: int = 50,
         limit: int = 500,
     ) -> int:
         """Send the queued dead letters that are due (redrive on recovery), per webhook in queue order, and
-        delete them in the transaction that sent them; returns how many were claimed. `send` returns once the
-        broker has acknowledged every task, or raises: then nothing changes and they are sent again later (at
-        least once). What it returns could never be sent (the poison-item rule: an unreadable task, one the
-        broker refuses): deleted too, and its dead letter is left to redrive by hand again. A webhook another
-        recorder is draining is skipped (its advisory lock), so each webhook's tasks are produced by one
-        recorder at a time, in order. `gap` paces each webhook's queue: a row is due `position x gap` after
-        its queue began."""
+        delete the sent ones in the transaction that sent them; returns how many the broker has. `send`
+        returns once the broker has acknowledged every task it could take; what it says it holds stays
+        queued for the next drain, so one webhook's partition refusing its tasks holds up only that webhook,
+        and the others' tasks are not sent twice. When `send` raises (the broker unreachable), nothing
+        changes and they are sent again later (at least once). What it refuses could never be sent (the
+        poison-item rule: an unreadable task, one the broker refuses): deleted too, and its dead letter is
+        left to redrive by hand again. A webhook another recorder is draining is skipped (its advisory lock),
+        so each webhook's tasks are produced by one recorder at a time, in order. `gap` paces each webhook's
+        queue: a row is due `position x gap` after its queue began."""
         conn = self._connection()
         sent = 0
         try:
@@ -478,14 +491,16 @@ class RecorderStore:
                     items.extend(RedriveItem(str(webhook_id), str(event_id), str(task)) for event_id, task in rows)
                 if not items:
                     return 0
-                refused = send(items)
-                for sql, chosen in ((_DELETE_REDRIVES, items), (_UNMARK_DEAD, refused)):
+                outcome = send(items)
+                held = set(outcome.held)
+                done = [item for item in items if item not in held]
+                for sql, chosen in ((_DELETE_REDRIVES, done), (_UNMARK_DEAD, outcome.refused)):
                     by_webhook: dict[str, list[str]] = {}
                     for item in chosen:
                         by_webhook.setdefault(item.webhook_id, []).append(item.event_id)
                     for webhook_id, event_ids in by_webhook.items():
                         conn.execute(sql, (webhook_id, event_ids))
-                sent = len(items)
+                sent = len(done) - len(outcome.refused)
         except BaseException:
             self.close()
             raise

@@ -52,20 +52,27 @@ def backoff_s(tries: int) -> float:
 
 
 def send_each(
-    producer: KafkaProducer, messages: Sequence[Outgoing], timeout_s: float = ACK_TIMEOUT_S
+    producer: KafkaProducer, messages: Sequence[Outgoing], timeout_s: float = ACK_TIMEOUT_S, partial: bool = False
 ) -> list[KafkaError | None]:
     """Produce every message and wait until the broker settled each: its result, in order, is None
     (acknowledged) or the error (refused locally, or by the broker after the producer's own retries).
 
-    Raises `KafkaUnavailable` when they are not all settled within `timeout_s` (the broker unreachable)."""
+    Raises `KafkaUnavailable` when they are not all settled within `timeout_s` (the broker unreachable).
+    With `partial`, only when none was: when some were, each unsettled one's result is `_MSG_TIMED_OUT` (one
+    partition without a leader holds up only its own messages); it may still reach the broker later."""
     results: list[KafkaError | None] = [None] * len(messages)
     settled = 0
     lock = threading.Lock()
     done = threading.Event()
 
+    settled_at: set[int] = set()
+
     def settle_one(index: int, error: KafkaError | None) -> None:
         nonlocal settled
         with lock:
+            if index in settled_at:
+                return
+            settled_at.add(index)
             results[index] = error
             settled += 1
             if settled == len(messages):
@@ -88,7 +95,12 @@ def send_each(
     # flush() may return just before the poll thread has run the last callbacks: wait for them.
     if not done.wait(max(0.0, timeout_s - (time.monotonic() - started))):
         topics = ",".join(sorted({m.topic for m in messages}))
-        raise KafkaUnavailable(f"no broker acknowledgement for {topics} within {timeout_s:g}s")
+        with lock:
+            unsettled = [index for index in range(len(messages)) if index not in settled_at]
+            if not partial or len(unsettled) == len(messages):
+                raise KafkaUnavailable(f"no broker acknowledgement for {topics} within {timeout_s:g}s")
+            waited = KafkaError(KafkaError._MSG_TIMED_OUT, f"no broker acknowledgement within {timeout_s:g}s")
+            return [waited if index in unsettled else results[index] for index in range(len(messages))]
     return results
 
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from recorder.batch import Batch, DeadLetter
-from recorder.store import RecorderStore, RedriveBacklog, RedriveItem
+from recorder.store import RecorderStore, RedriveBacklog, RedriveItem, RedriveSent
 from schemas.models import AttemptRecord, DeliveryTask
 from schemas.topics import Topics
 from tests.integration.recorder_fixtures import insert_webhook, make_attempt, make_dead_task, scalar
@@ -70,7 +70,7 @@ def test_a_recovery_queues_its_spells_dead_letters_oldest_first_once_and_a_faile
     assert all(_redriven_at(database_url, d) is not None for d in dead)
 
     # When the send fails (the broker unreachable, or a crash before the commit): nothing is lost
-    def broken(items: list[RedriveItem]) -> list[RedriveItem]:
+    def broken(items: list[RedriveItem]) -> RedriveSent:
         raise psycopg.OperationalError("the recorder died here")
 
     with pytest.raises(psycopg.OperationalError):
@@ -79,9 +79,9 @@ def test_a_recovery_queues_its_spells_dead_letters_oldest_first_once_and_a_faile
     # Then the next drain sends them in queue order, once, and deletes them
     sent: list[RedriveItem] = []
 
-    def send(items: list[RedriveItem]) -> list[RedriveItem]:
+    def send(items: list[RedriveItem]) -> RedriveSent:
         sent.extend(items)
-        return []
+        return RedriveSent(refused=[], held=[])
 
     assert store.drain_redrives(send, FAST) == 3
     assert [item.event_id for item in sent] == oldest_first
@@ -107,9 +107,9 @@ def test_the_queue_is_paced_per_webhook_skips_a_webhook_another_recorder_drains_
     assert scalar(database_url, "SELECT count(*) FROM recovery_redrives WHERE webhook_id = %s", (plain,)) == 0
     sent: list[RedriveItem] = []
 
-    def send(items: list[RedriveItem]) -> list[RedriveItem]:
+    def send(items: list[RedriveItem]) -> RedriveSent:
         sent.extend(items)
-        return []
+        return RedriveSent(refused=[], held=[])
 
     # Paced: with one row an hour, only the first is due
     assert store.drain_redrives(send, timedelta(hours=1)) == 1 and sent[0].event_id == dead[0].event.id
@@ -120,10 +120,44 @@ def test_the_queue_is_paced_per_webhook_skips_a_webhook_another_recorder_drains_
         other.execute(f"SELECT pg_advisory_lock({lock_key})", (webhook,))
         assert store.drain_redrives(send, FAST) == 0
         other.execute(f"SELECT pg_advisory_unlock({lock_key})", (webhook,))  # a closing session frees it later
+
     # A row that can never be sent is dropped from the queue and its dead letter left for a manual Recover
-    assert store.drain_redrives(lambda items: [i for i in items if i.event_id == dead[1].event.id], FAST) == 2
+    def poison(items: list[RedriveItem]) -> RedriveSent:
+        return RedriveSent(refused=[i for i in items if i.event_id == dead[1].event.id], held=[])
+
+    assert store.drain_redrives(poison, FAST) == 1  # two claimed, one of them never sendable
     assert scalar(database_url, "SELECT count(*) FROM recovery_redrives") == 0
     assert _redriven_at(database_url, dead[1]) is None and _redriven_at(database_url, dead[2]) is not None
+    store.close()
+
+
+def test_rows_a_send_holds_stay_queued_and_only_those(database_url: str) -> None:
+    # Given two recovered webhooks with queued redrives
+    store = RecorderStore(database_url)
+    held_webhook, other = _opted_in_webhook(database_url), _opted_in_webhook(database_url)
+    held_dead = _fail(store, held_webhook, [3, 2, 1])
+    _fail(store, other, [2, 1])
+    store.write(_batch(make_attempt(held_webhook), make_attempt(other)))
+    first = sorted(held_dead, key=lambda d: d.due_at)[0].event.id
+
+    # When the send holds one webhook's tasks from its second on (its partition refused them for now)
+    def holding(items: list[RedriveItem]) -> RedriveSent:
+        mine = [i for i in items if i.webhook_id == held_webhook]
+        return RedriveSent(refused=[], held=mine[1:])
+
+    assert store.drain_redrives(holding, FAST) == 3  # the other's two and the held webhook's first
+    # Then only the held rows stay queued, their dead letters still marked redriven; the next drain sends them
+    rows = "SELECT count(*) FROM recovery_redrives WHERE webhook_id = %s"
+    assert scalar(database_url, rows, (held_webhook,)) == 2 and scalar(database_url, rows, (other,)) == 0
+    assert all(_redriven_at(database_url, d) is not None for d in held_dead)
+    sent: list[RedriveItem] = []
+
+    def send(items: list[RedriveItem]) -> RedriveSent:
+        sent.extend(items)
+        return RedriveSent(refused=[], held=[])
+
+    assert store.drain_redrives(send, FAST) == 2
+    assert {i.webhook_id for i in sent} == {held_webhook} and first not in {i.event_id for i in sent}
     store.close()
 
 

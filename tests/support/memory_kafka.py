@@ -295,13 +295,15 @@ class MemoryProducer(KafkaProducer):
         self.broker = broker
         self.manual = acks == "manual"
         self._pending: list[tuple[DeliveryCallback | None, KafkaError | None, Message]] = []
-        self._failures: list[KafkaError] = []
+        self._failures: list[KafkaError | None] = []
         self._lock = threading.Lock()
         self.closed = False
 
-    def fail_next(self, count: int = 1, code: int = KafkaError._MSG_TIMED_OUT) -> None:
-        """The next `count` produced messages are not written and their callback gets this error."""
+    def fail_next(self, count: int = 1, code: int = KafkaError._MSG_TIMED_OUT, after: int = 0) -> None:
+        """After `after` more messages, the next `count` produced are not written and their callback gets this
+        error (as librdkafka's delivery reports do, never marked retriable)."""
         with self._lock:
+            self._failures.extend([None] * after)
             self._failures.extend(KafkaError(code, "memory broker failure") for _ in range(count))
 
     def produce(

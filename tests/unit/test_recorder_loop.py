@@ -14,14 +14,14 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from hookfleet.kafka import PartitionKey
+from hookfleet.kafka import KafkaError, PartitionKey
 from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from producer.publisher import build_event
 from recorder import loop as loop_module
 from recorder.batch import Batch
 from recorder.loop import Recorder
-from recorder.store import OutboxBacklog, OutboxItem, RedriveBacklog, RedriveItem, WriteResult
+from recorder.store import OutboxBacklog, OutboxItem, RedriveBacklog, RedriveItem, RedriveSent, WriteResult
 from schemas.catalog import EventType
 from schemas.models import DeliveryTask, Event
 from schemas.operational import WebhookFacts, operational_event
@@ -77,19 +77,22 @@ class MemoryStore:
 
     def drain_redrives(
         self,
-        send: Callable[[list[RedriveItem]], list[RedriveItem]],
+        send: Callable[[list[RedriveItem]], RedriveSent],
         gap: timedelta,
         webhooks: int = 50,
         limit: int = 500,
     ) -> int:
         items, self.redrives = self.redrives[:limit], self.redrives[limit:]
-        if items:
-            try:
-                self.refused += send(items)
-            except BaseException:
-                self.redrives[:0] = items  # not deleted: sent again later
-                raise
-        return len(items)
+        if not items:
+            return 0
+        try:
+            outcome = send(items)
+        except BaseException:
+            self.redrives[:0] = items  # not deleted: sent again later
+            raise
+        self.refused += outcome.refused
+        self.redrives[:0] = outcome.held  # still queued, in order
+        return len(items) - len(outcome.held) - len(outcome.refused)
 
     def count_failing(self) -> int:
         return 0
@@ -121,14 +124,16 @@ class Fleet:
 
 
 @contextmanager
-def recorder_running(broker: MemoryBroker, store: MemoryStore, drain_timeout_s: float = 5.0) -> Iterator[Fleet]:
+def recorder_running(
+    broker: MemoryBroker, store: MemoryStore, producer: MemoryProducer | None = None, drain_timeout_s: float = 5.0
+) -> Iterator[Fleet]:
     settings = RecorderSettings(
         topic_prefix=TOPICS.prefix, group_id=GROUP, batch_wait_ms=10, drain_timeout_s=drain_timeout_s
     )
     shutdown = Shutdown()
     consumer = MemoryConsumer(broker, settings.group_id)
     store.consumer = consumer
-    recorder = Recorder(settings, shutdown, consumer, MemoryProducer(broker), store)  # type: ignore[arg-type]
+    recorder = Recorder(settings, shutdown, consumer, producer or MemoryProducer(broker), store)  # type: ignore[arg-type]
     with running(recorder.run, shutdown, broker) as exit_code:
         yield Fleet(recorder, consumer, store, exit_code)
 
@@ -252,6 +257,34 @@ def test_dead_letters_queued_by_a_recovery_go_out_in_order_as_fresh_first_attemp
     assert {(key, t.attempt, t.last_error) for key, t in zip(keys, published, strict=True)} == {(b"wh_1", 1, None)}
     # and the unreadable one is handed back as never sendable (its dead letter is left to redrive by hand)
     assert [item.event_id for item in store.refused] == ["evt_garbage"] and store.redrives == []
+
+
+def test_a_webhook_whose_partition_refuses_a_redrive_for_now_holds_only_its_own_queue_in_order() -> None:
+    # Given wh_1's three and wh_2's two queued redrives, and a broker that times out wh_1's second task
+    broker = MemoryBroker()
+    items = [
+        RedriveItem(webhook, task.event.id, task.model_dump_json())
+        for webhook, n in (("wh_1", 0), ("wh_1", 1), ("wh_1", 2), ("wh_2", 3), ("wh_2", 4))
+        for task in [
+            DeliveryTask(
+                event=build_event("acct_1", EventType.MESSAGE_SENT, {"n": n}), webhook_id=webhook, attempt=4, due_at=1
+            )
+        ]
+    ]
+    producer = MemoryProducer(broker)
+    producer.fail_next(1, KafkaError._MSG_TIMED_OUT, after=1)
+    store = MemoryStore(broker, redrives=items)
+    with recorder_running(broker, store, producer):
+        # Then wh_2's go out once, and wh_1's from the refused one on are sent again, in order; nothing is
+        # dropped as never sendable (a timeout is the broker's, not the task's)
+        assert broker.wait(lambda: not store.redrives and len(broker.messages(TOPICS.deliveries)) == 6)
+    sent = [
+        (m.key(), DeliveryTask.model_validate_json(m.value() or b"").event.data["n"])
+        for m in broker.messages(TOPICS.deliveries)
+    ]
+    assert [n for key, n in sent if key == b"wh_2"] == [3, 4]
+    assert [n for key, n in sent if key == b"wh_1"] == [0, 2, 1, 2]  # the 2 written after the refused 1, again
+    assert store.refused == []
 
 
 def test_the_redrive_queue_backlog_is_published_as_gauges_read_at_the_recorders_own_pace() -> None:
