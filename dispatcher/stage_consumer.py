@@ -46,8 +46,8 @@ class StageConsumer:
         self.consumer = consumer
         self.topic = topic
         self.ledger = OffsetLedger()
-        retake_failed_commits(consumer, self.ledger)
         """The owned partitions' offsets (hookfleet/stream/ledger.py): begun and finished by the dispatcher."""
+        retake_failed_commits(consumer, self.ledger)
         self.paused = False
         """Intake gated by the dispatcher's global bound: the stage stops consuming, without a librdkafka pause
         (a pause purges the prefetched messages, fetched again at the resume; librdkafka stops fetching by
