@@ -129,6 +129,8 @@ class Recorder:
         self.db_up = True
         self._drain_deadline: float | None = None
         self._next_outbox_check = 0.0
+        self._redrives_held = False
+        """The last redrive send held some webhook's rows (its partition refused them for now)."""
         self._next_redrive_check = 0.0
         self._redrive_gap = timedelta(seconds=1 / settings.recovery_redrive_rate)
         self._watchdog = JoinWatchdog()
@@ -431,6 +433,10 @@ class Recorder:
             log.warning("event=recovery_redrives_deferred error=%s", type(exc).__name__)
             self._next_redrive_check = time.monotonic() + _REDRIVE_FAILED_S
             return
+        if self._redrives_held:  # a partition refused some for now: every try waits for the broker, so wait
+            self._redrives_held = False
+            self._next_redrive_check = time.monotonic() + _REDRIVE_FAILED_S
+            return
         self._next_redrive_check = time.monotonic() + (_REDRIVE_BUSY_S if sent else REDRIVE_CHECK_S)
 
     def _publish_redrives(self, items: list[RedriveItem]) -> RedriveSent:
@@ -465,6 +471,7 @@ class Recorder:
                 refused.append(item)
         for webhook_id, count in counts.items():
             log.info("event=recovery_redriven webhook_id=%s count=%d", webhook_id, count)
+        self._redrives_held = bool(held)
         return RedriveSent(refused, [item for waiting in held.values() for item in waiting])
 
     def _publish_operational(self, items: list[OutboxItem]) -> list[OutboxFailed]:

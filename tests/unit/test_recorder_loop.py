@@ -142,6 +142,7 @@ def recorder_running(
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop_module, "RETRY_INITIAL_S", 0.02)
     monkeypatch.setattr(loop_module, "_OUTAGE_POLL_S", 0.01)
+    monkeypatch.setattr(loop_module, "_REDRIVE_FAILED_S", 0.05)
 
 
 def test_rows_are_written_before_their_offsets_are_committed() -> None:
