@@ -306,6 +306,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from devstack.stack import DevStackError
     from hookfleet.db import DatabaseUnavailable, SchemaNotMigrated
     from hookfleet.kafka import KafkaDeliveryError, KafkaUnavailable
+    from hookfleet.metrics import MetricsPortUnavailable
     from hookfleet.secretbox import SecretKeyError
 
     return (
@@ -316,6 +317,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         SchemaNotMigrated,
         DevStackError,
         SecretKeyError,
+        MetricsPortUnavailable,
     )
 
 

@@ -9,6 +9,7 @@ top `TOP_FAILING_WEBHOOKS` webhooks (see recorder/outcomes.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -319,6 +320,21 @@ def init_label_values(event_types: Iterable[str], outcomes: Iterable[str]) -> No
         IDEMPOTENCY_EVICTED.labels(reason)
 
 
+class MetricsPortUnavailable(OSError):
+    """The port for /metrics, /readyz and /livez cannot be served; the message names the setting and the fix."""
+
+    def __init__(self, port: int, cause: OSError) -> None:
+        in_use = cause.errno == errno.EADDRINUSE
+        why = "is in use by another process" if in_use else f"cannot be bound ({cause.strerror})"
+        super().__init__(
+            cause.errno,
+            f"metrics port {port} {why}: set HOOKFLEET_METRICS_PORT to a free port, or stop what holds it",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class Heartbeat:
     """Liveness of a role: its main loop calls `beat()` every turn; stale after `stale_after_s` without one.
 
@@ -394,7 +410,10 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
                 return
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # one line naming the setting, not a traceback from socketserver
+            raise MetricsPortUnavailable(port, exc) from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-server", daemon=True)

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_ports
+
 pytestmark = pytest.mark.integration
 
 
-def _free_ports(count: int) -> int:
-    """The first of `count` consecutive ports that are all free now (the demo's API + 4 metrics ports)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count > 65535:
-            continue
-        try:
-            probes = []
-            for port in range(base, base + count):
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return base
-    raise RuntimeError("no block of free ports found")
-
-
 def test_demo_shows_signed_deliveries_retries_and_stops_cleanly(fleet_env: dict[str, str], tmp_path: Path) -> None:
-    ports = _free_ports(5)
+    ports = free_ports(5)
     env = {
         **os.environ,
         **fleet_env,

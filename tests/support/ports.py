@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _outside_ephemeral() -> range:
+    """Ports the kernel never hands out by itself: a port chosen from its ephemeral range is free when
+    probed, but any outbound connection (Kafka, PostgreSQL, HTTP) may take it before the role under test
+    binds it, and the role then fails with "address already in use"."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(10_000, low) if low - 10_000 >= 5_000 else range(high + 1, 65_536)
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of `count` consecutive ports, outside the ephemeral range, that are all free now. Chosen at
+    random, so two test workers rarely pick the same ones; each is probed by binding it."""
+    ports = _outside_ephemeral()
+    for _ in range(200):
+        base = random.randrange(ports.start, ports.stop - count)
+        probes: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
+    raise RuntimeError(f"no block of {count} free ports in {ports.start}-{ports.stop - 1}")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, outside the ephemeral range (see `free_ports`)."""
+    return free_ports(1)
 
 
 def scrape(port: int, timeout_s: float = 2.0) -> dict[str, float]:

@@ -4,6 +4,7 @@ only a loop that stopped turning is not alive."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from hookfleet.metrics import HealthServer, Heartbeat
+from hookfleet import cli as cli_module
+from hookfleet.metrics import HealthServer, Heartbeat, MetricsPortUnavailable
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, object] | str]:
@@ -89,3 +91,19 @@ def test_without_a_heartbeat_livez_only_proves_the_process_serves(state: State) 
         assert get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_a_metrics_port_in_use_is_one_line_naming_the_setting() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = int(holder.getsockname()[1])
+        with pytest.raises(MetricsPortUnavailable) as caught:
+            HealthServer(port, lambda: (True, "ok"), host="127.0.0.1")
+        message = str(caught.value)
+        assert message == (
+            f"metrics port {port} is in use by another process: set HOOKFLEET_METRICS_PORT to a free port,"
+            " or stop what holds it"
+        )
+        # What a role started by the command line prints and exits with: one line, no traceback
+        assert MetricsPortUnavailable in cli_module._known_errors()
