@@ -8,7 +8,8 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +81,20 @@ MISMATCH = {"role": "dispatcher", "reason": "account_mismatch"}
 SETTINGS = DispatcherSettings(topic_prefix="u.", park_after_s=0.3, commit_interval_s=0.05, drain_timeout_s=0.2)
 
 
+@asynccontextmanager
+async def dispatcher_running(dispatcher: Dispatcher, broker: MemoryBroker) -> AsyncIterator[asyncio.Task[None]]:
+    """`dispatcher` running on this loop while the block runs (for tests that act mid-run), then stopped:
+    stopping commits every partition's final position (StageConsumer.close)."""
+    stop = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        broker.wake()
+        await asyncio.wait_for(runner, 5)
+
+
 async def run_until(
     broker: MemoryBroker,
     index: SubscriptionIndex,
@@ -92,14 +107,8 @@ async def run_until(
     consumers = {stage: MemoryConsumer(broker, settings.group_id) for stage in stages}
     producer = producer or MemoryProducer(broker)
     dispatcher = Dispatcher(settings, consumers, producer, deliverer, index)  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    runner = asyncio.create_task(dispatcher.run(stop))
-    try:
+    async with dispatcher_running(dispatcher, broker):
         await wait_until_async(done, 10, "the dispatcher to reach the test's condition")
-    finally:  # stopping commits every partition's final position (StageConsumer.close)
-        stop.set()
-        broker.wake()
-        await asyncio.wait_for(runner, 5)
     return dispatcher
 
 
@@ -329,28 +338,24 @@ async def test_an_offset_is_committed_only_once_its_outcome_is_acknowledged(outc
     producer = MemoryProducer(broker, acks="manual")
     deliverer = StubDeliverer(lambda *_: result(outcome, 200 if outcome is Outcome.SUCCESS else 503))
     dispatcher = Dispatcher(SETTINGS, consumers, producer, deliverer, index)  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    runner = asyncio.create_task(dispatcher.run(stop))
     key = (SETTINGS.topics.deliveries, 0)
-    await wait_until_async(lambda: producer.unacknowledged, 5, "the outcome to be produced")
-    # The loop goes round (committing what is ready each time) for several commit intervals meanwhile.
-    loop = asyncio.get_running_loop()
-    polls, since = consumers["delivery"].polls, loop.time()
-    await wait_until_async(
-        lambda: consumers["delivery"].polls >= polls + 4 and loop.time() - since >= 4 * SETTINGS.commit_interval_s,
-        5,
-        "the delivery loop to go round for four commit intervals",
-    )
-    assert broker.committed.get(SETTINGS.group_id, {}).get(key) in (None, 0)
-    producer.ack_all()
-    await wait_until_async(
-        lambda: broker.committed.get(SETTINGS.group_id, {}).get(key) == 1,
-        5,
-        lambda: f"offset 1 committed once acknowledged, got {broker.committed.get(SETTINGS.group_id)}",
-    )
-    stop.set()
-    broker.wake()
-    await asyncio.wait_for(runner, 5)
+    async with dispatcher_running(dispatcher, broker):
+        await wait_until_async(lambda: producer.unacknowledged, 5, "the outcome to be produced")
+        # The loop goes round (committing what is ready each time) for several commit intervals meanwhile.
+        loop = asyncio.get_running_loop()
+        polls, since = consumers["delivery"].polls, loop.time()
+        await wait_until_async(
+            lambda: consumers["delivery"].polls >= polls + 4 and loop.time() - since >= 4 * SETTINGS.commit_interval_s,
+            5,
+            "the delivery loop to go round for four commit intervals",
+        )
+        assert broker.committed.get(SETTINGS.group_id, {}).get(key) in (None, 0)
+        producer.ack_all()
+        await wait_until_async(
+            lambda: broker.committed.get(SETTINGS.group_id, {}).get(key) == 1,
+            5,
+            lambda: f"offset 1 committed once acknowledged, got {broker.committed.get(SETTINGS.group_id)}",
+        )
 
 
 async def test_an_ordered_webhook_waiting_for_its_retry_does_not_hold_up_shutdown() -> None:
@@ -389,9 +394,7 @@ async def test_past_the_in_flight_bound_the_delivery_stage_stops_taking_tasks_wi
     deliverer.gate = asyncio.Event()
     consumer = MemoryConsumer(broker, settings.group_id)
     dispatcher = Dispatcher(settings, {"delivery": consumer}, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type,dict-item]
-    stop = asyncio.Event()
-    runner = asyncio.create_task(dispatcher.run(stop))
-    try:
+    async with dispatcher_running(dispatcher, broker):
         await wait_until_async(
             lambda: REGISTRY.get_sample_value("hookfleet_partitions_paused") == 1, 5, "the stage gated at the bound"
         )
@@ -402,10 +405,6 @@ async def test_past_the_in_flight_bound_the_delivery_stage_stops_taking_tasks_wi
         assert consumer.paused == set()
         deliverer.gate.set()
         await wait_until_async(lambda: len(records(broker)) == 12, 10, "all 12 delivered once they answer")
-    finally:
-        stop.set()
-        broker.wake()
-        await asyncio.wait_for(runner, 5)
     assert sorted(c[0] for c in deliverer.calls) == ["wh_slow"] * 12
 
 
@@ -418,9 +417,7 @@ async def test_a_commit_that_did_not_take_is_taken_again_though_nothing_more_arr
     consumer = RebalancedCommitConsumer(broker, SETTINGS.group_id)
     consumers: dict[str, MemoryConsumer] = {"delivery": consumer}
     dispatcher = Dispatcher(SETTINGS, consumers, MemoryProducer(broker), StubDeliverer(), index)  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    runner = asyncio.create_task(dispatcher.run(stop))
-    try:
+    async with dispatcher_running(dispatcher, broker) as runner:
         # When the task is delivered and its commit fails, with nothing more arriving
         await wait_until_async(lambda: consumer.failed == 1, 5, "the first commit to fail")
         # Then its offset is committed all the same while the dispatcher runs (not only at its stop)
@@ -430,7 +427,3 @@ async def test_a_commit_that_did_not_take_is_taken_again_though_nothing_more_arr
             lambda: f"offset 1 committed again, got {broker.committed.get(SETTINGS.group_id)}",
         )
         assert not runner.done()
-    finally:
-        stop.set()
-        broker.wake()
-        await asyncio.wait_for(runner, 5)

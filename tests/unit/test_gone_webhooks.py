@@ -15,7 +15,15 @@ from schemas.catalog import EventType
 from schemas.models import Outcome
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 from tests.support.waiting import wait_until_async
-from tests.unit.test_dispatcher_loop import SETTINGS, StubDeliverer, endpoint, records, result, run_until
+from tests.unit.test_dispatcher_loop import (
+    SETTINGS,
+    StubDeliverer,
+    dispatcher_running,
+    endpoint,
+    records,
+    result,
+    run_until,
+)
 
 PARTITION = ("u.webhooks.deliveries", 0)
 
@@ -81,9 +89,7 @@ async def test_a_burst_to_a_webhook_not_heard_from_is_probed_with_one_request_th
     settings = SETTINGS.model_copy(update={"per_endpoint_concurrency": 5})
     consumers = {"delivery": MemoryConsumer(broker, settings.group_id)}
     dispatcher = Dispatcher(settings, consumers, MemoryProducer(broker), deliverer, index)  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    runner = asyncio.create_task(dispatcher.run(stop))
-    try:
+    async with dispatcher_running(dispatcher, broker):
         # When its first request is open and unanswered, it is the only one (a wave starts in one go: had
         # five been started, all five would be open by now)
         await wait_until_async(lambda: len(deliverer.calls) >= 1, 10, "the first request")
@@ -91,8 +97,4 @@ async def test_a_burst_to_a_webhook_not_heard_from_is_probed_with_one_request_th
         # Then, once it is answered, the rest go out at the webhook's concurrency, and every one is delivered
         deliverer.gate.set()
         await wait_until_async(lambda: len(records(broker)) == 20, 10, "every delivery logged")
-    finally:
-        stop.set()
-        broker.wake()
-        await asyncio.wait_for(runner, 5)
     assert len(deliverer.calls) == 20 and {r["outcome"] for r in records(broker)} == {"success"}
