@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hookfleet.kafka import Consumer, Message, PartitionKey, TopicPartition, topic_partition
 from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import CLOSE_BOUND_S, close_bounded
-from hookfleet.stream.commit import commit_offsets, retake_failed_commits
+from hookfleet.stream.commit import commit_offsets, ledger_offsets, retake_failed_commits
 from hookfleet.stream.ledger import OffsetLedger
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ class StageConsumer:
 
     def prepare_commits(self, keys: set[TP] | None = None, force: bool = False) -> None:
         """The commit of every changed partition, with its finished offsets as metadata."""
-        for key, base, metadata in self.ledger.commits(keys, force=force):
-            self._commits[key] = TopicPartition(key[0], key[1], base, metadata)
+        for offset in ledger_offsets(self.ledger.commits(keys, force=force)):
+            self._commits[(offset.topic, offset.partition)] = offset
 
     def pause(self, keys: list[TP]) -> None:
         if keys:

@@ -41,7 +41,7 @@ from hookfleet.settings import RecorderSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
-from hookfleet.stream.commit import commit_offsets
+from hookfleet.stream.commit import commit_offsets, ledger_offsets
 from hookfleet.stream.diversion import divert, handler_error
 from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.membership import exit_if_fenced
@@ -129,8 +129,6 @@ class Recorder:
         self.db_up = True
         self._drain_deadline: float | None = None
         self._next_outbox_check = 0.0
-        self._redrives_held = False
-        """The last redrive send held some webhook's rows (its partition refused them for now)."""
         self._next_redrive_check = 0.0
         self._redrive_gap = timedelta(seconds=1 / settings.recovery_redrive_rate)
         self._watchdog = JoinWatchdog()
@@ -384,8 +382,7 @@ class Recorder:
         except KafkaException as exc:  # a partition revoked meanwhile: not ours to store
             log.debug("event=offset_store_failed reason=%s", exc)
         # Committed with the runtime's finished-offset metadata (empty here: a batch finishes in order).
-        offsets = [TopicPartition(p[0], p[1], offset, metadata) for p, offset, metadata in commits]
-        commit_offsets(self.consumer, self.ledger, offsets, asynchronous=False, role="recorder")
+        commit_offsets(self.consumer, self.ledger, ledger_offsets(commits), asynchronous=False, role="recorder")
 
     def _periodic(self) -> None:
         """The failing count and the outcome gauges, refreshed on a clock rather than only on changes; a
@@ -427,17 +424,23 @@ class Recorder:
 
     def _send_redrives(self) -> None:
         """Redrive on recovery: queue again, at the recovery's pace, the dead letters a recovery queued."""
+        held = 0
+
+        def publish(items: list[RedriveItem]) -> RedriveSent:
+            nonlocal held
+            outcome = self._publish_redrives(items)
+            held = len(outcome.held)
+            return outcome
+
         try:
-            sent = self.store.drain_redrives(self._publish_redrives, self._redrive_gap)
+            sent = self.store.drain_redrives(publish, self._redrive_gap)
         except (*_DB_ERRORS, KafkaDeliveryError, KafkaUnavailable) as exc:
             log.warning("event=recovery_redrives_deferred error=%s", type(exc).__name__)
             self._next_redrive_check = time.monotonic() + _REDRIVE_FAILED_S
             return
-        if self._redrives_held:  # a partition refused some for now: every try waits for the broker, so wait
-            self._redrives_held = False
-            self._next_redrive_check = time.monotonic() + _REDRIVE_FAILED_S
-            return
-        self._next_redrive_check = time.monotonic() + (_REDRIVE_BUSY_S if sent else REDRIVE_CHECK_S)
+        # Rows held (a partition refused them for now): every try waits up to 30 s for the broker, so wait too.
+        wait = _REDRIVE_FAILED_S if held else _REDRIVE_BUSY_S if sent else REDRIVE_CHECK_S
+        self._next_redrive_check = time.monotonic() + wait
 
     def _publish_redrives(self, items: list[RedriveItem]) -> RedriveSent:
         """Produce each dead letter as a fresh attempt 1, in order, waiting for the broker. Returns the items
@@ -471,7 +474,6 @@ class Recorder:
                 refused.append(item)
         for webhook_id, count in counts.items():
             log.info("event=recovery_redriven webhook_id=%s count=%d", webhook_id, count)
-        self._redrives_held = bool(held)
         return RedriveSent(refused, [item for waiting in held.values() for item in waiting])
 
     def _publish_operational(self, items: list[OutboxItem]) -> list[OutboxFailed]:

@@ -43,7 +43,7 @@ from hookfleet.settings import RetrySchedulerSettings
 from hookfleet.shutdown import Shutdown
 from hookfleet.stream.assignment import own_from_last_commits
 from hookfleet.stream.close import close_bounded
-from hookfleet.stream.commit import commit_offsets, retake_failed_commits
+from hookfleet.stream.commit import commit_offsets, ledger_offsets, retake_failed_commits
 from hookfleet.stream.diversion import Invalid, divert, handler_error, read_as
 from hookfleet.stream.ledger import Claim, OffsetLedger
 from hookfleet.stream.membership import exit_if_fenced
@@ -459,10 +459,7 @@ class RetryScheduler:
         revoke), asynchronous on the loop's cadence. A commit that did not take is taken again on the next
         cadence (hookfleet/stream/commit.py); a partition revoked meanwhile is left to its next owner, which
         hands its unfinished tasks off again, at least once."""
-        offsets = [
-            TopicPartition(partition[0], partition[1], offset, metadata)
-            for partition, offset, metadata in self._ledger.commits(partitions, force=force)
-        ]
+        offsets = ledger_offsets(self._ledger.commits(partitions, force=force))
         commit_offsets(self._consumer, self._ledger, offsets, asynchronous=not force, role="retry-scheduler")
 
     # ------------------------------------------------------------------------------------------ rebalance

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import logging
 
-from hookfleet.kafka import Consumer, GroupConsumer, KafkaError, KafkaException, TopicPartition, failed_partitions
+from hookfleet.kafka import (
+    Consumer,
+    GroupConsumer,
+    KafkaError,
+    KafkaException,
+    PartitionKey,
+    TopicPartition,
+    failed_partitions,
+)
 from hookfleet.stream.ledger import OffsetLedger
 
 log = logging.getLogger(__name__)
@@ -25,13 +33,18 @@ def retake_failed_commits(consumer: Consumer, ledger: OffsetLedger) -> None:
         consumer.on_commit_failed = ledger.commit_failed
 
 
+def ledger_offsets(commits: list[tuple[PartitionKey, int, str]]) -> list[TopicPartition]:
+    """`OffsetLedger.commits` as the offsets (with their finished-offset metadata) a commit takes."""
+    return [TopicPartition(partition[0], partition[1], offset, metadata) for partition, offset, metadata in commits]
+
+
 def commit_offsets(
     consumer: Consumer, ledger: OffsetLedger, offsets: list[TopicPartition], *, asynchronous: bool, role: str
-) -> bool:
-    """Commit `offsets` (taken from `ledger.commits`); True when the commit was sent (asynchronous) or took
-    (synchronous). A failure is logged and its partitions are taken again by the next commit."""
+) -> None:
+    """Commit `offsets` (from `ledger_offsets`). A failure is logged and its partitions are taken again by
+    the next commit."""
     if not offsets:
-        return True
+        return
     try:
         if asynchronous:
             result = consumer.commit(offsets=offsets, asynchronous=True)
@@ -40,14 +53,12 @@ def commit_offsets(
     except KafkaException as exc:
         error: KafkaError = exc.args[0]
         failed = failed_partitions(error, offsets)
-        if not failed:
-            return True
         reason = f"{error.name()}: {error.str()}"
     else:
         failed = failed_partitions(None, result or [])
-        if not failed:
-            return True
         reason = "per-partition errors"
-    ledger.commit_failed(failed)
-    log.warning("event=offset_commit_failed role=%s partitions=%d reason=%s (taken again)", role, len(failed), reason)
-    return False
+    if failed:
+        ledger.commit_failed(failed)
+        log.warning(
+            "event=offset_commit_failed role=%s partitions=%d reason=%s (taken again)", role, len(failed), reason
+        )

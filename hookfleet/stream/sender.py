@@ -61,21 +61,15 @@ def send_each(
     With `partial`, only when none was: when some were, each unsettled one's result is `_MSG_TIMED_OUT` (one
     partition without a leader holds up only its own messages); it may still reach the broker later."""
     results: list[KafkaError | None] = [None] * len(messages)
-    settled = 0
+    settled: set[int] = set()
     lock = threading.Lock()
     done = threading.Event()
 
-    settled_at: set[int] = set()
-
     def settle_one(index: int, error: KafkaError | None) -> None:
-        nonlocal settled
         with lock:
-            if index in settled_at:
-                return
-            settled_at.add(index)
             results[index] = error
-            settled += 1
-            if settled == len(messages):
+            settled.add(index)
+            if len(settled) == len(messages):
                 done.set()
 
     def callback(index: int) -> Callable[[KafkaError | None, Message], None]:
@@ -96,11 +90,10 @@ def send_each(
     if not done.wait(max(0.0, timeout_s - (time.monotonic() - started))):
         topics = ",".join(sorted({m.topic for m in messages}))
         with lock:
-            unsettled = [index for index in range(len(messages)) if index not in settled_at]
-            if not partial or len(unsettled) == len(messages):
+            if not partial or not settled:
                 raise KafkaUnavailable(f"no broker acknowledgement for {topics} within {timeout_s:g}s")
             waited = KafkaError(KafkaError._MSG_TIMED_OUT, f"no broker acknowledgement within {timeout_s:g}s")
-            return [waited if index in unsettled else results[index] for index in range(len(messages))]
+            return [results[index] if index in settled else waited for index in range(len(messages))]
     return results
 
 
